@@ -1,0 +1,36 @@
+# The two commands of the README: `make up` and `make test`. Each installs what is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+STREAMOPS = $(VENV)/bin/streamops
+# Tests run their own stack: its own state folder and ports, so a running `make up` is untouched.
+TEST_ENV = STREAMOPS_STATE_DIR=$(CURDIR)/.streamops-test
+
+.PHONY: install up down status test test-unit lint typecheck bench
+
+install:
+	$(PYTHON) -m streamops install
+
+up: install
+	$(STREAMOPS) up --with-generator
+
+down:
+	$(STREAMOPS) down
+
+status:
+	$(STREAMOPS) status
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(TEST_ENV) $(VENV)/bin/python -m pytest tests
+
+test-unit: install
+	$(VENV)/bin/python -m pytest tests/unit
+
+bench: install
+	$(VENV)/bin/python -m benchmarks.runner

@@ -1,0 +1,5 @@
+"""Every five minutes: are Kafka's topics, MariaDB's schema and Redis there for the pipelines?"""
+
+from streamops_airflow.dag_factory import HealthCheckSpec, build_health_dag
+
+dag = build_health_dag(HealthCheckSpec(dag_id="streamops_platform_health"))

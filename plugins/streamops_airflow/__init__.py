@@ -1,0 +1,1 @@
+"""Airflow side of streamops: DAG factories (and, as pipelines arrive, hooks and operators)."""

@@ -1,0 +1,75 @@
+"""DAG factories: a DAG file declares a spec and calls one of these; no DAG body is copied.
+
+Nothing here touches Kafka, MariaDB or Redis at import time: the dag-processor parses DAG files
+constantly, and only tasks do I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+DEFAULT_OWNER = "streamops"
+
+
+@dataclass(frozen=True)
+class HealthCheckSpec:
+    """A periodic check of the platform's services, published to Redis for the dashboard."""
+
+    dag_id: str
+    schedule: str = "*/5 * * * *"
+    checks: tuple[str, ...] = ("kafka", "mariadb", "redis")
+    owner: str = DEFAULT_OWNER
+    retries: int = 1
+    retry_delay: timedelta = timedelta(seconds=30)
+    tags: tuple[str, ...] = field(default=("streamops", "health"))
+    # A health check is only useful when it runs: unpaused from the first parse.
+    paused_upon_creation: bool = False
+
+    def __post_init__(self) -> None:
+        from streamops.health import CHECKS
+
+        unknown = sorted(set(self.checks) - set(CHECKS))
+        if unknown:
+            raise ValueError(
+                f"{self.dag_id}: unknown health checks {unknown}; known: {sorted(CHECKS)}"
+            )
+
+
+def build_health_dag(spec: HealthCheckSpec) -> DAG:
+    with DAG(
+        dag_id=spec.dag_id,
+        schedule=spec.schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=spec.paused_upon_creation,
+        tags=list(spec.tags),
+        default_args={
+            "owner": spec.owner,
+            "retries": spec.retries,
+            "retry_delay": spec.retry_delay,
+        },
+        doc_md=f"Checks {', '.join(spec.checks)} and publishes the results to Redis.",
+    ) as dag:
+
+        @task
+        def check(service: str) -> dict[str, str]:
+            from streamops.config import load_settings
+            from streamops.health import CHECKS
+
+            return {service: CHECKS[service](load_settings())}
+
+        @task
+        def publish(results: list[dict[str, str]]) -> dict[str, str]:
+            from streamops.config import load_settings
+            from streamops.health import publish_health
+
+            merged = {name: detail for result in results for name, detail in result.items()}
+            publish_health(load_settings(), merged)
+            return merged
+
+        publish(check.expand(service=list(spec.checks)))
+    return dag

@@ -1,0 +1,1 @@
+"""Shared parts of every streaming job: the session, sources, sinks and listeners."""

@@ -1,0 +1,42 @@
+"""The SparkSession every job and test uses: Kafka connector jars from the install cache, UTC."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from streamops.config import Settings
+from streamops.errors import StreamopsError
+
+
+def kafka_connector_jars(settings: Settings) -> list[Path]:
+    """The connector jars `streamops install` resolved for the installed PySpark version."""
+    import pyspark
+
+    folder = settings.spark_kafka_jars_dir(pyspark.__version__)
+    jars = sorted(folder.glob("*.jar"))
+    if not any(jar.name.startswith("spark-sql-kafka-0-10") for jar in jars):
+        raise StreamopsError(
+            f"Spark's Kafka connector for PySpark {pyspark.__version__} is not in {folder}. "
+            "Run `streamops install`, which resolves it with Maven."
+        )
+    return jars
+
+
+def build_spark_session(
+    app_name: str, settings: Settings, conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """A session on settings.spark_master (local[*] by default) able to read and write Kafka."""
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", ",".join(str(jar) for jar in kafka_connector_jars(settings)))
+        # Event times are UTC everywhere in the contract; the session must not shift them.
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(max(2, settings.kafka_partitions)))
+    )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,328 @@
+"""The `streamops` command line: install, run and inspect the local platform, and feed it data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ClassVar, NoReturn, Optional, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from streamops.config import INPUT_TOPICS, Settings, load_settings
+from streamops.errors import StreamopsError
+
+app = typer.Typer(
+    help="streamops: Kafka → Spark Structured Streaming → MariaDB and Redis, run by Airflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="MariaDB schema: migrations and version.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class _Overrides:
+    """Global options of this invocation (set by the callback, read by every command)."""
+
+    values: ClassVar[dict[str, object]] = {}
+
+
+def settings() -> Settings:
+    try:
+        return load_settings(**_Overrides.values)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            lines.append(
+                f"  STREAMOPS_{field.upper()}: {error['msg']} (got {error.get('input')!r})"
+            )
+        fail("The settings are not valid:\n" + "\n".join(lines))
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(
+    state_dir: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional here
+        typer.Option(help="State folder (default .streamops/; env STREAMOPS_STATE_DIR)."),
+    ] = None,
+) -> None:
+    """Global options apply to every command and beat env vars and streamops.toml."""
+    _Overrides.values = {"state_dir": state_dir}
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _handle(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Print a StreamopsError as its paragraph (no traceback) and exit 1."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except StreamopsError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+@app.command()
+def install(
+    skip_apt: Annotated[
+        bool, typer.Option(help="Do not check or install Debian packages.")
+    ] = False,
+) -> None:
+    """Install what is missing (Debian packages, Python venv, Kafka and Spark jars); idempotent."""
+    from streamops import installer
+
+    code = installer.main(["--skip-apt"] if skip_apt else [])
+    raise typer.Exit(code)
+
+
+@app.command()
+@_handle
+def up(
+    with_generator: Annotated[
+        bool, typer.Option(help="Also feed every input topic with generated data.")
+    ] = False,
+    airflow: Annotated[bool, typer.Option(help="Start Airflow too.")] = True,
+) -> None:
+    """Start Kafka (KRaft), MariaDB, Redis and Airflow on loopback; create topics and schema."""
+    from streamops.stack import Stack
+
+    cfg = settings()
+    stack = Stack(cfg)
+    started = time.monotonic()
+    stack.up(with_airflow=airflow, with_generator=with_generator, report=console.print)
+    console.print(f"\n[bold green]streamops is up[/] in {time.monotonic() - started:.0f} s\n")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("service")
+    table.add_column("address")
+    table.add_row("Kafka", cfg.kafka_bootstrap_servers)
+    table.add_row(
+        "MariaDB",
+        f"{cfg.mariadb_host}:{cfg.mariadb_port}/{cfg.mariadb_database} (user {cfg.mariadb_user})",
+    )
+    table.add_row("Redis", cfg.redis_url)
+    if airflow:
+        table.add_row(
+            "Airflow",
+            f"{cfg.airflow_url}  (login {cfg.airflow_admin_user} / {cfg.airflow_admin_password})",
+        )
+    console.print(table)
+    console.print(f"State folder: {cfg.state_dir}.  Stop with `streamops down`.")
+
+
+@app.command()
+@_handle
+def down() -> None:
+    """Stop every service gracefully; all data stays in the state folder."""
+    from streamops.stack import Stack
+
+    Stack(settings()).down(report=console.print)
+    console.print("all stopped")
+
+
+@app.command()
+@_handle
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Each component: pid, ports, health and version. Exits 1 when a service is not healthy."""
+    from streamops.stack import Stack
+
+    stack = Stack(settings())
+    statuses = stack.status()
+    if as_json:
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "pid": s.pid,
+                        "ports": s.ports,
+                        "healthy": s.health.healthy,
+                        "detail": s.health.detail,
+                        "version": s.version,
+                    }
+                    for s in statuses
+                ]
+            )
+        )
+    else:
+        table = Table(show_header=True, header_style="bold")
+        for column in ("component", "pid", "ports", "health", "version"):
+            table.add_column(column)
+        for s in statuses:
+            mark = "[green]healthy[/]" if s.health.healthy else "[red]down[/]"
+            table.add_row(
+                s.name,
+                str(s.pid or "-"),
+                ", ".join(str(p) for p in s.ports.values()) or "-",
+                f"{mark} {s.health.detail}",
+                s.version,
+            )
+        console.print(table)
+    core = {c.name for c in [*stack.services, *stack.airflow]}
+    if not all(s.health.healthy for s in statuses if s.name in core):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_handle
+def logs(
+    component: Annotated[str, typer.Argument(help="kafka, mariadb, redis, airflow-…, generator-…")],
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines to show.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+) -> None:
+    """Print the end of a component's log."""
+    from streamops.stack import Stack
+    from streamops.stack.base import tail
+
+    target = Stack(settings()).component(component)
+    if not target.log_path.exists():
+        fail(f"{component} has no log yet at {target.log_path}: it has not been started.")
+    if follow:
+        subprocess.run(["tail", "-n", str(lines), "-F", str(target.log_path)], check=False)
+    else:
+        print(tail(target.log_path, lines))
+
+
+@app.command()
+@_handle
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop everything and delete the state folder (all Kafka, MariaDB, Redis and Airflow data)."""
+    from streamops.stack import Stack
+
+    cfg = settings()
+    if not yes and not typer.confirm(
+        f"Delete {cfg.state_dir} with all Kafka, MariaDB, Redis and Airflow data?"
+    ):
+        fail("reset cancelled; nothing was deleted.")
+    Stack(cfg).down(report=console.print)
+    shutil.rmtree(cfg.state_dir, ignore_errors=True)
+    console.print(f"deleted {cfg.state_dir}")
+
+
+@app.command()
+@_handle
+def generate(
+    topic: Annotated[str, typer.Argument(help=f"One of: {', '.join(INPUT_TOPICS)}.")],
+    rate: Annotated[
+        float, typer.Option(help="Records per second; 0 = as fast as possible.")
+    ] = 100.0,
+    count: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Stop after this many records."),
+    ] = None,
+    duration: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Stop after this many seconds."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed sends the same records.")] = 1,
+    malformed_ratio: Annotated[float, typer.Option(help="Share of malformed records.")] = 0.0,
+    duplicate_ratio: Annotated[float, typer.Option(help="Share of re-sent records.")] = 0.0,
+    late_ratio: Annotated[
+        float, typer.Option(help="Share of records with a late event time.")
+    ] = 0.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Produce realistic records to an input topic, with delivery reports and a closing summary."""
+    from streamops.generator.producer import (
+        KafkaUnavailableError,
+        run_generator,
+        validate_options,
+    )
+
+    cfg = settings()
+    try:
+        validate_options(
+            topic=topic,
+            rate=rate,
+            count=count,
+            duration=duration,
+            malformed_ratio=malformed_ratio,
+            duplicate_ratio=duplicate_ratio,
+            late_ratio=late_ratio,
+        )
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    try:
+        summary = run_generator(
+            topic,
+            bootstrap_servers=cfg.kafka_bootstrap_servers,
+            rate=rate,
+            count=count,
+            duration=duration,
+            seed=seed,
+            malformed_ratio=malformed_ratio,
+            duplicate_ratio=duplicate_ratio,
+            late_ratio=late_ratio,
+            progress=progress,
+            console=console,
+        )
+    except KafkaUnavailableError as exc:
+        fail(str(exc))
+    kinds = ", ".join(f"{kind} {n}" for kind, n in summary.by_kind.items() if n)
+    console.print(
+        f"{topic}: sent {summary.sent}, failed {summary.failed} ({kinds or 'none'}) in "
+        f"{summary.elapsed_seconds:.1f} s, {summary.rate:,.0f} records/s, "
+        f"{summary.megabytes_per_second:.2f} MiB/s"
+        + (" (interrupted)" if summary.interrupted else ""),
+        highlight=False,
+    )
+    for error in summary.errors:
+        err_console.print(f"  delivery error: {error}", highlight=False)
+    if summary.failed or summary.interrupted:
+        fail(f"{summary.failed} record(s) were not delivered to {topic}; see the errors above.")
+
+
+@db_app.command("migrate")
+@_handle
+def db_migrate() -> None:
+    """Apply pending MariaDB migrations (idempotent)."""
+    from streamops.db import migrate
+
+    applied = migrate(settings())
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@db_app.command("version")
+@_handle
+def db_version() -> None:
+    """Print the schema version (number of the last applied migration)."""
+    from streamops.db import schema_version
+
+    console.print(str(schema_version(settings())))
+
+
+def run() -> None:
+    app(prog_name="streamops")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,176 @@
+"""One place for every setting of the platform.
+
+Precedence, highest first: explicit keyword arguments (the CLI's options), environment variables
+(``STREAMOPS_<FIELD>``, e.g. ``STREAMOPS_KAFKA_PORT``), a TOML file (``STREAMOPS_CONFIG`` or
+``streamops.toml`` in the working directory), then the defaults below. docker-compose and the Helm
+chart set the same environment variables, so one name means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "STREAMOPS_"
+CONFIG_FILE_ENV = "STREAMOPS_CONFIG"
+DEFAULT_CONFIG_FILE = Path("streamops.toml")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The contract's topics (../shared/CONTRACT.md). Input topics first, then outputs.
+INPUT_TOPICS = ("orders", "payments", "error-logs", "patient-vitals")
+OUTPUT_TOPICS = ("alerts",)
+CONTRACT_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "streamops"
+
+
+def config_file_path() -> Path | None:
+    """The TOML file settings are read from, if any: ``$STREAMOPS_CONFIG`` must exist when set."""
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{CONFIG_FILE_ENV} points at {path}, which is not a file. "
+                f"Create it, or unset {CONFIG_FILE_ENV} to use environment variables and defaults."
+            )
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Settings of the local stack, the jobs and the CLI. Every field is ``STREAMOPS_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- where things live -------------------------------------------------------------------
+    state_dir: Path = Field(
+        Path(".streamops"), description="Data, logs and pid files of every local service."
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Downloaded jars (Kafka broker, Spark connector); survives `reset`.",
+    )
+    venv_dir: Path = Field(PROJECT_ROOT / ".venv", description="Python virtual environment.")
+
+    # --- Kafka (KRaft, single combined broker/controller locally) -----------------------------
+    kafka_version: str = "4.4.0"
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_partitions: int = Field(2, ge=1, le=1000, description="Partitions per contract topic.")
+    kafka_replication_factor: int = Field(1, ge=1)
+    kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx).")
+
+    # --- MariaDB (system of record) -----------------------------------------------------------
+    mariadb_host: str = "127.0.0.1"
+    mariadb_port: int = Field(3306, ge=1, le=65535)
+    mariadb_database: str = Field("streamops", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    mariadb_user: str = Field("streamops", pattern=r"^[A-Za-z0-9_]{1,32}$")
+    mariadb_password: str = "streamops"
+
+    # --- Redis (live state) -------------------------------------------------------------------
+    redis_host: str = "127.0.0.1"
+    redis_port: int = Field(6379, ge=1, le=65535)
+    redis_db: int = Field(0, ge=0, le=15)
+
+    # --- Airflow 3 ----------------------------------------------------------------------------
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = Field(8080, ge=1, le=65535)
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: str = "admin"
+
+    # --- Spark --------------------------------------------------------------------------------
+    spark_master: str = "local[*]"
+
+    # --- start-up -----------------------------------------------------------------------------
+    startup_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long `up` waits for one service to become healthy."
+    )
+
+    @field_validator("state_dir", "cache_dir", "venv_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = {
+            "kafka_port": self.kafka_port,
+            "kafka_controller_port": self.kafka_controller_port,
+            "mariadb_port": self.mariadb_port,
+            "redis_port": self.redis_port,
+            "airflow_port": self.airflow_port,
+        }
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(
+                    f"{name} and {seen[port]} are both {port}; every service needs its own port."
+                )
+            seen[port] = name
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # --- derived values (never configured twice) ----------------------------------------------
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.airflow_host}:{self.airflow_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def kafka_jars_dir(self) -> Path:
+        return self.cache_dir / f"kafka-{self.kafka_version}"
+
+    def spark_kafka_jars_dir(self, spark_version: str) -> Path:
+        return self.cache_dir / f"spark-kafka-{spark_version}"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``STREAMOPS_*`` variables, for child processes (Airflow, jobs)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides, env and the optional TOML file; a bad value names its variable."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

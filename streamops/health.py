@@ -1,0 +1,70 @@
+"""Platform health as the application sees it: over the network, with the application's own
+credentials, so the same checks run locally, in compose and on Kubernetes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from streamops.config import CONTRACT_TOPICS, Settings
+from streamops.errors import StreamopsError
+
+REDIS_HEALTH_KEY = "streamops:health:platform"
+REDIS_HEALTH_TTL_SECONDS = 900
+
+
+def check_kafka(settings: Settings) -> str:
+    from streamops.topics import admin_client
+
+    try:
+        metadata = admin_client(settings).list_topics(timeout=10)
+    except Exception as exc:
+        raise StreamopsError(f"Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
+    missing = [t for t in CONTRACT_TOPICS if t not in metadata.topics]
+    if missing:
+        raise StreamopsError(
+            f"Kafka topics missing: {', '.join(missing)}. Run `streamops up` to create them."
+        )
+    return f"{len(metadata.brokers)} broker(s), contract topics present"
+
+
+def check_mariadb(settings: Settings) -> str:
+    from streamops.db import list_migrations, schema_version
+
+    current, latest = schema_version(settings), len(list_migrations())
+    if current < latest:
+        raise StreamopsError(
+            f"MariaDB schema is at version {current} of {latest}: run `streamops db migrate`."
+        )
+    return f"schema version {current}"
+
+
+def check_redis(settings: Settings) -> str:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StreamopsError(f"Redis at {settings.redis_url}: {exc}") from exc
+    finally:
+        client.close()
+    return "PONG"
+
+
+CHECKS = {"kafka": check_kafka, "mariadb": check_mariadb, "redis": check_redis}
+
+
+def publish_health(settings: Settings, results: dict[str, str]) -> None:
+    """Store the latest results in Redis for the dashboard, with a TTL so stale news expires."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        client.set(
+            REDIS_HEALTH_KEY,
+            json.dumps({"checked_at": time.time(), "results": results}),
+            ex=REDIS_HEALTH_TTL_SECONDS,
+        )
+    finally:
+        client.close()

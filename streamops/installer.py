@@ -1,0 +1,230 @@
+"""`streamops install`: put on this machine what the platform needs, and nothing twice.
+
+Runs with the system Python and the standard library alone (phase ``system``: Debian packages and
+the virtual environment), then re-runs itself inside the virtual environment (phase ``jars``: the
+Kafka broker and Spark connector jars, resolved with Maven into the cache folder). Every step checks
+first and does nothing when its result is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAVEN_DIR = Path(__file__).resolve().parent / "maven"
+
+# Debian packages: the servers, the C client the `mariadb` wheel builds against, and the
+# toolchain for Kafka and Maven (present on most machines, installed where missing).
+APT_PACKAGES = (
+    "mariadb-server",
+    "mariadb-client",
+    "redis-server",
+    "libmariadb-dev",
+    "pkg-config",
+    "gcc",
+    "maven",
+    "procps",
+)
+JAVA_PACKAGE = "openjdk-17-jdk-headless"
+MIN_JAVA_MAJOR = 17
+
+# Spark ships Spark, Scala, Hadoop and logging in pyspark/jars; only these come from the connector.
+SPARK_CONNECTOR_ARTIFACTS = (
+    "spark-sql-kafka-0-10_2.13",
+    "spark-token-provider-kafka-0-10_2.13",
+    "kafka-clients",
+    "commons-pool2",
+)
+COMPLETE_MARKER = ".complete"
+
+
+class InstallError(Exception):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"[streamops install] {message}", flush=True)
+
+
+def run(argv: list[str], **kwargs: object) -> None:
+    say("$ " + " ".join(argv))
+    result = subprocess.run(argv, check=False, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise InstallError(f"`{' '.join(argv)}` failed with exit code {result.returncode}.")
+
+
+# --- phase "system" --------------------------------------------------------------------------
+
+
+def missing_apt_packages(packages: tuple[str, ...]) -> list[str]:
+    if shutil.which("dpkg-query") is None:
+        return []
+    missing = []
+    for package in packages:
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if "install ok installed" not in result.stdout:
+            missing.append(package)
+    return missing
+
+
+def java_major_version() -> int | None:
+    if shutil.which("java") is None:
+        return None
+    result = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    for token in (result.stderr + result.stdout).split():
+        token = token.strip('"')
+        if token[:1].isdigit():
+            major = token.split(".")[0]
+            return int(major) if major.isdigit() else None
+    return None
+
+
+def install_system_packages() -> None:
+    wanted = list(APT_PACKAGES)
+    java = java_major_version()
+    if java is None or java < MIN_JAVA_MAJOR:
+        wanted.append(JAVA_PACKAGE)
+    missing = missing_apt_packages(tuple(wanted))
+    if not missing:
+        say("Debian packages: all present")
+        return
+    if shutil.which("apt-get") is None:
+        raise InstallError(
+            f"These packages are missing and this machine has no apt-get: {', '.join(missing)}. "
+            "Install their equivalents with your package manager, then run this again."
+        )
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if sudo and shutil.which("sudo") is None:
+        raise InstallError(
+            f"Installing {', '.join(missing)} needs root; run `streamops install` as root."
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run([*sudo, "apt-get", "update", "-q"], env=env)
+    run([*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
+def _requirements_digest() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        path = PROJECT_ROOT / name
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("STREAMOPS_VENV_DIR", PROJECT_ROOT / ".venv")).resolve()
+
+
+def install_python_packages() -> None:
+    venv = venv_dir()
+    python = venv / "bin" / "python"
+    stamp = venv / ".streamops-requirements"
+    digest = _requirements_digest()
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        say(f"Python packages: up to date in {venv}")
+        return
+    if not python.exists():
+        run([sys.executable, "-m", "venv", str(venv)])
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "install", "-q", "--upgrade", "pip"])
+    constraints = PROJECT_ROOT / "constraints.txt"
+    constraint_args = ["-c", str(constraints)] if constraints.exists() else []
+    run([*pip, "install", "-q", *constraint_args, "-e", f"{PROJECT_ROOT}[dev]"])
+    stamp.write_text(digest + "\n")
+
+
+# --- phase "jars" (inside the venv: settings are read the one way the platform reads them) -----
+
+
+def maven_copy(
+    pom: Path, output: Path, properties: dict[str, str], include: tuple[str, ...]
+) -> None:
+    if (output / COMPLETE_MARKER).exists():
+        say(f"jars: present in {output}")
+        return
+    if shutil.which("mvn") is None:
+        raise InstallError("Maven (`mvn`) is missing: run `apt-get install maven` or this again.")
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    argv = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+        "-DincludeScope=runtime",
+        *[f"-D{key}={value}" for key, value in properties.items()],
+    ]
+    if include:
+        argv.append("-DincludeArtifactIds=" + ",".join(include))
+    run(argv)
+    # Rename last, so an interrupted download never looks complete.
+    (partial / COMPLETE_MARKER).write_text("ok\n")
+    shutil.rmtree(output, ignore_errors=True)
+    partial.rename(output)
+
+
+def install_jars() -> None:
+    import pyspark
+
+    from streamops.config import load_settings
+
+    settings = load_settings()
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    maven_copy(
+        MAVEN_DIR / "kafka-broker.pom.xml",
+        settings.kafka_jars_dir,
+        {"kafka.version": settings.kafka_version},
+        (),
+    )
+    maven_copy(
+        MAVEN_DIR / "spark-kafka-connector.pom.xml",
+        settings.spark_kafka_jars_dir(pyspark.__version__),
+        {"spark.version": pyspark.__version__},
+        SPARK_CONNECTOR_ARTIFACTS,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="streamops install",
+        description="Install what is missing: Debian packages, the Python virtual environment, "
+        "and the Kafka and Spark connector jars. Does nothing for what is already there.",
+    )
+    parser.add_argument("--phase", choices=("all", "system", "jars"), default="all")
+    parser.add_argument("--skip-apt", action="store_true", help="do not check Debian packages")
+    args = parser.parse_args(argv)
+    try:
+        if args.phase in ("all", "system"):
+            if not args.skip_apt:
+                install_system_packages()
+            install_python_packages()
+        if args.phase == "all":
+            python = venv_dir() / "bin" / "python"
+            run([str(python), "-m", "streamops.installer", "--phase", "jars"], cwd=PROJECT_ROOT)
+        elif args.phase == "jars":
+            install_jars()
+    except InstallError as exc:
+        print(f"streamops install: {exc}", file=sys.stderr)
+        return 1
+    if args.phase == "all":
+        say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Apache Kafka in KRaft mode: one combined broker and controller on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+from streamops.errors import StreamopsError
+from streamops.stack.base import Component, Health
+
+LOG4J2_CONFIG = """\
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: org.apache.kafka.controller
+        level: INFO
+"""
+
+
+class Kafka(Component):
+    name = "kafka"
+    # A controlled shutdown moves leadership and flushes logs; give it time before SIGKILL.
+    stop_timeout_seconds = 45.0
+
+    def ports(self) -> dict[str, int]:
+        return {
+            "kafka_port": self.settings.kafka_port,
+            "kafka_controller_port": self.settings.kafka_controller_port,
+        }
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.settings.kafka_jars_dir
+
+    @property
+    def classpath(self) -> str:
+        return f"{self.jars_dir}/*"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    def requires(self) -> list[tuple[str, str]]:
+        return [("java", "Install a JDK 17 or newer (`apt-get install openjdk-17-jre-headless`).")]
+
+    def _check_jars(self) -> None:
+        if not (self.jars_dir / f"kafka_2.13-{self.settings.kafka_version}.jar").is_file():
+            raise StreamopsError(
+                f"The Kafka {self.settings.kafka_version} jars are not in {self.jars_dir}. "
+                "Run `streamops install` (it resolves them with Maven) and try again."
+            )
+
+    def server_properties(self) -> str:
+        s = self.settings
+        return "\n".join(
+            [
+                "# Written by streamops from its settings; edits are overwritten on start.",
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{self.host}:{s.kafka_controller_port}",
+                f"listeners=PLAINTEXT://{self.host}:{s.kafka_port},"
+                f"CONTROLLER://{self.host}:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://{s.kafka_host}:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.log_dirs}",
+                f"num.partitions={s.kafka_partitions}",
+                f"default.replication.factor={s.kafka_replication_factor}",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                # `streamops up` creates the contract's topics; a typo must not create one.
+                "auto.create.topics.enable=false",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+
+    def prepare(self) -> None:
+        self._check_jars()
+        self.config_path.write_text(self.server_properties())
+        (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
+        if (self.log_dirs / "meta.properties").exists():
+            return
+        # Formatting is once per data folder: the cluster id then stays with the data.
+        cluster_id_file = self.data_dir / "cluster.id"
+        if not cluster_id_file.exists():
+            cluster_id_file.write_text(_kafka_cluster_id())
+        result = subprocess.run(
+            [
+                "java",
+                "-cp",
+                self.classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id_file.read_text().strip(),
+                "-c",
+                str(self.config_path),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StreamopsError(
+                f"Formatting Kafka's storage in {self.log_dirs} failed. If that folder holds data "
+                "of another cluster, run `streamops reset` to start afresh.",
+                log_tail=(result.stdout + result.stderr)[-2000:],
+            )
+
+    def command(self) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{self.settings.kafka_heap}",
+            f"-Xms{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            "-cp",
+            self.classpath,
+            "kafka.Kafka",
+            str(self.config_path),
+        ]
+
+    def check_health(self) -> Health:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "socket.timeout.ms": 2000}
+        )
+        metadata = admin.list_topics(timeout=2)
+        if not metadata.brokers:
+            return Health(False, "no broker in metadata")
+        return Health(True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics")
+
+    def version(self) -> str:
+        return self.settings.kafka_version
+
+    def after_start(self) -> None:
+        from streamops.topics import ensure_topics
+
+        ensure_topics(self.settings)
+
+
+def _kafka_cluster_id() -> str:
+    # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,73 @@
+"""Redis: live state for dashboards and alerts, persisted with an append-only file."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from streamops.stack.base import Component, Health
+
+
+class Redis(Component):
+    name = "redis"
+    stop_timeout_seconds = 15.0
+
+    def ports(self) -> dict[str, int]:
+        return {"redis_port": self.settings.redis_port}
+
+    def requires(self) -> list[tuple[str, str]]:
+        return [("redis-server", "Run `streamops install` (Debian package `redis-server`).")]
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def prepare(self) -> None:
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    "# Written by streamops from its settings; edits are overwritten on start.",
+                    f"bind {self.host}",
+                    f"port {self.settings.redis_port}",
+                    "protected-mode yes",
+                    "daemonize no",
+                    f"dir {self.data_dir}",
+                    # AOF keeps live state across `down`/`up`; everysec bounds loss to 1 s.
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    "save 60 1000",
+                    "loglevel notice",
+                    'logfile ""',
+                    "",
+                ]
+            )
+        )
+
+    def command(self) -> list[str]:
+        return ["redis-server", str(self.config_path)]
+
+    def check_health(self) -> Health:
+        import redis
+
+        client = redis.Redis(
+            host=self.settings.redis_host,
+            port=self.settings.redis_port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+        )
+        try:
+            client.ping()
+            info = client.info("server")
+            return Health(True, f"PONG (redis {info.get('redis_version')})")
+        finally:
+            client.close()
+
+    def version(self) -> str:
+        if shutil.which("redis-server") is None:
+            return "not installed"
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+        for part in out.split():
+            if part.startswith("v="):
+                return part[2:]
+        return out.strip()

@@ -1,0 +1,31 @@
+"""Test-wide settings: the suite runs its own stack on its own ports and state folder, so a
+platform started with `make up` on the same machine is never touched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Set before any streamops import reads the environment; subprocesses (CLI, Airflow) inherit it.
+TEST_ENVIRONMENT = {
+    "STREAMOPS_STATE_DIR": str(PROJECT_ROOT / ".streamops-test"),
+    "STREAMOPS_KAFKA_PORT": "19092",
+    "STREAMOPS_KAFKA_CONTROLLER_PORT": "19093",
+    "STREAMOPS_MARIADB_PORT": "13306",
+    "STREAMOPS_REDIS_PORT": "16379",
+    "STREAMOPS_AIRFLOW_PORT": "18080",
+}
+for _name, _value in TEST_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
+# In-process Airflow (DagBag tests) gets a home of its own, never ~/airflow.
+_AIRFLOW_PYTEST_HOME = PROJECT_ROOT / ".streamops-test-airflow"
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_PYTEST_HOME))
+os.environ.setdefault(
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_PYTEST_HOME / 'airflow.db'}"
+)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))

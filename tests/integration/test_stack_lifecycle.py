@@ -1,0 +1,156 @@
+"""`up`, `status`, `down` and the faults a user meets, against the real stack."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamops.config import Settings
+from streamops.db import connect
+from streamops.errors import StreamopsError
+from streamops.stack import Stack
+from streamops.stack.redis import Redis
+
+CLI = [sys.executable, "-m", "streamops"]
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_status_reports_every_core_component_healthy() -> None:
+    result = run_cli("status", "--json")
+    components = {c["name"]: c for c in json.loads(result.stdout)}
+    for name in (
+        "kafka",
+        "mariadb",
+        "redis",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    ):
+        assert components[name]["healthy"], components[name]
+        assert components[name]["pid"], components[name]
+    assert components["kafka"]["version"].startswith("4.")
+    assert components["mariadb"]["version"].startswith("10.")
+
+
+def test_up_twice_starts_no_second_copy(stack: Stack) -> None:
+    before = {c.name: c.running_pid() for c in stack.components}
+    reports: list[str] = []
+    stack.up(with_airflow=True, report=reports.append)
+    after = {c.name: c.running_pid() for c in stack.components}
+    assert after == before
+    assert any("already running" in line for line in reports)
+    assert not any(line.endswith(": starting") for line in reports)
+
+
+def test_port_in_use_gives_a_clear_error_and_leaves_state_consistent(settings: Settings) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        busy_port = blocker.getsockname()[1]
+        other = Redis(settings.model_copy(update={"redis_port": busy_port}))
+        other.name = "redis-conflict"  # its own pid/log files; the session's Redis is untouched
+        with pytest.raises(StreamopsError) as error:
+            other.start()
+    message = str(error.value)
+    assert str(busy_port) in message and "STREAMOPS_REDIS_PORT" in message
+    assert other.running_pid() is None
+    assert not other.pid_path.exists()
+
+
+def test_a_service_that_dies_at_start_reports_its_log(settings: Settings, tmp_path) -> None:
+    broken_config = tmp_path / "missing-dir"
+    broken = Redis(settings.model_copy(update={"redis_port": _free_port()}))
+    broken.name = "redis-broken"
+    # A real redis-server refused by its own config check: a data dir that does not exist.
+    port = broken.settings.redis_port
+    broken.prepare = lambda: broken.config_path.write_text(  # type: ignore[method-assign]
+        f"port {port}\ndir {broken_config}\n"
+    )
+    broken.start()
+    with pytest.raises(StreamopsError) as error:
+        broken.wait_healthy(timeout=20)
+    assert "exited during start-up" in str(error.value)
+    assert "streamops logs redis-broken" in str(error.value)
+    assert error.value.log_tail and "dir" in error.value.log_tail.lower()
+    assert broken.running_pid() is None
+
+
+def test_missing_java_is_named_with_its_fix(stack: Stack, monkeypatch) -> None:
+    kafka = stack.component("kafka")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(StreamopsError, match="JDK 17"):
+        kafka._check_requirements()
+
+
+def test_generate_rejects_a_negative_rate_and_an_unknown_topic() -> None:
+    negative = run_cli("generate", "orders", "--rate", "-5", "--count", "3", check=False)
+    assert negative.returncode == 2
+    assert "rate" in negative.stderr.lower()
+    unknown = run_cli("generate", "ordres", "--count", "3", check=False)
+    assert unknown.returncode == 2
+    assert "orders" in unknown.stderr and "ordres" in unknown.stderr
+
+
+def test_down_then_up_keeps_mariadb_redis_and_kafka_data(stack: Stack, settings: Settings) -> None:
+    marker = uuid.uuid4().hex
+    conn = connect(settings)
+    cursor = conn.cursor()
+    cursor.execute(
+        "INSERT INTO quarantine (source_topic, source_partition, source_offset, raw_payload, "
+        "reason, pipeline) VALUES (?, ?, ?, ?, ?, ?)",
+        ("orders", 0, 10_000_000 + int(marker[:6], 16), marker.encode(), "test", "test"),
+    )
+    conn.commit()
+    conn.close()
+    redis.Redis(port=settings.redis_port).set(f"test:{marker}", marker)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    delivered: list = []
+    producer.produce("orders", value=marker.encode(), on_delivery=lambda e, m: delivered.append(m))
+    producer.flush(30)
+    (record,) = delivered
+
+    stack.down()
+    assert all(c.running_pid() is None for c in stack.components)
+    stack.up(with_airflow=True)
+
+    conn = connect(settings)
+    cursor = conn.cursor()
+    cursor.execute("SELECT raw_payload FROM quarantine WHERE reason='test' AND pipeline='test'")
+    assert marker.encode() in [bytes(row[0]) for row in cursor.fetchall()]
+    conn.close()
+    assert redis.Redis(port=settings.redis_port).get(f"test:{marker}") == marker.encode()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": marker,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition("orders", record.partition(), record.offset())])
+    message = None
+    for _ in range(40):
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            break
+    consumer.close()
+    assert message is not None and message.value() == marker.encode()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
