@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -299,6 +301,31 @@ def generate(
         err_console.print(f"  delivery error: {error}", highlight=False)
     if summary.failed or summary.interrupted:
         fail(f"{summary.failed} record(s) were not delivered to {topic}; see the errors above.")
+
+
+PIPELINES = ("orders",)
+
+
+@app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+@_handle
+def run_pipeline(
+    ctx: typer.Context,
+    pipeline: Annotated[str, typer.Argument(help=f"One of: {', '.join(PIPELINES)}.")],
+) -> None:
+    """Run a pipeline's Spark job in the foreground (Ctrl-C stops it gracefully).
+
+    Options after the pipeline go to the job, e.g. `streamops run orders --watermark "30 seconds"`;
+    `streamops run orders --help` lists them. The same module is the spark-submit entry point.
+    """
+    if pipeline not in PIPELINES:
+        fail(f"Unknown pipeline {pipeline!r}; the pipelines are: {', '.join(PIPELINES)}.", code=2)
+    cfg = settings()
+    command = [sys.executable, "-m", f"spark_jobs.jobs.{pipeline}", *ctx.args]
+    result = subprocess.run(command, env={**os.environ, **cfg.as_env()}, check=False)
+    raise typer.Exit(result.returncode)
 
 
 @db_app.command("migrate")

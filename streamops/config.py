@@ -99,6 +99,12 @@ class Settings(BaseSettings):
 
     # --- Spark --------------------------------------------------------------------------------
     spark_master: str = "local[*]"
+    checkpoint_uri: str | None = Field(
+        None, description="Root of the streaming checkpoints (path or URI); <state_dir>/checkpoints"
+    )
+    archive_uri: str | None = Field(
+        None, description="Root of the raw Parquet archive (path or s3a:// URI); <state>/archive"
+    )
 
     # --- start-up -----------------------------------------------------------------------------
     startup_timeout_seconds: float = Field(
@@ -153,6 +159,14 @@ class Settings(BaseSettings):
         return f"http://{self.airflow_host}:{self.airflow_port}"
 
     @property
+    def checkpoint_root(self) -> str:
+        return self.checkpoint_uri or str(self.state_dir / "checkpoints")
+
+    @property
+    def archive_root(self) -> str:
+        return self.archive_uri or str(self.state_dir / "archive")
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
@@ -167,7 +181,8 @@ class Settings(BaseSettings):
         """These settings as ``STREAMOPS_*`` variables, for child processes (Airflow, jobs)."""
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
-            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+            if value is not None:
+                env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 
 

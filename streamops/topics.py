@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamops.config import CONTRACT_TOPICS, Settings
 from streamops.errors import StreamopsError
 
+# librdkafka logs every reconnect attempt, ten a second against a stopped broker (or one still
+# starting). Its log goes here, off by default: errors reach the caller as exceptions or reports.
+LIBRDKAFKA_LOGGER = logging.getLogger("streamops.librdkafka")
+LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
+LIBRDKAFKA_LOGGER.propagate = False
+
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "socket.timeout.ms": 5000}
-    )
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "socket.timeout.ms": 5000,
+        "logger": LIBRDKAFKA_LOGGER,
+    }
+    return AdminClient(config)
 
 
 def ensure_topics(

@@ -33,13 +33,11 @@ from streamops.generator.records import (
     check_seed,
     check_topic,
 )
+from streamops.topics import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
-# librdkafka logs every reconnect attempt, ten a second against a stopped broker. Its log goes
-# here, off by default: what matters reaches the user once through the error callback.
-CLIENT_LOGGER = logging.getLogger("streamops.generator.librdkafka")
-CLIENT_LOGGER.addHandler(logging.NullHandler())
-CLIENT_LOGGER.propagate = False
+# What matters reaches the user once through the error callback, not librdkafka's own log.
+CLIENT_LOGGER = LIBRDKAFKA_LOGGER
 
 PRODUCER_CONFIG: Mapping[str, Any] = {
     "linger.ms": 5,  # small batches: keeps latency low at dashboard rates, batches when unthrottled

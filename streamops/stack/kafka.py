@@ -146,12 +146,9 @@ class Kafka(Component):
         ]
 
     def check_health(self) -> Health:
-        from confluent_kafka.admin import AdminClient
+        from streamops.topics import admin_client
 
-        admin = AdminClient(
-            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, "socket.timeout.ms": 2000}
-        )
-        metadata = admin.list_topics(timeout=2)
+        metadata = admin_client(self.settings).list_topics(timeout=2)
         if not metadata.brokers:
             return Health(False, "no broker in metadata")
         return Health(True, f"{len(metadata.brokers)} broker(s), {len(metadata.topics)} topics")

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pyspark
-import pytest
 from confluent_kafka import Producer
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings
-
-
-@pytest.fixture(scope="session")
-def spark(settings: Settings) -> Iterator[SparkSession]:
-    session = build_spark_session(
-        "streamops-tests", settings, {"spark.ui.enabled": "false", "spark.default.parallelism": "2"}
-    )
-    yield session
-    session.stop()
 
 
 def test_python_package_and_jvm_are_the_same_spark_release(spark: SparkSession) -> None:
