@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,6 +31,9 @@ def build_spark_session(
     app_name: str, settings: Settings, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
     """A session on settings.spark_master (local[*] by default) able to read and write Kafka."""
+    # Python workers must run this interpreter (the venv with the sinks' drivers), not whatever
+    # `python3` comes first on PATH; PySpark reads only the environment variable for that.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)

@@ -38,6 +38,8 @@ CONTRACT_TABLES = (
     "vitals_alerts",
     "order_payments",
 )
+# Tables the platform adds beside the contract's.
+PLATFORM_TABLES = ("query_progress", "query_status")
 
 
 def _tables(settings: Settings) -> list[str]:
@@ -129,7 +131,7 @@ def test_second_migrate_changes_nothing(empty_database: Settings) -> None:
 
     assert _show_create_tables(empty_database) == schema_before
     assert _execute(empty_database, "SELECT * FROM alert_rules ORDER BY rule_id") == rules_before
-    assert set(schema_before) == {*CONTRACT_TABLES, db.MIGRATIONS_TABLE}
+    assert set(schema_before) == {*CONTRACT_TABLES, *PLATFORM_TABLES, db.MIGRATIONS_TABLE}
 
 
 def test_schema_version_counts_applied_files(empty_database: Settings) -> None:

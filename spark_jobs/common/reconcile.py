@@ -1,0 +1,115 @@
+"""Recomputing ``order_revenue_5s`` from ``orders``, inside MariaDB.
+
+The streaming aggregate drops orders that arrive behind the watermark; ``orders`` keeps them. The
+contract says a final window equals the aggregate over ``orders``, so a reconciliation (an Airflow
+task, or by hand) recomputes windows from ``orders`` and overwrites what the stream wrote.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from datetime import datetime, timedelta
+
+import mariadb
+
+from spark_jobs.sinks import as_utc_naive
+from spark_jobs.transforms.orders import revenue_per_window_sql
+from streamops.config import Settings
+from streamops.db import connect
+
+WINDOW_SECONDS = 5
+_EPOCH = datetime(1970, 1, 1)
+_STAGE = "reconciled_revenue_5s"
+
+_CREATE_STAGE = f"""
+CREATE TEMPORARY TABLE {_STAGE} (
+    window_start DATETIME(3)   NOT NULL,
+    currency     CHAR(3) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL,
+    window_end   DATETIME(3)   NOT NULL,
+    order_count  BIGINT        NOT NULL,
+    item_count   BIGINT        NOT NULL,
+    revenue      DECIMAL(18,2) NOT NULL,
+    PRIMARY KEY (window_start, currency)
+)
+"""
+# The same aggregate the pipeline's tests hold the stream to, so there is one definition of a
+# window in SQL. Its window start is DATETIME arithmetic: independent of the session time zone,
+# exact at window boundaries and valid past 2038, where MariaDB 10.11's UNIX_TIMESTAMP (and so
+# FROM_UNIXTIME(FLOOR(UNIX_TIMESTAMP(t) / 5) * 5)) returns NULL.
+_AGGREGATE = f"""
+INSERT INTO {_STAGE} (window_start, currency, window_end, order_count, item_count, revenue)
+SELECT window_start, currency, window_start + INTERVAL {WINDOW_SECONDS} SECOND,
+       order_count, item_count, revenue
+FROM ({revenue_per_window_sql("orders", WINDOW_SECONDS)}) AS computed
+"""
+_COUNT_DIFFERENT = f"""
+SELECT COUNT(*)
+FROM {_STAGE} AS computed
+LEFT JOIN order_revenue_5s AS stored
+    ON stored.window_start = computed.window_start AND stored.currency = computed.currency
+WHERE stored.window_start IS NULL
+   OR stored.window_end <> computed.window_end
+   OR stored.order_count <> computed.order_count
+   OR stored.item_count <> computed.item_count
+   OR stored.revenue <> computed.revenue
+"""
+_UPSERT = f"""
+INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, item_count, revenue)
+SELECT window_start, currency, window_end, order_count, item_count, revenue FROM {_STAGE}
+ON DUPLICATE KEY UPDATE
+    window_end = VALUES(window_end),
+    order_count = VALUES(order_count),
+    item_count = VALUES(item_count),
+    revenue = VALUES(revenue)
+"""
+_DELETE_EMPTY = f"""
+DELETE stored
+FROM order_revenue_5s AS stored
+LEFT JOIN {_STAGE} AS computed
+    ON computed.window_start = stored.window_start AND computed.currency = stored.currency
+WHERE stored.window_start >= ? AND stored.window_start < ? AND computed.window_start IS NULL
+"""
+
+
+def reconcile_revenue_windows(settings: Settings, start: datetime, end: datetime) -> int:
+    """Make ``order_revenue_5s`` equal the aggregate over ``orders`` for windows in [start, end).
+
+    ``start`` and ``end`` are UTC (naive means UTC) and widen to whole windows, since part of an
+    order set would give a wrong total for the whole window. Windows with orders are upserted,
+    windows without any order left are deleted, in one transaction. Returns the rows written:
+    windows inserted or corrected plus windows deleted (0 when the table already agreed).
+    """
+    first, stop = window_floor(start), window_ceiling(end)
+    if stop <= first:
+        return 0
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        try:
+            # The aggregate is computed once, into a table only this connection sees, then
+            # counted against, merged into and compared with the stored windows.
+            cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {_STAGE}")
+            cursor.execute(_CREATE_STAGE)
+            cursor.execute(_AGGREGATE, (first, stop))
+            cursor.execute(_COUNT_DIFFERENT)
+            (different,) = cursor.fetchone()
+            cursor.execute(_UPSERT)
+            cursor.execute(_DELETE_EMPTY, (first, stop))
+            deleted = cursor.rowcount
+            connection.commit()
+        except mariadb.Error:
+            connection.rollback()
+            raise
+    return int(different) + int(deleted)
+
+
+def window_floor(moment: datetime, window_seconds: int = WINDOW_SECONDS) -> datetime:
+    """Start of the window holding ``moment`` (naive UTC)."""
+    moment = as_utc_naive(moment)
+    size = timedelta(seconds=window_seconds)
+    return moment - (moment - _EPOCH) % size
+
+
+def window_ceiling(moment: datetime, window_seconds: int = WINDOW_SECONDS) -> datetime:
+    """``moment`` if it starts a window, else the start of the next one (naive UTC)."""
+    floor = window_floor(moment, window_seconds)
+    return floor if floor == as_utc_naive(moment) else floor + timedelta(seconds=window_seconds)

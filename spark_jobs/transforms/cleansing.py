@@ -1,0 +1,118 @@
+"""Cleansing steps every pipeline shares: where a record came from, why it is rejected, and the
+shape rejected records take on their way to the ``quarantine`` table.
+
+A pipeline checks each Kafka record against an ordered list of rules, ``(reason, violated)``
+pairs, and keeps the first reason that applies; NULL means the record is valid. Valid and rejected
+records are then two filters of the same DataFrame, so every record lands in exactly one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import TimestampType
+
+QUARANTINE_COLUMNS = (
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "raw_payload",
+    "reason",
+    "pipeline",
+)
+# What quarantine_rows returns: every column of the quarantine table. record_key and
+# source_timestamp are nullable there, and the sink writes them when a batch has them;
+# quarantined_at is stamped here so every row of one micro-batch carries the same time.
+QUARANTINE_OUTPUT_COLUMNS = (
+    *QUARANTINE_COLUMNS,
+    "record_key",
+    "source_timestamp",
+    "quarantined_at",
+)
+# quarantine.pipeline is VARCHAR(64).
+PIPELINE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# The contract's wire format: extended ISO-8601 with a `T`, optional fraction and a mandatory
+# offset (`Z` or ±HH:MM). Spark's string-to-timestamp cast alone would also accept a missing
+# offset (read in the session time zone), a space for the `T` or one-digit fields.
+_ISO_8601_WITH_OFFSET = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def with_source(raw: DataFrame) -> DataFrame:
+    """The Kafka source DataFrame plus the names the sinks use for where each record came from.
+
+    ``raw_payload`` and ``record_key`` stay bytes: a record may be quarantined precisely for not
+    being valid UTF-8, and the quarantine keeps it exactly as received.
+    """
+    return raw.select(
+        "*",
+        F.col("topic").alias("source_topic"),
+        F.col("partition").alias("source_partition"),
+        F.col("offset").alias("source_offset"),
+        F.col("value").alias("raw_payload"),
+        F.col("key").alias("record_key"),
+        F.col("timestamp").alias("kafka_timestamp"),
+    )
+
+
+def first_failing_reason(rules: Sequence[tuple[str, Column]]) -> Column:
+    """The reason of the first rule whose condition holds, or NULL when the record passes them all.
+
+    Each rule is ``(reason, violated)``, checked in order, so a rule may assume every rule before
+    it passed (a range check after the "is it a number" check). A condition that evaluates to
+    NULL counts as violated: a rule that forgot about NULLs quarantines records, loudly, instead
+    of letting them through silently. Write each condition so that it is never NULL for a record
+    the earlier rules let through.
+    """
+    reasons = [reason for reason, _ in rules]
+    if len(set(reasons)) != len(reasons):
+        raise ValueError(f"Rule reasons must be unique, got {reasons}.")
+    if not rules:
+        return F.lit(None).cast("string")
+    first_reason, first_violated = rules[0]
+    reason = F.when(F.coalesce(first_violated, F.lit(True)), F.lit(first_reason))
+    for name, violated in rules[1:]:
+        reason = reason.when(F.coalesce(violated, F.lit(True)), F.lit(name))
+    return reason
+
+
+def quarantine_rows(checked: DataFrame, pipeline: str) -> DataFrame:
+    """The rejected records of ``checked`` (``reason IS NOT NULL``) as rows of ``quarantine``.
+
+    ``checked`` has the columns of :func:`with_source` and ``reason``. Columns are exactly
+    :data:`QUARANTINE_OUTPUT_COLUMNS`.
+    """
+    if not PIPELINE_NAME_PATTERN.fullmatch(pipeline):
+        raise ValueError(
+            f"Pipeline name {pipeline!r} does not fit quarantine.pipeline: use 1-64 lower-case "
+            "letters, digits, '-' or '_', starting with a letter or digit."
+        )
+    return checked.where(F.col("reason").isNotNull()).select(
+        F.col("source_topic").cast("string").alias("source_topic"),
+        F.col("source_partition").cast("int").alias("source_partition"),
+        F.col("source_offset").cast("long").alias("source_offset"),
+        F.col("raw_payload").cast("binary").alias("raw_payload"),
+        F.col("reason").cast("string").alias("reason"),
+        F.lit(pipeline).alias("pipeline"),
+        F.col("record_key").cast("binary").alias("record_key"),
+        F.col("kafka_timestamp").cast(TimestampType()).alias("source_timestamp"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+def parse_event_time(column: Column) -> Column:
+    """An ISO-8601 string with an offset as a TIMESTAMP (an instant, shown in the session's UTC).
+
+    NULL when the text is not ``YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`` or names no real
+    moment (30 February, 24:00, an offset beyond ±18:00). Kept to the millisecond, as the
+    ``DATETIME(3)`` columns store it, so a window computed here and one computed in MariaDB over
+    the stored value always agree.
+    """
+    parsed = F.when(column.rlike(_ISO_8601_WITH_OFFSET), column.try_cast(TimestampType()))
+    return F.date_trunc("millisecond", parsed)

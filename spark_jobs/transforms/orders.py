@@ -1,0 +1,447 @@
+"""Transforms of the orders pipeline: check each Kafka record against the contract's ``orders``
+rules (shared/CONTRACT.md), split valid orders from rejected ones, and sum revenue per tumbling
+event-time window.
+
+How a payload is read, and why:
+
+* It is parsed once, strictly, with ``try_parse_json`` into a VARIANT. ``from_json`` in its default
+  PERMISSIVE mode accepts single quotes (Python's ``str(dict)``) and returns the same all-NULL
+  struct for invalid JSON, for ``[...]``, for ``42`` and for ``{}``; ``try_parse_json`` accepts
+  standard JSON only and returns NULL for anything else. Duplicate keys make it NULL too, so such
+  a record is quarantined as invalid JSON rather than silently resolved one way or the other.
+* Jackson stops after the first JSON value and ignores whatever follows (``{...}{...}``,
+  ``{...}}``). The payload is therefore parsed as ``[<payload>,"<end mark>"]``: the end mark is
+  the second of exactly two elements only when the payload is one complete JSON value.
+* A VARIANT keeps each field's JSON type, so ``ORDER_SCHEMA`` reads every field as VARIANT: ``2``
+  is BIGINT and ``"2"`` STRING, ``1.5`` is DECIMAL(2,1) and ``9.99`` DECIMAL(3,2), exact, never a
+  float. Reading the fields as strings could not tell ``2`` from ``"2"``; reading them as numbers
+  would turn ``"abc"`` into a NULL instead of a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
+
+from spark_jobs.transforms.cleansing import (
+    first_failing_reason,
+    parse_event_time,
+    quarantine_rows,
+    with_source,
+)
+
+PIPELINE = "orders"
+ORDER_FIELDS = (
+    "order_id",
+    "customer_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "currency",
+    "event_time",
+)
+# Every field as the JSON value it is on the wire; check_orders validates and types each one.
+ORDER_SCHEMA = StructType(
+    [StructField(name, VariantType(), nullable=True) for name in ORDER_FIELDS]
+)
+DEFAULT_CURRENCY = "EUR"
+
+# Limits of the `orders` table (migrations/0001). MariaDB runs in strict mode, so an over-long or
+# out-of-range value would fail the sink's whole batch instead of one record.
+ORDER_ID_MAX_LENGTH = 64  # VARCHAR(64), also the contract's limit
+CUSTOMER_ID_MAX_LENGTH = 128  # VARCHAR(128)
+PRODUCT_ID_MAX_LENGTH = 128  # VARCHAR(128)
+QUANTITY_MAX = 2**31 - 1  # INT
+UNIT_PRICE_MAX = Decimal("9999999999.99")  # DECIMAL(12,2)
+AMOUNT_MAX = Decimal("999999999999.99")  # DECIMAL(14,2)
+# DATETIME's range, from 1000-01-01 to the end of 9999, as seconds since the epoch.
+EVENT_TIME_MIN_EPOCH_SECONDS = int(datetime(1000, 1, 1, tzinfo=UTC).timestamp())
+EVENT_TIME_END_EPOCH_SECONDS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp()) + 86_400
+
+QUANTITY_TYPE = "int"
+UNIT_PRICE_TYPE = DecimalType(12, 2)
+AMOUNT_TYPE = DecimalType(14, 2)
+REVENUE_TYPE = DecimalType(18, 2)
+
+CHECKED_COLUMNS = (
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "raw_payload",
+    "record_key",
+    "kafka_timestamp",
+    "order_id",
+    "customer_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "currency",
+    "amount",
+    "event_time",
+    "reason",
+)
+VALID_ORDER_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "product_id",
+    "quantity",
+    "unit_price",
+    "currency",
+    "amount",
+    "event_time",
+    "source_partition",
+    "source_offset",
+    "kafka_timestamp",
+)
+REVENUE_COLUMNS = (
+    "window_start",
+    "window_end",
+    "currency",
+    "order_count",
+    "item_count",
+    "revenue",
+)
+
+# See the module docstring. Only a payload that itself contains this mark followed by `]` and
+# more text could still slip past, which no producer does by accident.
+_END_MARK = "streamops:end-of-record"
+# Text fields count as empty when they hold only whitespace, as Python's str.strip() sees it.
+_BLANK = r"(?U)^[\s\x1c-\x1f]*$"
+# A decimal string as the contract allows it: no exponent, no sign but `-`, no separators.
+_DECIMAL_TEXT = r"^-?[0-9]+(\.[0-9]+)?$"
+# ... and one with at most two decimals that are not trailing zeros (`9.990` is 9.99).
+_AT_MOST_TWO_DECIMALS = r"^-?[0-9]+(\.[0-9]{1,2}0*)?$"
+# parse_json stores every integer that fits a BIGINT as BIGINT, and drops trailing fractional
+# zeros from decimals: DECIMAL(p,0) is `2.0` (not an integer on the wire) when p is small, and an
+# integer too big for BIGINT, hence for INT, when p is 19 or more.
+_HUGE_INTEGER = r"^DECIMAL\((19|[2-9][0-9]),0\)$"
+_NUMBER_KINDS = ("BIGINT", "DOUBLE")
+# revenue_per_window_sql interpolates the table name, so it must be a plain identifier.
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64})?$")
+_TEXT_FIELDS = ("order_id", "customer_id", "product_id", "currency", "event_time")
+
+
+def check_orders(raw: DataFrame) -> DataFrame:
+    """Every Kafka record with its parsed order fields and ``reason``: NULL for a valid order,
+    else the first contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`.
+
+    The typed fields (``quantity`` INT, ``unit_price`` DECIMAL(12,2), ``amount`` DECIMAL(14,2),
+    ``event_time`` TIMESTAMP, ``currency`` upper case, EUR when absent) are exact where
+    ``reason`` is NULL, and best effort, possibly NULL, elsewhere.
+    """
+    sourced = with_source(raw).select(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "raw_payload",
+        "record_key",
+        "kafka_timestamp",
+    )
+    text = F.col("raw_payload").cast("string")  # wraps the bytes; checked for UTF-8 next
+    decoded = sourced.withColumns(
+        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
+    )
+    # Invalid UTF-8 never reaches the parser, whose replacement characters would be arbitrary.
+    wrapped = decoded.withColumn(
+        "_wrapped",
+        F.try_parse_json(
+            F.when(F.col("_utf8"), F.concat(F.lit("["), F.col("_text"), F.lit(f',"{_END_MARK}"]')))
+        ),
+    )
+    one_value = (
+        F.col("_wrapped").isNotNull()
+        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == _END_MARK, F.lit(False))
+        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
+    )
+    parsed = wrapped.withColumn("_json_ok", one_value).withColumn(
+        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
+    )
+    shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
+        "_fields",
+        F.when(
+            F.col("_record_kind").startswith("OBJECT<"),
+            F.try_variant_get("_record", "$", ORDER_SCHEMA.simpleString()),
+        ),
+    )
+    # The JSON type of every field (NULL when absent, VOID for JSON null), computed once.
+    kinds = shaped.withColumns(
+        {_kind_column(name): F.schema_of_variant(_value(name)) for name in ORDER_FIELDS}
+    )
+    # Each text field once as a string, NULL unless it is a JSON string.
+    texts = kinds.withColumns(
+        {
+            _string_column(name): F.when(
+                _kind(name) == "STRING", F.try_variant_get(_value(name), "$", "string")
+            )
+            for name in _TEXT_FIELDS
+        }
+    )
+    read = texts.withColumns(
+        {
+            "_quantity_long": F.when(
+                _kind("quantity") == "BIGINT",
+                F.try_variant_get(_value("quantity"), "$", "bigint"),
+            ),
+            "_quantity_text": F.try_variant_get(_value("quantity"), "$", "string"),
+            # Plain digits for BIGINT and DECIMAL, Java's notation (`1.2E7`) for DOUBLE.
+            "_price_text": F.try_variant_get(_value("unit_price"), "$", "string"),
+            "_price_double": F.when(
+                _kind("unit_price") == "DOUBLE",
+                F.try_variant_get(_value("unit_price"), "$", "double"),
+            ),
+            "_event_time": parse_event_time(_string("event_time")),
+        }
+    )
+    typed = read.withColumns(
+        {
+            "_price_exact": F.when(
+                _is_number("unit_price") | (_kind("unit_price") == "STRING"),
+                F.col("_price_text").try_cast(DecimalType(38, 18)),
+            ),
+            "_quantity": F.col("_quantity_long").try_cast(QUANTITY_TYPE),
+        }
+    ).withColumn("_unit_price", F.col("_price_exact").try_cast(UNIT_PRICE_TYPE))
+    # INT × DECIMAL(12,2) is a DECIMAL(23,2): exact, and it cannot overflow.
+    priced = typed.withColumn(
+        "_amount_exact", F.col("_quantity").cast(DecimalType(10, 0)) * F.col("_unit_price")
+    )
+    return priced.select(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "raw_payload",
+        "record_key",
+        "kafka_timestamp",
+        _string("order_id").alias("order_id"),
+        _string("customer_id").alias("customer_id"),
+        _string("product_id").alias("product_id"),
+        F.col("_quantity").alias("quantity"),
+        F.col("_unit_price").alias("unit_price"),
+        F.when(~_present("currency"), F.lit(DEFAULT_CURRENCY))
+        .otherwise(F.upper(_string("currency")))
+        .alias("currency"),
+        F.col("_amount_exact").try_cast(AMOUNT_TYPE).alias("amount"),
+        F.col("_event_time").alias("event_time"),
+        first_failing_reason(_order_rules()).alias("reason"),
+    )
+
+
+def valid_orders(checked: DataFrame) -> DataFrame:
+    """The valid orders of ``check_orders``, as the ``orders`` table holds them.
+
+    Columns are :data:`VALID_ORDER_COLUMNS`. Duplicates are still there: removing them needs
+    state across micro-batches, which is the job's part (``dropDuplicatesWithinWatermark``).
+    """
+    return checked.where(F.col("reason").isNull()).select(
+        F.col("order_id"),
+        F.col("customer_id"),
+        F.col("product_id"),
+        F.col("quantity").cast(QUANTITY_TYPE).alias("quantity"),
+        F.col("unit_price").cast(UNIT_PRICE_TYPE).alias("unit_price"),
+        F.col("currency"),
+        F.col("amount").cast(AMOUNT_TYPE).alias("amount"),
+        F.col("event_time"),
+        F.col("source_partition"),
+        F.col("source_offset"),
+        F.col("kafka_timestamp"),
+    )
+
+
+def rejected_orders(checked: DataFrame) -> DataFrame:
+    """The rejected records of ``check_orders``, as rows of the ``quarantine`` table."""
+    return quarantine_rows(checked, PIPELINE)
+
+
+def revenue_per_window(orders: DataFrame, window_seconds: int = 5) -> DataFrame:
+    """Orders, items and revenue per tumbling event-time window and currency.
+
+    Columns are :data:`REVENUE_COLUMNS`; windows are ``[window_start, window_end)`` and aligned
+    on the epoch, so 5-second windows start at :00, :05, :10... Streaming-safe: one
+    ``groupBy(window, currency)`` aggregation, nothing else, so it runs on a watermarked stream.
+    """
+    _check_window_seconds(window_seconds)
+    window = F.window("event_time", f"{window_seconds} seconds")
+    return (
+        orders.groupBy(window.alias("window"), F.col("currency"))
+        .agg(
+            F.count(F.lit(1)).alias("order_count"),
+            F.sum("quantity").cast("long").alias("item_count"),
+            F.sum("amount").cast(REVENUE_TYPE).alias("revenue"),
+        )
+        .select(
+            F.col("window.start").alias("window_start"),
+            F.col("window.end").alias("window_end"),
+            "currency",
+            "order_count",
+            "item_count",
+            "revenue",
+        )
+    )
+
+
+def revenue_per_window_sql(table: str = "orders", window_seconds: int = 5) -> str:
+    """MariaDB SQL for what :func:`revenue_per_window` computes, over the orders whose
+    ``event_time`` lies in ``[?, ?)``; pass window-aligned bounds so no window is cut in two.
+
+    Columns: ``window_start, currency, order_count, item_count, revenue`` (the key first, then
+    the values; ``window_end`` is always ``window_start`` plus the window), ordered by the key.
+
+    The window start is pure DATETIME arithmetic in whole microseconds since 1970: the stored
+    values are UTC and DATETIME has no time zone, so the result does not depend on the session's
+    ``time_zone``. Unlike ``FROM_UNIXTIME(FLOOR(UNIX_TIMESTAMP(t) / 5) * 5)`` it is also right
+    after 2038 (where MariaDB 10.11's UNIX_TIMESTAMP gives NULL) and for windows too long for the
+    four decimals MariaDB's division keeps. The double MOD floors like Spark, even before 1970.
+    """
+    _check_window_seconds(window_seconds)
+    if not _TABLE_NAME.fullmatch(table):
+        raise ValueError(
+            f"Table name {table!r} is not a plain identifier (letters, digits, '_', "
+            "optionally database.table)."
+        )
+    quoted_table = ".".join(f"`{part}`" for part in table.split("."))
+    size = window_seconds * 1_000_000
+    offset = (
+        f"MOD(MOD(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', event_time), {size})"
+        f" + {size}, {size})"
+    )
+    return f"""SELECT window_start,
+       currency,
+       COUNT(*) AS order_count,
+       CAST(SUM(quantity) AS SIGNED) AS item_count,
+       CAST(SUM(amount) AS DECIMAL(18,2)) AS revenue
+FROM (
+    SELECT event_time - INTERVAL {offset} MICROSECOND AS window_start,
+           currency,
+           quantity,
+           amount
+    FROM {quoted_table}
+    WHERE event_time >= ? AND event_time < ?
+) AS placed
+GROUP BY window_start, currency
+ORDER BY window_start, currency"""
+
+
+def _check_window_seconds(window_seconds: int) -> None:
+    if (
+        isinstance(window_seconds, bool)
+        or not isinstance(window_seconds, int)
+        or window_seconds < 1
+    ):
+        raise ValueError(f"window_seconds is {window_seconds!r}; give a whole number ≥ 1.")
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+def _order_rules() -> list[tuple[str, Column]]:
+    """The contract's rules in the order the generator's validator checks them (record, then
+    fields in contract order), each followed by the limits of the table column it lands in."""
+    quantity_kind, price_kind = _kind("quantity"), _kind("unit_price")
+    price_text, price_exact = F.col("_price_text"), F.col("_price_exact")
+    currency = _string("currency")
+    event_seconds = F.unix_seconds(F.col("_event_time"))
+    return [
+        ("missing_payload", F.col("raw_payload").isNull()),  # a tombstone
+        ("invalid_utf8", ~F.col("_utf8")),
+        ("invalid_json", ~F.col("_json_ok")),
+        ("not_a_json_object", ~F.coalesce(F.col("_fields").isNotNull(), F.lit(False))),
+        *_text_rules("order_id", ORDER_ID_MAX_LENGTH),
+        *_text_rules("customer_id", CUSTOMER_ID_MAX_LENGTH),
+        *_text_rules("product_id", PRODUCT_ID_MAX_LENGTH),
+        ("missing_field:quantity", ~_present("quantity")),
+        (
+            "quantity_not_integer",
+            ~F.coalesce(
+                (quantity_kind == "BIGINT") | quantity_kind.rlike(_HUGE_INTEGER), F.lit(False)
+            ),
+        ),
+        (
+            "quantity_not_positive",
+            F.coalesce(F.col("_quantity_long") < 1, F.col("_quantity_text").startswith("-")),
+        ),
+        ("quantity_too_large", F.coalesce(F.col("_quantity_long") > QUANTITY_MAX, F.lit(True))),
+        ("missing_field:unit_price", ~_present("unit_price")),
+        (
+            "unit_price_not_decimal",
+            ~F.coalesce(
+                _is_number("unit_price")
+                | ((price_kind == "STRING") & price_text.rlike(_DECIMAL_TEXT)),
+                F.lit(False),
+            ),
+        ),
+        ("unit_price_negative", F.coalesce(price_exact < 0, price_text.startswith("-"))),
+        (
+            "unit_price_too_many_decimals",
+            F.coalesce(
+                F.when(
+                    price_kind == "DOUBLE",
+                    # 1e-25 rounds to a DECIMAL(38,18) zero: the double round trip catches it.
+                    (price_exact != F.round(price_exact, 2))
+                    | (price_exact.cast("double") != F.col("_price_double")),
+                ).otherwise(~price_text.rlike(_AT_MOST_TWO_DECIMALS)),
+                # Too big for DECIMAL(38,18): the next rule says so.
+                F.lit(False),
+            ),
+        ),
+        ("unit_price_too_large", F.coalesce(price_exact > UNIT_PRICE_MAX, F.lit(True))),
+        (
+            "currency_invalid",
+            _present("currency") & ~F.coalesce(currency.rlike("^[A-Za-z]{3}$"), F.lit(False)),
+        ),
+        ("missing_field:event_time", ~_present("event_time")),
+        ("bad_event_time", F.col("_event_time").isNull()),
+        (
+            "event_time_out_of_range",
+            ~event_seconds.between(EVENT_TIME_MIN_EPOCH_SECONDS, EVENT_TIME_END_EPOCH_SECONDS - 1),
+        ),
+        ("amount_too_large", F.coalesce(F.col("_amount_exact") > AMOUNT_MAX, F.lit(True))),
+    ]
+
+
+def _text_rules(name: str, max_length: int) -> list[tuple[str, Column]]:
+    text = _string(name)
+    return [
+        (f"missing_field:{name}", ~_present(name)),
+        (f"{name}_not_string", _kind(name) != "STRING"),
+        (f"{name}_empty", text.rlike(_BLANK)),
+        (f"{name}_too_long", F.char_length(text) > max_length),
+    ]
+
+
+def _value(name: str) -> Column:
+    """The field as a VARIANT: SQL NULL when the key is absent, a variant null for JSON null."""
+    return F.col("_fields").getField(name)
+
+
+def _kind_column(name: str) -> str:
+    return f"_kind_{name}"
+
+
+def _kind(name: str) -> Column:
+    """The field's JSON type as schema_of_variant names it: STRING, BIGINT, DECIMAL(p,s), DOUBLE,
+    BOOLEAN, OBJECT<...>, ARRAY<...>, VOID for JSON null; NULL when the key is absent."""
+    return F.col(_kind_column(name))
+
+
+def _present(name: str) -> Column:
+    """JSON null counts as absent, as in the contract's validator."""
+    return F.coalesce(_kind(name) != "VOID", F.lit(False))
+
+
+def _string_column(name: str) -> str:
+    return f"_string_{name}"
+
+
+def _string(name: str) -> Column:
+    """The field's text when it is a JSON string, else NULL (one of :data:`_TEXT_FIELDS`)."""
+    return F.col(_string_column(name))
+
+
+def _is_number(name: str) -> Column:
+    kind = _kind(name)
+    return kind.isin(*_NUMBER_KINDS) | kind.startswith("DECIMAL(")

@@ -1,0 +1,564 @@
+"""The orders pipeline's sinks and reconciliation against the real MariaDB, Redis and Spark.
+
+Every test writes rows under ids of its own and deletes exactly those afterwards: the database
+and Redis are shared by the whole test session.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.common.reconcile import reconcile_revenue_windows
+from spark_jobs.sinks.mariadb import (
+    orders_writer,
+    quarantine_writer,
+    revenue_writer,
+    upsert_rows,
+)
+from spark_jobs.sinks.redis import revenue_redis_writer
+from spark_jobs.transforms.orders import revenue_per_window_sql
+from streamops.config import Settings
+from streamops.db import connect
+
+ORDER_SCHEMA = (
+    "order_id STRING, customer_id STRING, product_id STRING, quantity INT, "
+    "unit_price DECIMAL(12,2), currency STRING, amount DECIMAL(14,2), event_time TIMESTAMP, "
+    "source_partition INT, source_offset BIGINT, kafka_timestamp TIMESTAMP"
+)
+QUARANTINE_SCHEMA = (
+    "source_topic STRING, source_partition INT, source_offset BIGINT, raw_payload BINARY, "
+    "reason STRING, pipeline STRING"
+)
+WINDOW_SCHEMA = (
+    "window_start TIMESTAMP, window_end TIMESTAMP, currency STRING, order_count BIGINT, "
+    "item_count BIGINT, revenue DECIMAL(18,2)"
+)
+
+
+def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        connection.commit()
+        return rows
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def currency(settings: Settings) -> Iterator[str]:
+    """A currency code no other test uses, so windows and totals of this test are its own."""
+    code = "Q" + "".join(random.choices(string.ascii_uppercase, k=2))
+    yield code
+    query(settings, "DELETE FROM orders WHERE currency = ?", (code,))
+    query(settings, "DELETE FROM order_revenue_5s WHERE currency = ?", (code,))
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis, uid: str) -> Iterator[str]:
+    prefix = f"streamops:test:{uid}:orders"
+    yield prefix
+    keys = list(redis_client.scan_iter(f"{prefix}:*"))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def naive(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def order(
+    order_id: str,
+    *,
+    quantity: int = 2,
+    unit_price: str = "10.25",
+    currency: str = "EUR",
+    event_time: str = "2031-05-06 07:08:09.123",
+    partition: int = 0,
+    offset: int = 0,
+    customer: str = "c-1",
+) -> tuple[Any, ...]:
+    price = Decimal(unit_price)
+    return (
+        order_id,
+        customer,
+        "p-1",
+        quantity,
+        price,
+        currency,
+        price * quantity,
+        utc(event_time),
+        partition,
+        offset,
+        utc(event_time) + timedelta(seconds=1),
+    )
+
+
+def frame(spark: SparkSession, rows: list[tuple[Any, ...]], schema: str) -> DataFrame:
+    # Two partitions, so writes really come from more than one executor task.
+    return spark.createDataFrame(rows, schema).repartition(2)
+
+
+def stored_orders(settings: Settings, uid: str) -> list[tuple[Any, ...]]:
+    return query(
+        settings,
+        "SELECT order_id, customer_id, product_id, quantity, unit_price, currency, amount, "
+        "event_time, source_partition, source_offset, ingested_at FROM orders "
+        "WHERE order_id LIKE ? ORDER BY order_id",
+        (f"{uid}-%",),
+    )
+
+
+# --- MariaDB ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def order_ids(settings: Settings, uid: str) -> Iterator[str]:
+    yield uid
+    query(settings, "DELETE FROM orders WHERE order_id LIKE ?", (f"{uid}-%",))
+
+
+def test_orders_writer_keeps_the_first_copy_and_a_replay_changes_nothing(
+    spark: SparkSession, settings: Settings, order_ids: str
+) -> None:
+    uid = order_ids
+    write = orders_writer(settings)
+    batch = frame(
+        spark,
+        [
+            order(f"{uid}-a", offset=10, event_time="2031-05-06 07:08:09.999"),
+            order(f"{uid}-b", quantity=1, unit_price="0.00", offset=11),
+            order(f"{uid}-c", quantity=3, unit_price="1.10", currency="USD", offset=12),
+        ],
+        ORDER_SCHEMA,
+    )
+
+    write(batch, 0)
+    first = stored_orders(settings, uid)
+    time.sleep(0.01)  # a rewrite would carry a later ingested_at
+    write(batch, 0)  # the replay of the same batch after a crash
+
+    assert stored_orders(settings, uid) == first
+    assert [row[0] for row in first] == [f"{uid}-a", f"{uid}-b", f"{uid}-c"]
+    a = first[0]
+    assert a[3:8] == (
+        2,
+        Decimal("10.25"),
+        "EUR",
+        Decimal("20.50"),
+        naive("2031-05-06 07:08:09.999"),
+    )
+    assert a[8:10] == (0, 10)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    assert all(abs((now - row[10]).total_seconds()) < 60 for row in first), "ingested_at is UTC"
+    assert len({row[10] for row in first}) == 1, "one ingested_at per batch"
+
+    # A later batch repeating order a (a duplicate on the topic) does not touch the stored one.
+    write(frame(spark, [order(f"{uid}-a", quantity=9, customer="c-9", offset=99)], ORDER_SCHEMA), 1)
+    assert stored_orders(settings, uid) == first
+
+
+def test_orders_writer_stores_a_duplicate_within_one_batch_once(
+    spark: SparkSession, settings: Settings, order_ids: str
+) -> None:
+    uid = order_ids
+    copies = [order(f"{uid}-dup", offset=offset) for offset in (5, 6, 7)]
+    orders_writer(settings)(frame(spark, [*copies, order(f"{uid}-other")], ORDER_SCHEMA), 3)
+
+    rows = stored_orders(settings, uid)
+    assert [row[0] for row in rows] == [f"{uid}-dup", f"{uid}-other"]
+    assert rows[0][9] in (5, 6, 7)
+
+
+def test_quarantine_writer_is_idempotent_by_kafka_position(
+    spark: SparkSession, settings: Settings, uid: str
+) -> None:
+    topic = f"test-quarantine-{uid}"
+    payloads = [b"\xff\xfe not utf-8", b'{"order_id": 1', b""]
+    rows = [
+        (topic, partition, offset, payload, f"reason {offset}", "orders")
+        for (partition, offset), payload in zip([(0, 1), (0, 2), (1, 1)], payloads, strict=True)
+    ]
+    write = quarantine_writer(settings)
+    try:
+        write(frame(spark, rows, QUARANTINE_SCHEMA), 0)
+        first = query(
+            settings,
+            "SELECT source_partition, source_offset, raw_payload, reason, pipeline, quarantined_at "
+            "FROM quarantine WHERE source_topic = ? ORDER BY source_partition, source_offset",
+            (topic,),
+        )
+        write(frame(spark, rows, QUARANTINE_SCHEMA), 0)
+        again = [(topic, 0, 1, b"other", "another reason", "orders")]
+        write(frame(spark, again, QUARANTINE_SCHEMA), 1)
+        after = query(
+            settings,
+            "SELECT source_partition, source_offset, raw_payload, reason, pipeline, quarantined_at "
+            "FROM quarantine WHERE source_topic = ? ORDER BY source_partition, source_offset",
+            (topic,),
+        )
+    finally:
+        query(settings, "DELETE FROM quarantine WHERE source_topic = ?", (topic,))
+
+    assert after == first
+    assert [row[:5] for row in first] == [
+        (0, 1, payloads[0], "reason 1", "orders"),
+        (0, 2, payloads[1], "reason 2", "orders"),
+        (1, 1, payloads[2], "reason 1", "orders"),
+    ]
+
+
+def test_revenue_writer_overwrites_windows_with_absolute_values(
+    spark: SparkSession, settings: Settings, currency: str
+) -> None:
+    write = revenue_writer(settings)
+    w0 = ("2031-05-06 07:08:05", "2031-05-06 07:08:10")
+    w1 = ("2031-05-06 07:08:10", "2031-05-06 07:08:15")
+
+    def windows(*rows: tuple[tuple[str, str], int, int, str]) -> DataFrame:
+        return frame(
+            spark,
+            [
+                (utc(w[0]), utc(w[1]), currency, count, items, Decimal(revenue))
+                for w, count, items, revenue in rows
+            ],
+            WINDOW_SCHEMA,
+        )
+
+    def stored() -> list[tuple[Any, ...]]:
+        return query(
+            settings,
+            "SELECT window_start, window_end, order_count, item_count, revenue, updated_at "
+            "FROM order_revenue_5s WHERE currency = ? ORDER BY window_start",
+            (currency,),
+        )
+
+    write(windows((w0, 2, 3, "30.00"), (w1, 1, 1, "5.00")), 0)
+    # Update mode: window w0 grew; the batch carries its whole new aggregate, not the increment.
+    write(windows((w0, 3, 5, "42.50")), 1)
+    second = stored()
+    time.sleep(0.01)
+    write(windows((w0, 3, 5, "42.50")), 1)  # replayed
+
+    assert stored() == second, "a replay must not even touch updated_at"
+    assert [row[:5] for row in second] == [
+        (naive(w0[0]), naive(w0[1]), 3, 5, Decimal("42.50")),
+        (naive(w1[0]), naive(w1[1]), 1, 1, Decimal("5.00")),
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["executemany", "staging"])
+def test_upsert_rows_across_chunks(settings: Settings, uid: str, strategy: Any) -> None:
+    table = f"test_upsert_{uid}"
+    query(settings, f"CREATE TABLE {table} LIKE order_revenue_5s")
+    columns = ("window_start", "currency", "window_end", "order_count", "item_count", "revenue")
+    key = ("window_start", "currency")
+
+    def row(second: int, count: int) -> tuple[Any, ...]:
+        start = naive("2031-01-01 00:00:00") + timedelta(seconds=5 * second)
+        return (start, "EUR", start + timedelta(seconds=5), count, count, Decimal(count))
+
+    def contents() -> list[tuple[Any, ...]]:
+        return query(settings, f"SELECT {', '.join(columns)} FROM {table} ORDER BY window_start")
+
+    try:
+        rows = [row(0, 1), row(1, 1), row(0, 2), row(2, 1), row(1, 3)]
+        written = upsert_rows(
+            settings, table, key, columns, iter(rows), chunk_size=2, strategy=strategy
+        )
+        assert written == 5
+        # "update": the last copy of a key wins, also across chunks.
+        assert contents() == [row(0, 2), row(1, 3), row(2, 1)]
+
+        ignored = [row(0, 7), row(3, 4), row(3, 5)]
+        upsert_rows(
+            settings, table, key, columns, ignored, on_duplicate="ignore", strategy=strategy
+        )
+        # "ignore": a stored row stays, and so does the first new copy of a key.
+        assert contents() == [row(0, 2), row(1, 3), row(2, 1), row(3, 4)]
+        assert upsert_rows(settings, table, key, columns, [], strategy=strategy) == 0
+    finally:
+        query(settings, f"DROP TABLE IF EXISTS {table}")
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+def redis_state(client: redis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under prefix with its type, value and whether it has a TTL."""
+    state: dict[str, Any] = {}
+    for key in sorted(client.scan_iter(f"{prefix}:*")):
+        kind = client.type(key)
+        if kind == "hash":
+            value: Any = client.hgetall(key)
+        elif kind == "zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        else:
+            value = client.get(key)
+        state[key] = (kind, value, client.ttl(key) > 0)
+    return state
+
+
+def next_message(pubsub: redis.client.PubSub, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None and message["type"] == "message":
+            return dict(json.loads(message["data"]))
+    raise AssertionError("no message on the channel")
+
+
+def window_rows(
+    *rows: tuple[str, str, int, int, str],
+) -> list[tuple[Any, ...]]:
+    """(currency, window start 'HH:MM:SS' on 2031-05-06, order_count, item_count, revenue)."""
+    return [
+        (
+            utc(f"2031-05-06 {start}"),
+            utc(f"2031-05-06 {start}") + timedelta(seconds=5),
+            cur,
+            count,
+            items,
+            Decimal(revenue),
+        )
+        for cur, start, count, items, revenue in rows
+    ]
+
+
+def test_redis_writer_keys_ttls_message_and_replay(
+    spark: SparkSession,
+    settings: Settings,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+    uid: str,
+) -> None:
+    channel = f"streamops:test:{uid}:updates"
+    write = revenue_redis_writer(
+        settings, channel=channel, ttl_seconds=600, key_prefix=redis_prefix
+    )
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(channel)
+    try:
+        first = window_rows(
+            ("EUR", "07:08:05", 2, 3, "30.00"),
+            ("EUR", "07:08:10", 1, 1, "5.50"),
+            ("USD", "07:08:05", 1, 4, "8.00"),
+        )
+        write(frame(spark, first, WINDOW_SCHEMA), 0)
+        message = next_message(pubsub)
+
+        eur_window = f"{redis_prefix}:window:EUR:2031-05-06T07:08:05.000Z"
+        assert redis_client.hgetall(eur_window) == {
+            "currency": "EUR",
+            "window_start": "2031-05-06T07:08:05.000Z",
+            "window_end": "2031-05-06T07:08:10.000Z",
+            "order_count": "2",
+            "item_count": "3",
+            "revenue": "30.00",
+            "batch_id": "0",
+        }
+        assert 0 < redis_client.ttl(eur_window) <= 600
+        epoch = utc("2031-05-06 07:08:05").timestamp()
+        assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1, withscores=True) == [
+            ("2031-05-06T07:08:05.000Z", epoch),
+            ("2031-05-06T07:08:10.000Z", epoch + 5),
+        ]
+        totals = redis_client.hgetall(f"{redis_prefix}:totals")
+        assert totals == {
+            "EUR:order_count": "3",
+            "EUR:item_count": "4",
+            "EUR:revenue": "35.50",
+            "USD:order_count": "1",
+            "USD:item_count": "4",
+            "USD:revenue": "8.00",
+            "batch_id": "0",
+        }
+        # Keys the writer maintains itself live on; only window hashes expire.
+        assert redis_client.ttl(f"{redis_prefix}:totals") == -1
+        assert message["batch_id"] == 0 and message["window_count"] == 3
+        assert message["totals"]["EUR"] == {
+            "order_count": "3",
+            "item_count": "4",
+            "revenue": "35.50",
+        }
+        assert message["windows"][0]["window_start"] == "2031-05-06T07:08:10.000Z"
+
+        before_replay = redis_state(redis_client, redis_prefix)
+        write(frame(spark, first, WINDOW_SCHEMA), 0)  # replayed after a crash
+        assert redis_state(redis_client, redis_prefix) == before_replay
+        assert next_message(pubsub)["totals"] == message["totals"]
+
+        # The EUR 07:08:05 window grew from 2 to 4 orders: totals move by the difference.
+        write(frame(spark, window_rows(("EUR", "07:08:05", 4, 6, "51.00")), WINDOW_SCHEMA), 1)
+        totals = redis_client.hgetall(f"{redis_prefix}:totals")
+        assert (totals["EUR:order_count"], totals["EUR:item_count"], totals["EUR:revenue"]) == (
+            "5",
+            "7",
+            "56.50",
+        )
+        assert totals["USD:revenue"] == "8.00"
+        assert next_message(pubsub)["batch_id"] == 1
+    finally:
+        pubsub.close()
+
+
+def test_redis_writer_keeps_the_latest_windows_and_totals_survive_trimming(
+    spark: SparkSession,
+    settings: Settings,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+) -> None:
+    write = revenue_redis_writer(settings, max_windows=3, key_prefix=redis_prefix, channel="x")
+    five = window_rows(*(("EUR", f"07:08:{5 * i:02d}", 1, 1, "1.00") for i in range(5)))
+    write(frame(spark, five, WINDOW_SCHEMA), 0)
+
+    kept = ["2031-05-06T07:08:10.000Z", "2031-05-06T07:08:15.000Z", "2031-05-06T07:08:20.000Z"]
+    assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1) == kept
+    assert sorted(redis_client.hkeys(f"{redis_prefix}:contributions:EUR")) == kept
+    assert not redis_client.exists(f"{redis_prefix}:window:EUR:2031-05-06T07:08:00.000Z")
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert totals["EUR:order_count"] == "5" and totals["EUR:revenue"] == "5.00"
+
+    state = redis_state(redis_client, redis_prefix)
+    write(frame(spark, five, WINDOW_SCHEMA), 0)  # a replay, trimmed windows included
+    assert redis_state(redis_client, redis_prefix) == state
+
+    # A newer window pushes out the oldest kept one; the totals keep its share.
+    write(frame(spark, window_rows(("EUR", "07:08:25", 2, 2, "2.00")), WINDOW_SCHEMA), 1)
+    assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1) == [
+        *kept[1:],
+        "2031-05-06T07:08:25.000Z",
+    ]
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert totals["EUR:order_count"] == "7" and totals["EUR:revenue"] == "7.00"
+
+
+# --- reconciliation -----------------------------------------------------------------------------
+
+
+def test_reconcile_windows_agree_with_spark_at_the_boundaries(
+    spark: SparkSession, settings: Settings
+) -> None:
+    moments = [
+        "2031-05-06 07:08:04.999",
+        "2031-05-06 07:08:05.000",
+        "2031-05-06 07:08:09.999",
+        "2031-12-31 23:59:59.999",
+        "2040-02-29 12:00:02.500",  # past 2038, where UNIX_TIMESTAMP gives up
+        "1969-12-31 23:59:58.000",
+    ]
+    # The SQL reconcile runs, over a temporary table only this connection sees.
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(
+            "CREATE TEMPORARY TABLE boundary_orders "
+            "(event_time DATETIME(3), currency CHAR(3), quantity INT, amount DECIMAL(14,2))"
+        )
+        cursor.executemany(
+            "INSERT INTO boundary_orders VALUES (?, 'EUR', 1, 1.00)", [(m,) for m in moments]
+        )
+        cursor.execute(
+            revenue_per_window_sql("boundary_orders", 5),
+            (naive("1000-01-01 00:00:00"), naive("9999-01-01 00:00:00")),
+        )
+        in_mariadb = sorted(row[0] for row in cursor.fetchall())
+    starts = (
+        spark.createDataFrame([(utc(m),) for m in moments], "moment TIMESTAMP")
+        .select(F.window("moment", "5 seconds").start.alias("start"))
+        # Formatted in the session time zone, UTC, so the local zone of Python plays no part.
+        .select(F.date_format("start", "yyyy-MM-dd HH:mm:ss.SSS").alias("start"))
+        .collect()
+    )
+    in_spark = sorted({datetime.fromisoformat(row.start) for row in starts})
+
+    assert in_mariadb == in_spark
+    assert in_mariadb == [
+        naive("1969-12-31 23:59:55"),
+        naive("2031-05-06 07:08:00"),
+        naive("2031-05-06 07:08:05"),
+        naive("2031-12-31 23:59:55"),
+        naive("2040-02-29 12:00:00"),
+    ]
+
+
+def test_reconcile_fixes_wrong_windows_and_deletes_empty_ones(
+    settings: Settings, currency: str, uid: str
+) -> None:
+    # A minute of its own, far from any other test's data.
+    base = naive("2036-01-01 00:00:00") + timedelta(minutes=random.randrange(500_000))
+
+    def at(seconds: float) -> datetime:
+        return base + timedelta(seconds=seconds)
+
+    orders = [
+        (f"{uid}-1", 1, Decimal("2.50"), at(4.999)),  # last instant of window [0, 5)
+        (f"{uid}-2", 2, Decimal("1.00"), at(5.000)),  # first instant of window [5, 10)
+        (f"{uid}-3", 3, Decimal("0.10"), at(9.999)),
+        (f"{uid}-4", 1, Decimal("9.99"), at(20.0)),  # outside the range: left alone
+    ]
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.executemany(
+            "INSERT INTO orders (order_id, customer_id, product_id, quantity, unit_price, "
+            "currency, amount, event_time) VALUES (?, 'c', 'p', ?, ?, ?, ?, ?)",
+            [(oid, qty, price, currency, qty * price, when) for oid, qty, price, when in orders],
+        )
+        cursor.executemany(
+            "INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, "
+            "item_count, revenue) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (at(5), currency, at(10), 1, 2, Decimal("2.00")),  # wrong: misses order 3
+                (at(10), currency, at(15), 4, 4, Decimal("4.00")),  # no orders: must go
+                (at(20), currency, at(25), 7, 7, Decimal("7.00")),  # outside: must stay
+            ],
+        )
+        connection.commit()
+
+    def windows() -> list[tuple[Any, ...]]:
+        return query(
+            settings,
+            "SELECT window_start, window_end, order_count, item_count, revenue "
+            "FROM order_revenue_5s WHERE currency = ? ORDER BY window_start",
+            (currency,),
+        )
+
+    # Mid-window bounds widen to whole windows: [0, 15).
+    written = reconcile_revenue_windows(settings, at(3), at(12).replace(tzinfo=None))
+
+    assert windows() == [
+        (at(0), at(5), 1, 1, Decimal("2.50")),
+        (at(5), at(10), 2, 5, Decimal("2.30")),
+        (at(20), at(25), 7, 7, Decimal("7.00")),
+    ]
+    assert written == 3  # one inserted, one corrected, one deleted
+    assert reconcile_revenue_windows(settings, at(0).replace(tzinfo=UTC), at(15)) == 0
+    assert len(windows()) == 3
