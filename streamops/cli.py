@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from spark_jobs.jobs import PIPELINE_QUERIES
 from streamops.config import INPUT_TOPICS, Settings, load_settings
 from streamops.errors import StreamopsError
 
@@ -108,6 +109,9 @@ def up(
         bool, typer.Option(help="Also feed every input topic with generated data.")
     ] = False,
     airflow: Annotated[bool, typer.Option(help="Start Airflow too.")] = True,
+    with_pipelines: Annotated[
+        bool, typer.Option(help="Also run every pipeline's Spark job (e.g. orders).")
+    ] = False,
 ) -> None:
     """Start Kafka (KRaft), MariaDB, Redis and Airflow on loopback; create topics and schema."""
     from streamops.stack import Stack
@@ -115,7 +119,12 @@ def up(
     cfg = settings()
     stack = Stack(cfg)
     started = time.monotonic()
-    stack.up(with_airflow=airflow, with_generator=with_generator, report=console.print)
+    stack.up(
+        with_airflow=airflow,
+        with_pipelines=with_pipelines,
+        with_generator=with_generator,
+        report=console.print,
+    )
     console.print(f"\n[bold green]streamops is up[/] in {time.monotonic() - started:.0f} s\n")
     table = Table(show_header=True, header_style="bold")
     table.add_column("service")
@@ -257,22 +266,9 @@ def generate(
     from streamops.generator.producer import (
         KafkaUnavailableError,
         run_generator,
-        validate_options,
     )
 
     cfg = settings()
-    try:
-        validate_options(
-            topic=topic,
-            rate=rate,
-            count=count,
-            duration=duration,
-            malformed_ratio=malformed_ratio,
-            duplicate_ratio=duplicate_ratio,
-            late_ratio=late_ratio,
-        )
-    except ValueError as exc:
-        fail(str(exc), code=2)
     try:
         summary = run_generator(
             topic,
@@ -287,6 +283,8 @@ def generate(
             progress=progress,
             console=console,
         )
+    except ValueError as exc:  # bad options, found before anything is sent
+        fail(str(exc), code=2)
     except KafkaUnavailableError as exc:
         fail(str(exc))
     kinds = ", ".join(f"{kind} {n}" for kind, n in summary.by_kind.items() if n)
@@ -303,7 +301,7 @@ def generate(
         fail(f"{summary.failed} record(s) were not delivered to {topic}; see the errors above.")
 
 
-PIPELINES = ("orders",)
+PIPELINES = tuple(PIPELINE_QUERIES)
 
 
 @app.command(

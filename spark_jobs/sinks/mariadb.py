@@ -27,6 +27,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType
 
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
+from spark_jobs.transforms.cleansing import QUARANTINE_COLUMNS
+from spark_jobs.transforms.orders import REVENUE_COLUMNS, VALID_ORDER_COLUMNS
 from streamops.config import Settings
 from streamops.db import connect
 
@@ -51,35 +53,15 @@ DEFAULT_CHUNK_SIZE = 5_000
 ORDERS_TABLE = "orders"
 ORDERS_KEY = ("order_id",)
 # What the writer takes from a batch of valid orders; kafka_timestamp is not stored.
-ORDER_COLUMNS = (
-    "order_id",
-    "customer_id",
-    "product_id",
-    "quantity",
-    "unit_price",
-    "currency",
-    "amount",
-    "event_time",
-    "source_partition",
-    "source_offset",
-)
+ORDER_COLUMNS = tuple(c for c in VALID_ORDER_COLUMNS if c != "kafka_timestamp")
 
 QUARANTINE_TABLE = "quarantine"
 QUARANTINE_KEY = ("source_topic", "source_partition", "source_offset")
-QUARANTINE_COLUMNS = (
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "raw_payload",
-    "reason",
-    "pipeline",
-)
 # Written when the batch has them.
 QUARANTINE_OPTIONAL_COLUMNS = ("record_key", "source_timestamp")
 
 REVENUE_TABLE = "order_revenue_5s"
 REVENUE_KEY = ("window_start", "currency")
-REVENUE_COLUMNS = ("window_start", "window_end", "currency", "order_count", "item_count", "revenue")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 

@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame
 from redis.typing import EncodableT, FieldT
 
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps
+from spark_jobs.transforms.orders import REVENUE_COLUMNS
 from streamops.config import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ DEFAULT_WINDOW_TTL_SECONDS = 6 * 3600
 # The message lists at most this many windows (the latest); window_count says how many changed.
 MAX_WINDOWS_IN_MESSAGE = 50
 WATCH_ATTEMPTS = 5
-WINDOW_COLUMNS = ("window_start", "window_end", "currency", "order_count", "item_count", "revenue")
+WINDOW_COLUMNS = REVENUE_COLUMNS
 CENT = Decimal("0.01")
 
 
