@@ -11,7 +11,7 @@ install:
 	$(PYTHON) -m streamops install
 
 up: install
-	$(STREAMOPS) up --with-generator
+	$(STREAMOPS) up --with-pipelines --with-generator
 
 down:
 	$(STREAMOPS) down

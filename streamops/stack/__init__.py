@@ -12,6 +12,7 @@ from streamops.stack.base import Component, ComponentStatus, Health
 from streamops.stack.generator import GENERATOR_COMPONENTS, TopicGenerator
 from streamops.stack.kafka import Kafka
 from streamops.stack.mariadb import MariaDB
+from streamops.stack.pipelines import PIPELINE_COMPONENTS
 from streamops.stack.redis import Redis
 
 __all__ = ["Component", "ComponentStatus", "Health", "Stack"]
@@ -30,11 +31,12 @@ class Stack:
         self.settings = settings
         self.services: list[Component] = [MariaDB(settings), Redis(settings), Kafka(settings)]
         self.airflow: list[Component] = [cls(settings) for cls in AIRFLOW_COMPONENTS]
+        self.pipelines: list[Component] = [cls(settings) for cls in PIPELINE_COMPONENTS]
         self.generators: list[TopicGenerator] = [cls(settings) for cls in GENERATOR_COMPONENTS]
 
     @property
     def components(self) -> list[Component]:
-        return [*self.services, *self.airflow, *self.generators]
+        return [*self.services, *self.airflow, *self.pipelines, *self.generators]
 
     def component(self, name: str) -> Component:
         for component in self.components:
@@ -47,6 +49,7 @@ class Stack:
         self,
         *,
         with_airflow: bool = True,
+        with_pipelines: bool = False,
         with_generator: bool = False,
         report: Reporter = _quiet,
     ) -> None:
@@ -65,6 +68,12 @@ class Stack:
             for component in self.airflow:
                 self._start(component, report, wait=False)
             for component in self.airflow:
+                component.wait_healthy()
+                report(f"{component.name}: healthy")
+        if with_pipelines:
+            for component in self.pipelines:
+                self._start(component, report, wait=False)
+            for component in self.pipelines:
                 component.wait_healthy()
                 report(f"{component.name}: healthy")
         if with_generator:

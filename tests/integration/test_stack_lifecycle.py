@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -154,3 +155,31 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_up_with_pipelines_and_generators_feeds_and_runs_the_orders_job(
+    stack: Stack, settings: Settings
+) -> None:
+    before = _count_orders(settings)
+    stack.up(with_airflow=True, with_pipelines=True, with_generator=True)
+    try:
+        for component in [*stack.pipelines, *stack.generators]:
+            assert component.health().healthy, (component.name, component.health().detail)
+        deadline = time.monotonic() + 120
+        while _count_orders(settings) <= before and time.monotonic() < deadline:
+            time.sleep(2)
+        assert _count_orders(settings) > before, "generated orders never reached MariaDB"
+    finally:
+        for component in [*stack.generators, *stack.pipelines]:
+            component.stop()
+    assert all(c.running_pid() is None for c in [*stack.generators, *stack.pipelines])
+
+
+def _count_orders(settings: Settings) -> int:
+    conn = connect(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT COUNT(*) FROM orders")
+        return int(cursor.fetchone()[0])
+    finally:
+        conn.close()
