@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for every streamops process in containers: the Airflow api-server, scheduler,
 # dag-processor and triggerer, the init jobs, and Spark drivers and executors on Kubernetes.
-# Build: docker build -t streamops:0.1.0 .   (docs/deployment.md; tests/deploy check this file)
+# Build: docker build -t streamops:0.1.0 .   (docs/deploy.md; tests/deploy check this file)
 
 # The same Python minor as the project's venv, on the Debian release the local stack targets.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
