@@ -11,6 +11,7 @@ import redis
 
 from streamops.config import Settings
 from streamops.health import REDIS_HEALTH_KEY
+from tests.unit.test_dags import EXPECTED_DAGS
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,11 @@ def _wait_for(predicate, timeout: float, interval: float = 1.0):  # type: ignore
 
 
 def test_dag_processor_parsed_our_dags_without_import_errors(api: httpx.Client) -> None:
-    dags = _wait_for(
-        lambda: {d["dag_id"] for d in api.get("/dags").json()["dags"]} or None, timeout=90
-    )
-    assert dags == {"streamops_platform_health"}
+    def parsed() -> set[str]:
+        return {d["dag_id"] for d in api.get("/dags").json()["dags"]}
+
+    _wait_for(lambda: parsed() == EXPECTED_DAGS, timeout=120)
+    assert parsed() == EXPECTED_DAGS
     assert api.get("/importErrors").json()["total_entries"] == 0
 
 

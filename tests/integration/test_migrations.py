@@ -39,7 +39,18 @@ CONTRACT_TABLES = (
     "order_payments",
 )
 # Tables the platform adds beside the contract's.
-PLATFORM_TABLES = ("query_progress", "query_status")
+PLATFORM_TABLES = (
+    "query_progress",
+    "query_status",
+    "error_counts_1s",
+    "error_counts",
+    "order_revenue_1m",
+    "order_revenue_1h",
+    "maintenance_state",
+    "checkpoint_health",
+    "pipeline_leases",
+    "pipeline_restart_state",
+)
 
 
 def _tables(settings: Settings) -> list[str]:

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED_DAGS = {"streamops_platform_health"}
+EXPECTED_DAGS = {
+    "streamops_platform_health",
+    "streamops_mariadb_compaction",
+    "streamops_checkpoint_health",
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,6 @@
+"""Hourly: roll revenue windows up (5 s -> 1 min -> 1 h), reconcile late windows, apply retention
+and ANALYZE/OPTIMIZE, verifying totals around every step (docs/maintenance.md)."""
+
+from streamops_airflow.maintenance import CompactionDagSpec, build_compaction_dag
+
+dag = build_compaction_dag(CompactionDagSpec(dag_id="streamops_mariadb_compaction"))

@@ -1,0 +1,122 @@
+"""The maintenance DAG specs and factories, without any service: settings, validation, shape."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+from streamops_airflow.maintenance import (
+    CheckpointHealthDagSpec,
+    CompactionDagSpec,
+    build_checkpoint_health_dag,
+    build_compaction_dag,
+)
+
+from streamops.maintenance.checkpoints import CheckpointTarget, CheckpointThresholds
+from streamops.maintenance.compaction import (
+    CompactionConfig,
+    Partition,
+    RetentionPolicy,
+    merge_windows,
+    partitions_to_add,
+)
+
+
+def test_defaults_hourly_compaction_and_five_minute_checks() -> None:
+    assert CompactionDagSpec(dag_id="c").schedule == "17 * * * *"
+    assert CheckpointHealthDagSpec(dag_id="h").schedule == "*/5 * * * *"
+
+
+def test_compaction_dag_runs_its_steps_in_order() -> None:
+    dag = build_compaction_dag(CompactionDagSpec(dag_id="c", retries=3))
+    order = ["partitions", "reconcile", "rollup", "retention", "analyze"]
+    assert {t.task_id for t in dag.tasks} == set(order)
+    for before, after in itertools.pairwise(order):
+        assert before in dag.get_task(after).upstream_task_ids
+    assert all(t.retries == 3 and t.owner == "streamops" for t in dag.tasks)
+    assert dag.max_active_runs == 1
+
+
+def test_checkpoint_dag_defaults_to_every_query_of_every_pipeline() -> None:
+    from spark_jobs.jobs import PIPELINE_QUERIES
+
+    targets = CheckpointHealthDagSpec(dag_id="h").resolved_targets()
+    assert {t.query_name for t in targets} == {q for qs in PIPELINE_QUERIES.values() for q in qs}
+    assert CheckpointTarget("orders", "orders_records", "orders/records") in targets
+    dag = build_checkpoint_health_dag(CheckpointHealthDagSpec(dag_id="h"))
+    assert {t.task_id for t in dag.tasks} == {"check"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"finality_delay_seconds": 1}, "finality"),
+        ({"delete_chunk_rows": 0}, "delete_chunk_rows"),
+        ({"optimize_hours_utc": (24,)}, "hours"),
+        (
+            {
+                "retention": (
+                    RetentionPolicy("orders", "event_time", 3),
+                    RetentionPolicy("order_revenue_5s", "window_start", 7),
+                )
+            },
+            "orders must be kept",
+        ),
+        (
+            {
+                "retention": (
+                    RetentionPolicy("quarantine", "quarantined_at", 3),
+                    RetentionPolicy("quarantine", "quarantined_at", 4),
+                )
+            },
+            "one retention policy per table",
+        ),
+    ],
+)
+def test_bad_compaction_settings_are_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompactionConfig(**kwargs)
+
+
+def test_retention_policy_validation() -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        RetentionPolicy("orders; DROP TABLE x", "event_time", 3)
+    with pytest.raises(ValueError, match="method"):
+        RetentionPolicy("orders", "event_time", 3, "truncate")
+    with pytest.raises(ValueError, match="verified against"):
+        RetentionPolicy("order_revenue_1h", "window_start", 3)
+    assert RetentionPolicy("order_revenue_5s", "window_start", 3).verified
+    assert not RetentionPolicy("quarantine", "quarantined_at", 3).verified
+
+
+def test_thresholds_validation() -> None:
+    with pytest.raises(ValueError):
+        CheckpointThresholds(alert_min_severity="ok")
+    with pytest.raises(ValueError):
+        CheckpointThresholds(lag_warning=10, lag_critical=5)
+
+
+def test_partitions_roll_forward_from_the_last_bound_only() -> None:
+    from datetime import date, datetime
+
+    fresh = [Partition("p_history", datetime(2000, 1, 1)), Partition("p_future", None)]
+    assert partitions_to_add(fresh, date(2026, 11, 25), 2) == [
+        date(2026, 11, 25),
+        date(2026, 11, 26),
+        date(2026, 11, 27),
+    ]
+    ahead = [Partition("p20261127", datetime(2026, 11, 28)), Partition("p_future", None)]
+    assert partitions_to_add(ahead, date(2026, 11, 25), 2) == []
+    assert partitions_to_add(ahead, date(2026, 11, 26), 2) == [date(2026, 11, 28)]
+
+
+def test_windows_merge_into_contiguous_ranges() -> None:
+    from datetime import datetime
+
+    start = datetime(2026, 1, 1)
+    windows = [start, start + timedelta(seconds=5), start + timedelta(seconds=20)]
+    assert merge_windows(windows) == [
+        (start, start + timedelta(seconds=10)),
+        (start + timedelta(seconds=20), start + timedelta(seconds=25)),
+    ]
