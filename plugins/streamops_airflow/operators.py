@@ -1,0 +1,145 @@
+"""``StreamingJobOperator``: keeps one pipeline's streaming job running, restarting it by policy.
+
+Thin, like the Spark provider's operators: it validates its parameters and calls the hook; the
+waiting happens in :class:`~streamops_airflow.triggers.SparkJobHealthTrigger` (deferred, no
+worker slot) and the decisions in :mod:`streamops.pipelines.restart` (pure).
+
+One task instance supervises for as long as the job runs:
+
+1. ``execute``: refuse while the breaker is open; take the checkpoint's lease and reattach to the
+   running job or launch one; defer to the health trigger.
+2. ``on_health_event``: stopped on request → release the lease, succeed. Failed or stalled →
+   stop what is left, apply the restart policy: defer for the backoff (a timer trigger), or —
+   crash loop — open the breaker, alert, release the lease and fail.
+3. ``restart_job`` (after the backoff): relaunch from the checkpoint under the same lease and defer
+   to the health trigger again.
+
+The lease owner is ``airflow:<dag_id>.<task_id>``: a retried task or a restarted scheduler is the
+same owner and reattaches; anyone else is told who holds the checkpoint until when.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from streamops.pipelines.lease import LeaseHeldError
+from streamops.pipelines.restart import (
+    Action,
+    Failed,
+    Phase,
+    Started,
+    Stopped,
+    transition,
+)
+from streamops.pipelines.spec import PIPELINE_NAME, PipelineSpec, load_spec
+from streamops_airflow.hooks import HealthStatus, JobHandle, SparkJobHook
+from streamops_airflow.triggers import LEASE_LOST, SparkJobHealthTrigger
+
+
+class StreamingJobOperator(BaseOperator):
+    template_fields: Sequence[str] = ("pipeline",)
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, pipeline: str, specs_path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not PIPELINE_NAME.match(pipeline):
+            raise ValueError(f"pipeline {pipeline!r} is not a pipeline name (see pipelines.yaml)")
+        self.pipeline = pipeline
+        self.specs_path = specs_path
+        self._handle: JobHandle | None = None
+
+    # --- the steps ----------------------------------------------------------------------------
+    def execute(self, context: Any) -> None:
+        hook = self._hook()
+        state = hook.load_restart_state()
+        if state.phase is Phase.BREAKER_OPEN:
+            raise AirflowFailException(self._breaker_message(hook.spec, state.last_failure_reason))
+        self._start_and_watch(hook)
+
+    def on_health_event(self, context: Any, event: dict[str, Any]) -> None:
+        hook = self._hook()
+        handle = JobHandle.from_dict(event["handle"])
+        status, detail = event["status"], event.get("detail", "")
+        self.log.info("%s: %s (%s)", self.pipeline, status, detail)
+        if status == LEASE_LOST:
+            # Someone else holds the checkpoint now: our job must go, the lease is not ours.
+            hook.stop(handle, hook.spec.stop_timeout_seconds)
+            raise AirflowException(detail)
+        state = hook.load_restart_state()
+        if status == HealthStatus.STOPPED:
+            hook.release(handle)
+            hook.save_restart_state(
+                transition(hook.spec.restart, state, Stopped(), time.time()).state
+            )
+            return
+        # Failed or stalled: whatever is left of the job goes before the policy decides.
+        hook.stop(handle, hook.spec.stop_timeout_seconds)
+        decision = transition(hook.spec.restart, state, Failed(f"{status}: {detail}"), time.time())
+        hook.save_restart_state(decision.state)
+        if decision.action is Action.OPEN_BREAKER:
+            hook.publish_breaker_alert(decision.state)
+            hook.release(handle)
+            raise AirflowFailException(self._breaker_message(hook.spec, detail))
+        delay = decision.delay_seconds or 0.0
+        self.log.info("%s: restarting from the checkpoint in %.1f s", self.pipeline, delay)
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        self.defer(
+            trigger=TimeDeltaTrigger(timedelta(seconds=delay)),
+            method_name="restart_job",
+        )
+
+    def restart_job(self, context: Any, event: Any = None) -> None:
+        hook = self._hook()
+        if hook.load_restart_state().phase is Phase.BREAKER_OPEN:
+            raise AirflowFailException(self._breaker_message(hook.spec, None))
+        self._start_and_watch(hook)
+
+    def on_kill(self) -> None:
+        """Stopping the run while this worker holds the task: stop the job, free the lease."""
+        if self._handle is not None:
+            hook = self._hook()
+            hook.stop(self._handle, hook.spec.stop_timeout_seconds)
+            hook.release(self._handle)
+
+    # --- helpers ------------------------------------------------------------------------------
+    @property
+    def lease_owner(self) -> str:
+        return f"airflow:{self.dag_id}.{self.task_id}"
+
+    def _hook(self) -> SparkJobHook:
+        path = Path(self.specs_path) if self.specs_path else None
+        return SparkJobHook(load_spec(self.pipeline, path))
+
+    def _start_and_watch(self, hook: SparkJobHook) -> None:
+        try:
+            self._handle = hook.start_or_reattach(self.lease_owner)
+        except LeaseHeldError as held:
+            # Fail this try; the retry (or the next scheduled run) asks again.
+            raise AirflowException(str(held)) from held
+        state = hook.load_restart_state()
+        hook.save_restart_state(transition(hook.spec.restart, state, Started(), time.time()).state)
+        self.defer(
+            trigger=SparkJobHealthTrigger(
+                pipeline=self.pipeline,
+                handle=self._handle.to_dict(),
+                poll_interval_seconds=hook.spec.health.poll_interval_seconds,
+                specs_path=self.specs_path,
+            ),
+            method_name="on_health_event",
+        )
+
+    @staticmethod
+    def _breaker_message(spec: PipelineSpec, reason: str | None) -> str:
+        return (
+            f"{spec.name}: the circuit breaker is open ({spec.restart.max_failures} failures "
+            f"within {spec.restart.failure_window_seconds:g} s; last: {reason or 'see the log'}). "
+            "No restart until an operator resets it, after fixing the cause."
+        )

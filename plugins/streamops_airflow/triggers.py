@@ -1,0 +1,103 @@
+"""``SparkJobHealthTrigger``: watches a running job from the triggerer, so no worker slot waits.
+
+It polls the job's process and its queries' heartbeats in Redis every ``poll_interval_seconds``,
+renews the checkpoint's lease while the job is healthy, and fires once — with the job's handle —
+when the job failed, stalled, stopped, or the lease was lost. The operator then decides (restart
+policy). Everything it needs travels in :meth:`serialize`, plain JSON values only, so any
+triggerer can resume it after a restart.
+
+The hook's calls block (psutil, Redis, MariaDB), so they run in a thread: the triggerer's event
+loop serves many triggers and must never wait on one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from streamops.pipelines.lease import LeaseLostError
+
+LEASE_LOST = "lease_lost"
+# The triggerer gives on_kill ~30 s ([triggerer] on_kill_timeout): SIGKILL comes before that.
+ON_KILL_STOP_TIMEOUT_SECONDS = 20.0
+
+
+class SparkJobHealthTrigger(BaseTrigger):
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        handle: dict[str, Any],
+        poll_interval_seconds: float = 15.0,
+        specs_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.handle = handle
+        self.poll_interval_seconds = poll_interval_seconds
+        self.specs_path = specs_path
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pipeline": self.pipeline,
+                "handle": self.handle,
+                "poll_interval_seconds": self.poll_interval_seconds,
+                "specs_path": self.specs_path,
+            },
+        )
+
+    def _hook(self) -> Any:
+        from pathlib import Path
+
+        from streamops.pipelines.spec import load_spec
+        from streamops_airflow.hooks import SparkJobHook
+
+        path = Path(self.specs_path) if self.specs_path else None
+        return SparkJobHook(load_spec(self.pipeline, path))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from streamops_airflow.hooks import JobHandle
+
+        hook = await asyncio.to_thread(self._hook)
+        handle = JobHandle.from_dict(self.handle)
+        while True:
+            try:
+                health = await asyncio.to_thread(hook.read_health, handle)
+            except Exception as exc:  # Redis away for a poll is not a job failure
+                self.log.warning("%s: health check failed, trying again: %s", self.pipeline, exc)
+            else:
+                self.log.info("%s: %s (%s)", self.pipeline, health.status, health.detail)
+                if health.status.needs_action:
+                    yield TriggerEvent(
+                        {
+                            "status": str(health.status),
+                            "detail": health.detail,
+                            "handle": self.handle,
+                        }
+                    )
+                    return
+                try:
+                    await asyncio.to_thread(hook.renew, handle)
+                except LeaseLostError as lost:
+                    yield TriggerEvent(
+                        {"status": LEASE_LOST, "detail": str(lost), "handle": self.handle}
+                    )
+                    return
+                except Exception as exc:  # MariaDB away: the lease's TTL covers a few polls
+                    self.log.warning("%s: could not renew the lease: %s", self.pipeline, exc)
+            await asyncio.sleep(self.poll_interval_seconds)
+
+    async def on_kill(self) -> None:
+        """The user stopped the run or marked the task failed: stop the job, free the lease."""
+        from streamops_airflow.hooks import JobHandle
+
+        hook = await asyncio.to_thread(self._hook)
+        handle = JobHandle.from_dict(self.handle)
+        timeout = min(hook.spec.stop_timeout_seconds, ON_KILL_STOP_TIMEOUT_SECONDS)
+        await asyncio.to_thread(hook.stop, handle, timeout)
+        await asyncio.to_thread(hook.release, handle)

@@ -1,0 +1,270 @@
+"""Pipeline specs: what a supervised streaming job is, declared once in ``pipelines.yaml``.
+
+One spec per pipeline says which job runs (its module and arguments), where (Spark master, local
+or Kubernetes), on which checkpoint, at which trigger, how it is restarted and when it counts as
+unhealthy. The supervision DAG, the ``spark-submit`` command line and the health check all read
+the same spec, so a pipeline is never configured twice.
+
+Loading reads one local YAML file and nothing else (no Kafka, MariaDB or Redis), so the DAG
+factory may call it while the dag-processor parses DAG files. Every error names the file, the
+pipeline and the field, e.g. ``pipelines.yaml: pipeline 'orders': restart.max_failures: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamops.config import PROJECT_ROOT
+from streamops.errors import StreamopsError
+
+PIPELINES_FILE = PROJECT_ROOT / "pipelines.yaml"
+PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DURATION = re.compile(
+    r"^\s*(?P<amount>\d+(\.\d+)?)\s*(?P<unit>ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$"
+)
+_UNIT_SECONDS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "second": 1, "m": 60, "minute": 60}
+_UNIT_SECONDS |= {"h": 3600, "hour": 3600}
+# spark-submit options the spec sets itself; a conf entry must not override them behind its back.
+_RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.app.name"})
+
+
+class PipelineSpecError(StreamopsError):
+    """A pipeline spec is missing, unreadable or invalid; the message names pipeline and field."""
+
+
+def duration_seconds(text: str) -> float:
+    """``"5 seconds"``, ``"500 ms"``, ``"2 minutes"`` → seconds (Spark's processingTime syntax)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; write e.g. '5 seconds', '500 ms' or '1 minute'"
+        )
+    unit = match["unit"].rstrip("s") if match["unit"] not in ("s", "ms") else match["unit"]
+    return float(match["amount"]) * _UNIT_SECONDS[unit]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RestartPolicy(_Strict):
+    """Exponential backoff with jitter, a stable-run reset and a crash-loop circuit breaker."""
+
+    initial_backoff_seconds: float = Field(default=5.0, gt=0)
+    max_backoff_seconds: float = Field(default=300.0, gt=0)
+    backoff_multiplier: float = Field(default=2.0, ge=1)
+    # ±ratio of the delay, so restarts of many pipelines after one outage spread out.
+    jitter_ratio: float = Field(default=0.2, ge=0, le=1)
+    # A run this long without failure forgets the earlier failures.
+    stable_run_seconds: float = Field(default=600.0, gt=0)
+    # The breaker opens at max_failures failures within failure_window_seconds.
+    max_failures: int = Field(default=5, ge=1)
+    failure_window_seconds: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> RestartPolicy:
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError(
+                f"max_backoff_seconds ({self.max_backoff_seconds:g}) is below "
+                f"initial_backoff_seconds ({self.initial_backoff_seconds:g})"
+            )
+        return self
+
+
+class HealthThresholds(_Strict):
+    """When a running query counts as stalled: its heartbeat is older than the allowed age."""
+
+    # Floor of the allowed heartbeat age; idle queries still report, so this holds without data.
+    heartbeat_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A slow trigger reports rarely: allow this many trigger intervals when that is longer.
+    trigger_intervals: float = Field(default=3.0, gt=0)
+    # After a (re)start, no heartbeat yet is not a stall until this much time has passed.
+    startup_grace_seconds: float = Field(default=180.0, ge=0)
+    poll_interval_seconds: float = Field(default=15.0, gt=0)
+
+
+class KubernetesSubmit(_Strict):
+    """Cluster mode on Kubernetes: the driver runs in a pod of ``image``."""
+
+    api_server: str = Field(description="e.g. https://kubernetes.default.svc")
+    namespace: str = "streamops"
+    image: str
+    service_account: str = "streamops-spark"
+    executor_instances: int = Field(default=1, ge=1)
+    # Where the image keeps the job modules and the connector jars (see the Dockerfile).
+    application_root: str = "local:///opt/streamops/venv/lib/python3.11/site-packages"
+    jars_dir: str = "local:///opt/streamops/cache/spark-kafka-{spark_version}"
+
+    @field_validator("api_server")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"{value!r} must be the API server's URL, e.g. https://10.0.0.1:443")
+        return value.rstrip("/")
+
+    @field_validator("application_root", "jars_dir")
+    @classmethod
+    def _image_path(cls, value: str) -> str:
+        if not value.startswith("local:///"):
+            raise ValueError(f"{value!r} must be a path inside the image, local:///...")
+        return value.rstrip("/")
+
+
+class PipelineSpec(_Strict):
+    name: str
+    job_module: str = Field(description="dotted module of the job, e.g. spark_jobs.jobs.orders")
+    queries: tuple[str, ...] = Field(min_length=1, description="query names the job starts")
+    job_args: tuple[str, ...] = ()
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    # None: the settings' spark_master (local[*] by default).
+    master: str | None = None
+    kubernetes: KubernetesSubmit | None = None
+    # Root the job writes its checkpoints under (<root>/<name>/...); None: settings'.
+    checkpoint_root: str | None = None
+    # Spark processingTime; None: the next batch starts when the previous one ends.
+    trigger_interval: str | None = None
+    restart: RestartPolicy = Field(default_factory=lambda: RestartPolicy())
+    health: HealthThresholds = Field(default_factory=lambda: HealthThresholds())
+    # How long a graceful stop (SIGTERM: queries finish their batch) may take before SIGKILL.
+    stop_timeout_seconds: float = Field(default=60.0, gt=0)
+    lease_ttl_seconds: float = Field(default=120.0, ge=10)
+    schedule: str = "*/5 * * * *"
+    owner: str = "streamops"
+    retries: int = Field(default=1, ge=1)
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PIPELINE_NAME.match(value):
+            raise ValueError(
+                f"{value!r} must be lower case letters, digits and underscores, "
+                "starting with a letter (it becomes a DAG id and a Redis key)"
+            )
+        return value
+
+    @field_validator("job_module")
+    @classmethod
+    def _module(cls, value: str) -> str:
+        if not _MODULE_NAME.match(value):
+            raise ValueError(f"{value!r} is not a dotted module name like spark_jobs.jobs.orders")
+        return value
+
+    @field_validator("trigger_interval")
+    @classmethod
+    def _trigger(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value)
+        return value
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _conf(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.startswith("spark."):
+                raise ValueError(f"{key!r} is not a Spark setting (they start with 'spark.')")
+            if key in _RESERVED_CONF:
+                raise ValueError(f"{key!r} is set from the spec itself; use 'master'/'name'")
+        return value
+
+    @model_validator(mode="after")
+    def _where(self) -> PipelineSpec:
+        if self.kubernetes is not None and self.master is not None:
+            raise ValueError("give either 'master' (local/client mode) or 'kubernetes', not both")
+        if self.master is not None and self.master.startswith("k8s://"):
+            raise ValueError("a k8s:// master needs the 'kubernetes' section instead of 'master'")
+        return self
+
+    # --- derived --------------------------------------------------------------------------------
+    @property
+    def dag_id(self) -> str:
+        return f"streamops_supervise_{self.name}"
+
+    @property
+    def trigger_interval_seconds(self) -> float | None:
+        return None if self.trigger_interval is None else duration_seconds(self.trigger_interval)
+
+    @property
+    def heartbeat_max_age_seconds(self) -> float:
+        """Heartbeats older than this mean stalled: the floor, or N trigger intervals if longer."""
+        interval = self.trigger_interval_seconds or 0.0
+        return max(self.health.heartbeat_timeout_seconds, interval * self.health.trigger_intervals)
+
+    def job_arguments(self) -> list[str]:
+        """Arguments of the job's CLI: the spec's, plus the trigger when the spec sets one."""
+        args = list(self.job_args)
+        if self.trigger_interval is not None and "--trigger-interval" not in args:
+            args += ["--trigger-interval", self.trigger_interval]
+        return args
+
+    def checkpoint_location(self, default_root: str) -> str:
+        """The pipeline's checkpoint folder: the lease that guards it is keyed by this string."""
+        return f"{(self.checkpoint_root or default_root).rstrip('/')}/{self.name}"
+
+
+def parse_specs(document: Any, source: str = "pipelines.yaml") -> dict[str, PipelineSpec]:
+    """Specs from a parsed YAML document ``{pipelines: {<name>: {...}}}``, validated."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("pipelines"), Mapping):
+        raise PipelineSpecError(
+            f"{source}: expected a top-level 'pipelines:' mapping of pipeline name to spec."
+        )
+    unknown = sorted(set(document) - {"pipelines"})
+    if unknown:
+        raise PipelineSpecError(f"{source}: unknown top-level keys {unknown}; only 'pipelines'.")
+    specs: dict[str, PipelineSpec] = {}
+    for name, body in document["pipelines"].items():
+        if not isinstance(body, Mapping):
+            raise PipelineSpecError(f"{source}: pipeline {name!r}: expected a mapping of fields.")
+        if "name" in body and body["name"] != name:
+            raise PipelineSpecError(
+                f"{source}: pipeline {name!r}: name: {body['name']!r} differs from its key."
+            )
+        try:
+            specs[str(name)] = PipelineSpec.model_validate({**body, "name": name})
+        except ValidationError as exc:
+            raise PipelineSpecError(
+                f"{source}: pipeline {name!r}: " + "; ".join(_describe(e) for e in exc.errors())
+            ) from None
+    return specs
+
+
+def load_specs(path: Path | None = None) -> dict[str, PipelineSpec]:
+    """Every pipeline of ``pipelines.yaml`` (or ``path``), validated; reads that file only."""
+    path = PIPELINES_FILE if path is None else path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineSpecError(
+            f"Cannot read the pipeline specs {path}: {exc.strerror or exc}. It lists every "
+            "supervised pipeline; restore it from git or point at another file."
+        ) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineSpecError(f"{path} is not valid YAML: {exc}") from None
+    return parse_specs(document, source=str(path))
+
+
+def load_spec(name: str, path: Path | None = None) -> PipelineSpec:
+    specs = load_specs(path)
+    if name not in specs:
+        raise PipelineSpecError(
+            f"No pipeline {name!r} in {path or PIPELINES_FILE}; known: {sorted(specs)}."
+        )
+    return specs[name]
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = ".".join(str(part) for part in error.get("loc", ())) or "(spec)"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "unknown field (a typo?)"
+    return f"{field}: {message}"

@@ -1,0 +1,151 @@
+"""The spark-submit command line, built from a spec without running Spark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamops.config import PROJECT_ROOT, Settings, load_settings
+from streamops.pipelines.spec import PipelineSpec, parse_specs
+from streamops.pipelines.submit import (
+    CHECKPOINT_ENV,
+    MASTER_ENV,
+    build_submit_command,
+    build_submit_environment,
+    job_file,
+)
+
+JARS = (
+    Path("/cache/spark-kafka-4.2.0/spark-sql-kafka-0-10_2.13-4.2.0.jar"),
+    Path("/cache/spark-kafka-4.2.0/kafka-clients-4.1.0.jar"),
+)
+K8S = {
+    "api_server": "https://10.0.0.1:443",
+    "namespace": "data",
+    "image": "registry.local/streamops:1.2.3",
+    "service_account": "spark-driver",
+    "executor_instances": 3,
+}
+
+
+def _spec(**fields: Any) -> PipelineSpec:
+    body = {
+        "job_module": "spark_jobs.jobs.orders",
+        "queries": ["orders_records"],
+        "trigger_interval": "5 seconds",
+        "job_args": ["--max-offsets-per-trigger", "1000"],
+        "spark_conf": {"spark.sql.shuffle.partitions": "4"},
+        **fields,
+    }
+    return parse_specs({"pipelines": {"orders": body}})["orders"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(venv_dir=tmp_path / "venv", state_dir=tmp_path / "state")
+
+
+def _confs(command: list[str]) -> dict[str, str]:
+    pairs = [command[i + 1] for i, arg in enumerate(command) if arg == "--conf"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_local_command(settings: Settings, tmp_path: Path) -> None:
+    command = build_submit_command(
+        _spec(), settings, connector_jars=JARS, spark_home=tmp_path / "pyspark"
+    )
+    assert command[0] == str(tmp_path / "pyspark" / "bin" / "spark-submit")
+    assert _option(command, "--master") == "local[*]"
+    assert _option(command, "--deploy-mode") == "client"
+    assert _option(command, "--name") == "streamops-orders"
+    assert _option(command, "--jars") == ",".join(str(jar) for jar in JARS)
+    confs = _confs(command)
+    assert confs["spark.pyspark.python"] == str(settings.venv_dir / "bin" / "python")
+    assert confs["spark.sql.shuffle.partitions"] == "4"
+    assert confs["spark.sql.session.timeZone"] == "UTC"
+    assert not any(key.startswith("spark.kubernetes.") for key in confs)
+    application = str(PROJECT_ROOT / "spark_jobs" / "jobs" / "orders.py")
+    # The job file comes after every option, its own arguments after it.
+    assert command[command.index(application) :] == [
+        application,
+        "--max-offsets-per-trigger",
+        "1000",
+        "--trigger-interval",
+        "5 seconds",
+    ]
+
+
+def test_local_master_of_the_spec_wins_over_the_settings(settings: Settings) -> None:
+    command = build_submit_command(_spec(master="local[2]"), settings)
+    assert _option(command, "--master") == "local[2]"
+    assert command[0] == "spark-submit"
+    assert "--jars" not in command
+
+
+def test_kubernetes_cluster_mode_from_the_same_spec(settings: Settings) -> None:
+    spec = _spec(kubernetes=K8S, checkpoint_root="s3a://lake/checkpoints")
+    command = build_submit_command(spec, settings, connector_jars=JARS, spark_version="4.2.0")
+    assert _option(command, "--master") == "k8s://https://10.0.0.1:443"
+    assert _option(command, "--deploy-mode") == "cluster"
+    confs = _confs(command)
+    assert confs["spark.kubernetes.namespace"] == "data"
+    assert confs["spark.kubernetes.container.image"] == "registry.local/streamops:1.2.3"
+    assert confs["spark.kubernetes.authenticate.driver.serviceAccountName"] == "spark-driver"
+    assert confs["spark.executor.instances"] == "3"
+    assert confs["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
+    # The driver pod gets the platform's settings, with the spec's master and checkpoint ...
+    assert confs[f"spark.kubernetes.driverEnv.{MASTER_ENV}"] == "k8s://https://10.0.0.1:443"
+    assert confs[f"spark.kubernetes.driverEnv.{CHECKPOINT_ENV}"] == "s3a://lake/checkpoints"
+    assert confs["spark.kubernetes.driverEnv.STREAMOPS_KAFKA_PORT"] == str(settings.kafka_port)
+    # ... but not this machine's folders.
+    assert "spark.kubernetes.driverEnv.STREAMOPS_STATE_DIR" not in confs
+    assert "spark.pyspark.python" not in confs
+    # Jars and job are paths inside the image.
+    assert _option(command, "--jars") == (
+        "local:///opt/streamops/cache/spark-kafka-4.2.0/spark-sql-kafka-0-10_2.13-4.2.0.jar,"
+        "local:///opt/streamops/cache/spark-kafka-4.2.0/kafka-clients-4.1.0.jar"
+    )
+    assert (
+        "local:///opt/streamops/venv/lib/python3.11/site-packages/spark_jobs/jobs/orders.py"
+        in command
+    )
+    assert command[-2:] == ["--trigger-interval", "5 seconds"]
+
+
+def test_spec_conf_overrides_defaults_but_each_key_appears_once(settings: Settings) -> None:
+    command = build_submit_command(
+        _spec(spark_conf={"spark.sql.session.timeZone": "Europe/Paris"}), settings
+    )
+    conf_keys = [c.split("=")[0] for c in command if c.startswith("spark.")]
+    assert len(conf_keys) == len(set(conf_keys))
+    assert _confs(command)["spark.sql.session.timeZone"] == "Europe/Paris"
+
+
+def test_environment_carries_master_and_checkpoint(settings: Settings) -> None:
+    env = build_submit_environment(_spec(master="local[2]", checkpoint_root="/ck"), settings)
+    assert env[MASTER_ENV] == "local[2]"
+    assert env[CHECKPOINT_ENV] == "/ck"
+    assert env["STREAMOPS_REDIS_PORT"] == str(settings.redis_port)
+    default = build_submit_environment(_spec(), settings)
+    assert default[MASTER_ENV] == settings.spark_master
+    assert CHECKPOINT_ENV not in default
+
+
+def test_job_file_follows_the_module() -> None:
+    assert job_file(_spec(), Path("/src")) == Path("/src/spark_jobs/jobs/orders.py")
+
+
+def test_the_builder_does_no_io(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_submit_command touched the file system")
+
+    monkeypatch.setattr(Path, "exists", forbidden)
+    monkeypatch.setattr(Path, "glob", forbidden)
+    monkeypatch.setattr(Path, "stat", forbidden)
+    assert build_submit_command(_spec(kubernetes=K8S), settings, connector_jars=JARS)

@@ -1,0 +1,181 @@
+"""The supervision DAG factory (a DAG per spec, no I/O) and the operator's steps (fake hook)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from streamops_airflow.hooks import JobHandle
+from streamops_airflow.operators import StreamingJobOperator
+from streamops_airflow.supervision import build_supervision_dag
+from streamops_airflow.triggers import SparkJobHealthTrigger
+
+from streamops.pipelines.restart import Phase, RestartState
+from streamops.pipelines.spec import load_specs, parse_specs
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("building a DAG opened a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.mark.usefixtures("no_network")
+def test_every_spec_builds_its_supervision_dag() -> None:
+    for name, spec in load_specs().items():
+        dag = build_supervision_dag(spec)
+        assert dag.dag_id == f"streamops_supervise_{name}"
+        assert {"streamops", "supervision", f"pipeline:{name}"} <= set(dag.tags)
+        assert dag.max_active_runs == 1
+        assert not dag.catchup
+        (task,) = dag.tasks
+        assert isinstance(task, StreamingJobOperator)
+        assert task.task_id == "supervise"
+        assert task.pipeline == name
+        assert task.owner == "streamops"
+        assert task.retries >= 1
+        assert task.lease_owner == f"airflow:streamops_supervise_{name}.supervise"
+
+
+def test_spec_settings_reach_the_dag() -> None:
+    body = {
+        "job_module": "spark_jobs.jobs.orders",
+        "queries": ["q"],
+        "owner": "data-team",
+        "retries": 3,
+        "schedule": "*/10 * * * *",
+        "tags": ["payments"],
+        "enabled": False,
+    }
+    spec = parse_specs({"pipelines": {"payments": body}})["payments"]
+    dag = build_supervision_dag(spec, specs_path="/etc/streamops/pipelines.yaml")
+    task = dag.get_task("supervise")
+    assert (task.owner, task.retries) == ("data-team", 3)
+    assert "payments" in dag.tags
+    assert dag.is_paused_upon_creation is True
+    assert task.specs_path == "/etc/streamops/pipelines.yaml"
+
+
+def test_operator_rejects_a_bad_pipeline_name() -> None:
+    with pytest.raises(ValueError, match="not a pipeline name"):
+        StreamingJobOperator(task_id="t", pipeline="../orders")
+
+
+# --- the operator's steps, with a fake hook (no services) ----------------------------------------
+
+
+class FakeHook:
+    def __init__(self, state: RestartState) -> None:
+        self.spec = parse_specs(
+            {
+                "pipelines": {
+                    "orders": {
+                        "job_module": "spark_jobs.jobs.orders",
+                        "queries": ["q"],
+                        "restart": {"max_failures": 2, "jitter_ratio": 0},
+                    }
+                }
+            }
+        )["orders"]
+        self.state = state
+        self.calls: list[str] = []
+
+    def load_restart_state(self) -> RestartState:
+        return self.state
+
+    def save_restart_state(self, state: RestartState) -> None:
+        self.state = state
+
+    def start_or_reattach(self, owner: str) -> JobHandle:
+        self.calls.append(f"start:{owner}")
+        return HANDLE
+
+    def stop(self, handle: JobHandle, timeout: float) -> int:
+        self.calls.append("stop")
+        return 0
+
+    def release(self, handle: JobHandle) -> bool:
+        self.calls.append("release")
+        return True
+
+    def publish_breaker_alert(self, state: RestartState) -> None:
+        self.calls.append("alert")
+
+
+HANDLE = JobHandle(
+    pipeline="orders",
+    queries=("q",),
+    checkpoint_location="/c/orders",
+    owner="airflow:d.supervise",
+    fencing_token=3,
+    host="h",
+    pid=10,
+    process_start_epoch=1.0,
+    exit_file="/x",
+    log_file="/y",
+)
+
+
+def _operator(monkeypatch: pytest.MonkeyPatch, hook: FakeHook) -> StreamingJobOperator:
+    operator = StreamingJobOperator(task_id="supervise", pipeline="orders")
+    monkeypatch.setattr(operator, "_hook", lambda: hook)
+    return operator
+
+
+def _event(status: str) -> dict[str, object]:
+    return {"status": status, "detail": "why", "handle": HANDLE.to_dict()}
+
+
+def test_execute_launches_and_defers_to_the_health_trigger(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = FakeHook(RestartState())
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).execute({})
+    assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
+    assert deferred.value.method_name == "on_health_event"
+    assert hook.calls == ["start:airflow:adhoc_airflow.supervise"]
+    assert hook.state.phase is Phase.RUNNING
+
+
+def test_execute_refuses_while_the_breaker_is_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = FakeHook(RestartState(phase=Phase.BREAKER_OPEN, last_failure_reason="boom"))
+    with pytest.raises(AirflowFailException, match=r"circuit breaker is open.*boom"):
+        _operator(monkeypatch, hook).execute({})
+    assert hook.calls == []
+
+
+def test_a_failure_backs_off_on_a_timer_then_the_breaker_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    operator = _operator(monkeypatch, hook)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.on_health_event({}, _event("failed"))
+    assert type(deferred.value.trigger).__name__ == "TimeDeltaTrigger"
+    assert deferred.value.method_name == "restart_job"
+    assert hook.state.phase is Phase.BACKING_OFF
+    with pytest.raises(TaskDeferred):
+        operator.restart_job({}, None)
+    assert hook.state.restarts_total == 1
+    with pytest.raises(AirflowFailException, match="circuit breaker is open"):
+        operator.on_health_event({}, _event("stalled"))
+    assert hook.state.phase is Phase.BREAKER_OPEN
+    assert hook.calls[-3:] == ["stop", "alert", "release"]
+
+
+def test_a_graceful_stop_releases_the_lease_and_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    _operator(monkeypatch, hook).on_health_event({}, _event("stopped"))
+    assert hook.calls == ["release"]
+    assert hook.state.phase is Phase.STOPPED
+
+
+def test_a_lost_lease_stops_the_job_but_keeps_hands_off_the_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    with pytest.raises(AirflowException, match="why"):
+        _operator(monkeypatch, hook).on_health_event({}, _event("lease_lost"))
+    assert hook.calls == ["stop"]
