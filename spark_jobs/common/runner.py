@@ -71,9 +71,6 @@ def run_queries(
         _stop_all(queries)
         return 1
     _stop_all(queries)
-    # Stopping the context drains Spark's listener bus, so the listener records each query's
-    # termination (Redis, query_status) before this process exits.
-    spark.stop()
     log.info("%s: stopped on request", pipeline)
     return 0
 
