@@ -1,0 +1,154 @@
+"""PNG charts of benchmark results, drawn with matplotlib's file-only backend (no display needed).
+
+matplotlib is a ``dev`` extra: :func:`require_matplotlib` says how to install it, so a benchmark
+can check before it spends minutes measuring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import BenchmarkError
+
+# Muted, colour-blind-safe (Okabe–Ito) colours, one per series.
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+DPI = 120
+
+
+def require_matplotlib() -> None:
+    """Raise BenchmarkError when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise BenchmarkError(
+            "matplotlib is not installed; it draws the benchmark's PNG charts. Install the dev "
+            "extras: .venv/bin/pip install -e '.[dev]' -c constraints.txt"
+        ) from error
+
+
+def bar_chart(
+    path: Path,
+    *,
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    ylabel: str,
+    runs: Sequence[Sequence[float]] = (),
+    reference: float | None = None,
+    reference_label: str | None = None,
+    note: str | None = None,
+) -> Path:
+    """One bar per label, its value printed on top; ``runs`` adds each repeat as a dot and
+    ``reference`` a dashed line."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        positions = range(len(labels))
+        bars = axes.bar(positions, values, color=COLOURS[: len(labels)], width=0.55)
+        axes.bar_label(bars, labels=[f"{value:,.0f}" for value in values], padding=3)
+        for position, repeats in zip(positions, runs, strict=False):
+            axes.scatter([position] * len(repeats), repeats, color="black", s=14, zorder=3)
+        if reference is not None:
+            axes.axhline(
+                reference, color="#D55E00", linestyle="--", linewidth=1, label=reference_label
+            )
+            axes.legend(loc="upper right", fontsize=8, frameon=False)
+        axes.set_xticks(list(positions), list(labels))
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.set_ylim(0, max([*values, *(v for r in runs for v in r), 1.0]) * 1.18)
+        axes.grid(axis="y", alpha=0.3)
+        if note:
+            figure.text(0.01, 0.01, note, fontsize=8, color="#444444")
+        figure.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def grouped_bars(
+    path: Path,
+    *,
+    title: str,
+    panels: Mapping[str, Mapping[str, Sequence[float | None]]],
+    groups: Sequence[str],
+    ylabel: str,
+    reference: float | None = None,
+    reference_label: str | None = None,
+    log_scale: bool = False,
+    missing: str = "n/a",
+    label: Callable[[float], str] = lambda value: f"{value:,.0f}",
+    note: str | None = None,
+) -> Path:
+    """One panel per key of ``panels``; in each, per group (x), one bar per series.
+
+    ``panels[panel][series][i]`` is the value of ``series`` for ``groups[i]``; None draws no bar
+    but the text ``missing`` (a value that could not be measured). ``label`` formats the value
+    printed above a bar; ``reference`` draws a dashed line.
+    """
+    plt = _pyplot()
+    # Where bars start on a log axis, and where a missing value's text sits.
+    floor = 10.0 if log_scale else 0.0
+    figure, axes_list = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False, sharey=True
+    )
+    try:
+        for axes, (panel, series) in zip(axes_list[0], panels.items(), strict=True):
+            width = 0.8 / max(len(series), 1)
+            for index, (name, values) in enumerate(series.items()):
+                offset = (index - (len(series) - 1) / 2) * width
+                colour = COLOURS[index % len(COLOURS)]
+                for group, value in enumerate(values):
+                    x = group + offset
+                    if value is None:
+                        axes.text(
+                            x, floor, missing, ha="center", va="bottom", fontsize=7, rotation=90
+                        )
+                        continue
+                    axes.bar(x, value, width=width, color=colour)
+                    axes.text(x, value, label(value), ha="center", va="bottom", fontsize=7)
+                # An empty bar, so that the legend shows every series once.
+                axes.bar(0, 0, width=0, color=colour, label=name)
+            if reference is not None:
+                axes.axhline(
+                    reference, color="#D55E00", linestyle="--", linewidth=1, label=reference_label
+                )
+            axes.set_xticks(range(len(groups)), list(groups))
+            axes.set_xlim(-0.5, len(groups) - 0.5)
+            axes.set_title(panel)
+            axes.grid(axis="y", alpha=0.3)
+            if log_scale:
+                axes.set_yscale("log")
+        top = max([v for p in panels.values() for vs in p.values() for v in vs if v] + [floor])
+        for axes in axes_list[0]:
+            # Head room for the labels above the tallest bar (and for the legend).
+            axes.set_ylim(floor if log_scale else 0, top * (6 if log_scale else 1.25))
+        axes_list[0][0].set_ylabel(ylabel)
+        figure.suptitle(title)
+        # In the head room above the bars, once: every panel has the same series.
+        axes_list[0][0].legend(loc="upper left", ncol=4, fontsize=8, frameon=False)
+        if note:
+            figure.text(0.01, 0.01, note, fontsize=8, color="#444444")
+        figure.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _pyplot() -> Any:
+    require_matplotlib()
+    import matplotlib
+
+    # Files only: no display, no GUI toolkit, safe in CI and over SSH.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png")
+    return path
