@@ -12,6 +12,40 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, task
 
 DEFAULT_OWNER = "streamops"
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def streamops_dag(
+    *,
+    dag_id: str,
+    schedule: str | None,
+    paused: bool,
+    tags: list[str] | tuple[str, ...],
+    owner: str,
+    retries: int,
+    retry_delay: timedelta,
+    doc_md: str,
+    execution_timeout: timedelta | None = None,
+) -> DAG:
+    """What every streamops DAG shares: no catch-up, one run at a time, owner and retries."""
+    default_args: dict[str, object] = {
+        "owner": owner,
+        "retries": retries,
+        "retry_delay": retry_delay,
+    }
+    if execution_timeout is not None:
+        default_args["execution_timeout"] = execution_timeout
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=paused,
+        tags=list(tags),
+        default_args=default_args,
+        doc_md=doc_md,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,19 +73,14 @@ class HealthCheckSpec:
 
 
 def build_health_dag(spec: HealthCheckSpec) -> DAG:
-    with DAG(
+    with streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=spec.paused_upon_creation,
-        tags=list(spec.tags),
-        default_args={
-            "owner": spec.owner,
-            "retries": spec.retries,
-            "retry_delay": spec.retry_delay,
-        },
+        paused=spec.paused_upon_creation,
+        tags=spec.tags,
+        owner=spec.owner,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
         doc_md=f"Checks {', '.join(spec.checks)} and publishes the results to Redis.",
     ) as dag:
 

@@ -7,14 +7,14 @@ touches MariaDB, Kafka, Redis or the checkpoints at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
 
 from streamops.maintenance.checkpoints import CheckpointTarget, CheckpointThresholds
 from streamops.maintenance.compaction import CompactionConfig
-from streamops_airflow.dag_factory import DEFAULT_OWNER
+from streamops_airflow.dag_factory import DEFAULT_OWNER, streamops_dag
 
 
 @dataclass(frozen=True)
@@ -58,30 +58,19 @@ class CheckpointHealthDagSpec:
         return default_targets()
 
 
-def _default_args(owner: str, retries: int, retry_delay: timedelta, timeout: timedelta) -> dict:
-    return {
-        "owner": owner,
-        "retries": retries,
-        "retry_delay": retry_delay,
-        "execution_timeout": timeout,
-    }
-
-
 def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
     """partitions -> reconcile -> rollup -> retention -> analyze; each task idempotent, so a
     retry or the next run after a failure anywhere finishes the work."""
     config = spec.config
-    with DAG(
+    with streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=spec.paused_upon_creation,
-        tags=list(spec.tags),
-        default_args=_default_args(
-            spec.owner, spec.retries, spec.retry_delay, spec.execution_timeout
-        ),
+        paused=spec.paused_upon_creation,
+        tags=spec.tags,
+        owner=spec.owner,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
+        execution_timeout=spec.execution_timeout,
         doc_md=(
             "Rolls order_revenue_5s up into 1-minute and 1-hour tables, reconciles late windows, "
             "applies retention (partition drops or chunked deletes) and ANALYZE/OPTIMIZE, "
@@ -137,17 +126,15 @@ def build_checkpoint_health_dag(spec: CheckpointHealthDagSpec) -> DAG:
     """One mapped task per checkpoint, so each shows (and fails) on its own in Airflow."""
     thresholds = spec.thresholds
     targets = spec.resolved_targets()
-    with DAG(
+    with streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=spec.paused_upon_creation,
-        tags=list(spec.tags),
-        default_args=_default_args(
-            spec.owner, spec.retries, spec.retry_delay, spec.execution_timeout
-        ),
+        paused=spec.paused_upon_creation,
+        tags=spec.tags,
+        owner=spec.owner,
+        retries=spec.retries,
+        retry_delay=spec.retry_delay,
+        execution_timeout=spec.execution_timeout,
         doc_md=(
             "Checks every streaming checkpoint: last commit and its age, uncommitted batches, "
             "Kafka lag, offsets lost to retention, size growth, corrupt files, stale temp files. "

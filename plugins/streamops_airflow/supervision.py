@@ -10,31 +10,27 @@ finished (stopped on request). While the breaker is open such a run fails at onc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import DAG
 
 from streamops.pipelines.spec import PipelineSpec
+from streamops_airflow.dag_factory import streamops_dag
 from streamops_airflow.operators import StreamingJobOperator
 
 SUPERVISION_TAGS = ("streamops", "supervision")
 
 
 def build_supervision_dag(spec: PipelineSpec, *, specs_path: str | None = None) -> DAG:
-    with DAG(
+    with streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
-        start_date=datetime(2026, 1, 1, tzinfo=UTC),
-        catchup=False,
-        max_active_runs=1,
         # `streamops up` unpauses them; a spec with enabled: false stays paused.
-        is_paused_upon_creation=not spec.enabled,
+        paused=not spec.enabled,
         tags=[*SUPERVISION_TAGS, f"pipeline:{spec.name}", *spec.tags],
-        default_args={
-            "owner": spec.owner,
-            "retries": spec.retries,
-            "retry_delay": timedelta(seconds=30),
-        },
+        owner=spec.owner,
+        retries=spec.retries,
+        retry_delay=timedelta(seconds=30),
         doc_md=(
             f"Keeps `{spec.job_module}` running on `{spec.name}`'s checkpoint: restarts it with "
             f"backoff, opens the breaker after {spec.restart.max_failures} failures within "
