@@ -30,6 +30,9 @@ APT_PACKAGES = (
     "gcc",
     "maven",
     "procps",
+    # Headless browser and its WebDriver for the UI and dashboard tests (tests/browser.py).
+    "chromium",
+    "chromium-driver",
 )
 JAVA_PACKAGE = "openjdk-17-jdk-headless"
 MIN_JAVA_MAJOR = 17
