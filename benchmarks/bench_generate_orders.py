@@ -8,7 +8,6 @@ the Java tool only sends a fixed buffer, so it is the ceiling, not a competitor.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError
+from benchmarks import BenchmarkError, int_env
 from streamops.config import Settings
 from streamops.generator.producer import (
     CLIENT_LOGGER,
@@ -52,8 +51,8 @@ SUMMARY_LINE = re.compile(
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    records = _positive_int_env(RECORDS_ENV, DEFAULT_RECORDS)
-    repeats = _positive_int_env(REPEATS_ENV, DEFAULT_REPEATS)
+    records = int_env(RECORDS_ENV, DEFAULT_RECORDS)
+    repeats = int_env(REPEATS_ENV, DEFAULT_REPEATS)
     bootstrap = settings.kafka_bootstrap_servers
     java = _java_command(settings.kafka_jars_dir)
     admin = _admin(bootstrap)
@@ -101,17 +100,6 @@ def run(settings: Settings) -> dict[str, Any]:
             ours_median["megabytes_per_second"] / theirs_median["megabytes_per_second"], 4
         ),
     }
-
-
-def _positive_int_env(name: str, default: int) -> int:
-    text = os.environ.get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchmarkError(f"{name} is {text!r}; give a whole number ≥ 1.")
-    return value
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

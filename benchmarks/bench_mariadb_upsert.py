@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from benchmarks import BenchmarkError
+from benchmarks import BenchmarkError, int_env
 from spark_jobs.sinks.mariadb import ORDER_COLUMNS, ORDERS_KEY, UpsertStrategy, upsert_rows
 from streamops.config import Settings
 from streamops.db import DatabaseUnavailableError, connect
@@ -33,8 +33,8 @@ STRATEGIES: tuple[UpsertStrategy, ...] = get_args(UpsertStrategy)
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    rows = _positive_int_env(ROWS_ENV, DEFAULT_ROWS)
-    repeats = _positive_int_env(REPEATS_ENV, DEFAULT_REPEATS)
+    rows = int_env(ROWS_ENV, DEFAULT_ROWS)
+    repeats = int_env(REPEATS_ENV, DEFAULT_REPEATS)
     chunk_sizes = _chunk_sizes()
     table = f"bench_upsert_orders_{os.getpid()}"
     try:
@@ -158,14 +158,3 @@ def _chunk_sizes() -> tuple[int, ...]:
             f"{CHUNK_SIZES_ENV} is {text!r}; give whole numbers ≥ 1, e.g. 1000,5000."
         )
     return sizes
-
-
-def _positive_int_env(name: str, default: int) -> int:
-    text = os.environ.get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BenchmarkError(f"{name} is {text!r}; give a whole number ≥ 1.")
-    return value

@@ -31,7 +31,6 @@ topics, checkpoints and archive are scratch and removed. Only ``streamops:orders
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -51,7 +50,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from benchmarks import BenchmarkError, plots
+from benchmarks import BenchmarkError, int_env, output_dir, plots
 from streamops.config import Settings
 
 ORDERS_ENV = "BENCH_ORDERS"
@@ -70,8 +69,6 @@ IDLE_SECONDS_ENV = "BENCH_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 15
 # 1: drain the throughput topic once, discarded, before measuring; 0: don't.
 WARM_UP_ENV = "BENCH_WARM_UP"
-OUTPUT_ENV = "BENCH_OUTPUT_DIR"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
 NAME = "orders_pipeline"
 SINK_NAMES = {"no_op": "no-op sinks", "sinks": "the real sinks"}
 
@@ -113,13 +110,13 @@ class Sizes:
     def from_env(cls) -> Sizes:
         rates = _rates_env()
         sizes = cls(
-            orders=_int_env(ORDERS_ENV, DEFAULT_ORDERS, minimum=1),
-            repeats=_int_env(REPEATS_ENV, DEFAULT_REPEATS, minimum=1),
+            orders=int_env(ORDERS_ENV, DEFAULT_ORDERS, minimum=1),
+            repeats=int_env(REPEATS_ENV, DEFAULT_REPEATS, minimum=1),
             rates=rates,
-            latency_seconds=_int_env(LATENCY_SECONDS_ENV, DEFAULT_LATENCY_SECONDS, minimum=1),
-            floor_seconds=_int_env(FLOOR_SECONDS_ENV, DEFAULT_FLOOR_SECONDS, minimum=1),
-            idle_seconds=_int_env(IDLE_SECONDS_ENV, DEFAULT_IDLE_SECONDS, minimum=0),
-            warm_up=_int_env(WARM_UP_ENV, 1, minimum=0) > 0,
+            latency_seconds=int_env(LATENCY_SECONDS_ENV, DEFAULT_LATENCY_SECONDS, minimum=1),
+            floor_seconds=int_env(FLOOR_SECONDS_ENV, DEFAULT_FLOOR_SECONDS, minimum=1),
+            idle_seconds=int_env(IDLE_SECONDS_ENV, DEFAULT_IDLE_SECONDS, minimum=0),
+            warm_up=int_env(WARM_UP_ENV, 1, minimum=0) > 0,
         )
         for name, seconds in (
             (LATENCY_SECONDS_ENV, sizes.latency_seconds),
@@ -167,7 +164,7 @@ class Scratch:
 def run(settings: Settings) -> dict[str, Any]:
     sizes = Sizes.from_env()
     plots.require_matplotlib()
-    output = _output_dir()
+    output = output_dir()
     _require_services(settings)
     load: dict[str, list[float]] = {"start": _load()}
     with _scratch(settings) as scratch, _spark(scratch) as spark:
@@ -1329,35 +1326,6 @@ def _spark_version() -> str:
 
 
 # --- small helpers --------------------------------------------------------------------------------
-
-
-def _output_dir() -> Path:
-    """$BENCH_OUTPUT_DIR, else the runner's --output when the runner started us, else its default.
-
-    The runner hands a benchmark only the settings, so the folder is read from its command line.
-    """
-    explicit = os.environ.get(OUTPUT_ENV)
-    if explicit:
-        return Path(explicit)
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "benchmarks.runner":
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-        known, _ = parser.parse_known_args(sys.argv[1:])
-        return Path(known.output)
-    return DEFAULT_OUTPUT
-
-
-def _int_env(name: str, default: int, *, minimum: int) -> int:
-    text = os.environ.get(name, str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise BenchmarkError(f"{name} is {text!r}; give a whole number ≥ {minimum}.")
-    return value
 
 
 def _rates_env() -> tuple[int, ...]:

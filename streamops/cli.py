@@ -345,6 +345,12 @@ def db_version() -> None:
     console.print(str(schema_version(settings())))
 
 
+# Sub-command modules import this one's helpers lazily, so they are mounted once those exist.
+from streamops.rules_cli import rules_app  # noqa: E402
+
+app.add_typer(rules_app, name="rules")
+
+
 def run() -> None:
     app(prog_name="streamops")
 

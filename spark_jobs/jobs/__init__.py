@@ -6,4 +6,5 @@ published under those names, see docs/redis-keys.md).
 
 PIPELINE_QUERIES: dict[str, tuple[str, ...]] = {
     "orders": ("orders_records", "orders_revenue"),
+    "alerts": ("alerts_counts", "alerts_records"),
 }

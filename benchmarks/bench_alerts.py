@@ -1,0 +1,315 @@
+"""Alert latency of the alerts job in micro-batch and real-time mode, and its sustained lines/s.
+
+    python -m benchmarks.runner alerts
+
+For each mode the job (``spark_jobs.jobs.alerts``) runs as its own driver on a fresh checkpoint:
+
+* ``micro-batch``: the default (each batch starts when the previous one ends);
+* ``real-time``: the same job with ``--realtime-batch "5 seconds"``, which adds the real-time
+  first-line query (spark_jobs/sinks/alerts_realtime.py).
+
+Latency: ``BENCH_ALERTS_PROBES`` times, a new rule "1 CRITICAL line of service S in 60 s" and,
+once the job has loaded it, the one crossing line. Measured from the line's produce
+acknowledgement to the alert being visible in Redis (``streamops:alerts:alert:<id>``), on the
+Kafka ``alerts`` topic (a consumer at the topic's end) and in MariaDB ``alerts``; p50/p99/max.
+The ratio of interest is real-time ÷ micro-batch, both measured in this run on this machine.
+
+Throughput (micro-batch mode): ``BENCH_ALERTS_LINES`` CSV lines sent as fast as the producer
+can, then the time until ``error_counts_1s`` accounts for all of them. The baseline is the
+producer's own rate in the same run: the pipeline's lines/s ÷ the rate at which they were sent
+says how close the job keeps up with its input.
+
+Plots (PNG) are written next to the JSON (``BENCH_OUTPUT_DIR`` or the runner's ``--output``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+
+from benchmarks import BenchmarkError, int_env, output_dir, plots
+from spark_jobs.transforms.alerts import alert_id, window_start
+from streamops.config import PROJECT_ROOT, Settings
+from streamops.db import connect
+
+NAME = "alerts"
+PROBES_ENV = "BENCH_ALERTS_PROBES"
+LINES_ENV = "BENCH_ALERTS_LINES"
+DEFAULT_PROBES = 15
+DEFAULT_LINES = 50_000
+WINDOW_SECONDS = 60
+RULES_REFRESH_SECONDS = 2
+REALTIME_BATCH = "5 seconds"
+PROBE_TIMEOUT_SECONDS = 90
+MODES: dict[str, list[str]] = {
+    "micro-batch": [],
+    "real-time": ["--realtime-batch", REALTIME_BATCH],
+}
+PLACES = ("redis", "kafka", "mariadb")
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    probes = int_env(PROBES_ENV, DEFAULT_PROBES, minimum=3)
+    lines = int_env(LINES_ENV, DEFAULT_LINES, minimum=1000)
+    plots.require_matplotlib()
+    results: dict[str, Any] = {
+        "probes": probes,
+        "rule": f"1 CRITICAL line of one service in {WINDOW_SECONDS} s (threshold 1)",
+        "realtime_batch": REALTIME_BATCH,
+        "spark_master": settings.spark_master,
+        "load_average_start": list(os.getloadavg()),
+        "modes": {},
+    }
+    for mode, extra_args in MODES.items():
+        with _job(settings, extra_args, mode) as job:
+            latencies = [_probe(settings, job, f"bench-{mode}-{uuid.uuid4().hex[:8]}")]
+            latencies += [
+                _probe(settings, job, f"bench-{mode}-{uuid.uuid4().hex[:8]}")
+                for _ in range(probes - 1)
+            ]
+            entry: dict[str, Any] = {
+                place: _summary([probe[place] for probe in latencies]) for place in PLACES
+            }
+            if mode == "micro-batch":
+                entry["throughput"] = _throughput(settings, job, lines)
+        results["modes"][mode] = entry
+    micro, real = results["modes"]["micro-batch"], results["modes"]["real-time"]
+    results["ratio_realtime_to_microbatch_p50"] = {
+        place: round(real[place]["p50"] / micro[place]["p50"], 3) for place in PLACES
+    }
+    results["load_average_end"] = list(os.getloadavg())
+    results["plots"] = _draw(results, output_dir())
+    return results
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _job(settings: Settings, extra_args: list[str], mode: str) -> Iterator[subprocess.Popen]:
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-alerts-{mode}-"))
+    before = _batches(settings)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spark_jobs.jobs.alerts",
+            "--rules-refresh-seconds",
+            str(RULES_REFRESH_SECONDS),
+            *extra_args,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "STREAMOPS_CHECKPOINT_URI": str(folder / "checkpoints")},
+        stdout=(folder / "job.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # Every query of the mode has finished a batch: the backlog is read, the real-time
+        # query has fixed its starting offsets at the topic's end.
+        names = {"alerts_counts", "alerts_records"} | ({"alerts_realtime"} if extra_args else set())
+        deadline = time.monotonic() + 600
+        while not all(_batches(settings).get(name, 0) > before.get(name, 0) for name in names):
+            if job.poll() is not None:
+                raise BenchmarkError(f"the alerts job exited ({job.returncode}); see {folder}")
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"the alerts job did not start in 600 s; see {folder}")
+            time.sleep(0.5)
+        yield job
+    finally:
+        job.send_signal(signal.SIGTERM)
+        try:
+            job.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(timeout=30)
+
+
+def _batches(settings: Settings) -> dict[str, int]:
+    rows = _execute(
+        settings,
+        "SELECT query_name, COUNT(*) FROM query_progress WHERE pipeline = 'alerts' "
+        "GROUP BY query_name",
+    )
+    return {str(name): int(count) for name, count in rows}
+
+
+# --- latency --------------------------------------------------------------------------------------
+
+
+def _probe(settings: Settings, job: subprocess.Popen, service: str) -> dict[str, float]:
+    rule_id = f"bench-{service}"
+    _execute(
+        settings,
+        "INSERT INTO alert_rules (rule_id, level, service, window_seconds, threshold_count) "
+        "VALUES (?, 'CRITICAL', ?, ?, 1)",
+        (rule_id, service, WINDOW_SECONDS),
+    )
+    time.sleep(RULES_REFRESH_SECONDS * 2 + 0.5)  # every query of the job has reloaded its rules
+    client = redis.Redis.from_url(settings.redis_url)
+    consumer = _consumer_at_end(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 0})
+    try:
+        moment = datetime.now(UTC)
+        expected = alert_id(rule_id, window_start(moment, WINDOW_SECONDS), WINDOW_SECONDS)
+        producer.produce("error-logs", key=service.encode(), value=_line(moment, service))
+        if producer.flush(10):
+            raise BenchmarkError("the probe line was not delivered to Kafka in 10 s")
+        sent = time.monotonic()
+        seen: dict[str, float] = {}
+        while len(seen) < len(PLACES):
+            if job.poll() is not None:
+                raise BenchmarkError(f"the alerts job exited ({job.returncode}) during a probe")
+            if time.monotonic() - sent > PROBE_TIMEOUT_SECONDS:
+                missing = ", ".join(p for p in PLACES if p not in seen)
+                raise BenchmarkError(f"no alert in {missing} {PROBE_TIMEOUT_SECONDS} s after")
+            message = consumer.poll(0.005)
+            if (
+                "kafka" not in seen
+                and message is not None
+                and not message.error()
+                and message.key() == expected.encode()
+            ):
+                seen["kafka"] = time.monotonic()
+            if "redis" not in seen and client.exists(f"streamops:alerts:alert:{expected}"):
+                seen["redis"] = time.monotonic()
+            if "mariadb" not in seen and _execute(
+                settings, "SELECT 1 FROM alerts WHERE alert_id = ?", (expected,)
+            ):
+                seen["mariadb"] = time.monotonic()
+    finally:
+        consumer.close()
+        client.close()
+        _execute(settings, "UPDATE alert_rules SET enabled = FALSE WHERE rule_id = ?", (rule_id,))
+    return {place: (at - sent) * 1000 for place, at in seen.items()}
+
+
+def _consumer_at_end(settings: Settings) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"bench-alerts-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    partitions = consumer.list_topics("alerts", timeout=10).topics["alerts"].partitions
+    consumer.assign([TopicPartition("alerts", p, OFFSET_END) for p in partitions])
+    # The assignment resolves OFFSET_END on the first fetch; do it before the probe line goes.
+    consumer.poll(0.5)
+    return consumer
+
+
+def _line(moment: datetime, service: str, index: int = 0, level: str = "CRITICAL") -> bytes:
+    stamp = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f'{stamp},{level},{service},"bench line {index}, ""quoted"""'.encode()
+
+
+# --- throughput -----------------------------------------------------------------------------------
+
+
+def _throughput(settings: Settings, job: subprocess.Popen, lines: int) -> dict[str, Any]:
+    service = f"bench-tput-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    now = datetime.now(UTC)
+    started = time.monotonic()
+    for index in range(lines):
+        # One service and level for every line, so a single SUM tells when all are counted.
+        producer.produce("error-logs", value=_line(now, service, index, level="ERROR"))
+        if index % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise BenchmarkError("the throughput lines were not all delivered in 60 s")
+    produced = time.monotonic()
+    total = 0
+    while total < lines:
+        if job.poll() is not None:
+            raise BenchmarkError(f"the alerts job exited ({job.returncode}) while counting")
+        if time.monotonic() - produced > 600:
+            raise BenchmarkError(f"only {total} of {lines} lines counted 600 s after sending")
+        time.sleep(0.2)
+        ((counted,),) = _execute(
+            settings,
+            "SELECT COALESCE(SUM(event_count), 0) FROM error_counts_1s WHERE service = ?",
+            (service,),
+        )
+        total = int(counted)
+    done = time.monotonic()
+    produce_rate = lines / (produced - started)
+    pipeline_rate = lines / (done - started)
+    return {
+        "lines": lines,
+        "produce_seconds": round(produced - started, 2),
+        "end_to_end_seconds": round(done - started, 2),
+        "produce_lines_per_second": round(produce_rate),
+        "lines_per_second": round(pipeline_rate),
+        "ratio_to_produce_rate": round(pipeline_rate / produce_rate, 3),
+    }
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(statistics.median(ordered), 1),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "max": round(ordered[-1], 1),
+    }
+
+
+def _draw(results: dict[str, Any], output: Path) -> dict[str, str]:
+    stamp = datetime.now(UTC)
+    modes = list(results["modes"])
+    panels = {
+        title: {
+            f"p{p}": [results["modes"][mode][place][f"p{p}"] for mode in modes] for p in (50, 99)
+        }
+        for title, place in (
+            ("alert in Redis", "redis"),
+            ("alert on Kafka `alerts`", "kafka"),
+            ("alert in MariaDB", "mariadb"),
+        )
+    }
+    note = (
+        f"{os.cpu_count()} CPUs, load average {results['load_average_start'][0]:.1f} before the "
+        f"run, {stamp:%Y-%m-%d}; {results['probes']} probes per mode"
+    )
+    latency_png = plots.grouped_bars(
+        output / f"{NAME}-{stamp:%Y%m%dT%H%M%SZ}-latency.png",
+        title="Alerts: crossing line → alert visible",
+        panels=panels,
+        groups=modes,
+        ylabel="milliseconds",
+        log_scale=True,
+        label=lambda value: f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms",
+        note=note,
+    )
+    return {"latency": str(latency_png)}
+
+
+def _execute(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
+    connection = connect(settings)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        rows = list(cursor.fetchall()) if cursor.description else []
+        connection.commit()
+        return rows
+    finally:
+        connection.close()

@@ -1,0 +1,91 @@
+"""The enabled alert rules, read from MariaDB ``alert_rules`` and kept fresh without a restart.
+
+Choice: the rules are reloaded on the driver, inside ``foreachBatch``, whenever the copy in
+hand is older than ``refresh_seconds`` (default 30 s, so a change applies within a minute even
+with a slow batch in between). Not a broadcast variable: matching runs on the driver over the
+few hundred windows a batch touches, so there is nothing to ship to executors, and a broadcast
+would need the same staleness check anyway. Not a stream-static join: the window lengths must be
+known to the driver to decide which windows to compute. A failed reload keeps the last rules
+(and logs), so a MariaDB hiccup never stops alerting on the rules already known.
+
+A query that gets no data runs no batch and so reads no rules; with no lines there is nothing to
+alert on, and the first batch after a pause reloads if the copy is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import closing
+
+from spark_jobs.transforms.alerts import AlertRule
+from streamops.config import Settings
+from streamops.db import connect
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_SECONDS = 30.0
+_SELECT_ENABLED = (
+    "SELECT rule_id, level, service, window_seconds, threshold_count, enabled "
+    "FROM alert_rules WHERE enabled ORDER BY rule_id"
+)
+
+
+def load_enabled_rules(settings: Settings) -> list[AlertRule]:
+    """Every enabled rule, ordered by rule_id."""
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(_SELECT_ENABLED)
+        return [
+            AlertRule(
+                rule_id=str(rule_id),
+                level=str(level),
+                service=None if service is None else str(service),
+                window_seconds=int(window_seconds),
+                threshold_count=int(threshold_count),
+                enabled=bool(enabled),
+            )
+            for rule_id, level, service, window_seconds, threshold_count, enabled in cursor
+        ]
+
+
+class RuleCache:
+    """The enabled rules, reloaded when older than ``refresh_seconds``; see the module."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        *,
+        loader: Callable[[Settings], list[AlertRule]] = load_enabled_rules,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if refresh_seconds <= 0:
+            raise ValueError(f"refresh_seconds is {refresh_seconds}; give a positive number.")
+        self.settings = settings
+        self.refresh_seconds = refresh_seconds
+        self._loader = loader
+        self._clock = clock
+        self._rules: list[AlertRule] | None = None
+        self._loaded_at = 0.0
+
+    def current(self) -> list[AlertRule]:
+        """The rules, reloaded first if stale. Raises only if no load ever succeeded."""
+        now = self._clock()
+        if self._rules is None or now - self._loaded_at >= self.refresh_seconds:
+            try:
+                rules = self._loader(self.settings)
+            except Exception:
+                if self._rules is None:
+                    raise
+                log.exception(
+                    "could not reload alert rules; keeping the %s known", len(self._rules)
+                )
+                # Try again at the next batch rather than hammering a struggling database.
+                self._loaded_at = now
+            else:
+                if rules != self._rules:
+                    log.info("alert rules now: %s", ", ".join(r.rule_id for r in rules) or "none")
+                self._rules, self._loaded_at = rules, now
+        return list(self._rules)

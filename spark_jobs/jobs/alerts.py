@@ -1,0 +1,180 @@
+"""Alerts: Kafka `error-logs` CSV lines → quarantine, per-second and windowed counts in MariaDB,
+and alerts in MariaDB, on the Kafka `alerts` topic and in Redis when a rule's threshold is reached.
+
+Two queries read the topic, each with its own checkpoint:
+- ``alerts_records``: every line; malformed ones into ``quarantine`` (idempotent by Kafka position).
+- ``alerts_counts``: valid lines counted per service, level and second (update mode); each batch
+  upserts the seconds, recomputes the windows of every length the enabled rules use, and
+  publishes the alerts that changed (see spark_jobs/sinks/alerts.py).
+
+Rules are re-read from ``alert_rules`` at most every ``--rules-refresh-seconds`` (default 30)
+inside the counting query's batches, so rule changes apply without a restart.
+
+With ``--realtime-batch "5 seconds"`` a third query, ``alerts_realtime``, runs in Spark's
+real-time mode: valid lines straight to a ``foreach`` writer that publishes the first state of
+alerts whose rule has ``threshold_count`` 1, milliseconds after the line arrives
+(spark_jobs/sinks/alerts_realtime.py). It starts at the topic's end on its first run.
+
+Run with ``streamops run alerts`` or ``spark-submit spark_jobs/jobs/alerts.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
+from spark_jobs.common.runner import fault_point, run_queries
+from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
+from spark_jobs.sinks import with_utc_wall_clock_timestamps
+from spark_jobs.sinks.alerts import alerts_writer
+from spark_jobs.sinks.alerts_realtime import FirstLineAlertWriter
+from spark_jobs.sinks.mariadb import quarantine_writer
+from spark_jobs.transforms.alerts import per_second_counts
+from spark_jobs.transforms.error_logs import check_error_logs, rejected_lines, valid_lines
+from streamops.config import Settings, load_settings
+
+PIPELINE = "alerts"
+TOPIC = "error-logs"
+RECORDS_QUERY = "alerts_records"
+COUNTS_QUERY = "alerts_counts"
+REALTIME_QUERY = "alerts_realtime"
+BatchWriter = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class AlertsJobConfig:
+    watermark: str = "2 minutes"
+    rules_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    max_offsets_per_trigger: int | None = 100_000
+    # None: the next batch starts as soon as the previous one ends (lowest latency).
+    trigger_interval: str | None = None
+    # Real-time mode batch length of the optional first-line query; None: no such query.
+    realtime_batch: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rules_refresh_seconds <= 60:
+            raise ValueError(
+                f"rules_refresh_seconds is {self.rules_refresh_seconds}; give more than 0 and at "
+                "most 60, so rule changes apply within a minute."
+            )
+
+
+def records_writer(settings: Settings) -> BatchWriter:
+    write_quarantine = quarantine_writer(settings)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        write_quarantine(rejected_lines(batch), batch_id)
+        fault_point(RECORDS_QUERY, batch_id)
+
+    return write
+
+
+def counts_writer(settings: Settings, config: AlertsJobConfig) -> BatchWriter:
+    write_alerts = alerts_writer(settings, RuleCache(settings, config.rules_refresh_seconds))
+
+    def write(seconds: DataFrame, batch_id: int) -> None:
+        write_alerts(seconds, batch_id)
+        fault_point(COUNTS_QUERY, batch_id)
+
+    return write
+
+
+def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> list[StreamingQuery]:
+    source = KafkaSourceOptions(TOPIC, max_offsets_per_trigger=config.max_offsets_per_trigger)
+    checked = check_error_logs(read_kafka_stream(spark, settings, source))
+    seconds = per_second_counts(valid_lines(checked), config.watermark)
+    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
+    records = (
+        checked.writeStream.queryName(RECORDS_QUERY)
+        .foreachBatch(records_writer(settings))
+        .option("checkpointLocation", f"{checkpoint}/records")
+    )
+    counts = (
+        seconds.writeStream.queryName(COUNTS_QUERY)
+        .outputMode("update")
+        .foreachBatch(counts_writer(settings, config))
+        .option("checkpointLocation", f"{checkpoint}/counts")
+    )
+    if config.trigger_interval:
+        records = records.trigger(processingTime=config.trigger_interval)
+        counts = counts.trigger(processingTime=config.trigger_interval)
+    queries = [counts.start(), records.start()]
+    if config.realtime_batch:
+        queries.append(start_realtime(spark, settings, config, f"{checkpoint}/realtime"))
+    return queries
+
+
+def start_realtime(
+    spark: SparkSession, settings: Settings, config: AlertsJobConfig, checkpoint: str
+) -> StreamingQuery:
+    """The real-time first-line query; real-time mode wants update mode and no rate limit."""
+    source = KafkaSourceOptions(TOPIC, starting_offsets="latest", max_offsets_per_trigger=None)
+    lines = valid_lines(check_error_logs(read_kafka_stream(spark, settings, source)))
+    return (
+        with_utc_wall_clock_timestamps(lines.select("level", "service", "event_time", "message"))
+        .writeStream.queryName(REALTIME_QUERY)
+        .outputMode("update")
+        .foreach(FirstLineAlertWriter(settings, config.rules_refresh_seconds))
+        .option("checkpointLocation", checkpoint)
+        # PySpark 4.2's typing overloads of trigger() do not list realTime yet; the method has it.
+        .trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
+        .start()
+    )
+
+
+def realtime_spark_conf(settings: Settings, config: AlertsJobConfig) -> dict[str, str]:
+    """Real-time mode holds one task slot per Kafka partition for the whole batch: a local
+    master gets that many more threads so the micro-batch queries still find free slots."""
+    if not config.realtime_batch or not settings.spark_master.startswith("local"):
+        return {}
+    threads = os.cpu_count() or 2
+    return {"spark.master": f"local[{threads + settings.kafka_partitions}]"}
+
+
+def parse_args(argv: list[str] | None) -> AlertsJobConfig:
+    defaults = AlertsJobConfig()
+    parser = argparse.ArgumentParser(prog="alerts", description=__doc__.split("\n")[0])
+    parser.add_argument("--watermark", default=defaults.watermark)
+    parser.add_argument(
+        "--rules-refresh-seconds", type=float, default=defaults.rules_refresh_seconds
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
+    )
+    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
+    parser.add_argument(
+        "--realtime-batch",
+        default=defaults.realtime_batch,
+        help="run the real-time first-line alert query with this batch length (e.g. '5 seconds')",
+    )
+    args = parser.parse_args(argv)
+    return AlertsJobConfig(
+        watermark=args.watermark,
+        rules_refresh_seconds=args.rules_refresh_seconds,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+        trigger_interval=args.trigger_interval,
+        realtime_batch=args.realtime_batch,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    settings = load_settings()
+    spark = build_spark_session(
+        f"streamops-{PIPELINE}", settings, realtime_spark_conf(settings, config)
+    )
+    spark.streams.addListener(ProgressPublisher(settings, PIPELINE))
+    return run_queries(spark, settings, PIPELINE, start(spark, settings, config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

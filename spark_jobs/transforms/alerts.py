@@ -1,0 +1,209 @@
+"""Counting error-log lines and matching the counts against alert rules.
+
+Rules (and so window lengths) change while the query runs, but a streaming aggregation's windows
+are fixed when the query starts. So Spark keeps one aggregate, per service, level and *second* of
+event time (:func:`per_second_counts`); any tumbling window of ``W`` whole seconds, aligned to
+the epoch as Spark's ``window()`` aligns it, is the sum of its ``W`` seconds
+(:func:`window_start`), which the sink computes in MariaDB for every length the current rules
+use. Matching those window counts against the rules (:func:`match_rules`) is plain Python on the
+driver: a micro-batch touches a few hundred windows at most.
+
+An alert is one rule and one window. Its id is a hash of exactly that
+(:func:`alert_id`), so the same rule and window always give the same id, in any process, after
+any replay; :func:`alert_id_column` computes the same id in Spark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from spark_jobs.sinks import as_utc_naive, iso_utc
+
+SECOND_COUNT_COLUMNS = (
+    "service",
+    "level",
+    "second_start",
+    "event_count",
+    "first_seen",
+    "last_seen",
+    "sample_message",
+)
+# Enough to recognise the failure; a traceback of megabytes stays in the logs, not in every alert.
+SAMPLE_MESSAGE_MAX_CHARS = 1000
+_EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One row of ``alert_rules``; ``service`` None matches every service."""
+
+    rule_id: str
+    level: str
+    service: str | None
+    window_seconds: int
+    threshold_count: int
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class WindowCount:
+    """One row of ``error_counts``: lines of one service and level in one window."""
+
+    service: str
+    level: str
+    window_seconds: int
+    window_start: datetime
+    event_count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One row of ``alerts``; :meth:`payload` is what goes to Kafka and Redis."""
+
+    alert_id: str
+    rule_id: str
+    level: str
+    service: str | None
+    window_start: datetime
+    window_end: datetime
+    event_count: int
+    threshold_count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_message: str | None
+
+    def payload(self) -> dict[str, object]:
+        """Everything that defines the alert's state, and nothing else (no wall-clock time):
+        the same state always serialises to the same bytes, so a re-send after a crash is a
+        byte-for-byte copy, never a different alert under the same key."""
+        return {
+            "alert_id": self.alert_id,
+            "rule_id": self.rule_id,
+            "level": self.level,
+            "service": self.service,
+            "window_start": iso_utc(self.window_start),
+            "window_end": iso_utc(self.window_end),
+            "window_seconds": int((self.window_end - self.window_start).total_seconds()),
+            "event_count": self.event_count,
+            "first_seen": iso_utc(self.first_seen),
+            "last_seen": iso_utc(self.last_seen),
+            "sample_message": self.sample_message,
+        }
+
+
+def per_second_counts(lines: DataFrame, watermark: str) -> DataFrame:
+    """Valid lines counted per service, level and second of event time (a streaming aggregate).
+
+    Columns are :data:`SECOND_COUNT_COLUMNS`. In update mode each micro-batch emits the absolute
+    values of every second that changed; the watermark bounds the state (a line older than it is
+    dropped from the counts, as every late line is in a windowed aggregate). The sample is the
+    message of the earliest line of the second, ties broken by Kafka position, so it does not
+    depend on how lines were split into micro-batches.
+    """
+    order = F.struct("event_time", "source_partition", "source_offset")
+    return (
+        lines.withWatermark("event_time", watermark)
+        .groupBy("service", "level", F.window("event_time", "1 second").alias("second"))
+        .agg(
+            F.count(F.lit(1)).alias("event_count"),
+            F.min("event_time").alias("first_seen"),
+            F.max("event_time").alias("last_seen"),
+            F.min_by(F.substring("message", 1, SAMPLE_MESSAGE_MAX_CHARS), order).alias(
+                "sample_message"
+            ),
+        )
+        .select(
+            "service",
+            "level",
+            F.col("second.start").alias("second_start"),
+            "event_count",
+            "first_seen",
+            "last_seen",
+            "sample_message",
+        )
+    )
+
+
+def window_start(moment: datetime, window_seconds: int) -> datetime:
+    """Start of the tumbling window of ``window_seconds`` holding ``moment`` (naive UTC), aligned
+    to the epoch like Spark's ``window()``; valid before 1970 and after 2038 alike."""
+    if window_seconds < 1:
+        raise ValueError(f"window_seconds is {window_seconds}; give 1 or more.")
+    moment = as_utc_naive(moment)
+    return moment - (moment - _EPOCH) % timedelta(seconds=window_seconds)
+
+
+def alert_id(rule_id: str, window_start: datetime, window_seconds: int) -> str:
+    """sha256 hex of ``<rule_id>|<window start, ISO UTC ms>|<window_seconds>``."""
+    key = f"{rule_id}|{iso_utc(window_start)}|{int(window_seconds)}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def alert_id_column(rule_id: Column, window_start: Column, window_seconds: Column) -> Column:
+    """:func:`alert_id` as a Spark column (``window_start`` a TIMESTAMP in the session's UTC)."""
+    iso = F.date_format(window_start, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+    key = F.concat_ws("|", rule_id, iso, window_seconds.cast("string"))
+    return F.sha2(F.encode(key, "UTF-8"), 256)
+
+
+def window_lengths(rules: Iterable[AlertRule]) -> list[int]:
+    """The distinct window lengths of the enabled rules, sorted."""
+    return sorted({rule.window_seconds for rule in rules if rule.enabled})
+
+
+def rule_matches(rule: AlertRule, count: WindowCount) -> bool:
+    """Whether ``count``'s lines are the ones ``rule`` counts (not whether it crossed)."""
+    return (
+        rule.enabled
+        and rule.level == count.level
+        and rule.window_seconds == count.window_seconds
+        and (rule.service is None or rule.service == count.service)
+    )
+
+
+def match_rules(rules: Sequence[AlertRule], counts: Iterable[WindowCount]) -> list[Alert]:
+    """The alerts of ``rules`` over ``counts``: one per rule and window whose count reaches the
+    rule's threshold. A rule without a service sums every service's lines in the window (and its
+    alert has no service); ``counts`` must then hold every service of the windows concerned.
+
+    The sample message is the one of the earliest line (ties: the service sorting first), so the
+    result depends on the counts only, not on their order. Sorted by window start and rule id.
+    """
+    totals: dict[tuple[str, datetime], list[WindowCount]] = {}
+    by_rule = {rule.rule_id: rule for rule in rules}
+    for count in counts:
+        for rule in rules:
+            if rule_matches(rule, count):
+                totals.setdefault((rule.rule_id, count.window_start), []).append(count)
+    alerts = []
+    for (rule_id, start), parts in totals.items():
+        rule = by_rule[rule_id]
+        event_count = sum(part.event_count for part in parts)
+        if event_count < rule.threshold_count:
+            continue
+        earliest = min(parts, key=lambda part: (part.first_seen, part.service))
+        alerts.append(
+            Alert(
+                alert_id=alert_id(rule.rule_id, start, rule.window_seconds),
+                rule_id=rule.rule_id,
+                level=rule.level,
+                service=rule.service,
+                window_start=start,
+                window_end=start + timedelta(seconds=rule.window_seconds),
+                event_count=event_count,
+                threshold_count=rule.threshold_count,
+                first_seen=earliest.first_seen,
+                last_seen=max(part.last_seen for part in parts),
+                sample_message=earliest.sample_message,
+            )
+        )
+    return sorted(alerts, key=lambda alert: (alert.window_start, alert.rule_id))

@@ -1,0 +1,433 @@
+"""The alerts pipeline end to end on real Kafka, Spark, MariaDB and Redis.
+
+The job runs as its own driver process, as in production. Each test uses services and rules of
+its own (uuid-suffixed), so the shared `error-logs` topic and tables may hold anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from spark_jobs.common.runner import FAULT_ENV, FAULT_MARKER_ENV
+from spark_jobs.sinks.alerts import ALERTS_STREAM
+from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
+from spark_jobs.transforms.alerts import alert_id, window_start
+from streamops.config import PROJECT_ROOT, Settings
+from streamops.db import connect
+
+REFRESH_SECONDS = 3
+WINDOW_SECONDS = 60
+
+
+def query(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = connect(settings)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+def execute(settings: Settings, sql: str, params: tuple = ()) -> None:
+    conn = connect(settings)
+    try:
+        conn.cursor().execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def add_rule(settings: Settings, rule_id: str, service: str, threshold: int) -> None:
+    execute(
+        settings,
+        "INSERT INTO alert_rules (rule_id, level, service, window_seconds, threshold_count) "
+        "VALUES (?, 'ERROR', ?, ?, ?)",
+        (rule_id, service, WINDOW_SECONDS, threshold),
+    )
+
+
+def csv_line(*fields: str) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
+    return buffer.getvalue().removesuffix("\r\n").encode()
+
+
+def produce(settings: Settings, service: str, count: int, level: str = "error") -> datetime:
+    """``count`` lines of one service, all at the same event time (so in one window)."""
+    moment = datetime.now(UTC).replace(microsecond=0)
+    stamp = moment.isoformat().replace("+00:00", "Z")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for index in range(count):
+        message = f'Timeout calling db, attempt {index}\n  detail: "pool, exhausted"'
+        producer.produce(
+            "error-logs", key=service.encode(), value=csv_line(stamp, level, service, message)
+        )
+    assert producer.flush(10) == 0
+    return moment.replace(tzinfo=None)
+
+
+def produce_raw(settings: Settings, payloads: list[bytes]) -> list[tuple[int, int]]:
+    """Kafka (partition, offset) of each payload, in the order given (deliveries of different
+    partitions are reported in any order)."""
+    positions: dict[int, tuple[int, int]] = {}
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+
+    def delivered(index: int) -> Callable[[object, Message], None]:
+        def report(error: object, message: Message) -> None:
+            assert error is None, error
+            positions[index] = (message.partition(), message.offset())
+
+        return report
+
+    for index, payload in enumerate(payloads):
+        producer.produce("error-logs", value=payload, on_delivery=delivered(index))
+    assert producer.flush(10) == 0
+    return [positions[index] for index in range(len(payloads))]
+
+
+def alerts_on_topic(settings: Settings, ids: set[str]) -> list[tuple[str, dict]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+        }
+    )
+    partitions = consumer.list_topics("alerts", timeout=10).topics["alerts"].partitions
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition("alerts", p), timeout=10)[1]
+        for p in partitions
+    }
+    consumer.assign([TopicPartition("alerts", p, 0) for p in partitions])
+    seen = 0
+    found: list[tuple[str, dict]] = []
+    deadline = time.monotonic() + 30
+    while seen < sum(ends.values()) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        seen += 1
+        key = message.key().decode()
+        if key in ids:
+            found.append((key, json.loads(message.value())))
+    consumer.close()
+    return found
+
+
+def start_job(
+    settings: Settings, folder: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    log = (folder / f"job-{time.time_ns()}.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spark_jobs.jobs.alerts",
+            "--rules-refresh-seconds",
+            str(REFRESH_SECONDS),
+        ],
+        cwd=PROJECT_ROOT,
+        env={
+            **os.environ,
+            "STREAMOPS_CHECKPOINT_URI": str(folder / "checkpoints"),
+            **(extra_env or {}),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, job: subprocess.Popen | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job is not None and job.poll() is not None:
+            raise AssertionError(f"the job exited ({job.returncode}) while waiting for {what}")
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def alert_rows(settings: Settings, rule_id: str) -> list[tuple]:
+    return query(
+        settings,
+        "SELECT alert_id, service, window_start, event_count FROM alerts WHERE rule_id = ?",
+        (rule_id,),
+    )
+
+
+def realtime_batches(settings: Settings) -> int:
+    rows = query(
+        settings,
+        "SELECT COUNT(*) FROM query_progress "
+        "WHERE pipeline = 'alerts' AND query_name = 'alerts_realtime'",
+    )
+    return int(rows[0][0])
+
+
+def counts_batches(settings: Settings) -> int:
+    rows = query(
+        settings,
+        "SELECT COUNT(*) FROM query_progress "
+        "WHERE pipeline = 'alerts' AND query_name = 'alerts_counts'",
+    )
+    return int(rows[0][0])
+
+
+@pytest.fixture(scope="module")
+def running_job(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen]:
+    folder = tmp_path_factory.mktemp("alerts-job")
+    job = start_job(settings, folder)
+    try:
+        # Running once the counting query finished a first batch (the backlog of the topic).
+        before = counts_batches(settings)
+        wait_until(lambda: counts_batches(settings) > before, 300, "the first batch", job)
+        yield job
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 0
+    finally:
+        kill_group(job)
+
+
+def test_burst_over_threshold_alerts_once_under_threshold_not(
+    settings: Settings, running_job: subprocess.Popen
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    loud, quiet = f"loud-{tag}", f"quiet-{tag}"
+    add_rule(settings, f"it-loud-{tag}", loud, threshold=5)
+    add_rule(settings, f"it-quiet-{tag}", quiet, threshold=5)
+    time.sleep(REFRESH_SECONDS + 1)
+    moment = produce(settings, loud, 8)
+    produce(settings, quiet, 4)
+
+    def quiet_counts() -> list[tuple]:
+        return query(
+            settings,
+            "SELECT window_seconds, event_count FROM error_counts "
+            "WHERE service = ? AND level = 'ERROR' AND window_seconds = ?",
+            (quiet, WINDOW_SECONDS),
+        )
+
+    # Both services' lines are counted (they may land in different micro-batches).
+    wait_until(
+        lambda: (
+            any(row[3] == 8 for row in alert_rows(settings, f"it-loud-{tag}"))
+            and quiet_counts() == [(WINDOW_SECONDS, 4)]
+        ),
+        240,
+        "the alert of the loud service and the count of the quiet one",
+        running_job,
+    )
+    expected_id = alert_id(f"it-loud-{tag}", window_start(moment, WINDOW_SECONDS), WINDOW_SECONDS)
+    rows = alert_rows(settings, f"it-loud-{tag}")
+    assert [(r[0], r[1], r[3]) for r in rows] == [(expected_id, loud, 8)]
+    assert alert_rows(settings, f"it-quiet-{tag}") == []
+
+    messages = alerts_on_topic(settings, {expected_id})
+    assert messages, "no alert on the Kafka topic"
+    assert {key for key, _ in messages} == {expected_id}
+    assert messages[-1][1]["event_count"] == 8 and messages[-1][1]["service"] == loud
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    stored = json.loads(client.get(f"streamops:alerts:alert:{expected_id}") or "{}")
+    assert stored == messages[-1][1]
+    stream_ids = {fields["alert_id"] for _, fields in client.xrevrange(ALERTS_STREAM, count=500)}
+    assert expected_id in stream_ids
+
+
+def test_a_rule_added_while_running_alerts_without_restart(
+    settings: Settings, running_job: subprocess.Popen
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    service = f"late-rule-{tag}"
+    produce(settings, service, 3)  # counted, but no rule yet
+    time.sleep(2)
+    add_rule(settings, f"it-added-{tag}", service, threshold=3)
+    time.sleep(REFRESH_SECONDS + 1)
+    produce(settings, service, 3)
+    wait_until(
+        lambda: bool(alert_rows(settings, f"it-added-{tag}")),
+        240,
+        "the new rule's alert",
+        running_job,
+    )
+    assert running_job.poll() is None
+
+
+def test_malformed_lines_are_all_in_quarantine(
+    settings: Settings, running_job: subprocess.Popen
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    stamp = datetime.now(UTC).isoformat()
+    bad = {
+        csv_line(stamp, "ERROR", f"svc-{tag}"): "csv_wrong_column_count",
+        f'{stamp},ERROR,svc-{tag},"open'.encode(): "csv_bad_quoting",
+        csv_line(stamp, "ERROR", f"svc-{tag}", "Échec").decode().encode("cp1252"): "invalid_utf8",
+        csv_line("yesterday", "ERROR", f"svc-{tag}", "m"): "bad_timestamp",
+        csv_line(stamp, "NOTICE", f"svc-{tag}", "m"): "unknown_level",
+        csv_line(stamp, "ERROR", " ", f"m-{tag}"): "service_empty",
+    }
+    positions = produce_raw(settings, list(bad))
+    reasons = dict(zip(positions, bad.values(), strict=True))
+
+    def stored() -> dict[tuple[int, int], str]:
+        rows = query(
+            settings,
+            "SELECT source_partition, source_offset, reason FROM quarantine "
+            "WHERE source_topic = 'error-logs' AND pipeline = 'alerts'",
+        )
+        return {(p, o): r for p, o, r in rows if (p, o) in reasons}
+
+    wait_until(lambda: len(stored()) == len(reasons), 240, "the quarantine", running_job)
+    assert stored() == reasons
+
+
+def test_kill_9_after_the_sink_and_restart_creates_no_duplicate(
+    settings: Settings, tmp_path: Path, running_job: subprocess.Popen
+) -> None:
+    # The shared job is stopped first: one driver per checkpoint folder, and less CPU contention.
+    running_job.send_signal(signal.SIGTERM)
+    running_job.wait(timeout=120)
+    tag = uuid.uuid4().hex[:10]
+    service = f"crash-{tag}"
+    rule_id = f"it-crash-{tag}"
+    add_rule(settings, rule_id, service, threshold=4)
+    marker = tmp_path / "fault-marker"
+    # A fresh checkpoint: batch 0 reads the topic's backlog and the burst, and the driver dies
+    # after that batch's sinks wrote and before Spark committed it.
+    produce(settings, service, 6)
+    crashing = start_job(
+        settings, tmp_path, {FAULT_ENV: "alerts_counts:0", FAULT_MARKER_ENV: str(marker)}
+    )
+    try:
+        crashing.wait(timeout=300)
+    finally:
+        kill_group(crashing)
+    assert crashing.returncode == -signal.SIGKILL, "the fault point did not fire"
+    assert len(alert_rows(settings, rule_id)) == 1, "batch 1's sinks should have written"
+
+    job = start_job(settings, tmp_path)
+    try:
+        before = counts_batches(settings)
+        wait_until(lambda: counts_batches(settings) > before, 300, "the replayed batch", job)
+        produce(settings, service, 2)  # the count grows: the same alert is updated
+        wait_until(
+            lambda: any(row[3] >= 8 for row in alert_rows(settings, rule_id)),
+            240,
+            "the update",
+            job,
+        )
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 0
+    finally:
+        kill_group(job)
+
+    rows = alert_rows(settings, rule_id)
+    assert len(rows) == 1 and rows[0][3] == 8
+    messages = alerts_on_topic(settings, {rows[0][0]})
+    assert {key for key, _ in messages} == {rows[0][0]}
+    # A re-send is a byte-identical state; never a different alert under the key.
+    assert {m["rule_id"] for _, m in messages} == {rule_id}
+    assert [m["event_count"] for _, m in messages][-1] == 8
+    by_count: dict[int, dict] = {}
+    for _, payload in messages:
+        assert by_count.setdefault(payload["event_count"], payload) == payload
+
+
+def test_realtime_mode_publishes_the_first_line_alert_then_the_counting_path_updates_it(
+    settings: Settings, tmp_path: Path, running_job: subprocess.Popen
+) -> None:
+    """`--realtime-batch`: a threshold-1 rule alerts from the real-time query; the micro-batch
+    path later publishes the grown count under the same id, and MariaDB holds that state."""
+    running_job.send_signal(signal.SIGTERM)
+    running_job.wait(timeout=120)
+    tag = uuid.uuid4().hex[:10]
+    service = f"rt-{tag}"
+    rule_id = f"it-rt-{tag}"
+    execute(
+        settings,
+        "INSERT INTO alert_rules (rule_id, level, service, window_seconds, threshold_count) "
+        "VALUES (?, 'CRITICAL', ?, ?, 1)",
+        (rule_id, service, WINDOW_SECONDS),
+    )
+    realtime_before = realtime_batches(settings)
+    log = (tmp_path / "realtime-job.log").open("wb")
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spark_jobs.jobs.alerts",
+            "--rules-refresh-seconds",
+            str(REFRESH_SECONDS),
+            "--realtime-batch",
+            "5 seconds",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "STREAMOPS_CHECKPOINT_URI": str(tmp_path / "checkpoints")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        # The query starts at the topic's end: lines count from its first finished batch on.
+        wait_until(
+            lambda: realtime_batches(settings) > realtime_before,
+            300,
+            "the real-time query's first batch",
+            job,
+        )
+        moment = produce(settings, service, 1, level="critical")
+        expected_id = alert_id(rule_id, window_start(moment, WINDOW_SECONDS), WINDOW_SECONDS)
+        wait_until(
+            lambda: client.hget(REALTIME_STATS_KEY, "last_alert_id") == expected_id,
+            120,
+            "the alert published by the real-time query",
+            job,
+        )
+        produce(settings, service, 2, level="critical")
+        wait_until(
+            lambda: any(row[3] == 3 for row in alert_rows(settings, rule_id)),
+            240,
+            "the counting path's update",
+            job,
+        )
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=120) == 0
+    finally:
+        kill_group(job)
+
+    messages = [payload for _, payload in alerts_on_topic(settings, {expected_id})]
+    assert messages[0]["event_count"] == 1, "the first state comes from the real-time path"
+    assert messages[-1]["event_count"] == 3
+    assert {m["rule_id"] for m in messages} == {rule_id}
+    stored = json.loads(client.get(f"streamops:alerts:alert:{expected_id}") or "{}")
+    assert stored == messages[-1]
+    assert [(r[0], r[3]) for r in alert_rows(settings, rule_id)] == [(expected_id, 3)]
