@@ -42,6 +42,7 @@ import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from benchmarks import BenchmarkError, int_env, output_dir, plots
+from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
 from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.db import connect
@@ -54,6 +55,7 @@ DEFAULT_LINES = 50_000
 WINDOW_SECONDS = 60
 RULES_REFRESH_SECONDS = 2
 REALTIME_BATCH = "5 seconds"
+RULE_PICKUP_SECONDS = 5 + RULES_REFRESH_SECONDS + 1.5
 PROBE_TIMEOUT_SECONDS = 90
 MODES: dict[str, list[str]] = {
     "micro-batch": [],
@@ -75,6 +77,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "modes": {},
     }
     for mode, extra_args in MODES.items():
+        published_before = _realtime_published(settings)
         with _job(settings, extra_args, mode) as job:
             latencies = [_probe(settings, job, f"bench-{mode}-{uuid.uuid4().hex[:8]}")]
             latencies += [
@@ -86,6 +89,11 @@ def run(settings: Settings) -> dict[str, Any]:
             }
             if mode == "micro-batch":
                 entry["throughput"] = _throughput(settings, job, lines)
+            # Alerts whose first state the real-time query sent, during this mode: a probe line
+            # may open two (its rule's and that of any enabled threshold-1 rule of all services).
+            entry["first_states_by_realtime_query"] = (
+                _realtime_published(settings) - published_before
+            )
         results["modes"][mode] = entry
     micro, real = results["modes"]["micro-batch"], results["modes"]["real-time"]
     results["ratio_realtime_to_microbatch_p50"] = {
@@ -159,7 +167,9 @@ def _probe(settings: Settings, job: subprocess.Popen, service: str) -> dict[str,
         "VALUES (?, 'CRITICAL', ?, ?, 1)",
         (rule_id, service, WINDOW_SECONDS),
     )
-    time.sleep(RULES_REFRESH_SECONDS * 2 + 0.5)  # every query of the job has reloaded its rules
+    # Every query of the job has reloaded its rules: the counting query within a refresh
+    # interval, the real-time one when its next batch opens (batch length + refresh).
+    time.sleep(RULE_PICKUP_SECONDS)
     client = redis.Redis.from_url(settings.redis_url)
     consumer = _consumer_at_end(settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 0})
@@ -196,6 +206,15 @@ def _probe(settings: Settings, job: subprocess.Popen, service: str) -> dict[str,
         client.close()
         _execute(settings, "UPDATE alert_rules SET enabled = FALSE WHERE rule_id = ?", (rule_id,))
     return {place: (at - sent) * 1000 for place, at in seen.items()}
+
+
+def _realtime_published(settings: Settings) -> int:
+    """How many alerts' first state the real-time query published (streamops:alerts:realtime)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.hget(REALTIME_STATS_KEY, "published") or 0)
+    finally:
+        client.close()
 
 
 def _consumer_at_end(settings: Settings) -> Consumer:
