@@ -1,0 +1,229 @@
+"""Reference data of the vitals pipeline, kept fresh inside a running job: per-patient clinical
+ranges from MariaDB ``patient_thresholds`` and the versioned anomaly model on disk.
+
+Choice: both are small static DataFrames held by the driver and used in ``foreachBatch`` (a
+stream-static broadcast join per micro-batch), refreshed when the copy in hand is older than an
+interval. A stream-static join inside the streaming plan would need the static side to be
+re-read by Spark each batch, which Spark does only for sources it re-scans (JDBC), and the
+project ships no JDBC driver; reading on the driver every N seconds also bounds the load on
+MariaDB to one small query per interval however short the batches are. A failed reload keeps the
+last copy (and logs), so a MariaDB hiccup or a half-written model never stops the stream.
+
+Model layout (``model_dir``, default ``<state_dir>/models/vitals``)::
+
+    v1/baselines/      Parquet, columns BASELINE_COLUMNS (patient_id NULL = population)
+    v1/model.json      {"version", "trained_at", "rows", "patients", ...}
+    v2/...
+    latest             the text "v2": written to a temporary file and renamed over the old one,
+                       so a reader sees the old or the new version, never a partial one
+
+A version directory is complete before ``latest`` names it (it is built under a temporary name
+and renamed into place), so following the pointer is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_jobs.transforms.vitals import BASELINES_SCHEMA, THRESHOLDS_SCHEMA
+from streamops.config import Settings
+from streamops.db import connect
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_SECONDS = 30.0
+LATEST_POINTER = "latest"
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+_SELECT_THRESHOLDS = (
+    "SELECT patient_id, vital, threshold_low, threshold_high FROM patient_thresholds "
+    "ORDER BY patient_id, vital"
+)
+
+
+def default_model_dir(settings: Settings) -> Path:
+    return settings.state_dir / "models" / "vitals"
+
+
+# --- the model on disk ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    version: int
+    path: Path
+
+    @property
+    def baselines_path(self) -> Path:
+        return self.path / "baselines"
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """The complete versions in ``model_dir``, oldest first."""
+    if not model_dir.is_dir():
+        return []
+    found = (_VERSION_DIR.match(entry.name) for entry in model_dir.iterdir() if entry.is_dir())
+    return sorted(int(match[1]) for match in found if match)
+
+
+def latest_model(model_dir: Path) -> ModelVersion | None:
+    """The version the ``latest`` pointer names, or None when there is no model yet."""
+    pointer = model_dir / LATEST_POINTER
+    try:
+        name = pointer.read_text().strip()
+    except FileNotFoundError:
+        return None
+    match = _VERSION_DIR.match(name)
+    if not match or not (model_dir / name).is_dir():
+        raise ValueError(f"{pointer} names {name!r}, which is not a model version in {model_dir}")
+    return ModelVersion(int(match[1]), model_dir / name)
+
+
+def save_model(
+    baselines: DataFrame, model_dir: Path, metadata: dict[str, Any] | None = None
+) -> ModelVersion:
+    """Write ``baselines`` as the next version and point ``latest`` at it; return that version.
+
+    Two trainings at once would race for the version number; the rename of the finished
+    directory fails for the loser instead of mixing their files.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = (max(model_versions(model_dir), default=0)) + 1
+    staging = model_dir / f".v{version}-{uuid.uuid4().hex}"
+    baselines.write.mode("error").parquet(str(staging / "baselines"))
+    stored = baselines.sparkSession.read.parquet(str(staging / "baselines"))
+    details = {
+        "version": version,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": stored.count(),
+        "patients": stored.where("patient_id IS NOT NULL").select("patient_id").distinct().count(),
+        **(metadata or {}),
+    }
+    (staging / "model.json").write_text(json.dumps(details, indent=2) + "\n")
+    final = model_dir / f"v{version}"
+    staging.rename(final)  # fails if another training took this number meanwhile
+    pointer_tmp = model_dir / f".{LATEST_POINTER}-{uuid.uuid4().hex}"
+    pointer_tmp.write_text(f"v{version}\n")
+    os.replace(pointer_tmp, model_dir / LATEST_POINTER)
+    return ModelVersion(version, final)
+
+
+def load_baselines(spark: SparkSession, model: ModelVersion) -> DataFrame:
+    """The model's baselines as a small in-memory DataFrame (collected once per version)."""
+    rows = spark.read.schema(BASELINES_SCHEMA).parquet(str(model.baselines_path)).collect()
+    return spark.createDataFrame(rows, BASELINES_SCHEMA)
+
+
+class ModelCache:
+    """The current model: the ``latest`` pointer is read at most every ``check_seconds``; a new
+    version is loaded then, without restarting the stream."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        model_dir: Path,
+        check_seconds: float = DEFAULT_REFRESH_SECONDS,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if check_seconds <= 0:
+            raise ValueError(f"check_seconds is {check_seconds}; give a positive number.")
+        self.spark = spark
+        self.model_dir = model_dir
+        self.check_seconds = check_seconds
+        self._clock = clock
+        self._checked_at: float | None = None
+        self._version: int | None = None
+        self._baselines: DataFrame | None = None
+
+    def current(self) -> tuple[int | None, DataFrame | None]:
+        """(version, baselines), or (None, None) while there is no model."""
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self.check_seconds:
+            self._checked_at = now
+            try:
+                model = latest_model(self.model_dir)
+                if model is not None and model.version != self._version:
+                    self._baselines = load_baselines(self.spark, model)
+                    self._version = model.version
+                    log.info("vitals anomaly model v%s loaded from %s", model.version, model.path)
+            except Exception:
+                log.exception(
+                    "could not load the vitals model from %s; keeping v%s",
+                    self.model_dir,
+                    self._version,
+                )
+        return self._version, self._baselines
+
+
+# --- per-patient thresholds -------------------------------------------------------------------
+
+
+def load_thresholds(settings: Settings) -> list[tuple[str, str, float | None, float | None]]:
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(_SELECT_THRESHOLDS)
+        return [
+            (
+                str(patient_id),
+                str(vital),
+                None if low is None else float(low),
+                None if high is None else float(high),
+            )
+            for patient_id, vital, low, high in cursor
+        ]
+
+
+class ThresholdCache:
+    """``patient_thresholds`` as a static DataFrame, re-read when older than ``refresh_seconds``."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        *,
+        loader: Callable[[Settings], list[tuple[str, str, float | None, float | None]]] = (
+            load_thresholds
+        ),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if refresh_seconds <= 0:
+            raise ValueError(f"refresh_seconds is {refresh_seconds}; give a positive number.")
+        self.spark = spark
+        self.settings = settings
+        self.refresh_seconds = refresh_seconds
+        self._loader = loader
+        self._clock = clock
+        self._rows: list[tuple[str, str, float | None, float | None]] | None = None
+        self._frame: DataFrame | None = None
+        self._loaded_at = 0.0
+
+    def current(self) -> DataFrame:
+        """The overrides, reloaded first if stale. Raises only if no load ever succeeded."""
+        now = self._clock()
+        if self._rows is None or now - self._loaded_at >= self.refresh_seconds:
+            try:
+                rows = self._loader(self.settings)
+            except Exception:
+                if self._rows is None:
+                    raise
+                log.exception("could not reload patient_thresholds; keeping %s", len(self._rows))
+                self._loaded_at = now
+            else:
+                if rows != self._rows or self._frame is None:
+                    self._frame = self.spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
+                self._rows, self._loaded_at = rows, now
+        assert self._frame is not None
+        return self._frame

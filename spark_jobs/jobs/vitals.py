@@ -1,0 +1,253 @@
+"""Vitals: Kafka `patient-vitals` → readings, flags and alerts, per-patient window summaries and
+"no signal" flags in MariaDB and Redis. Replay-safe across crashes and restarts.
+
+Three queries read the topic, each with its own checkpoint:
+- ``vitals_records``: every record; malformed ones into ``quarantine``, readings into
+  ``vitals_readings``, vital signs out of their clinical range (defaults, or the patient's
+  ``patient_thresholds``) or anomalous for the patient (the latest trained model) into
+  ``vitals_reading_flags`` and ``vitals_alerts``; each patient's newest reading and flags to Redis.
+- ``vitals_summary``: readings de-duplicated within the watermark, min/avg/max per patient and
+  window (update mode) into ``vitals_summary_1m`` and Redis.
+- ``vitals_signal``: ``transformWithState`` per patient with event-time timers: a patient silent
+  for ``--silence-seconds`` is flagged (``vitals_alerts`` vital ``signal``); state is dropped on
+  discharge or ``--retention-seconds`` after the last reading.
+
+Run with ``streamops run vitals`` or ``spark-submit spark_jobs/jobs/vitals.py``; train the anomaly
+model with ``spark_jobs/jobs/vitals_train.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.runner import fault_point, run_queries
+from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
+from spark_jobs.common.vitals_reference import (
+    DEFAULT_REFRESH_SECONDS,
+    ModelCache,
+    ThresholdCache,
+    default_model_dir,
+)
+from spark_jobs.sinks import with_utc_wall_clock_timestamps
+from spark_jobs.sinks.mariadb import quarantine_writer
+from spark_jobs.sinks.vitals import (
+    VitalsRedis,
+    flags_writer,
+    readings_writer,
+    signal_writer,
+    summary_writer,
+)
+from spark_jobs.transforms.vitals import (
+    DEFAULT_Z_THRESHOLD,
+    check_vitals,
+    detect_silence,
+    flagged_readings,
+    latest_per_patient,
+    readings,
+    rejected_records,
+    summary_per_window,
+    valid_records,
+)
+from streamops.config import Settings, load_settings
+
+PIPELINE = "vitals"
+TOPIC = "patient-vitals"
+RECORDS_QUERY = "vitals_records"
+SUMMARY_QUERY = "vitals_summary"
+SIGNAL_QUERY = "vitals_signal"
+# transformWithState keeps its state only in RocksDB; the summary's state goes there too.
+STATE_STORE_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+BatchWriter = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class VitalsJobConfig:
+    topic: str = TOPIC
+    watermark: str = "30 seconds"
+    window_seconds: int = 60
+    # None: tumbling windows; else sliding windows starting every slide_seconds.
+    slide_seconds: int | None = None
+    silence_seconds: float = 120.0
+    retention_seconds: float = 3600.0
+    thresholds_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
+    model_check_seconds: float = DEFAULT_REFRESH_SECONDS
+    # None: <state_dir>/models/vitals.
+    model_dir: str | None = None
+    z_threshold: float = DEFAULT_Z_THRESHOLD
+    max_offsets_per_trigger: int | None = 100_000
+    # None: the next batch starts as soon as the previous one ends.
+    trigger_interval: str | None = None
+    # Drain what the topic holds now, then stop (tests, backfills).
+    available_now: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window_seconds < 1:
+            raise ValueError(f"window_seconds is {self.window_seconds}; give 1 or more.")
+        if self.silence_seconds <= 0 or self.retention_seconds <= self.silence_seconds:
+            raise ValueError(
+                f"silence_seconds ({self.silence_seconds}) must be positive and "
+                f"retention_seconds ({self.retention_seconds}) longer."
+            )
+        if not 0 < self.thresholds_refresh_seconds <= 300 or not self.model_check_seconds > 0:
+            raise ValueError(
+                "thresholds_refresh_seconds must be in (0, 300] and model_check_seconds positive."
+            )
+
+
+def records_writer(
+    settings: Settings, config: VitalsJobConfig, thresholds: ThresholdCache, model: ModelCache
+) -> BatchWriter:
+    write_readings = readings_writer(settings)
+    write_quarantine = quarantine_writer(settings)
+    write_flags = flags_writer(settings)
+    live = VitalsRedis(settings)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            valid = readings(batch)
+            write_readings(valid, batch_id)
+            write_quarantine(rejected_records(batch), batch_id)
+            version, baselines = model.current()
+            flags = flagged_readings(
+                valid,
+                thresholds.current(),
+                baselines,
+                version,
+                window_seconds=config.window_seconds,
+                z_threshold=config.z_threshold,
+            )
+            window = F.window("event_time", f"{config.window_seconds} seconds")
+            touched = valid.select("patient_id", window.start.alias("window_start"))
+            alerts = write_flags(flags, touched)
+            if alerts:
+                live.write_alert_flags(alerts)
+            latest = with_utc_wall_clock_timestamps(latest_per_patient(valid)).collect()
+            if latest:
+                live.write_latest_readings(latest, batch_id)
+        finally:
+            batch.unpersist()
+        fault_point(RECORDS_QUERY, batch_id)
+
+    return write
+
+
+def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
+    def write(frame: DataFrame, batch_id: int) -> None:
+        writer(frame, batch_id)
+        fault_point(query_name, batch_id)
+
+    return write
+
+
+def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> list[StreamingQuery]:
+    spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORE_PROVIDER)
+    source = KafkaSourceOptions(
+        config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
+    )
+    checked = check_vitals(read_kafka_stream(spark, settings, source))
+    summaries = summary_per_window(
+        readings(checked)
+        .withWatermark("event_time", config.watermark)
+        .dropDuplicatesWithinWatermark(["patient_id", "device_id", "event_time"]),
+        config.window_seconds,
+        config.slide_seconds,
+    )
+    signals = detect_silence(
+        valid_records(checked), config.watermark, config.silence_seconds, config.retention_seconds
+    )
+    model_dir = Path(config.model_dir) if config.model_dir else default_model_dir(settings)
+    thresholds = ThresholdCache(spark, settings, config.thresholds_refresh_seconds)
+    model = ModelCache(spark, model_dir, config.model_check_seconds)
+    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
+    live = VitalsRedis(settings)
+    writers: list[DataStreamWriter] = [
+        checked.writeStream.queryName(RECORDS_QUERY)
+        .foreachBatch(records_writer(settings, config, thresholds, model))
+        .option("checkpointLocation", f"{checkpoint}/records"),
+        summaries.writeStream.queryName(SUMMARY_QUERY)
+        .outputMode("update")
+        .foreachBatch(with_fault_point(SUMMARY_QUERY, summary_writer(settings, live)))
+        .option("checkpointLocation", f"{checkpoint}/summary"),
+        signals.writeStream.queryName(SIGNAL_QUERY)
+        .outputMode("update")
+        .foreachBatch(with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
+        .option("checkpointLocation", f"{checkpoint}/signal"),
+    ]
+    if config.available_now:
+        writers = [writer.trigger(availableNow=True) for writer in writers]
+    elif config.trigger_interval:
+        writers = [writer.trigger(processingTime=config.trigger_interval) for writer in writers]
+    return [writer.start() for writer in writers]
+
+
+def parse_args(argv: list[str] | None) -> VitalsJobConfig:
+    defaults = VitalsJobConfig()
+    parser = argparse.ArgumentParser(prog="vitals", description=__doc__.split("\n")[0])
+    parser.add_argument("--topic", default=defaults.topic)
+    parser.add_argument("--watermark", default=defaults.watermark)
+    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
+    parser.add_argument("--slide-seconds", type=int, default=defaults.slide_seconds)
+    parser.add_argument("--silence-seconds", type=float, default=defaults.silence_seconds)
+    parser.add_argument("--retention-seconds", type=float, default=defaults.retention_seconds)
+    parser.add_argument(
+        "--thresholds-refresh-seconds", type=float, default=defaults.thresholds_refresh_seconds
+    )
+    parser.add_argument("--model-check-seconds", type=float, default=defaults.model_check_seconds)
+    parser.add_argument("--model-dir", default=defaults.model_dir)
+    parser.add_argument("--z-threshold", type=float, default=defaults.z_threshold)
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
+    )
+    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
+    parser.add_argument("--available-now", action="store_true")
+    args = parser.parse_args(argv)
+    return VitalsJobConfig(
+        topic=args.topic,
+        watermark=args.watermark,
+        window_seconds=args.window_seconds,
+        slide_seconds=args.slide_seconds,
+        silence_seconds=args.silence_seconds,
+        retention_seconds=args.retention_seconds,
+        thresholds_refresh_seconds=args.thresholds_refresh_seconds,
+        model_check_seconds=args.model_check_seconds,
+        model_dir=args.model_dir,
+        z_threshold=args.z_threshold,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+        trigger_interval=args.trigger_interval,
+        available_now=args.available_now,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    settings = load_settings()
+    spark = build_spark_session(
+        f"streamops-{PIPELINE}",
+        settings,
+        {"spark.sql.streaming.stateStore.providerClass": STATE_STORE_PROVIDER},
+    )
+    listener = ProgressPublisher(settings, PIPELINE)
+    spark.streams.addListener(listener)
+    queries = start(spark, settings, config)
+    if config.available_now:
+        for query in queries:
+            query.awaitTermination()
+        # Otherwise the JVM may still call the listener while this interpreter exits.
+        spark.streams.removeListener(listener)
+        return 0
+    return run_queries(spark, settings, PIPELINE, queries)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

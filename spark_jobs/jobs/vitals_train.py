@@ -1,0 +1,153 @@
+"""Train the vitals anomaly model: per-patient (and population) baselines of each vital sign from
+the readings history in MariaDB, saved as the next version under the model folder; the running
+vitals job picks it up within ``--model-check-seconds`` without a restart.
+
+    python -m spark_jobs.jobs.vitals_train [--history-days 7] [--min-samples 30]
+
+The history is read on the driver in chunks (the project ships no JDBC driver for Spark) and
+handed to Spark, which unpivots it, drops out-of-range values and aggregates. A week of one
+reading per patient every few seconds is a few million rows: fine for a nightly batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import (
+    DoubleType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampNTZType,
+)
+
+from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.vitals_reference import (
+    ModelVersion,
+    default_model_dir,
+    load_thresholds,
+    save_model,
+)
+from spark_jobs.transforms.vitals import (
+    DEFAULT_MIN_SAMPLES,
+    THRESHOLDS_SCHEMA,
+    VITAL_SIGNS,
+    long_vitals,
+    train_baselines,
+)
+from streamops.config import Settings, load_settings
+from streamops.db import connect
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK_ROWS = 50_000
+HISTORY_SCHEMA = StructType(
+    [
+        StructField("patient_id", StringType(), False),
+        StructField("device_id", StringType(), True),
+        StructField("event_time", TimestampNTZType(), False),
+        *(StructField(vital, DoubleType(), True) for vital in VITAL_SIGNS),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    history_days: float = 7.0
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    # None: <state_dir>/models/vitals.
+    model_dir: str | None = None
+    # None: up to now.
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.history_days <= 0:
+            raise ValueError(f"history_days is {self.history_days}; give a positive number.")
+
+
+def read_history(
+    spark: SparkSession, settings: Settings, since: datetime, until: datetime
+) -> DataFrame:
+    """Readings with ``since <= event_time < until`` (UTC) from ``vitals_readings``."""
+    rows = list(_history_rows(settings, since, until))
+    frame = spark.createDataFrame(rows, HISTORY_SCHEMA)
+    # DATETIME holds UTC wall-clock times; as TIMESTAMP they are instants again.
+    return frame.withColumn("event_time", frame["event_time"].cast("timestamp"))
+
+
+def train(spark: SparkSession, settings: Settings, config: TrainConfig) -> ModelVersion:
+    until = config.until or datetime.now(UTC)
+    since = until - timedelta(days=config.history_days)
+    history = long_vitals(read_history(spark, settings, since, until))
+    overrides = spark.createDataFrame(load_thresholds(settings), THRESHOLDS_SCHEMA)
+    baselines = train_baselines(history, overrides, config.min_samples)
+    model_dir = Path(config.model_dir) if config.model_dir else default_model_dir(settings)
+    return save_model(
+        baselines,
+        model_dir,
+        {
+            "history_since": since.isoformat(),
+            "history_until": until.isoformat(),
+            "min_samples": config.min_samples,
+        },
+    )
+
+
+def _history_rows(settings: Settings, since: datetime, until: datetime) -> Iterator[tuple]:
+    columns = ", ".join(("patient_id", "device_id", "event_time", *VITAL_SIGNS))
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(
+            f"SELECT {columns} FROM vitals_readings WHERE event_time >= ? AND event_time < ?",
+            (_naive_utc(since), _naive_utc(until)),
+        )
+        while chunk := cursor.fetchmany(FETCH_CHUNK_ROWS):
+            for patient_id, device_id, event_time, *values in chunk:
+                yield (
+                    patient_id,
+                    device_id or None,
+                    event_time,
+                    *(None if v is None else float(v) for v in values),
+                )
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="vitals_train", description=__doc__.split("\n")[0])
+    parser.add_argument("--history-days", type=float, default=defaults.history_days)
+    parser.add_argument("--min-samples", type=int, default=defaults.min_samples)
+    parser.add_argument("--model-dir", default=defaults.model_dir)
+    args = parser.parse_args(argv)
+    return TrainConfig(
+        history_days=args.history_days, min_samples=args.min_samples, model_dir=args.model_dir
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO)
+    config = parse_args(argv)
+    settings = load_settings()
+    spark = build_spark_session("streamops-vitals-train", settings)
+    try:
+        model = train(spark, settings, config)
+    finally:
+        spark.stop()
+    log.info("vitals model v%s written to %s", model.version, model.path)
+    print(model.path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
