@@ -39,15 +39,16 @@ def bar_chart(
     reference: float | None = None,
     reference_label: str | None = None,
     note: str | None = None,
+    value_format: str = "{:,.0f}",
 ) -> Path:
-    """One bar per label, its value printed on top; ``runs`` adds each repeat as a dot and
-    ``reference`` a dashed line."""
+    """One bar per label, its value printed on top (``value_format``); ``runs`` adds each repeat
+    as a dot and ``reference`` a dashed line."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     try:
         positions = range(len(labels))
         bars = axes.bar(positions, values, color=COLOURS[: len(labels)], width=0.55)
-        axes.bar_label(bars, labels=[f"{value:,.0f}" for value in values], padding=3)
+        axes.bar_label(bars, labels=[value_format.format(value) for value in values], padding=3)
         for position, repeats in zip(positions, runs, strict=False):
             axes.scatter([position] * len(repeats), repeats, color="black", s=14, zorder=3)
         if reference is not None:
@@ -55,7 +56,15 @@ def bar_chart(
                 reference, color="#D55E00", linestyle="--", linewidth=1, label=reference_label
             )
             axes.legend(loc="upper right", fontsize=8, frameon=False)
-        axes.set_xticks(list(positions), list(labels))
+        # Many or long labels would overlap side by side: slant them.
+        slanted = len(labels) > 3 or max((len(label) for label in labels), default=0) > 16
+        axes.set_xticks(
+            list(positions),
+            list(labels),
+            rotation=25 if slanted else 0,
+            ha="right" if slanted else "center",
+            fontsize=8 if slanted else None,
+        )
         axes.set_ylabel(ylabel)
         axes.set_title(title)
         axes.set_ylim(0, max([*values, *(v for r in runs for v in r), 1.0]) * 1.18)
@@ -129,6 +138,50 @@ def grouped_bars(
         figure.suptitle(title)
         # In the head room above the bars, once: every panel has the same series.
         axes_list[0][0].legend(loc="upper left", ncol=4, fontsize=8, frameon=False)
+        if note:
+            figure.text(0.01, 0.01, note, fontsize=8, color="#444444")
+        figure.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+        return _save(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def line_chart(
+    path: Path,
+    *,
+    title: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    xlabel: str,
+    ylabel: str,
+    diagonal: bool = False,
+    note: str | None = None,
+) -> Path:
+    """One line with markers per series of (x, y) points; ``diagonal`` draws y = x dashed (for
+    achieved against offered rate: a point on it kept up)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        for index, (name, points) in enumerate(series.items()):
+            xs, ys = [x for x, _ in points], [y for _, y in points]
+            axes.plot(
+                xs, ys, marker="o", markersize=3, color=COLOURS[index % len(COLOURS)], label=name
+            )
+        if diagonal:
+            top = max([max(x, y) for points in series.values() for x, y in points] + [1.0])
+            axes.plot(
+                [0, top],
+                [0, top],
+                color="#D55E00",
+                linestyle="--",
+                linewidth=1,
+                label="achieved = offered",
+            )
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        if series:
+            axes.legend(loc="best", fontsize=8, frameon=False)
         if note:
             figure.text(0.01, 0.01, note, fontsize=8, color="#444444")
         figure.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))

@@ -5,21 +5,30 @@
 A benchmark is a module ``benchmarks/bench_<name>.py`` with ``run(settings) -> dict``. Each run
 writes ``<output>/<name>-<UTC timestamp>.json`` holding the machine, the time and the results, so
 numbers from different commits and machines can be put side by side.
+
+``streamops bench`` (streamops/bench_cli.py) runs them all into one folder per run and adds a
+markdown summary: :func:`summary_markdown` lists every ``ratio_*`` a benchmark returns (a ratio
+against a baseline measured in the same run) and its headline numbers. ``--quick`` sets the
+sizes of :func:`quick_environment` so a whole run takes minutes, for a smoke check, not numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import math
 import os
 import pkgutil
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import benchmarks
@@ -28,6 +37,41 @@ from streamops.config import load_settings
 
 PREFIX = "bench_"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
+# Where a benchmark that draws its own charts puts them (read by the benchmarks themselves).
+OUTPUT_ENV = "BENCH_OUTPUT_DIR"
+# A benchmark module may define ``QUICK_ENV = {"BENCH_…": "…"}``: the sizes of a quick run. These
+# are the quick sizes of the benchmarks that do not (yet) say their own; the module's wins.
+QUICK_ENVIRONMENT: dict[str, dict[str, str]] = {
+    "generate_orders": {"BENCH_RECORDS": "20000", "BENCH_REPEATS": "1"},
+    "mariadb_upsert": {
+        "BENCH_UPSERT_ROWS": "2000",
+        "BENCH_REPEATS": "1",
+        "BENCH_UPSERT_CHUNK_SIZES": "500,2000",
+    },
+    "orders_pipeline": {
+        "BENCH_ORDERS": "5000",
+        "BENCH_REPEATS": "1",
+        "BENCH_RATES": "200",
+        "BENCH_LATENCY_SECONDS": "5",
+        "BENCH_FLOOR_SECONDS": "4",
+        "BENCH_IDLE_SECONDS": "12",
+        "BENCH_WARM_UP": "0",
+    },
+    "alerts": {"BENCH_ALERTS_PROBES": "3", "BENCH_ALERTS_LINES": "2000"},
+    "vitals": {
+        "BENCH_VITALS_READINGS": "3000",
+        "BENCH_VITALS_RATE": "200",
+        "BENCH_VITALS_SECONDS": "15",
+    },
+}
+QUICK_NOTE = "quick (small sizes: a smoke check, not numbers to quote)"
+# What each known ratio compares; any other ``ratio_*`` is listed with its key alone.
+RATIO_BASELINES = {
+    "ratio_records_per_second": "records/s of `streamops generate` / Kafka ProducerPerformance",
+    "ratio_megabytes_per_second": "MB/s of `streamops generate` / Kafka ProducerPerformance",
+    "ratio_sinks_to_no_op": "orders/s with the real sinks / with no-op sinks (same job, same run)",
+    "ratio_join_to_parse": "records/s through orders ⋈ payments / through parsing both topics only",
+}
 
 
 def discover() -> dict[str, str]:
@@ -84,16 +128,45 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def run_benchmark(name: str, module_name: str, output: Path) -> Path:
-    module = importlib.import_module(module_name)
+def quick_environment(name: str, module: ModuleType) -> dict[str, str]:
+    """The variables that make benchmark ``name`` small (empty when it has no quick sizes)."""
+    own = getattr(module, "QUICK_ENV", None)
+    if isinstance(own, Mapping):
+        return {str(k): str(v) for k, v in own.items()}
+    return dict(QUICK_ENVIRONMENT.get(name, {}))
+
+
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` for the duration, except those the caller set already (theirs win)."""
+    added = {k: v for k, v in variables.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def run_benchmark(name: str, module_name: str, output: Path, *, quick: bool = False) -> Path:
+    """Run one benchmark and write its JSON report into ``output``; returns the file."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise BenchmarkError(f"cannot import {module_name}: {error}") from error
     settings = load_settings()
     started = datetime.now(UTC)
     clock = time.monotonic()
-    results = module.run(settings)
+    variables = {OUTPUT_ENV: str(output), **(quick_environment(name, module) if quick else {})}
+    output.mkdir(parents=True, exist_ok=True)
+    with environment(variables):
+        results = module.run(settings)
     report = {
         "benchmark": name,
         "started_at": started.isoformat(timespec="seconds"),
         "duration_seconds": round(time.monotonic() - clock, 3),
+        "quick": quick,
+        "environment": {k: os.environ.get(k, v) for k, v in variables.items() if k != OUTPUT_ENV},
         "machine": machine_info(),
         "results": results,
     }
@@ -103,12 +176,163 @@ def run_benchmark(name: str, module_name: str, output: Path) -> Path:
     return path
 
 
+# --- the summary of a run -----------------------------------------------------------------------
+
+
+def ratios(results: Any, path: str = "") -> dict[str, float]:
+    """Every numeric ``ratio_*`` value anywhere in ``results``, by its dotted path."""
+    found: dict[str, float] = {}
+    if isinstance(results, Mapping):
+        for key, value in results.items():
+            where = f"{path}.{key}" if path else str(key)
+            if str(key).startswith("ratio_") and _is_number(value):
+                found[where] = float(value)
+            else:
+                found.update(ratios(value, where))
+    return found
+
+
+def headline_numbers(results: Any, path: str = "", limit: int = 40) -> dict[str, float]:
+    """Numeric leaves of ``results`` by dotted path, without the per-repeat ``runs`` lists (the
+    medians and bests above them already summarise those), at most ``limit`` of them."""
+    found: dict[str, float] = {}
+
+    def walk(value: Any, where: str) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if key not in ("runs", "machine", "environment", "versions", "job_config"):
+                    walk(item, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                label = item.get("target_rate", index) if isinstance(item, Mapping) else index
+                walk(item, f"{where}[{label}]")
+        elif _is_number(value) and not where.rsplit(".", 1)[-1].startswith("ratio_"):
+            found[where] = float(value)
+
+    walk(results, path)
+    return found
+
+
+def latency_percentiles(results: Any, path: str = "") -> dict[str, dict[str, float]]:
+    """Every mapping holding ``p50_ms`` (and ``p95_ms``/``p99_ms``), by its dotted path."""
+    found: dict[str, dict[str, float]] = {}
+    if isinstance(results, Mapping):
+        if _is_number(results.get("p50_ms")):
+            found[path or "latency"] = {
+                p: float(results[f"{p}_ms"])
+                for p in ("p50", "p95", "p99")
+                if _is_number(results.get(f"{p}_ms"))
+            }
+        for key, value in results.items():
+            if key != "runs":
+                found.update(latency_percentiles(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(results, list):
+        for index, value in enumerate(results):
+            label = value.get("target_rate", index) if isinstance(value, Mapping) else index
+            found.update(latency_percentiles(value, f"{path}[{label}]"))
+    return found
+
+
+def offered_rates(results: Any, path: str = "") -> dict[str, list[tuple[float, float]]]:
+    """Lists of entries with ``target_rate`` and ``achieved_rate``: (offered, achieved) each."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    if isinstance(results, Mapping):
+        for key, value in results.items():
+            found.update(offered_rates(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(results, list):
+        points = [
+            (float(entry["target_rate"]), float(entry["achieved_rate"]))
+            for entry in results
+            if isinstance(entry, Mapping)
+            and _is_number(entry.get("target_rate"))
+            and _is_number(entry.get("achieved_rate"))
+        ]
+        if points:
+            found[path] = sorted(points)
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def summary_markdown(
+    run: str,
+    reports: Mapping[str, Mapping[str, Any]],
+    failures: Mapping[str, str],
+    plots: Mapping[str, list[Path]],
+    folder: Path,
+    *,
+    quick: bool,
+) -> str:
+    """The run's ``summary.md``: per benchmark its ratios (1.0 = its same-run baseline), headline
+    numbers and charts; failures with their reason."""
+    machine = next(iter(reports.values()))["machine"] if reports else machine_info()
+    lines = [
+        f"# Benchmark run {run}",
+        "",
+        f"- mode: {QUICK_NOTE if quick else 'full'}",
+        f"- machine: {machine.get('cpu_model')}, {machine.get('logical_cpus')} CPUs, "
+        f"{(machine.get('memory_bytes') or 0) / 2**30:.1f} GiB, Python {machine.get('python')}",
+        f"- commit: `{machine.get('git_commit')}`",
+        "",
+        "| benchmark | result | seconds | ratios against the same-run baseline |",
+        "|---|---|---|---|",
+    ]
+    for name, report in reports.items():
+        found = ratios(report["results"])
+        text = ", ".join(f"{key.rsplit('.', 1)[-1]} = {value:.3f}" for key, value in found.items())
+        lines.append(f"| {name} | ok | {report['duration_seconds']:.0f} | {text or '–'} |")
+    for name, reason in failures.items():
+        lines.append(f"| {name} | **failed** | – | {_cell(reason)} |")
+    for name, report in reports.items():
+        lines += ["", f"## {name}", ""]
+        found = ratios(report["results"])
+        if found:
+            lines += ["| ratio | value | compares (1.0 = the baseline) |", "|---|---|---|"]
+            for key, value in found.items():
+                what = RATIO_BASELINES.get(key.rsplit(".", 1)[-1], "see the benchmark's README")
+                lines.append(f"| `{key}` | {value:.3f} | {what} |")
+            lines.append("")
+        numbers = headline_numbers(report["results"])
+        if numbers:
+            lines += ["| figure | value |", "|---|---|"]
+            lines += [f"| `{key}` | {_number(value)} |" for key, value in numbers.items()]
+            lines.append("")
+        for png in plots.get(name, []):
+            lines += [f"![{png.stem}]({png.relative_to(folder).as_posix()})", ""]
+    shared = plots.get("", [])
+    if shared:
+        lines += ["", "## Across benchmarks", ""]
+        for png in shared:
+            lines += [f"![{png.stem}]({png.relative_to(folder).as_posix()})", ""]
+    for name, reason in failures.items():
+        lines += ["", f"## {name}: failed", "", "```", reason.strip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.4g}"
+
+
+def _cell(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first.replace("|", "\\|")[:160]
+
+
 def main(argv: list[str] | None = None) -> int:
     available = discover()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runner", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results folder")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args(argv)
 
     if args.list:
@@ -123,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"running {name} ...", file=sys.stderr)
         try:
-            path = run_benchmark(name, available[name], args.output)
+            path = run_benchmark(name, available[name], args.output, quick=args.quick)
         except BenchmarkError as error:
             failures += 1
             print(f"{name}: {error}", file=sys.stderr)

@@ -15,6 +15,7 @@ import pytest
 
 from streamops.config import Settings
 from streamops.stack.airflow import AIRFLOW_COMPONENTS
+from streamops.stack.dashboard import Dashboard
 from streamops.stack.kafka import Kafka
 from streamops.stack.mariadb import MariaDB
 from streamops.stack.redis import Redis
@@ -97,6 +98,7 @@ def test_services(compose: dict[str, Any]) -> None:
         "postgres",
         *INIT_SERVICES,
         *AIRFLOW_SERVICES,
+        "dashboard",
     }
 
 
@@ -113,7 +115,7 @@ def test_images_are_pinned_and_match_the_settings(compose: dict[str, Any]) -> No
         r'^version = "([^"]+)"', (PROJECT_ROOT / "pyproject.toml").read_text(), re.M
     )
     assert version and f"streamops:{version[1]}" == STREAMOPS_IMAGE
-    for name in (*INIT_SERVICES, *AIRFLOW_SERVICES):
+    for name in (*INIT_SERVICES, *AIRFLOW_SERVICES, "dashboard"):
         assert services[name]["image"] == STREAMOPS_IMAGE
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
         assert services[name]["env_file"] == ["deploy/compose.env"]
@@ -168,7 +170,10 @@ def test_ports_are_loopback_only_and_match_the_settings(compose: dict[str, Any])
     assert published["mariadb"] == [("127.0.0.1", default("mariadb_port"), 3306)]
     assert published["redis"] == [("127.0.0.1", default("redis_port"), 6379)]
     assert published["airflow-api-server"] == [("127.0.0.1", default("airflow_port"), 8080)]
-    assert set(published) == {"kafka", "mariadb", "redis", "airflow-api-server"}
+    assert published["dashboard"] == [
+        ("127.0.0.1", default("dashboard_port"), default("dashboard_port"))
+    ]
+    assert set(published) == {"kafka", "mariadb", "redis", "airflow-api-server", "dashboard"}
 
 
 def test_kafka_listens_on_the_settings_ports(compose: dict[str, Any]) -> None:
@@ -281,7 +286,13 @@ def test_redis_persists_like_the_local_server(compose: dict[str, Any], tmp_path:
 
 def test_stop_grace_periods_match_the_local_stop_timeouts(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name, component in (("kafka", Kafka), ("mariadb", MariaDB), ("redis", Redis)):
+    components = (
+        ("kafka", Kafka),
+        ("mariadb", MariaDB),
+        ("redis", Redis),
+        ("dashboard", Dashboard),
+    )
+    for name, component in components:
         grace = duration_seconds(services[name]["stop_grace_period"])
         assert grace == component.stop_timeout_seconds, name
     for component in AIRFLOW_COMPONENTS:
@@ -349,3 +360,13 @@ def test_env_file_ports_are_the_settings_defaults(compose_env: dict[str, str]) -
     assert int(compose_env["AIRFLOW__API__PORT"]) == default("airflow_port")
     execution = urlsplit(compose_env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
     assert (execution.hostname, execution.port) == ("airflow-api-server", default("airflow_port"))
+
+
+def test_dashboard_serves_redis_on_the_settings_port(compose: dict[str, Any]) -> None:
+    service = compose["services"]["dashboard"]
+    assert service["command"] == ["python", "-m", "streamops.dashboard", "--host", "0.0.0.0"]
+    assert set(service["depends_on"]) == {"redis"}
+    # The health check asks the server's own probe (Redis answers, subscription live).
+    probe = " ".join(service["healthcheck"]["test"])
+    assert f"127.0.0.1:{default('dashboard_port')}/healthz" in probe
+    assert service["volumes"] == []

@@ -126,6 +126,7 @@ def test_default_install_has_every_component(default_manifests: list[Manifest]) 
         f"{PREFIX}-scheduler",
         f"{PREFIX}-dag-processor",
         f"{PREFIX}-triggerer",
+        f"{PREFIX}-dashboard",
     }
     assert found["StatefulSet"] == {
         f"{PREFIX}-kafka",
@@ -136,7 +137,11 @@ def test_default_install_has_every_component(default_manifests: list[Manifest]) 
     assert found["Job"] == {f"{PREFIX}-airflow-db-migrate", f"{PREFIX}-streamops-init"}
     assert found["ServiceAccount"] == {f"{PREFIX}-airflow", f"{PREFIX}-spark"}
     assert found["Role"] == found["RoleBinding"] == {f"{PREFIX}-spark"}
-    assert found["NetworkPolicy"] == {f"{PREFIX}-default", f"{PREFIX}-api-server"}
+    assert found["NetworkPolicy"] == {
+        f"{PREFIX}-default",
+        f"{PREFIX}-api-server",
+        f"{PREFIX}-dashboard",
+    }
     assert len(found["PodDisruptionBudget"]) == 4
     assert found["PersistentVolumeClaim"] == {f"{PREFIX}-state"}
     assert found["ConfigMap"] == {f"{PREFIX}-env", f"{PREFIX}-pipelines", f"{PREFIX}-spark"}
@@ -466,7 +471,8 @@ def test_external_services_replace_the_in_cluster_ones(render: Render) -> None:
     manifests = render(EXTERNAL)
     found = kinds(manifests)
     assert "StatefulSet" not in found
-    assert found["Service"] == {f"{PREFIX}-api-server"}
+    # Only the release's own servers keep a Service: Airflow's api-server and the dashboard.
+    assert found["Service"] == {f"{PREFIX}-api-server", f"{PREFIX}-dashboard"}
     env = find(manifests, "ConfigMap", f"{PREFIX}-env")["data"]
     assert env["STREAMOPS_KAFKA_HOST"] == "kafka-bootstrap.kafka.svc"
     assert env["STREAMOPS_KAFKA_PORT"] == "9094"
@@ -640,3 +646,43 @@ def test_spark_conf_carries_the_values(render: Render) -> None:
     templates = spark_pod_templates(render(EVERYTHING_ON))
     driver = templates["driver-pod-template.yaml"]["spec"]["containers"][0]
     assert driver["name"] == conf["spark.kubernetes.driver.podTemplateContainerName"]
+
+
+def test_dashboard(render: Render) -> None:
+    manifests = render()
+    deployment = find(manifests, "Deployment", f"{PREFIX}-dashboard")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["python", "-m", "streamops.dashboard", "--host", "0.0.0.0"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8090, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Redis only: the settings, and no Secret of the release.
+    assert "env" not in container
+    assert spec["automountServiceAccountToken"] is False
+    service = find(manifests, "Service", f"{PREFIX}-dashboard")["spec"]
+    assert service["ports"] == [
+        {"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert (
+        service["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    env = find(manifests, "ConfigMap", f"{RELEASE}-streamops-env")["data"]
+    assert env["STREAMOPS_DASHBOARD_PORT"] == "8090"
+    policy = find(manifests, "NetworkPolicy", f"{PREFIX}-dashboard")["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+
+    moved = render({"dashboard.port": 9191})
+    assert (
+        find(moved, "ConfigMap", f"{RELEASE}-streamops-env")["data"]["STREAMOPS_DASHBOARD_PORT"]
+        == "9191"
+    )
+    assert find(moved, "Service", f"{PREFIX}-dashboard")["spec"]["ports"][0]["port"] == 9191
+
+    restricted = render({"networkPolicy.dashboard.allowedCidrs": ["10.0.0.0/8"]})
+    spec = find(restricted, "NetworkPolicy", f"{PREFIX}-dashboard")["spec"]
+    assert spec["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+
+    without = kinds(render({"dashboard.enabled": False}))
+    assert f"{PREFIX}-dashboard" not in without["Deployment"]
+    assert f"{PREFIX}-dashboard" not in without["NetworkPolicy"]

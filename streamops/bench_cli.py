@@ -1,0 +1,386 @@
+"""`streamops bench`: every benchmark of benchmarks/ on the local stack, into one report folder.
+
+    benchmarks/results/<run>/<name>-<time>.json   each benchmark's results (benchmarks/runner.py)
+    benchmarks/results/<run>/*.png                charts: the benchmarks' own, plus per benchmark
+                                                  its ratios, latency percentiles, throughput
+                                                  against offered rate and state size over time
+    benchmarks/results/<run>/summary.md           ratios against their same-run baselines, numbers
+
+Benchmarks are found by the runner's discovery (``bench_*.py``), so a new one is in the next run
+without an edit here. While they run, a sampler reads the queries' progress hashes in Redis
+(``streamops:query:*``, written by every job's listener, benchmarks' scratch jobs included) once
+a second: it feeds the progress line and the state-size chart. Mounted by ``streamops.cli`` with
+``app.command("bench")(bench)``; the CLI's helpers are imported lazily (that module imports this).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+SAMPLE_INTERVAL_SECONDS = 1.0
+# A query hash counts as "this run's" when its heartbeat is newer than the run's start.
+QUERY_PATTERN = "streamops:query:*"
+MAX_RATE_BARS = 8
+
+
+@dataclass
+class QuerySample:
+    at: float  # seconds since the run started
+    query: str  # <pipeline>:<query_name>
+    state_rows: int | None
+    rows_per_second: float | None
+    batch_id: int | None
+
+
+@dataclass
+class QuerySampler:
+    """Polls Redis for the progress of every query that reports during the run (a thread)."""
+
+    redis_url: str
+    started: float = field(default_factory=time.time)
+    samples: list[QuerySample] = field(default_factory=list)
+    latest: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> QuerySampler:
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=2)
+        seen: dict[str, str] = {}
+        try:
+            while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
+                try:
+                    self._sample(client, seen)
+                except redis.RedisError as error:
+                    self.latest = f"(Redis: {error})"
+        finally:
+            client.close()
+
+    def _sample(self, client: Any, seen: dict[str, str]) -> None:
+        import redis
+
+        now = time.time()
+        for key in client.scan_iter(match=QUERY_PATTERN, count=200):
+            if key.count(":") < 3:
+                continue
+            try:
+                fields = client.hgetall(key)
+            except redis.ResponseError:  # a key of another type: not a query hash
+                continue
+            heartbeat = _float(fields.get("heartbeat_at"))
+            if heartbeat is None or heartbeat < self.started:
+                continue
+            batch = fields.get("batch_id", "")
+            query = key.removeprefix("streamops:query:")
+            if seen.get(query) == batch:
+                continue  # no new batch since the last sample
+            seen[query] = batch
+            sample = QuerySample(
+                at=round(now - self.started, 1),
+                query=query,
+                state_rows=_int(fields.get("state_rows")),
+                rows_per_second=_float(fields.get("processed_rows_per_second")),
+                batch_id=_int(batch),
+            )
+            self.samples.append(sample)
+            rate = f", {sample.rows_per_second:,.0f} rows/s" if sample.rows_per_second else ""
+            state = f", state {sample.state_rows:,} rows" if sample.state_rows else ""
+            self.latest = f"{query} batch {batch}{rate}{state}"
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _int(text: str | None) -> int | None:
+    number = _float(text)
+    return None if number is None else int(number)
+
+
+def bench(
+    only: Annotated[
+        Optional[list[str]],  # noqa: UP045 - typer needs Optional here
+        typer.Option("--only", help="Run only this benchmark (repeatable); default: all."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes: a smoke run of minutes, not numbers to quote.")
+    ] = False,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="Results folder; the run gets a sub-folder (default benchmarks/results)."
+        ),
+    ] = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the benchmarks and exit.")
+    ] = False,
+) -> None:
+    """Run the benchmarks on the local stack; write JSON, PNG charts and a markdown summary."""
+    runner = _runner()
+    from streamops.cli import console, fail, settings
+
+    available = runner.discover()
+    if list_only:
+        for name in available:
+            console.print(name)
+        return
+    names = [name.removeprefix(runner.PREFIX) for name in only or []] or list(available)
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        fail(
+            f"Unknown benchmark {', '.join(unknown)}; the benchmarks are: {', '.join(available)}.",
+            code=2,
+        )
+    cfg = settings()
+    _require_stack(cfg, fail)
+    run = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}" + ("-quick" if quick else "")
+    folder = (output or runner.DEFAULT_OUTPUT) / run
+    folder.mkdir(parents=True, exist_ok=True)
+
+    reports, failures, spans, sampler = _run_all(runner, available, names, folder, quick, cfg)
+    charts = _draw(runner, reports, spans, sampler, folder)
+    summary = folder / "summary.md"
+    summary.write_text(runner.summary_markdown(run, reports, failures, charts, folder, quick=quick))
+    for name, report in reports.items():
+        found = runner.ratios(report["results"])
+        ratios = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:.3f}" for k, v in found.items())
+        console.print(f"[green]{name}[/]: {report['duration_seconds']:.0f} s  {ratios}")
+    for name, reason in failures.items():
+        console.print(f"[red]{name} failed[/]: {reason}", highlight=False)
+    console.print(f"summary: {summary}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _runner() -> Any:
+    # benchmarks/ is a folder of the repository, not part of the installed package: import it
+    # from the project root whatever the working directory.
+    from streamops.config import PROJECT_ROOT
+
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from benchmarks import runner
+
+    return runner
+
+
+def _require_stack(cfg: Any, fail: Any) -> None:
+    from streamops.stack.kafka import Kafka
+    from streamops.stack.mariadb import MariaDB
+    from streamops.stack.redis import Redis
+
+    down = [c.name for c in (Kafka(cfg), MariaDB(cfg), Redis(cfg)) if not c.health().healthy]
+    if down:
+        fail(
+            f"The benchmarks need the local stack, and {', '.join(down)} is not running "
+            f"(state folder {cfg.state_dir}). Start it with `streamops up --no-airflow` "
+            "(or `make up`), then run `streamops bench` again."
+        )
+
+
+def _run_all(
+    runner: Any,
+    available: Mapping[str, str],
+    names: list[str],
+    folder: Path,
+    quick: bool,
+    cfg: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, tuple[float, float]], QuerySampler]:
+    import json
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from benchmarks import BenchmarkError
+    from streamops.cli import console
+
+    reports: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=console,
+    )
+    with QuerySampler(cfg.redis_url) as sampler, progress:
+        overall = progress.add_task("benchmarks", total=len(names), detail="")
+        for name in names:
+            progress.update(overall, description=name, detail="starting")
+            start = time.time() - sampler.started
+            done = threading.Event()
+
+            def follow(task: TaskID = overall, finished: threading.Event = done) -> None:
+                # The progress line follows the newest batch of any query while the run lasts.
+                while not finished.wait(SAMPLE_INTERVAL_SECONDS):
+                    progress.update(task, detail=sampler.latest)
+
+            watcher = threading.Thread(target=follow, daemon=True)
+            watcher.start()
+            try:
+                path = runner.run_benchmark(name, available[name], folder, quick=quick)
+                reports[name] = json.loads(path.read_text())
+            except BenchmarkError as error:
+                failures[name] = str(error)
+            except Exception as error:  # one broken benchmark must not end the run
+                failures[name] = f"{type(error).__name__}: {error}"
+            finally:
+                done.set()
+                watcher.join(timeout=5)
+            spans[name] = (start, time.time() - sampler.started)
+            status = "failed" if name in failures else "done"
+            progress.console.print(f"{name}: {status} in {spans[name][1] - start:.0f} s")
+            progress.update(overall, advance=1, detail="")
+    return reports, failures, spans, sampler
+
+
+def _draw(
+    runner: Any,
+    reports: Mapping[str, Mapping[str, Any]],
+    spans: Mapping[str, tuple[float, float]],
+    sampler: QuerySampler,
+    folder: Path,
+) -> dict[str, list[Path]]:
+    """The charts of the run, by benchmark ("" = across benchmarks)."""
+    from benchmarks import plots
+
+    charts: dict[str, list[Path]] = {}
+    for name, report in reports.items():
+        results = report["results"]
+        own = sorted(p for p in folder.glob(f"{name}-*.png"))
+        drawn: list[Path] = []
+        found = runner.ratios(results)
+        if found:
+            drawn.append(
+                plots.bar_chart(
+                    folder / f"report-{name}-ratios.png",
+                    title=f"{name}: ratios against the same-run baseline",
+                    labels=[key.rsplit(".", 1)[-1].removeprefix("ratio_") for key in found],
+                    values=list(found.values()),
+                    ylabel="ratio (1.0 = baseline)",
+                    reference=1.0,
+                    reference_label="baseline",
+                    value_format="{:.2f}",
+                )
+            )
+        latency = runner.latency_percentiles(results)
+        if latency:
+            groups = list(latency)
+            drawn.append(
+                plots.grouped_bars(
+                    folder / f"report-{name}-latency.png",
+                    title=f"{name}: latency percentiles",
+                    panels={
+                        name: {
+                            p: [latency[g].get(p) for g in groups] for p in ("p50", "p95", "p99")
+                        }
+                    },
+                    groups=[_short(g) for g in groups],
+                    ylabel="milliseconds",
+                    label=lambda value: f"{value:,.0f}",
+                )
+            )
+        offered = runner.offered_rates(results)
+        if offered:
+            drawn.append(
+                plots.line_chart(
+                    folder / f"report-{name}-throughput-vs-offered.png",
+                    title=f"{name}: throughput against offered rate",
+                    series={_short(k): v for k, v in offered.items()},
+                    xlabel="offered records/s",
+                    ylabel="achieved records/s",
+                    diagonal=True,
+                )
+            )
+        rates = {
+            key: value
+            for key, value in runner.headline_numbers(results).items()
+            # One unit per chart: record rates, not bytes.
+            if key.endswith("_per_second") and not key.endswith("bytes_per_second")
+        }
+        if rates:
+            chosen = dict(list(rates.items())[:MAX_RATE_BARS])
+            drawn.append(
+                plots.bar_chart(
+                    folder / f"report-{name}-throughput.png",
+                    title=f"{name}: throughput",
+                    labels=[_short(key) for key in chosen],
+                    values=list(chosen.values()),
+                    ylabel="per second",
+                )
+            )
+        start, end = spans[name]
+        state: dict[str, list[tuple[float, float]]] = {}
+        for sample in sampler.samples:
+            if start <= sample.at <= end and sample.state_rows is not None:
+                state.setdefault(sample.query, []).append((sample.at - start, sample.state_rows))
+        if any(rows for points in state.values() for _, rows in points):
+            drawn.append(
+                plots.line_chart(
+                    folder / f"report-{name}-state.png",
+                    title=f"{name}: state size over time",
+                    series=state,
+                    xlabel="seconds since the benchmark started",
+                    ylabel="state rows (all stateful operators)",
+                )
+            )
+        charts[name] = own + drawn
+    every = {
+        f"{name}: {key.rsplit('.', 1)[-1].removeprefix('ratio_')}": value
+        for name, report in reports.items()
+        for key, value in runner.ratios(report["results"]).items()
+    }
+    if every:
+        charts[""] = [
+            plots.bar_chart(
+                folder / "report-ratios.png",
+                title="Every ratio of the run (1.0 = its same-run baseline)",
+                labels=list(every),
+                values=list(every.values()),
+                ylabel="ratio",
+                reference=1.0,
+                reference_label="baseline",
+                value_format="{:.2f}",
+            )
+        ]
+    return charts
+
+
+def _short(path: str) -> str:
+    """A dotted path as a chart label: generic parts dropped, the rest one per line."""
+    parts = [part for part in path.split(".") if part not in ("median", "best", "results")]
+    kept = parts if len(parts) <= 3 else [parts[0], *parts[-2:]]
+    return "\n".join(kept)

@@ -1,0 +1,113 @@
+"""The dashboard's web app: the page, its snapshot, and a server-sent event stream fed by Redis.
+
+GET /                 the page (plain ES modules from ./static, no build step)
+GET /api/snapshot     everything the page shows, read from Redis
+GET /api/events       text/event-stream: ``snapshot`` first, then ``orders``, ``alert``,
+                      ``health``, ``vitals`` and ``status`` events as Redis publishes them
+GET /healthz          200 when Redis answers and the subscription is live, else 503
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
+
+from streamops.config import Settings
+from streamops.dashboard import state
+from streamops.dashboard.redis_feed import RedisFeed, snapshot
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# A comment line this often keeps proxies from closing an idle stream and lets the server notice
+# a page that went away.
+KEEPALIVE_SECONDS = 15.0
+# How long a new page waits for the subscription before it gets its snapshot anyway.
+SUBSCRIBE_WAIT_SECONDS = 5.0
+# EventSource reconnects after this many milliseconds when the stream drops.
+RETRY_MILLISECONDS = 1000
+
+
+def create_app(settings: Settings) -> FastAPI:
+    feed = RedisFeed(settings.redis_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+
+    app = FastAPI(title="streamops dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.feed = feed
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        # The page is small and changes with the code: never let a browser keep an old copy.
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            pong = await feed.client.ping()
+        except (RedisError, OSError) as error:
+            return JSONResponse({"healthy": False, "redis": str(error)}, status_code=503)
+        healthy = bool(pong) and feed.subscribed.is_set()
+        return JSONResponse(
+            {
+                "healthy": healthy,
+                "redis": "PONG",
+                "subscribed": feed.subscribed.is_set(),
+                "clients": feed.clients,
+            },
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/api/snapshot")
+    async def api_snapshot() -> dict[str, Any]:
+        return await snapshot(feed.client, feed.ranges)
+
+    @app.get("/api/events")
+    async def api_events(request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            _event_stream(feed, request),
+            media_type="text/event-stream",
+            # No buffering by a reverse proxy (nginx honours X-Accel-Buffering), no caching.
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+async def _event_stream(feed: RedisFeed, request: Request) -> AsyncIterator[bytes]:
+    # Listen before reading the snapshot, so nothing published in between is lost (a window
+    # seen twice is harmless: events carry absolute values).
+    async with feed.listen() as queue:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed.subscribed.wait(), SUBSCRIBE_WAIT_SECONDS)
+        yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+        yield state.sse_message(
+            "status", {"redis": "connected" if feed.subscribed.is_set() else "reconnecting"}
+        )
+        yield state.sse_message("snapshot", await snapshot(feed.client, feed.ranges))
+        sequence = 0
+        while not await request.is_disconnected():
+            try:
+                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield f": keepalive {time.time():.0f}\n\n".encode()
+                continue
+            if event is None:  # the server is stopping, or this page fell behind
+                return
+            sequence += 1
+            name, data = event
+            yield state.sse_message(name, data, event_id=str(sequence))
