@@ -1,0 +1,190 @@
+"""Joins: orders ⋈ payments → order_payments, orders ⋈ products → revenue per category.
+
+Kafka `orders` ⋈ `payments` → ``order_payments`` (matched, mismatched, unpaid), and orders
+enriched with the ``products`` catalogue → revenue per category per 1-minute window, in MariaDB
+and Redis. Exactly once, across crashes and restarts.
+
+Three queries, each with its own checkpoint:
+- ``joins_payments_records``: every payment record; malformed ones into ``quarantine``
+  (pipeline ``joins``), idempotent by Kafka position. Malformed orders are the orders
+  pipeline's to quarantine.
+- ``joins_order_payments``: valid orders and payments, each de-duplicated within its watermark,
+  joined LEFT OUTER with a time bound; matched pairs and orders left unpaid when the bound has
+  passed go to ``order_payments`` (see spark_jobs/transforms/joins.py and sinks/joins.py).
+- ``joins_category_revenue``: valid orders, de-duplicated within the watermark, enriched with
+  the catalogue (re-read every ``--products-refresh-seconds``) and added per window, category
+  and currency to ``category_revenue_1m``.
+
+Run with ``streamops run joins`` or ``spark-submit spark_jobs/jobs/joins.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
+
+from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.runner import fault_point, run_queries
+from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
+from spark_jobs.sinks.joins import (
+    DEFAULT_PRODUCTS_REFRESH_SECONDS,
+    ProductCatalogue,
+    category_revenue_writer,
+    order_payments_writer,
+)
+from spark_jobs.sinks.mariadb import quarantine_writer
+from spark_jobs.transforms.joins import (
+    DEFAULT_PAID_EARLY_TOLERANCE,
+    DEFAULT_PAY_WITHIN,
+    join_orders_payments,
+    watermarked_orders,
+    watermarked_payments,
+)
+from spark_jobs.transforms.orders import check_orders, valid_orders
+from spark_jobs.transforms.payments import check_payments, rejected_payments, valid_payments
+from streamops.config import Settings, load_settings
+
+PIPELINE = "joins"
+PAYMENTS_RECORDS_QUERY = "joins_payments_records"
+ORDER_PAYMENTS_QUERY = "joins_order_payments"
+CATEGORY_REVENUE_QUERY = "joins_category_revenue"
+QUERIES = (PAYMENTS_RECORDS_QUERY, ORDER_PAYMENTS_QUERY, CATEGORY_REVENUE_QUERY)
+BatchWriter = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class JoinsJobConfig:
+    # Orders arrive nearly in event-time order; payments up to two minutes out of it (a
+    # customer who comes back later), hence the longer delay on that side.
+    orders_watermark: str = "1 minute"
+    payments_watermark: str = "3 minutes"
+    pay_within: str = DEFAULT_PAY_WITHIN
+    paid_early_tolerance: str = DEFAULT_PAID_EARLY_TOLERANCE
+    window_seconds: int = 60
+    products_refresh_seconds: float = DEFAULT_PRODUCTS_REFRESH_SECONDS
+    max_offsets_per_trigger: int | None = 100_000
+    # None: the next batch starts as soon as the previous one ends (Spark's default trigger).
+    trigger_interval: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_seconds < 1:
+            raise ValueError(f"window_seconds is {self.window_seconds}; give 1 or more.")
+        if self.products_refresh_seconds <= 0:
+            raise ValueError(
+                f"products_refresh_seconds is {self.products_refresh_seconds}; give more than 0."
+            )
+
+
+def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
+    def write(batch: DataFrame, batch_id: int) -> None:
+        writer(batch, batch_id)
+        fault_point(query_name, batch_id)
+
+    return write
+
+
+def payments_records_writer(settings: Settings) -> BatchWriter:
+    write_quarantine = quarantine_writer(settings)
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        write_quarantine(rejected_payments(batch), batch_id)
+
+    return with_fault_point(PAYMENTS_RECORDS_QUERY, write)
+
+
+def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> list[StreamingQuery]:
+    def source(topic: str) -> DataFrame:
+        options = KafkaSourceOptions(topic, max_offsets_per_trigger=config.max_offsets_per_trigger)
+        return read_kafka_stream(spark, settings, options)
+
+    checked_payments = check_payments(source("payments"))
+    orders = valid_orders(check_orders(source("orders")))
+    pairs = join_orders_payments(
+        watermarked_orders(orders, config.orders_watermark),
+        watermarked_payments(valid_payments(checked_payments), config.payments_watermark),
+        config.pay_within,
+        config.paid_early_tolerance,
+    )
+    unique_orders = orders.withWatermark("event_time", config.orders_watermark)
+    unique_orders = unique_orders.dropDuplicatesWithinWatermark(["order_id"])
+    catalogue = ProductCatalogue(settings, config.products_refresh_seconds)
+
+    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
+    writers: list[DataStreamWriter] = [
+        checked_payments.writeStream.queryName(PAYMENTS_RECORDS_QUERY)
+        .foreachBatch(payments_records_writer(settings))
+        .option("checkpointLocation", f"{checkpoint}/payments_records"),
+        pairs.writeStream.queryName(ORDER_PAYMENTS_QUERY)
+        .outputMode("append")
+        .foreachBatch(with_fault_point(ORDER_PAYMENTS_QUERY, order_payments_writer(settings)))
+        .option("checkpointLocation", f"{checkpoint}/order_payments"),
+        unique_orders.writeStream.queryName(CATEGORY_REVENUE_QUERY)
+        .outputMode("append")
+        .foreachBatch(
+            with_fault_point(
+                CATEGORY_REVENUE_QUERY,
+                category_revenue_writer(
+                    settings,
+                    catalogue,
+                    f"{checkpoint}/category_revenue",
+                    window_seconds=config.window_seconds,
+                ),
+            )
+        )
+        .option("checkpointLocation", f"{checkpoint}/category_revenue"),
+    ]
+    if config.trigger_interval:
+        writers = [w.trigger(processingTime=config.trigger_interval) for w in writers]
+    return [writer.start() for writer in writers]
+
+
+def parse_args(argv: list[str] | None) -> JoinsJobConfig:
+    defaults = JoinsJobConfig()
+    parser = argparse.ArgumentParser(prog="joins", description=__doc__.split("\n")[0])
+    parser.add_argument("--orders-watermark", default=defaults.orders_watermark)
+    parser.add_argument("--payments-watermark", default=defaults.payments_watermark)
+    parser.add_argument(
+        "--pay-within", default=defaults.pay_within, help="longest order → payment time matched"
+    )
+    parser.add_argument(
+        "--paid-early-tolerance",
+        default=defaults.paid_early_tolerance,
+        help="how far a payment's time may be before its order's and still match",
+    )
+    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
+    parser.add_argument(
+        "--products-refresh-seconds", type=float, default=defaults.products_refresh_seconds
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
+    )
+    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
+    args = parser.parse_args(argv)
+    return JoinsJobConfig(
+        orders_watermark=args.orders_watermark,
+        payments_watermark=args.payments_watermark,
+        pay_within=args.pay_within,
+        paid_early_tolerance=args.paid_early_tolerance,
+        window_seconds=args.window_seconds,
+        products_refresh_seconds=args.products_refresh_seconds,
+        max_offsets_per_trigger=args.max_offsets_per_trigger,
+        trigger_interval=args.trigger_interval,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    settings = load_settings()
+    spark = build_spark_session(f"streamops-{PIPELINE}", settings)
+    spark.streams.addListener(ProgressPublisher(settings, PIPELINE))
+    return run_queries(spark, settings, PIPELINE, start(spark, settings, config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Transforms of the ``payments`` topic: check each Kafka record against the contract's
+``payments`` rules (shared/CONTRACT.md) and split valid payments from rejected ones.
+
+A payload is read exactly as :mod:`spark_jobs.transforms.orders` reads an order (see its module
+docstring): parsed once, strictly, as ``[<payload>,"<end mark>"]`` with ``try_parse_json``, every
+field kept as the VARIANT it is on the wire, and the orders module's field helpers
+(``_kind``, ``_string``, ``_present``, ``_text_rules``, …) applied to the payment's fields, so
+both topics refuse the same bad JSON with the same reasons.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
+
+from spark_jobs.transforms.cleansing import (
+    first_failing_reason,
+    parse_event_time,
+    quarantine_rows,
+    with_source,
+)
+from spark_jobs.transforms.orders import (
+    _AT_MOST_TWO_DECIMALS,
+    _DECIMAL_TEXT,
+    _END_MARK,
+    EVENT_TIME_END_EPOCH_SECONDS,
+    EVENT_TIME_MIN_EPOCH_SECONDS,
+    ORDER_ID_MAX_LENGTH,
+    _is_number,
+    _kind,
+    _kind_column,
+    _present,
+    _string,
+    _string_column,
+    _text_rules,
+    _value,
+)
+
+PIPELINE = "joins"
+PAYMENT_FIELDS = ("payment_id", "order_id", "amount", "status", "event_time")
+PAYMENT_SCHEMA = StructType(
+    [StructField(name, VariantType(), nullable=True) for name in PAYMENT_FIELDS]
+)
+PAYMENT_STATUSES = ("authorized", "captured", "failed")
+
+# Limits of the `order_payments` columns a payment lands in (migrations/0001): strict mode would
+# fail the join sink's whole batch on one over-long or out-of-range value.
+PAYMENT_ID_MAX_LENGTH = 64  # VARCHAR(64)
+AMOUNT_MAX = Decimal("999999999999.99")  # DECIMAL(14,2)
+AMOUNT_TYPE = DecimalType(14, 2)
+
+CHECKED_COLUMNS = (
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "raw_payload",
+    "record_key",
+    "kafka_timestamp",
+    "payment_id",
+    "order_id",
+    "amount",
+    "status",
+    "event_time",
+    "reason",
+)
+VALID_PAYMENT_COLUMNS = (
+    "payment_id",
+    "order_id",
+    "amount",
+    "status",
+    "event_time",
+    "source_partition",
+    "source_offset",
+    "kafka_timestamp",
+)
+_TEXT_FIELDS = ("payment_id", "order_id", "status", "event_time")
+
+
+def check_payments(raw: DataFrame) -> DataFrame:
+    """Every Kafka record with its parsed payment fields and ``reason``: NULL for a valid
+    payment, else the first contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`.
+
+    ``amount`` is DECIMAL(14,2) and ``event_time`` a TIMESTAMP, exact where ``reason`` is NULL
+    and best effort, possibly NULL, elsewhere.
+    """
+    sourced = with_source(raw).select(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "raw_payload",
+        "record_key",
+        "kafka_timestamp",
+    )
+    text = F.col("raw_payload").cast("string")
+    decoded = sourced.withColumns(
+        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
+    )
+    wrapped = decoded.withColumn(
+        "_wrapped",
+        F.try_parse_json(
+            F.when(F.col("_utf8"), F.concat(F.lit("["), F.col("_text"), F.lit(f',"{_END_MARK}"]')))
+        ),
+    )
+    one_value = (
+        F.col("_wrapped").isNotNull()
+        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == _END_MARK, F.lit(False))
+        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
+    )
+    parsed = wrapped.withColumn("_json_ok", one_value).withColumn(
+        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
+    )
+    shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
+        "_fields",
+        F.when(
+            F.col("_record_kind").startswith("OBJECT<"),
+            F.try_variant_get("_record", "$", PAYMENT_SCHEMA.simpleString()),
+        ),
+    )
+    kinds = shaped.withColumns(
+        {_kind_column(name): F.schema_of_variant(_value(name)) for name in PAYMENT_FIELDS}
+    )
+    texts = kinds.withColumns(
+        {
+            _string_column(name): F.when(
+                _kind(name) == "STRING", F.try_variant_get(_value(name), "$", "string")
+            )
+            for name in _TEXT_FIELDS
+        }
+    )
+    read = texts.withColumns(
+        {
+            # Plain digits for BIGINT and DECIMAL, Java's notation (`1.2E7`) for DOUBLE.
+            "_amount_text": F.try_variant_get(_value("amount"), "$", "string"),
+            "_amount_double": F.when(
+                _kind("amount") == "DOUBLE", F.try_variant_get(_value("amount"), "$", "double")
+            ),
+            "_event_time": parse_event_time(_string("event_time")),
+        }
+    )
+    typed = read.withColumn(
+        "_amount_exact",
+        F.when(
+            _is_number("amount") | (_kind("amount") == "STRING"),
+            F.col("_amount_text").try_cast(DecimalType(38, 18)),
+        ),
+    )
+    return typed.select(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "raw_payload",
+        "record_key",
+        "kafka_timestamp",
+        _string("payment_id").alias("payment_id"),
+        _string("order_id").alias("order_id"),
+        F.col("_amount_exact").try_cast(AMOUNT_TYPE).alias("amount"),
+        _string("status").alias("status"),
+        F.col("_event_time").alias("event_time"),
+        first_failing_reason(_payment_rules()).alias("reason"),
+    )
+
+
+def valid_payments(checked: DataFrame) -> DataFrame:
+    """The valid payments of :func:`check_payments`; columns :data:`VALID_PAYMENT_COLUMNS`.
+
+    Repeats are still there (a payment sent twice, several payments for one order): the join
+    decides what they mean, see :mod:`spark_jobs.transforms.joins`.
+    """
+    return checked.where(F.col("reason").isNull()).select(
+        F.col("payment_id"),
+        F.col("order_id"),
+        F.col("amount").cast(AMOUNT_TYPE).alias("amount"),
+        F.col("status"),
+        F.col("event_time"),
+        F.col("source_partition"),
+        F.col("source_offset"),
+        F.col("kafka_timestamp"),
+    )
+
+
+def rejected_payments(checked: DataFrame) -> DataFrame:
+    """The rejected records of :func:`check_payments`, as rows of the ``quarantine`` table."""
+    return quarantine_rows(checked, PIPELINE)
+
+
+def _payment_rules() -> list[tuple[str, Column]]:
+    """The contract's rules in the order the generator's validator checks them (record, then
+    fields in contract order), each followed by the limits of the column it lands in."""
+    amount_kind = _kind("amount")
+    amount_text, amount_exact = F.col("_amount_text"), F.col("_amount_exact")
+    event_seconds = F.unix_seconds(F.col("_event_time"))
+    return [
+        ("missing_payload", F.col("raw_payload").isNull()),
+        ("invalid_utf8", ~F.col("_utf8")),
+        ("invalid_json", ~F.col("_json_ok")),
+        ("not_a_json_object", ~F.coalesce(F.col("_fields").isNotNull(), F.lit(False))),
+        *_text_rules("payment_id", PAYMENT_ID_MAX_LENGTH),
+        *_text_rules("order_id", ORDER_ID_MAX_LENGTH),
+        ("missing_field:amount", ~_present("amount")),
+        (
+            "amount_not_decimal",
+            ~F.coalesce(
+                _is_number("amount")
+                | ((amount_kind == "STRING") & amount_text.rlike(_DECIMAL_TEXT)),
+                F.lit(False),
+            ),
+        ),
+        ("amount_negative", F.coalesce(amount_exact < 0, amount_text.startswith("-"))),
+        (
+            "amount_too_many_decimals",
+            F.coalesce(
+                F.when(
+                    amount_kind == "DOUBLE",
+                    (amount_exact != F.round(amount_exact, 2))
+                    | (amount_exact.cast("double") != F.col("_amount_double")),
+                ).otherwise(~amount_text.rlike(_AT_MOST_TWO_DECIMALS)),
+                F.lit(False),
+            ),
+        ),
+        ("amount_too_large", F.coalesce(amount_exact > AMOUNT_MAX, F.lit(True))),
+        ("missing_field:status", ~_present("status")),
+        # Exact, case included: the contract names three lower-case values.
+        (
+            "unknown_status",
+            ~F.coalesce(_string("status").isin(*PAYMENT_STATUSES), F.lit(False)),
+        ),
+        ("missing_field:event_time", ~_present("event_time")),
+        ("bad_event_time", F.col("_event_time").isNull()),
+        (
+            "event_time_out_of_range",
+            ~event_seconds.between(EVENT_TIME_MIN_EPOCH_SECONDS, EVENT_TIME_END_EPOCH_SECONDS - 1),
+        ),
+    ]
