@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +36,9 @@ import mariadb
 
 from streamops.config import Settings
 from streamops.db import connect
-from streamops.maintenance import MaintenanceError, VerificationError
+from streamops.faults import kill_point
+from streamops.maintenance import MaintenanceError, VerificationError, count_rollups
+from streamops.maintenance.count_rollups import COUNT_FAMILIES, family_of
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +87,14 @@ class RetentionPolicy:
             raise ValueError(f"{self.table}: method {self.method!r}; give 'partition' or 'delete'")
         if self.days is not None and self.days < 1:
             raise ValueError(f"{self.table}: retention of {self.days} days; give 1 or more")
-        if self.table == ROLLUP_TABLE and self.days is not None:
-            raise ValueError(f"{ROLLUP_TABLE} is what every other table is verified against")
+        hour_tables = (ROLLUP_TABLE, *(family.hour_table for family in COUNT_FAMILIES))
+        if self.table in hour_tables and self.days is not None:
+            raise ValueError(f"{self.table} is what its finer tables are verified against")
 
     @property
     def verified(self) -> bool:
-        return self.table in _HOUR_SUMS
+        """Removal is checked against an hour rollup (revenue or a count family)."""
+        return self.table in _HOUR_SUMS or family_of(self.table) is not None
 
 
 DEFAULT_RETENTION: tuple[RetentionPolicy, ...] = (
@@ -100,6 +104,13 @@ DEFAULT_RETENTION: tuple[RetentionPolicy, ...] = (
     RetentionPolicy("quarantine", "quarantined_at", 30),
     RetentionPolicy("query_progress", "progress_at", 14),
     RetentionPolicy("checkpoint_health", "checked_at", 14, "partition"),
+    RetentionPolicy("error_counts_1s", "second_start", 3),
+    RetentionPolicy("error_counts_1m", "window_start", 90, "partition"),
+    RetentionPolicy("error_counts", "window_start", 30),
+    RetentionPolicy("vitals_readings", "event_time", 30),
+    RetentionPolicy("vitals_summary_1m", "window_start", 30),
+    # Only the newest batch of a query is ever replayed: a month of these is ample.
+    RetentionPolicy("joins_applied_batches", "applied_at", 30),
 )
 
 
@@ -129,7 +140,16 @@ class CompactionConfig:
     optimize_hours_utc: tuple[int, ...] = (3,)
     optimize_min_free_fraction: float = 0.2
     analyze_tables: tuple[str, ...] = field(
-        default=("order_revenue_5s", "order_revenue_1m", "order_revenue_1h")
+        default=(
+            "order_revenue_5s",
+            "order_revenue_1m",
+            "order_revenue_1h",
+            "error_counts_1s",
+            "error_counts_1m",
+            "error_counts_1h",
+            "vitals_readings",
+            "vitals_summary_1h",
+        )
     )
 
     def __post_init__(self) -> None:
@@ -154,9 +174,13 @@ class CompactionConfig:
                 "orders must be kept at least as long as order_revenue_5s: windows are "
                 "reconciled from orders"
             )
-        minute = days.get("order_revenue_1m")
-        if fine is not None and minute is not None and minute < fine:
-            raise ValueError("order_revenue_1m must be kept at least as long as order_revenue_5s")
+        for family_fine, family_minute in (
+            ("order_revenue_5s", "order_revenue_1m"),
+            *((f.fine_table, f.minute_table) for f in COUNT_FAMILIES if f.minute_table),
+        ):
+            kept_fine, kept_minute = days.get(family_fine), days.get(family_minute)
+            if kept_fine is not None and kept_minute is not None and kept_minute < kept_fine:
+                raise ValueError(f"{family_minute} must be kept at least as long as {family_fine}")
         for table in self.analyze_tables:
             if not _IDENTIFIER.match(table):
                 raise ValueError(f"{table!r} is not a plain identifier")
@@ -527,7 +551,9 @@ def rollup_hour(
                     hour_totals(cursor, "order_revenue_1h", hour, end),
                     f"order_revenue_1h vs order_revenue_1m for {hour}",
                 )
+            kill_point("compaction:rollup:before_commit")
             connection.commit()
+            kill_point("compaction:rollup:after_commit")
         except BaseException:
             connection.rollback()
             raise
@@ -541,7 +567,8 @@ def rollup(
     now: datetime | None = None,
     extra_windows: Iterable[tuple[datetime, datetime]] = (),
 ) -> dict[str, Any]:
-    """Roll final 5-second windows up into 1-minute and 1-hour rows, hour by hour.
+    """Roll final 5-second windows up into 1-minute and 1-hour rows, hour by hour; then the
+    count families (count_rollups.py: error_counts_1s → 1m → 1h) the same way.
 
     The high-water mark (``maintenance_state``) moves only after every dirty hour is rolled up
     and verified, so a crash part-way reruns the same hours next time, harmlessly.
@@ -575,10 +602,21 @@ def rollup(
         # Windows not final yet were left out; the next run must still see them as changed.
         _write_state(cursor, ROLLUP_STATE, min(started_at, final_before))
         connection.commit()
+        counts = {
+            family.name: count_rollups.rollup_counts(
+                connection,
+                family,
+                moment,
+                config.rollup_overlap_seconds,
+                retention_cutoff(config.policy(family.fine_table), moment),
+            )
+            for family in COUNT_FAMILIES
+        }
     return {
         "hours_rolled_up": len(rolled),
         "hours_skipped_beyond_retention": len(skipped),
         "final_before": final_before.isoformat(),
+        "count_families": counts,
     }
 
 
@@ -600,6 +638,31 @@ def verify_against_rollup(cursor: Any, table: str, start: datetime, end: datetim
     )
 
 
+def verify_before_removal(
+    cursor: Any, table: str, start: datetime, end: datetime
+) -> Callable[[], None] | None:
+    """Check ``table`` against its hour rollup over ``[start, end)`` (raises on a mismatch) and
+    return the check to run after the removal: the rollup itself did not change. None when the
+    table has no rollup to be verified against."""
+    family = family_of(table)
+    if family is not None:
+        rolled = count_rollups.verify_against_hours(cursor, family, table, start, end)
+        return lambda: count_rollups.compare(
+            rolled,
+            count_rollups.hour_totals(cursor, family, family.hour_table, start, end),
+            f"{family.hour_table} changed during the retention of {table}",
+        )
+    if table not in _HOUR_SUMS:
+        return None
+    verify_against_rollup(cursor, table, start, end)
+    before = hour_totals(cursor, ROLLUP_TABLE, start, end)
+    return lambda: compare_totals(
+        before,
+        hour_totals(cursor, ROLLUP_TABLE, start, end),
+        f"{ROLLUP_TABLE} changed during the retention of {table}",
+    )
+
+
 def _delete_in_chunks(
     connection: Any, policy: RetentionPolicy, cutoff: datetime, config: CompactionConfig
 ) -> int:
@@ -615,7 +678,9 @@ def _delete_in_chunks(
             try:
                 cursor.execute(statement, (cutoff,))
                 count = int(cursor.rowcount)
+                kill_point("compaction:retention:chunk_before_commit")
                 connection.commit()
+                kill_point("compaction:retention:chunk_after_commit")
                 return count
             except BaseException:
                 connection.rollback()
@@ -653,23 +718,36 @@ def apply_retention(
             if oldest is None or oldest >= cutoff:
                 report[policy.table] = {"deleted_rows": 0, "cutoff": cutoff.isoformat()}
                 continue
-            start = floor_hour(oldest)
-            rolled_before: Totals = {}
-            if policy.verified:
-                verify_against_rollup(cursor, policy.table, start, cutoff)
-                rolled_before = hour_totals(cursor, ROLLUP_TABLE, start, cutoff)
-                connection.commit()
+            start = _resume_point(cursor, policy.table, floor_hour(oldest), cutoff)
+            unchanged = verify_before_removal(cursor, policy.table, start, cutoff)
+            if unchanged is not None:
+                # Remembered until the deletion is done: see _resume_point.
+                _write_state(cursor, f"retention_{policy.table}_from", floor_hour(oldest))
+                _write_state(cursor, f"retention_{policy.table}_before", cutoff)
+            connection.commit()
             deleted = _delete_in_chunks(connection, policy, cutoff, config)
-            if policy.verified:
-                compare_totals(
-                    rolled_before,
-                    hour_totals(cursor, ROLLUP_TABLE, start, cutoff),
-                    f"{ROLLUP_TABLE} changed during the retention of {policy.table}",
+            if unchanged is not None:
+                unchanged()
+                cursor.execute(
+                    "DELETE FROM maintenance_state WHERE name IN (?, ?)",
+                    (f"retention_{policy.table}_from", f"retention_{policy.table}_before"),
                 )
                 connection.commit()
             report[policy.table] = {"deleted_rows": deleted, "cutoff": cutoff.isoformat()}
             log.info("%s: deleted %d rows before %s", policy.table, deleted, cutoff)
     return report
+
+
+def _resume_point(cursor: Any, table: str, oldest_hour: datetime, cutoff: datetime) -> datetime:
+    """Where verification of ``table`` starts: its oldest hour, unless a run that verified
+    ``[from, before)`` was killed while deleting it. That run may have left an hour half deleted,
+    which would never verify again (its rollup holds the whole hour); the rest of that verified
+    range is only finished off. Rows older than the remembered range are verified as usual."""
+    verified_from = _read_state(cursor, f"retention_{table}_from")
+    verified_before = _read_state(cursor, f"retention_{table}_before")
+    if verified_from is None or verified_before is None or oldest_hour < verified_from:
+        return oldest_hour
+    return max(oldest_hour, min(verified_before, cutoff))
 
 
 def _drop_partitions(
@@ -688,22 +766,17 @@ def _drop_partitions(
         lower = partition.less_than
     if not expired:
         return {"dropped_partitions": [], "cutoff": cutoff.isoformat()}
-    if policy.verified:
-        for start, end in ranges:
-            verify_against_rollup(cursor, policy.table, start, end)
-        rolled_before = hour_totals(cursor, ROLLUP_TABLE, ranges[0][0], ranges[-1][1])
+    # One check over the whole expired span: totals are compared hour by hour anyway.
+    unchanged = verify_before_removal(cursor, policy.table, ranges[0][0], ranges[-1][1])
     connection.commit()
     names = [p.name for p in expired]
     # Dropping the first partition would leave no home for a straggler older than every bound
     # (it would land in the next day's partition); keeping the names predictable matters less.
     statement = f"ALTER TABLE {policy.table} DROP PARTITION {', '.join(names)}"
+    kill_point("compaction:retention:before_drop")
     _retrying(config, f"dropping partitions of {policy.table}", lambda: cursor.execute(statement))
-    if policy.verified:
-        compare_totals(
-            rolled_before,
-            hour_totals(cursor, ROLLUP_TABLE, ranges[0][0], ranges[-1][1]),
-            f"{ROLLUP_TABLE} changed while dropping partitions of {policy.table}",
-        )
+    if unchanged is not None:
+        unchanged()
         connection.commit()
     log.info("%s: dropped partitions %s (before %s)", policy.table, names, cutoff)
     return {"dropped_partitions": names, "cutoff": cutoff.isoformat()}

@@ -1,5 +1,5 @@
 """Compaction against the real MariaDB: totals survive rollups, retention, concurrent writes,
-reruns and crashes between steps.
+reruns, crashes between steps and a task process killed (SIGKILL) inside a step.
 
 Each test writes its own windows in its own far-past day (before 2000: no other test writes
 there) and runs the steps with a ``now`` next to that day and a retention limited to the tables it
@@ -8,17 +8,21 @@ fills, so nothing of other tests is rolled, reconciled or removed.
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from streamops.config import Settings
 from streamops.db import connect
+from streamops.faults import KILL_AT_ENV, MARKER_ENV
 from streamops.maintenance import MaintenanceError, VerificationError
 from streamops.maintenance.compaction import (
     STEPS,
@@ -199,6 +203,12 @@ def test_a_crash_between_any_two_steps_loses_nothing(settings: Settings, day: da
         with pytest.raises(MaintenanceError, match="simulated crash"):
             run_compaction(settings, config(1), now, crash_after=step)
     run_compaction(settings, config(1), now)
+    assert_rolled_up_and_removed(settings, day, end, fine_before)
+
+
+def assert_rolled_up_and_removed(
+    settings: Settings, day: datetime, end: datetime, fine_before: dict[str, tuple]
+) -> None:
     assert count(settings, FINE, day, end) == 0
     for currency, expected in fine_before.items():
         rows = sql(
@@ -208,6 +218,66 @@ def test_a_crash_between_any_two_steps_loses_nothing(settings: Settings, day: da
             (day, end, currency),
         )[0]
         assert rows == expected
+
+
+KILL_POINTS = (
+    "compaction:rollup:before_commit",
+    "compaction:rollup:after_commit",
+    "compaction:retention:chunk_before_commit",
+    "compaction:retention:chunk_after_commit",
+)
+
+
+def _compaction_process(now: datetime) -> None:
+    """A task's process: the whole compaction with the test's config (spawned, so it is killed
+    alone, with its own MariaDB connections)."""
+    from streamops.config import load_settings
+
+    run_compaction(load_settings(), config(1, delete_chunk_rows=500), now)
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_task_killed_mid_step_loses_nothing(
+    settings: Settings, day: datetime, point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the process inside a step (a transaction open, or between two chunks), then
+    the retry Airflow would make: every total intact, the fine rows removed only once rolled up."""
+    insert_windows(settings, day, 2 * 720)
+    insert_windows(settings, day, 100, currency="USD")
+    end = day + timedelta(hours=2)
+    fine_before = {cur: totals_of(settings, day, end, cur) for cur in ("EUR", "USD")}
+    now = day + timedelta(days=2)
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_AT_ENV, point)
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    process = multiprocessing.get_context("spawn").Process(target=_compaction_process, args=(now,))
+    process.start()
+    process.join(timeout=180)
+    if process.is_alive():
+        process.kill()
+        pytest.fail(f"the compaction did not reach {point} in 180 s")
+    assert process.exitcode == -signal.SIGKILL, f"not killed at {point}: exit {process.exitcode}"
+    assert marker.read_text() == f"killed at {point}\n"
+    # Whatever the killed process left: the rolled-up hours and the fine rows still hold every
+    # order between them, counted once.
+    rolled = {cur: hour_totals_of(settings, day, end, cur) for cur in ("EUR", "USD")}
+    for currency, expected in fine_before.items():
+        fine_now = totals_of(settings, day, end, currency)
+        assert fine_now == expected or rolled[currency] == expected, (
+            f"after a kill at {point}, neither the fine rows nor the rollup hold all of {currency}"
+        )
+    monkeypatch.delenv(KILL_AT_ENV)
+    run_compaction(settings, config(1, delete_chunk_rows=500), now)
+    assert_rolled_up_and_removed(settings, day, end, fine_before)
+
+
+def hour_totals_of(settings: Settings, start: datetime, end: datetime, currency: str) -> tuple:
+    return sql(
+        settings,
+        "SELECT SUM(order_count), SUM(item_count), SUM(revenue) FROM order_revenue_1h "
+        "WHERE window_start >= ? AND window_start < ? AND currency = ?",
+        (start, end, currency),
+    )[0]
 
 
 def totals_of(settings: Settings, start: datetime, end: datetime, currency: str) -> tuple:
@@ -345,3 +415,198 @@ def test_the_compaction_dag_tasks_run_for_real(settings: Settings) -> None:
         names = [p.name for p in list_partitions(connection.cursor(), "checkpoint_health")]
     today = datetime.now().strftime("p%Y%m%d")
     assert today in names or any(n > today for n in names if n.startswith("p2"))
+
+
+# --- count families: error_counts_1s → error_counts_1m → error_counts_1h -----------------------
+
+COUNT_TABLES = ("error_counts_1s", "error_counts_1m", "error_counts_1h")
+
+
+@pytest.fixture
+def count_day(settings: Settings) -> Iterator[datetime]:
+    """A far-past day of error counts of this test's own, removed afterwards."""
+    start = datetime(1990, 1, 1) + timedelta(days=uuid.uuid4().int % 3000)
+    yield start
+    for table in COUNT_TABLES:
+        column = "second_start" if table == "error_counts_1s" else "window_start"
+        sql(
+            settings,
+            f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?",
+            (start - timedelta(days=1), start + timedelta(days=3)),
+        )
+
+
+def insert_seconds(settings: Settings, start: datetime, seconds: int) -> None:
+    """Two services × two levels, one row every 7 seconds each, counts 1..5."""
+    rows = []
+    for index in range(0, seconds, 7):
+        at = start + timedelta(seconds=index)
+        for service in ("api", "db"):
+            for level in ("ERROR", "WARN"):
+                rows.append(
+                    (service, level, at, 1 + index % 5, at, at + timedelta(milliseconds=900))
+                )
+    with closing(connect(settings)) as connection:
+        connection.cursor().executemany(
+            "INSERT INTO error_counts_1s (service, level, second_start, event_count, first_seen, "
+            "last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        connection.commit()
+
+
+def count_totals(settings: Settings, table: str, start: datetime, end: datetime) -> list[tuple]:
+    column = "second_start" if table == "error_counts_1s" else "window_start"
+    return sql(
+        settings,
+        f"SELECT service, level, CAST(SUM(event_count) AS SIGNED), MIN(first_seen), "
+        f"MAX(last_seen) FROM {table} WHERE {column} >= ? AND {column} < ? "
+        "GROUP BY service, level ORDER BY service, level",
+        (start, end),
+    )
+
+
+def count_config(days_1s: int | None = None) -> CompactionConfig:
+    retention = (
+        () if days_1s is None else (RetentionPolicy("error_counts_1s", "second_start", days_1s),)
+    )
+    return CompactionConfig(retention=retention, lock_wait_timeout_seconds=2)
+
+
+def test_error_counts_roll_up_per_minute_and_hour_and_a_rerun_changes_nothing(
+    settings: Settings, count_day: datetime
+) -> None:
+    insert_seconds(settings, count_day, 2 * 3600)
+    end = count_day + timedelta(hours=2)
+    fine = count_totals(settings, "error_counts_1s", count_day, end)
+    now = count_day + timedelta(days=2)
+    report = rollup(settings, count_config(), now)
+    assert report["count_families"]["error_counts"]["hours_rolled_up"] >= 2
+    assert count_totals(settings, "error_counts_1m", count_day, end) == fine
+    assert count_totals(settings, "error_counts_1h", count_day, end) == fine
+    # 120 minutes and 2 hours per service and level, each minute summing its own seconds.
+    assert sql(
+        settings,
+        "SELECT COUNT(*), SUM(source_rows) FROM error_counts_1m "
+        "WHERE window_start >= ? AND window_start < ?",
+        (count_day, end),
+    )[0] == (4 * 120, len(range(0, 2 * 3600, 7)) * 4)
+    before = sql(
+        settings,
+        "SELECT window_start, service, level, event_count, updated_at FROM error_counts_1h "
+        "WHERE window_start >= ? AND window_start < ? ORDER BY 1, 2, 3",
+        (count_day, end),
+    )
+    assert len(before) == 2 * 4
+    rollup(settings, count_config(), now, [(count_day, end)])
+    assert (
+        sql(
+            settings,
+            "SELECT window_start, service, level, event_count, updated_at FROM error_counts_1h "
+            "WHERE window_start >= ? AND window_start < ? ORDER BY 1, 2, 3",
+            (count_day, end),
+        )
+        == before
+    )
+
+
+def test_error_count_seconds_are_removed_only_once_verified_against_their_hours(
+    settings: Settings, count_day: datetime
+) -> None:
+    insert_seconds(settings, count_day, 3600)
+    end = count_day + timedelta(hours=1)
+    fine = count_totals(settings, "error_counts_1s", count_day, end)
+    now = count_day + timedelta(days=2)
+    rollup(settings, count_config(), now)
+    # A tampered hour: retention refuses and removes nothing.
+    sql(
+        settings,
+        "UPDATE error_counts_1h SET event_count = event_count + 1 "
+        "WHERE window_start = ? AND service = 'api' AND level = 'ERROR'",
+        (count_day,),
+    )
+    with pytest.raises(VerificationError, match="totals differ"):
+        apply_retention(settings, count_config(1), now)
+    assert count_totals(settings, "error_counts_1s", count_day, end) == fine
+    sql(
+        settings,
+        "UPDATE error_counts_1h SET event_count = event_count - 1 "
+        "WHERE window_start = ? AND service = 'api' AND level = 'ERROR'",
+        (count_day,),
+    )
+    report = apply_retention(settings, count_config(1), now)
+    assert report["error_counts_1s"]["deleted_rows"] == len(range(0, 3600, 7)) * 4
+    assert count_totals(settings, "error_counts_1s", count_day, end) == []
+    assert count_totals(settings, "error_counts_1h", count_day, end) == fine
+
+
+# --- vitals: every reading → vitals_summary_1h ---------------------------------------------------
+
+VITALS_OF_A_READING = ("heart_rate", "spo2", "temperature_c")
+
+
+@pytest.fixture
+def vitals_day(settings: Settings) -> Iterator[datetime]:
+    start = datetime(1990, 1, 1) + timedelta(days=uuid.uuid4().int % 3000)
+    yield start
+    for table, column in (("vitals_readings", "event_time"), ("vitals_summary_1h", "window_start")):
+        sql(
+            settings,
+            f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?",
+            (start - timedelta(days=1), start + timedelta(days=3)),
+        )
+
+
+def test_vitals_readings_roll_up_per_patient_and_hour_with_exact_averages(
+    settings: Settings, vitals_day: datetime
+) -> None:
+    rows = []
+    for index in range(0, 2 * 3600, 13):
+        at = vitals_day + timedelta(seconds=index)
+        for patient in ("p-1", "p-2"):
+            # Every third reading omits spo2: its hour average must not count those readings.
+            spo2 = None if index % 3 == 0 else 90.0 + index % 9
+            rows.append((patient, at, 60.0 + index % 40, spo2, 36.0 + (index % 20) / 10))
+    with closing(connect(settings)) as connection:
+        connection.cursor().executemany(
+            "INSERT INTO vitals_readings (patient_id, event_time, heart_rate, spo2, "
+            "temperature_c) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        connection.commit()
+    end = vitals_day + timedelta(hours=2)
+    now = vitals_day + timedelta(days=2)
+    report = rollup(settings, count_config(), now)
+    assert report["count_families"]["vitals"]["hours_rolled_up"] >= 2
+    expected = sql(
+        settings,
+        "SELECT DATE_FORMAT(event_time, '%Y-%m-%d %H:00:00'), patient_id, COUNT(*), "
+        "COUNT(spo2), ROUND(AVG(spo2), 6), MIN(spo2), MAX(spo2), ROUND(AVG(heart_rate), 6), "
+        "COUNT(systolic_bp) FROM vitals_readings WHERE event_time >= ? AND event_time < ? "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        (vitals_day, end),
+    )
+    summary = sql(
+        settings,
+        "SELECT DATE_FORMAT(window_start, '%Y-%m-%d %H:00:00'), patient_id, reading_count, "
+        "spo2_count, ROUND(spo2_avg, 6), spo2_min, spo2_max, ROUND(heart_rate_avg, 6), "
+        "systolic_bp_count FROM vitals_summary_1h WHERE window_start >= ? AND window_start < ? "
+        "ORDER BY 1, 2",
+        (vitals_day, end),
+    )
+    assert summary == expected and len(summary) == 4
+    assert all(row[3] < row[2] and row[8] == 0 for row in summary)
+
+    # Retention removes the readings only as far as the hours hold them.
+    report = apply_retention(
+        settings,
+        CompactionConfig(retention=(RetentionPolicy("vitals_readings", "event_time", 1),)),
+        now,
+    )
+    assert report["vitals_readings"]["deleted_rows"] == len(rows)
+    assert sql(
+        settings,
+        "SELECT ROUND(spo2_avg, 6) FROM vitals_summary_1h WHERE window_start >= ? "
+        "AND window_start < ? ORDER BY window_start, patient_id",
+        (vitals_day, end),
+    ) == [(row[4],) for row in expected]

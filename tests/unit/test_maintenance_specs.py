@@ -21,6 +21,13 @@ from streamops.maintenance.compaction import (
     merge_windows,
     partitions_to_add,
 )
+from streamops.maintenance.count_rollups import (
+    ERROR_COUNTS,
+    VITALS,
+    family_of,
+    hour_rollup_sql,
+    minute_rollup_sql,
+)
 
 
 def test_defaults_hourly_compaction_and_five_minute_checks() -> None:
@@ -88,6 +95,50 @@ def test_retention_policy_validation() -> None:
         RetentionPolicy("order_revenue_1h", "window_start", 3)
     assert RetentionPolicy("order_revenue_5s", "window_start", 3).verified
     assert not RetentionPolicy("quarantine", "quarantined_at", 3).verified
+    # The error-count family: seconds and minutes are verified against the kept-forever hours.
+    assert RetentionPolicy("error_counts_1s", "second_start", 3).verified
+    assert RetentionPolicy("error_counts_1m", "window_start", 90, "partition").verified
+    assert not RetentionPolicy("error_counts", "window_start", 30).verified
+    with pytest.raises(ValueError, match="verified against"):
+        RetentionPolicy("error_counts_1h", "window_start", 3)
+
+
+def test_minute_rollups_must_outlive_what_they_are_built_from() -> None:
+    with pytest.raises(ValueError, match="error_counts_1m must be kept at least as long"):
+        CompactionConfig(
+            retention=(
+                RetentionPolicy("error_counts_1s", "second_start", 10),
+                RetentionPolicy("error_counts_1m", "window_start", 5, "partition"),
+            )
+        )
+    with pytest.raises(ValueError, match="order_revenue_1m must be kept at least as long"):
+        CompactionConfig(
+            retention=(
+                RetentionPolicy("order_revenue_5s", "window_start", 10),
+                RetentionPolicy("order_revenue_1m", "window_start", 5, "partition"),
+            )
+        )
+
+
+def test_count_rollup_sql_is_derived_from_the_family() -> None:
+    sql = minute_rollup_sql(ERROR_COUNTS)
+    assert sql.startswith("INSERT INTO error_counts_1m (window_start, service, level, window_end")
+    assert "SUM(event_count), MIN(first_seen), MAX(last_seen), COUNT(*)" in sql
+    assert "FROM error_counts_1s WHERE second_start >= ? AND second_start < ?" in sql
+    assert "GROUP BY minute, service, level" in sql
+    assert "FROM error_counts_1m WHERE window_start >= ?" in hour_rollup_sql(ERROR_COUNTS)
+    assert family_of("error_counts_1s") is family_of("error_counts_1m") is ERROR_COUNTS
+    assert family_of("error_counts_1h") is None
+
+
+def test_vitals_hours_come_straight_from_the_readings_with_a_count_per_sign() -> None:
+    sql = hour_rollup_sql(VITALS)
+    assert sql.startswith("INSERT INTO vitals_summary_1h (window_start, patient_id, window_end")
+    assert "COUNT(*), COUNT(heart_rate), SUM(heart_rate), MIN(heart_rate), MAX(heart_rate)" in sql
+    source = "FROM vitals_readings WHERE event_time >= ? AND event_time < ? GROUP BY patient_id"
+    assert source in sql
+    assert VITALS.minute_table is None and family_of("vitals_readings") is VITALS
+    assert family_of("vitals_summary_1m") is None
 
 
 def test_thresholds_validation() -> None:
