@@ -11,7 +11,7 @@ install:
 	$(PYTHON) -m streamops install
 
 up: install
-	$(STREAMOPS) up --with-pipelines --with-generator
+	$(STREAMOPS) up --with-generator
 
 down:
 	$(STREAMOPS) down
@@ -33,4 +33,5 @@ test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit
 
 bench: install
-	$(VENV)/bin/python -m benchmarks.runner
+	$(STREAMOPS) up --no-airflow
+	$(STREAMOPS) bench

@@ -4,34 +4,34 @@ In the style of the Apache Spark provider's ``SparkSubmitHook``, but built for j
 finish on their own:
 
 - **Launch** runs ``spark-submit`` (command from :func:`streamops.pipelines.submit.
-  build_submit_command`) in a session of its own, under the checkpoint's lease, and records host,
-  pid and the process's start time in the lease row. A small ``sh`` wrapper is the session leader:
-  it outlives the Airflow worker that started it and writes the job's exit code to a file, so a
-  triggerer that is not the parent still tells "stopped on request" (0) from "crashed".
-- **Find** matches lease + pid + start time, so a reused pid is never mistaken for the job.
-- **Stop** sends SIGTERM to the Python driver (the job's own graceful stop: queries finish their
-  batch, exit 0), waits, then SIGKILLs the whole session.
-- **Health**: the process lives, every query's heartbeat in Redis is fresher than the spec allows
-  and no query reports an exception → healthy; alive but silent → stalled; dead → stopped or
-  failed by exit code. Heartbeats older than the process belong to an earlier run and are ignored.
+  build_submit_command`) under the checkpoint's lease and records where the job runs in the lease
+  row. Local mode: a session of its own, led by a small ``sh`` wrapper that outlives the Airflow
+  worker and writes the job's exit code to a file, so a triggerer that is not the parent still
+  tells "stopped on request" (0) from "crashed"; host, pid and the process's start time go to the
+  lease. Kubernetes cluster mode: spark-submit returns once the driver pod exists; the pod (found
+  by its ``streamops/pipeline`` label) goes to the lease.
+- **Find** matches lease + pid + start time (or the driver pod), so a reused pid is never
+  mistaken for the job.
+- **Stop** is graceful first: SIGTERM to the Python driver (queries finish their batch, exit 0),
+  SIGKILL of the session after the timeout; in Kubernetes, the pod is deleted with that grace.
+- **Health** is :func:`streamops.pipelines.health.classify_health`, the one rule every reader
+  of a pipeline's state applies.
+
+The API other parts build on (the operations page, ``streamops pipeline``) — keep it stable:
+``start_or_reattach``, ``find_job``, ``is_alive``, ``stop``, ``read_health``, ``current_health``,
+``load_restart_state``, ``save_restart_state``, ``reset_breaker``, ``release``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager, suppress
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,114 +39,36 @@ import psutil
 from airflow.sdk import BaseHook
 
 from streamops.config import Settings, load_settings
+from streamops.errors import StreamopsError
+from streamops.pipelines import jobs
+from streamops.pipelines import kubernetes as k8s
 from streamops.pipelines import lease as leases
-from streamops.pipelines.restart import RestartState
+from streamops.pipelines.health import HealthStatus, JobHealth, classify_health
+from streamops.pipelines.jobs import EXIT_FILE, JobHandle
+from streamops.pipelines.platform_alerts import (
+    PLATFORM_ALERTS_KEY,
+    platform_alert,
+    publish_platform_alert,
+)
+from streamops.pipelines.restart import OperatorReset, RestartState, transition
 from streamops.pipelines.spec import PipelineSpec
 from streamops.pipelines.submit import build_submit_command, build_submit_environment
 
 log = logging.getLogger(__name__)
 
 BREAKER_RULE_ID = "streaming-circuit-breaker"
-PLATFORM_ALERTS_KEY = "streamops:alerts:platform"
-# psutil's create_time is derived from clock ticks: equal within this much means the same process.
-_START_TIME_TOLERANCE_SECONDS = 0.5
-# SIGKILL of the session: how long to wait for the kernel to reap it.
-_KILL_WAIT_SECONDS = 10.0
-_EXIT_FILE = "pid-{pid}.exit"
-
-
-class HealthStatus(StrEnum):
-    STARTING = "starting"
-    HEALTHY = "healthy"
-    STALLED = "stalled"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-    @property
-    def needs_action(self) -> bool:
-        return self in (HealthStatus.STALLED, HealthStatus.FAILED, HealthStatus.STOPPED)
-
-
-@dataclass(frozen=True)
-class JobHealth:
-    status: HealthStatus
-    detail: str
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    """Everything needed to find, watch and stop one launched job; JSON-ready for triggers."""
-
-    pipeline: str
-    queries: tuple[str, ...]
-    checkpoint_location: str
-    owner: str
-    fencing_token: int
-    host: str
-    pid: int
-    process_start_epoch: float
-    exit_file: str
-    log_file: str
-    reattached: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["queries"] = list(self.queries)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
-        return cls(**{**data, "queries": tuple(data["queries"])})
-
-    def lease(self) -> leases.Lease:
-        return leases.Lease(self.checkpoint_location, self.owner, self.fencing_token)
-
-
-def classify_health(
-    *,
-    alive: bool,
-    exit_code: int | None,
-    query_states: Mapping[str, Mapping[str, str]],
-    now: float,
-    process_start_epoch: float,
-    heartbeat_max_age_seconds: float,
-    startup_grace_seconds: float,
-) -> JobHealth:
-    """The health rule as a pure function (``query_states``: query → its Redis hash)."""
-    if not alive:
-        if exit_code == 0:
-            return JobHealth(HealthStatus.STOPPED, "the job stopped on request (exit 0)")
-        how = "was killed" if exit_code is None else f"exited with {exit_code}"
-        return JobHealth(HealthStatus.FAILED, f"the job process {how}")
-    ages: list[str] = []
-    waiting: list[str] = []
-    for query, fields in query_states.items():
-        heartbeat = _float(fields.get("heartbeat_at"))
-        if heartbeat is None or heartbeat < process_start_epoch:
-            # Nothing from this run yet (the hash may hold the previous run's last words).
-            waiting.append(query)
-            continue
-        if fields.get("state") == "failed" or fields.get("last_exception"):
-            exception = (fields.get("last_exception") or "").strip().splitlines()
-            first_line = exception[0] if exception else "no message"
-            return JobHealth(HealthStatus.FAILED, f"{query} failed: {first_line}")
-        age = now - heartbeat
-        if age > heartbeat_max_age_seconds:
-            return JobHealth(
-                HealthStatus.STALLED,
-                f"{query}: no progress for {age:.0f} s (allowed {heartbeat_max_age_seconds:g} s)",
-            )
-        ages.append(f"{query} {age:.0f} s ago")
-    if waiting:
-        running_for = now - process_start_epoch
-        if running_for <= startup_grace_seconds:
-            return JobHealth(HealthStatus.STARTING, f"waiting for {', '.join(waiting)}")
-        return JobHealth(
-            HealthStatus.STALLED,
-            f"{', '.join(waiting)}: no heartbeat {running_for:.0f} s after the start "
-            f"(allowed {startup_grace_seconds:g} s)",
-        )
-    return JobHealth(HealthStatus.HEALTHY, "heartbeat " + ", ".join(ages))
+# spark-submit in cluster mode only creates the driver pod; it must not take longer than this.
+_CLUSTER_SUBMIT_TIMEOUT_SECONDS = 300.0
+# Re-exported: tests, the trigger and the operations page import them from here.
+__all__ = [
+    "BREAKER_RULE_ID",
+    "PLATFORM_ALERTS_KEY",
+    "HealthStatus",
+    "JobHandle",
+    "JobHealth",
+    "SparkJobHook",
+    "classify_health",
+]
 
 
 class SparkJobHook(BaseHook):
@@ -185,6 +107,15 @@ class SparkJobHook(BaseHook):
         with self.connection() as connection:
             leases.save_restart_state(connection, self.spec.name, state)
 
+    def reset_breaker(self) -> RestartState:
+        """An operator closes the breaker: the failure history is forgotten, the phase stopped.
+
+        Nothing starts here; the next supervision run launches the job again.
+        """
+        state = transition(self.spec.restart, self.load_restart_state(), OperatorReset(), 0).state
+        self.save_restart_state(state)
+        return state
+
     # --- launch / find ------------------------------------------------------------------------
     def start_or_reattach(self, owner: str) -> JobHandle:
         """The job under ``owner``'s lease: the running one if there is one, else a new launch.
@@ -201,42 +132,56 @@ class SparkJobHook(BaseHook):
                 self.spec.lease_ttl_seconds,
                 pipeline=self.spec.name,
             )
-            if lease.reattached and lease.pid is not None:
+            if lease.reattached and (lease.pid or lease.host):
                 handle = self._handle(lease, reattached=True)
-                if self.is_running(handle):
-                    log.info("%s: reattached to pid %s", self.spec.name, lease.pid)
+                if self.is_alive(handle):
+                    log.info("%s: reattached to %s", self.spec.name, _where(handle))
                     return handle
-            elif previous is not None and previous.pid is not None:
+            elif previous is not None and (previous.pid or previous.host):
                 # The previous holder's lease expired; its job must not run next to ours.
                 stale = self._handle(previous, reattached=False)
-                if self.is_running(stale):
+                if self.is_alive(stale):
                     log.warning(
-                        "%s: stopping pid %s of an expired lease", self.spec.name, stale.pid
+                        "%s: stopping %s of an expired lease", self.spec.name, _where(stale)
                     )
                     self.stop(stale)
             handle = self.launch(lease)
             leases.record_process(
                 connection,
                 lease,
-                host=handle.host,
+                host=f"{handle.host}/{handle.driver_pod}" if handle.driver_pod else handle.host,
                 pid=handle.pid,
                 start_epoch=handle.process_start_epoch,
             )
             return handle
 
+    def find_job(self) -> JobHandle | None:
+        """The job recorded in the checkpoint's lease (alive or not), None if none was launched.
+
+        For readers (the operations page, ``streamops pipeline status``): no lease is taken.
+        """
+        with self.connection() as connection:
+            lease = leases.current(connection, self.checkpoint_location)
+        if lease is None or not (lease.pid or lease.host):
+            return None
+        return self._handle(lease, reattached=False)
+
     def launch(self, lease: leases.Lease) -> JobHandle:
-        """Start ``spark-submit`` for the spec in its own session; returns once it is spawned."""
+        """Start ``spark-submit`` for the spec; returns once it is spawned (or, in Kubernetes,
+        once its driver pod exists)."""
         from spark_jobs.common.session import kafka_connector_jars
 
         run_dir = self._run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = run_dir / f"token-{lease.fencing_token}.log"
         command = self.submit_command(kafka_connector_jars(self.settings))
-        # sh stays the session leader and records the exit code under its own pid ($$), so a
-        # reattaching launcher finds the file from the lease alone; `exec` would lose the code.
-        wrapper = f'{shlex.join(command)}; echo $? > "$0/{_EXIT_FILE.format(pid="$$")}"'
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
         env.setdefault("SPARK_HOME", str(_spark_home()))
+        if self.spec.kubernetes is not None:
+            return self._launch_on_kubernetes(lease, command, env, log_file)
+        # sh stays the session leader and records the exit code under its own pid ($$), so a
+        # reattaching launcher finds the file from the lease alone; `exec` would lose the code.
+        wrapper = f'{shlex.join(command)}; echo $? > "$0/{EXIT_FILE.format(pid="$$")}"'
         with open(log_file, "ab") as log_stream:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", wrapper, str(run_dir)],
@@ -248,7 +193,7 @@ class SparkJobHook(BaseHook):
                 start_new_session=True,
             )
         # A file left by an earlier process with the same pid would pass for this one's code.
-        (run_dir / _EXIT_FILE.format(pid=process.pid)).unlink(missing_ok=True)
+        (run_dir / EXIT_FILE.format(pid=process.pid)).unlink(missing_ok=True)
         log.info("%s: launched pid %s, log %s", self.spec.name, process.pid, log_file)
         return JobHandle(
             pipeline=self.spec.name,
@@ -259,12 +204,55 @@ class SparkJobHook(BaseHook):
             host=self.host,
             pid=process.pid,
             process_start_epoch=psutil.Process(process.pid).create_time(),
-            exit_file=str(run_dir / _EXIT_FILE.format(pid=process.pid)),
+            exit_file=str(run_dir / EXIT_FILE.format(pid=process.pid)),
             log_file=str(log_file),
         )
 
+    def _launch_on_kubernetes(
+        self, lease: leases.Lease, command: list[str], env: dict[str, str], log_file: Path
+    ) -> JobHandle:
+        assert self.spec.kubernetes is not None
+        submitted_at = time.time()
+        with open(log_file, "ab") as log_stream:
+            result = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_stream,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=_CLUSTER_SUBMIT_TIMEOUT_SECONDS,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise StreamopsError(
+                f"{self.spec.name}: spark-submit to {self.spec.kubernetes.api_server} failed "
+                f"(exit {result.returncode}); its output is in {log_file}."
+            )
+        pods = k8s.parse_driver_pods(k8s.run_kubectl(k8s.find_drivers_command(self.spec)))
+        # Only a pod of this submission: an older one would be a driver we did not start.
+        pod = k8s.live_driver([p for p in pods if p.created_epoch >= submitted_at - 5])
+        if pod is None:
+            raise StreamopsError(
+                f"{self.spec.name}: spark-submit succeeded but no driver pod with "
+                f"{k8s.driver_selector(self.spec)} runs in {self.spec.kubernetes.namespace}."
+            )
+        log.info("%s: launched driver pod %s", self.spec.name, pod.name)
+        return JobHandle(
+            pipeline=self.spec.name,
+            queries=self.spec.queries,
+            checkpoint_location=lease.checkpoint_location,
+            owner=lease.owner or "",
+            fencing_token=lease.fencing_token,
+            host=f"k8s:{self.spec.kubernetes.namespace}",
+            pid=0,
+            process_start_epoch=pod.created_epoch,
+            exit_file="",
+            log_file=str(log_file),
+            driver_pod=pod.name,
+        )
+
     def _run_dir(self) -> Path:
-        return self.settings.state_dir / "pipelines" / self.spec.name
+        return jobs.run_dir(self.settings, self.spec.name)
 
     def submit_command(self, connector_jars: list[Path] | None = None) -> list[str]:
         import pyspark
@@ -278,80 +266,53 @@ class SparkJobHook(BaseHook):
         )
 
     def _handle(self, lease: leases.Lease, *, reattached: bool) -> JobHandle:
-        run_dir = self._run_dir()
-        return JobHandle(
-            pipeline=self.spec.name,
-            queries=self.spec.queries,
-            checkpoint_location=lease.checkpoint_location,
-            owner=lease.owner or "",
-            fencing_token=lease.fencing_token,
-            host=lease.host or "",
-            pid=lease.pid or 0,
-            process_start_epoch=lease.process_start_epoch or 0.0,
-            exit_file=str(run_dir / _EXIT_FILE.format(pid=lease.pid or 0)),
-            log_file=str(run_dir / f"token-{lease.fencing_token}.log"),
-            reattached=reattached,
-        )
+        return jobs.handle_from_lease(self.spec, self.settings, lease, reattached=reattached)
 
-    # --- process ------------------------------------------------------------------------------
+    # --- process / pod ------------------------------------------------------------------------
     @staticmethod
     def is_running(handle: JobHandle) -> bool:
-        """The handle's process lives on this host: same pid *and* same start time."""
-        if handle.host != socket.gethostname() or handle.pid <= 0:
-            return False
-        try:
-            process = psutil.Process(handle.pid)
-            same = abs(process.create_time() - handle.process_start_epoch)
-            return same <= _START_TIME_TOLERANCE_SECONDS and process.status() not in (
-                psutil.STATUS_ZOMBIE,
-                psutil.STATUS_DEAD,
-            )
-        except psutil.Error:
-            return False
+        """The handle's local process lives on this host: same pid *and* same start time."""
+        return jobs.process_is_running(handle)
 
     @staticmethod
     def exit_code(handle: JobHandle) -> int | None:
-        try:
-            return int(Path(handle.exit_file).read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return jobs.process_exit_code(handle)
 
-    @classmethod
-    def stop(cls, handle: JobHandle, timeout_seconds: float = 60.0) -> int | None:
-        """SIGTERM the driver (graceful: the queries stop), then SIGKILL the session on timeout.
+    def is_alive(self, handle: JobHandle) -> bool:
+        """The job runs: its local process, or its driver pod (Pending or Running)."""
+        if handle.driver_pod:
+            pod = self._driver_pod(handle)
+            return pod is not None and pod.alive
+        return jobs.process_is_running(handle)
 
-        Returns the job's exit code (None when it had to be killed or was not ours to wait for).
+    def stop(self, handle: JobHandle, timeout_seconds: float | None = None) -> int | None:
+        """Graceful stop, then a kill after ``timeout_seconds`` (default: the spec's).
+
+        Returns the job's exit code when known (0 = it stopped its queries cleanly); None when
+        it had to be killed, or in Kubernetes, where the deleted pod takes its code along.
         """
-        if not cls.is_running(handle):
-            return cls.exit_code(handle)
-        leader = psutil.Process(handle.pid)
-        targets = _python_drivers(leader) or [leader]
-        for process in targets:
-            with _quietly():
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline and cls.is_running(handle):
-            time.sleep(0.5)
-        if cls.is_running(handle):
-            log.warning("%s: no graceful stop in %g s, killing", handle.pipeline, timeout_seconds)
-            with _quietly():
-                os.killpg(handle.pid, signal.SIGKILL)
-            _wait_gone(leader, _KILL_WAIT_SECONDS)
+        timeout = self.spec.stop_timeout_seconds if timeout_seconds is None else timeout_seconds
+        if handle.driver_pod:
+            k8s.run_kubectl(k8s.stop_driver_command(self.spec, handle.driver_pod, timeout))
             return None
-        # The exit code file is written by sh just before it exits.
-        for _ in range(20):
-            code = cls.exit_code(handle)
-            if code is not None:
-                return code
-            time.sleep(0.1)
-        return None
+        return jobs.stop_process(handle, timeout)
+
+    def _driver_pod(self, handle: JobHandle) -> k8s.DriverPod | None:
+        document = k8s.run_kubectl(
+            k8s.get_driver_command(self.spec, handle.driver_pod), check=False
+        )
+        pods = k8s.parse_driver_pods(document) if document else []
+        return pods[0] if pods else None
 
     # --- health -------------------------------------------------------------------------------
     def read_health(self, handle: JobHandle, now: float | None = None) -> JobHealth:
-        alive = self.is_running(handle)
+        if not handle.driver_pod:
+            return jobs.local_health(self.spec, self.settings, handle, now)
+        pod = self._driver_pod(handle)
+        alive = pod is not None and pod.alive
         return classify_health(
             alive=alive,
-            exit_code=None if alive else self.exit_code(handle),
+            exit_code=None if pod is None or alive else pod.exit_code,
             query_states=self.query_states(handle) if alive else {},
             now=time.time() if now is None else now,
             process_start_epoch=handle.process_start_epoch,
@@ -359,19 +320,15 @@ class SparkJobHook(BaseHook):
             startup_grace_seconds=self.spec.health.startup_grace_seconds,
         )
 
+    def current_health(self) -> JobHealth:
+        """Health of whatever the lease says runs now (for readers; nothing is taken or renewed)."""
+        handle = self.find_job()
+        if handle is None:
+            return JobHealth(HealthStatus.STOPPED, "never launched")
+        return self.read_health(handle)
+
     def query_states(self, handle: JobHandle) -> dict[str, dict[str, str]]:
-        import redis
-
-        from spark_jobs.common.listener import query_key
-
-        client = redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=2, decode_responses=True
-        )
-        with closing(client):
-            pipe = client.pipeline(transaction=False)
-            for query in handle.queries:
-                pipe.hgetall(query_key(handle.pipeline, query))
-            return dict(zip(handle.queries, pipe.execute(), strict=True))
+        return jobs.read_query_states(self.settings, handle.pipeline, handle.queries)
 
     # --- lease --------------------------------------------------------------------------------
     def renew(self, handle: JobHandle) -> None:
@@ -385,40 +342,24 @@ class SparkJobHook(BaseHook):
     # --- alerts -------------------------------------------------------------------------------
     def publish_breaker_alert(self, state: RestartState) -> dict[str, object]:
         """The breaker opened: one alert on the ``alerts`` topic and in Redis."""
-        import redis
-        from confluent_kafka import Producer
+        from datetime import UTC, datetime
 
         opened = datetime.fromtimestamp(state.breaker_opened_at or time.time(), UTC)
-        alert: dict[str, object] = {
-            "alert_id": hashlib.sha256(
-                f"breaker:{self.spec.name}:{opened.isoformat()}".encode()
-            ).hexdigest(),
-            "rule_id": BREAKER_RULE_ID,
-            "level": "CRITICAL",
-            "service": self.spec.name,
-            "window_start": opened.isoformat(),
-            "window_end": opened.isoformat(),
-            "event_count": len(state.failure_times),
-            "sample_message": (
-                f"{self.spec.name}: circuit breaker open after {len(state.failure_times)} "
-                f"failures; last: {state.last_failure_reason or 'unknown'}"
-            )[:1000],
-        }
-        payload = json.dumps(alert)
-        try:
-            producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers})
-            producer.produce("alerts", key=str(alert["alert_id"]).encode(), value=payload.encode())
-            producer.flush(10)
-        except Exception:
-            log.exception("could not publish the breaker alert to Kafka")
-        try:
-            client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2)
-            with closing(client):
-                client.lpush(PLATFORM_ALERTS_KEY, payload)
-                client.ltrim(PLATFORM_ALERTS_KEY, 0, 199)
-        except Exception:
-            log.exception("could not publish the breaker alert to Redis")
-        return alert
+        failures = len(state.failure_times)
+        return publish_platform_alert(
+            self.settings,
+            platform_alert(
+                rule_id=BREAKER_RULE_ID,
+                service=self.spec.name,
+                identity=f"{self.spec.name}:{opened.isoformat()}",
+                at=opened,
+                event_count=failures,
+                message=(
+                    f"{self.spec.name}: circuit breaker open after {failures} failures; "
+                    f"last: {state.last_failure_reason or 'unknown'}"
+                ),
+            ),
+        )
 
 
 def _spark_home() -> Path:
@@ -427,36 +368,5 @@ def _spark_home() -> Path:
     return Path(pyspark.__file__).resolve().parent
 
 
-def _python_drivers(leader: psutil.Process) -> list[psutil.Process]:
-    """The job's Python driver(s) in the session: SIGTERM there is the job's graceful stop.
-
-    spark-submit's JVM is the driver's parent; signalling the JVM instead would tear the
-    SparkContext down under the running batch.
-    """
-    drivers = []
-    for child in leader.children(recursive=True):
-        with _quietly():
-            name = child.name().lower()
-            # Python workers run as `python -m pyspark.daemon`/`pyspark.worker`: not drivers.
-            workers = any(arg.startswith("pyspark.") for arg in child.cmdline())
-            if name.startswith("python") and not workers:
-                drivers.append(child)
-    return drivers
-
-
-def _wait_gone(process: psutil.Process, timeout_seconds: float) -> None:
-    with _quietly():
-        process.wait(timeout_seconds)
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return None if value is None or value == "" else float(value)
-    except ValueError:
-        return None
-
-
-@contextmanager
-def _quietly() -> Iterator[None]:
-    with suppress(psutil.Error, ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
-        yield
+def _where(handle: JobHandle) -> str:
+    return f"driver pod {handle.driver_pod}" if handle.driver_pod else f"pid {handle.pid}"

@@ -9,8 +9,9 @@ One task instance supervises for as long as the job runs:
 1. ``execute``: refuse while the breaker is open; take the checkpoint's lease and reattach to the
    running job or launch one; defer to the health trigger.
 2. ``on_health_event``: stopped on request → release the lease, succeed. Failed or stalled →
-   stop what is left, apply the restart policy: defer for the backoff (a timer trigger), or —
-   crash loop — open the breaker, alert, release the lease and fail.
+   stop what is left, apply the restart policy: wait out the backoff (in the worker when it is at
+   most ``IN_WORKER_BACKOFF_SECONDS``, else deferred on a timer trigger), or — crash loop — open
+   the breaker, alert, release the lease and fail.
 3. ``restart_job`` (after the backoff): relaunch from the checkpoint under the same lease and defer
    to the health trigger again.
 
@@ -41,6 +42,9 @@ from streamops.pipelines.restart import (
 from streamops.pipelines.spec import PIPELINE_NAME, PipelineSpec, load_spec
 from streamops_airflow.hooks import HealthStatus, JobHandle, SparkJobHook
 from streamops_airflow.triggers import LEASE_LOST, SparkJobHealthTrigger
+
+# Backoffs up to this long are waited out in the worker instead of on a timer trigger.
+IN_WORKER_BACKOFF_SECONDS = 10.0
 
 
 class StreamingJobOperator(BaseOperator):
@@ -89,6 +93,12 @@ class StreamingJobOperator(BaseOperator):
             raise AirflowFailException(self._breaker_message(hook.spec, detail))
         delay = decision.delay_seconds or 0.0
         self.log.info("%s: restarting from the checkpoint in %.1f s", self.pipeline, delay)
+        if delay <= IN_WORKER_BACKOFF_SECONDS:
+            # Deferring costs two scheduler round trips and a task start (tens of seconds on a
+            # busy machine); a wait this short is cheaper in the slot we already hold.
+            time.sleep(delay)
+            self._start_and_watch(hook)
+            return
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
         self.defer(

@@ -93,11 +93,22 @@ class SparkJobHealthTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval_seconds)
 
     async def on_kill(self) -> None:
-        """The user stopped the run or marked the task failed: stop the job, free the lease."""
+        """The user stopped the run or marked the task failed: stop the job, free the lease.
+
+        Stop and release run as one call in one thread. The triggerer re-sends the cancellation
+        at every sync (about once a second) until the trigger is gone, which cancels this
+        coroutine again long before ``on_kill_timeout``; a thread is not cancelled with it, so
+        the lease is released after the stop even then.
+        """
+        await asyncio.to_thread(self._stop_and_release)
+
+    def _stop_and_release(self) -> None:
         from streamops_airflow.hooks import JobHandle
 
-        hook = await asyncio.to_thread(self._hook)
+        hook = self._hook()
         handle = JobHandle.from_dict(self.handle)
-        timeout = min(hook.spec.stop_timeout_seconds, ON_KILL_STOP_TIMEOUT_SECONDS)
-        await asyncio.to_thread(hook.stop, handle, timeout)
-        await asyncio.to_thread(hook.release, handle)
+        try:
+            hook.stop(handle, min(hook.spec.stop_timeout_seconds, ON_KILL_STOP_TIMEOUT_SECONDS))
+        finally:
+            hook.release(handle)
+            self.log.info("%s: stopped on request, lease released", self.pipeline)

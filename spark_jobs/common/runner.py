@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import signal
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -17,6 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streamops.config import Settings
+from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +23,9 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "STREAMOPS_FAULT_KILL_AFTER_SINK"
 FAULT_MARKER_ENV = "STREAMOPS_FAULT_MARKER"
 DATA_LOSS_MARKERS = ("failOnDataLoss", "OffsetOutOfRange", "data loss", "KAFKA_DATA_LOSS")
-PLATFORM_ALERTS_KEY = "streamops:alerts:platform"
+DATA_LOSS_RULE_ID = "streaming-data-loss"
+# How long the queries' last listener events (their terminations) may take to be delivered.
+LISTENER_DRAIN_SECONDS = 15.0
 
 
 def fault_point(query_name: str, batch_id: int) -> None:
@@ -69,8 +69,10 @@ def run_queries(
         if any(marker in message for marker in DATA_LOSS_MARKERS):
             publish_data_loss_alert(settings, pipeline, message)
         _stop_all(queries)
+        _drain_listener_bus(spark)
         return 1
     _stop_all(queries)
+    _drain_listener_bus(spark)
     log.info("%s: stopped on request", pipeline)
     return 0
 
@@ -84,33 +86,29 @@ def _stop_all(queries: list[StreamingQuery]) -> None:
             log.exception("stopping %s failed", query.name)
 
 
+def _drain_listener_bus(spark: SparkSession) -> None:
+    """Wait until Spark has delivered the events queued for listeners, terminations included.
+
+    A stopped query posts its termination to Spark's listener bus, which calls the listener on
+    its own thread; exiting right after ``stop()`` would lose that call, and ``query_status`` and
+    the Redis hash would still say "running". Stopping the SparkContext would drain the bus too,
+    but under spark-submit it turns the graceful stop into exit 143, so wait on the bus itself.
+    """
+    try:
+        bus = spark.sparkContext._jsc.sc().listenerBus()
+        bus.waitUntilEmpty(int(LISTENER_DRAIN_SECONDS * 1000))
+    except Exception:  # a slow bus only costs the last status write, never the stop
+        log.warning("the listener bus did not drain in %g s", LISTENER_DRAIN_SECONDS)
+
+
 def publish_data_loss_alert(settings: Settings, pipeline: str, message: str) -> dict[str, object]:
     """Offsets aged out of Kafka: an alert on the `alerts` topic and in Redis, never silence."""
-    import redis
-    from confluent_kafka import Producer
-
-    now = datetime.now(UTC)
-    alert: dict[str, object] = {
-        "alert_id": hashlib.sha256(f"data-loss:{pipeline}:{message}".encode()).hexdigest(),
-        "rule_id": "streaming-data-loss",
-        "level": "CRITICAL",
-        "service": pipeline,
-        "window_start": now.isoformat(),
-        "window_end": now.isoformat(),
-        "event_count": 0,
-        "sample_message": message[:1000],
-    }
-    payload = json.dumps(alert)
-    try:
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-        producer.produce("alerts", key=str(alert["alert_id"]).encode(), value=payload.encode())
-        producer.flush(10)
-    except Exception:
-        log.exception("could not publish the data-loss alert to Kafka")
-    try:
-        client = redis.Redis.from_url(settings.redis_url)
-        client.lpush(PLATFORM_ALERTS_KEY, payload)
-        client.ltrim(PLATFORM_ALERTS_KEY, 0, 199)
-    except Exception:
-        log.exception("could not publish the data-loss alert to Redis")
-    return alert
+    return publish_platform_alert(
+        settings,
+        platform_alert(
+            rule_id=DATA_LOSS_RULE_ID,
+            service=pipeline,
+            identity=f"{pipeline}:{message}",
+            message=message,
+        ),
+    )

@@ -12,6 +12,7 @@ pipeline and the field, e.g. ``pipelines.yaml: pipeline 'orders': restart.max_fa
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,9 @@ from streamops.config import PROJECT_ROOT
 from streamops.errors import StreamopsError
 
 PIPELINES_FILE = PROJECT_ROOT / "pipelines.yaml"
+# Another specs file instead of pipelines.yaml, for every process alike (DAG parsing, the
+# triggerer, the CLI): a test stack with short backoffs, or a deployment's own file.
+PIPELINES_FILE_ENV = "STREAMOPS_PIPELINES_FILE"
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _DURATION = re.compile(
@@ -236,9 +240,15 @@ def parse_specs(document: Any, source: str = "pipelines.yaml") -> dict[str, Pipe
     return specs
 
 
+def pipelines_file() -> Path:
+    """The specs file: ``$STREAMOPS_PIPELINES_FILE`` when set, else the project's pipelines.yaml."""
+    override = os.environ.get(PIPELINES_FILE_ENV)
+    return Path(override).expanduser() if override else PIPELINES_FILE
+
+
 def load_specs(path: Path | None = None) -> dict[str, PipelineSpec]:
-    """Every pipeline of ``pipelines.yaml`` (or ``path``), validated; reads that file only."""
-    path = PIPELINES_FILE if path is None else path
+    """Every pipeline of :func:`pipelines_file` (or ``path``), validated; reads that file only."""
+    path = pipelines_file() if path is None else path
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -257,7 +267,7 @@ def load_spec(name: str, path: Path | None = None) -> PipelineSpec:
     specs = load_specs(path)
     if name not in specs:
         raise PipelineSpecError(
-            f"No pipeline {name!r} in {path or PIPELINES_FILE}; known: {sorted(specs)}."
+            f"No pipeline {name!r} in {path or pipelines_file()}; known: {sorted(specs)}."
         )
     return specs[name]
 

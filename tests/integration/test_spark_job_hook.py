@@ -65,8 +65,11 @@ def test_launch_find_watch_and_stop_gracefully(settings: Settings, spec: Pipelin
         assert time.monotonic() - started < spec.stop_timeout_seconds
         assert not SparkJobHook.is_running(handle)
         assert hook.read_health(handle).status is HealthStatus.STOPPED
+        # The listener recorded each query's termination before the driver exited.
+        for fields in hook.query_states(handle).values():
+            assert fields.get("state") == "stopped", fields
     finally:
-        SparkJobHook.stop(handle, 5)
+        hook.stop(handle, 5)
         hook.release(handle)
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-EXPECTED_DAGS = {
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAGS_FOLDER = PROJECT_ROOT / "dags"
+FIXED_DAGS = {
     "streamops_platform_health",
     "streamops_mariadb_compaction",
     "streamops_checkpoint_health",
 }
+# One supervision DAG per pipeline, read straight from the file (not through the code under test),
+# so a pipeline added to pipelines.yaml is expected without touching this test.
+SUPERVISION_DAGS = {
+    f"streamops_supervise_{name}"
+    for name in yaml.safe_load((PROJECT_ROOT / "pipelines.yaml").read_text())["pipelines"]
+}
+EXPECTED_DAGS = FIXED_DAGS | SUPERVISION_DAGS
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +35,19 @@ def test_no_import_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_expected_dag_ids(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert "streamops_supervise_orders" in SUPERVISION_DAGS
     assert set(dagbag.dag_ids) == EXPECTED_DAGS
+
+
+def test_one_supervision_task_per_pipeline(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from streamops_airflow.operators import StreamingJobOperator
+
+    for dag_id in SUPERVISION_DAGS:
+        dag = dagbag.dags[dag_id]
+        assert "supervision" in dag.tags
+        (task,) = dag.tasks
+        assert isinstance(task, StreamingJobOperator)
+        assert f"streamops_supervise_{task.pipeline}" == dag_id
 
 
 def test_owners_tags_and_retries(dagbag) -> None:  # type: ignore[no-untyped-def]

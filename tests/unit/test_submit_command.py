@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamops.config import PROJECT_ROOT, Settings, load_settings
+from streamops.pipelines import kubernetes as k8s
 from streamops.pipelines.spec import PipelineSpec, parse_specs
 from streamops.pipelines.submit import (
     CHECKPOINT_ENV,
@@ -149,3 +151,88 @@ def test_the_builder_does_no_io(settings: Settings, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(Path, "glob", forbidden)
     monkeypatch.setattr(Path, "stat", forbidden)
     assert build_submit_command(_spec(kubernetes=K8S), settings, connector_jars=JARS)
+
+
+# --- cluster mode: finding and stopping the driver pod ------------------------------------------
+
+
+def _pod(name: str, phase: str, created: str, exit_code: int | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if exit_code is not None:
+        status["containerStatuses"] = [
+            {"name": "sidecar", "state": {"terminated": {"exitCode": 9}}},
+            {"name": "spark-kubernetes-driver", "state": {"terminated": {"exitCode": exit_code}}},
+        ]
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "creationTimestamp": created},
+        "status": status,
+    }
+
+
+def test_driver_pods_are_found_by_the_labels_the_submit_command_sets(settings: Settings) -> None:
+    spec = _spec(kubernetes=K8S)
+    selector = k8s.driver_selector(spec)
+    assert selector == "streamops/pipeline=orders,spark-role=driver"
+    # The label the selector asks for is the one spark-submit puts on the driver pod.
+    confs = _confs(build_submit_command(spec, settings, connector_jars=JARS))
+    assert confs["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
+    assert k8s.find_drivers_command(spec) == [
+        "kubectl",
+        "--server",
+        "https://10.0.0.1:443",
+        "--namespace",
+        "data",
+        "get",
+        "pods",
+        "--selector",
+        selector,
+        "--output",
+        "json",
+    ]
+    assert k8s.get_driver_command(spec, "orders-driver", kubectl="/bin/kubectl")[:1] == [
+        "/bin/kubectl"
+    ]
+    assert k8s.get_driver_command(spec, "orders-driver")[5:] == [
+        "get",
+        "pod",
+        "orders-driver",
+        "--output",
+        "json",
+    ]
+
+
+def test_stopping_the_driver_deletes_its_pod_with_the_grace_period(settings: Settings) -> None:
+    command = k8s.stop_driver_command(_spec(kubernetes=K8S), "orders-driver", 59.6)
+    assert command[:5] == ["kubectl", "--server", "https://10.0.0.1:443", "--namespace", "data"]
+    assert command[5:8] == ["delete", "pod", "orders-driver"]
+    assert "--grace-period=60" in command
+    assert "--wait=true" in command and "--timeout=90s" in command
+    assert "--ignore-not-found=true" in command
+
+
+def test_cluster_commands_refuse_a_local_spec() -> None:
+    with pytest.raises(ValueError, match="runs locally"):
+        k8s.find_drivers_command(_spec())
+
+
+def test_driver_pods_parse_newest_first_with_the_driver_exit_code() -> None:
+    listing = {
+        "kind": "PodList",
+        "items": [
+            _pod("old", "Failed", "2026-11-25T10:00:00Z", exit_code=1),
+            _pod("new", "Running", "2026-11-25T12:00:00Z"),
+            _pod("done", "Succeeded", "2026-11-25T11:00:00Z", exit_code=0),
+        ],
+    }
+    pods = k8s.parse_driver_pods(listing)
+    assert [p.name for p in pods] == ["new", "done", "old"]
+    assert pods[0].alive and pods[0].exit_code is None
+    assert (pods[1].alive, pods[1].exit_code) == (False, 0)
+    assert (pods[2].alive, pods[2].exit_code) == (False, 1)
+    assert k8s.live_driver(pods) == pods[0]
+    assert k8s.live_driver(pods[1:]) is None
+    assert pods[0].created_epoch == datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
+    # `kubectl get pod NAME -o json` answers with the pod itself, not a list.
+    (single,) = k8s.parse_driver_pods(_pod("one", "Pending", "2026-11-25T12:00:00Z"))
+    assert single.alive and single.name == "one"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
@@ -12,7 +13,7 @@ from streamops_airflow.supervision import build_supervision_dag
 from streamops_airflow.triggers import SparkJobHealthTrigger
 
 from streamops.pipelines.restart import Phase, RestartState
-from streamops.pipelines.spec import load_specs, parse_specs
+from streamops.pipelines.spec import PipelineSpecError, load_specs, parse_specs
 
 
 @pytest.fixture
@@ -68,14 +69,19 @@ def test_operator_rejects_a_bad_pipeline_name() -> None:
 
 
 class FakeHook:
-    def __init__(self, state: RestartState) -> None:
+    def __init__(self, state: RestartState, initial_backoff_seconds: float = 30.0) -> None:
+        restart = {
+            "max_failures": 2,
+            "jitter_ratio": 0,
+            "initial_backoff_seconds": initial_backoff_seconds,
+        }
         self.spec = parse_specs(
             {
                 "pipelines": {
                     "orders": {
                         "job_module": "spark_jobs.jobs.orders",
                         "queries": ["q"],
-                        "restart": {"max_failures": 2, "jitter_ratio": 0},
+                        "restart": restart,
                     }
                 }
             }
@@ -165,6 +171,21 @@ def test_a_failure_backs_off_on_a_timer_then_the_breaker_opens(
     assert hook.calls[-3:] == ["stop", "alert", "release"]
 
 
+def test_a_short_backoff_is_waited_out_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0), initial_backoff_seconds=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
+    # No timer trigger: relaunched after the sleep, straight back to the health trigger.
+    assert slept == [2.0]
+    assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
+    assert hook.calls == ["stop", "start:airflow:adhoc_airflow.supervise"]
+    assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 1
+
+
 def test_a_graceful_stop_releases_the_lease_and_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
     hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
     _operator(monkeypatch, hook).on_health_event({}, _event("stopped"))
@@ -179,3 +200,80 @@ def test_a_lost_lease_stops_the_job_but_keeps_hands_off_the_lease(
     with pytest.raises(AirflowException, match="why"):
         _operator(monkeypatch, hook).on_health_event({}, _event("lease_lost"))
     assert hook.calls == ["stop"]
+
+
+# --- where the specs come from, and the platform alert -------------------------------------------
+
+
+def test_the_pipelines_file_can_be_replaced_for_every_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamops.pipelines.spec import PIPELINES_FILE_ENV, load_spec, pipelines_file
+
+    other = tmp_path / "pipelines.yaml"
+    other.write_text(
+        "pipelines:\n  quick:\n    job_module: spark_jobs.jobs.orders\n    queries: [q]\n"
+        "    restart: {initial_backoff_seconds: 1, max_backoff_seconds: 2}\n"
+    )
+    monkeypatch.setenv(PIPELINES_FILE_ENV, str(other))
+    assert pipelines_file() == other
+    assert list(load_specs()) == ["quick"]
+    assert load_spec("quick").restart.initial_backoff_seconds == 1
+    with pytest.raises(PipelineSpecError, match=f"No pipeline 'orders' in {other}"):
+        load_spec("orders")
+
+
+def test_platform_alerts_have_the_contract_shape_and_a_stable_id() -> None:
+    from datetime import UTC, datetime
+
+    from streamops.pipelines.platform_alerts import platform_alert
+
+    at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    alert = platform_alert(
+        rule_id="streaming-circuit-breaker",
+        service="orders",
+        identity="orders:1",
+        message="x" * 5000,
+        at=at,
+        event_count=3,
+    )
+    assert set(alert) == {
+        "alert_id",
+        "rule_id",
+        "level",
+        "service",
+        "window_start",
+        "window_end",
+        "event_count",
+        "sample_message",
+    }
+    assert alert["window_start"] == alert["window_end"] == "2026-11-25T12:00:00+00:00"
+    assert len(str(alert["sample_message"])) == 1000
+    again = platform_alert(
+        rule_id="streaming-circuit-breaker", service="orders", identity="orders:1", message="y"
+    )
+    assert again["alert_id"] == alert["alert_id"]
+    other = platform_alert(
+        rule_id="streaming-data-loss", service="orders", identity="orders:1", message="y"
+    )
+    assert other["alert_id"] != alert["alert_id"]
+
+
+def test_the_triggers_on_kill_releases_the_lease_even_when_the_stop_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+
+    def failing_stop(handle: JobHandle, timeout: float) -> int:
+        hook.calls.append(f"stop:{timeout:g}")
+        raise OSError("kill failed")
+
+    monkeypatch.setattr(hook, "stop", failing_stop)
+    trigger = SparkJobHealthTrigger(pipeline="orders", handle=HANDLE.to_dict())
+    monkeypatch.setattr(trigger, "_hook", lambda: hook)
+    with pytest.raises(OSError, match="kill failed"):
+        asyncio.run(trigger.on_kill())
+    # At most 20 s of grace: the triggerer's on_kill budget is 30 s.
+    assert hook.calls == ["stop:20", "release"]
