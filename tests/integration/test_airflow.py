@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
 
+from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.health import REDIS_HEALTH_KEY
 from tests.unit.test_dags import EXPECTED_DAGS
 
 
 @pytest.fixture(scope="module")
-def api(settings: Settings) -> httpx.Client:
-    token = httpx.post(
-        f"{settings.airflow_url}/auth/token",
-        json={"username": settings.airflow_admin_user, "password": settings.airflow_admin_password},
-        timeout=10,
-    )
-    assert token.status_code in (200, 201), token.text
-    return httpx.Client(
-        base_url=f"{settings.airflow_url}/api/v2",
-        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
-        timeout=10,
-    )
+def api(settings: Settings) -> Iterator[AirflowRest]:
+    with AirflowRest.login(settings, timeout=30) as client:
+        yield client
 
 
 def test_health_and_version_answer(settings: Settings) -> None:
@@ -58,32 +51,23 @@ def _wait_for(predicate, timeout: float, interval: float = 1.0):  # type: ignore
     return predicate()
 
 
-def test_dag_processor_parsed_our_dags_without_import_errors(api: httpx.Client) -> None:
+def test_dag_processor_parsed_our_dags_without_import_errors(api: AirflowRest) -> None:
     def parsed() -> set[str]:
-        return {d["dag_id"] for d in api.get("/dags").json()["dags"]}
+        dags = api.request("GET", "/dags", params={"limit": 100}).json()["dags"]
+        return {d["dag_id"] for d in dags}
 
     _wait_for(lambda: parsed() == EXPECTED_DAGS, timeout=120)
     assert parsed() == EXPECTED_DAGS
-    assert api.get("/importErrors").json()["total_entries"] == 0
+    assert api.import_errors() == []
 
 
 def test_health_dag_run_succeeds_and_publishes_to_redis(
-    api: httpx.Client, settings: Settings
+    api: AirflowRest, settings: Settings
 ) -> None:
     client = redis.Redis.from_url(settings.redis_url)
     client.delete(REDIS_HEALTH_KEY)
-    run = api.post(
-        "/dags/streamops_platform_health/dagRuns",
-        json={"logical_date": None, "dag_run_id": f"test-{time.time_ns()}"},
-    )
-    assert run.status_code in (200, 201), run.text
-    run_id = run.json()["dag_run_id"]
-
-    def finished() -> str | None:
-        state = api.get(f"/dags/streamops_platform_health/dagRuns/{run_id}").json()["state"]
-        return state if state in ("success", "failed") else None
-
-    assert _wait_for(finished, timeout=180, interval=2) == "success"
+    _, state = api.trigger_and_wait("streamops_platform_health", timeout_seconds=180)
+    assert state == "success"
     published = json.loads(client.get(REDIS_HEALTH_KEY))
     assert set(published["results"]) == {"kafka", "mariadb", "redis"}
     assert published["results"]["redis"] == "PONG"

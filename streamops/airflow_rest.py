@@ -1,0 +1,362 @@
+"""Airflow's REST API (``/api/v2``, Airflow 3.3): the one client streamops talks to Airflow with.
+
+Every caller goes through :class:`AirflowRest`: the plugin's page (with the caller's own token),
+``streamops pipeline`` and ``streamops up`` (with the stack's login), and the integration tests.
+It imports httpx only, never ``airflow``, so the stack and the CLI use it without loading Airflow.
+
+The supervision DAG ``streamops_supervise_<name>`` is the only thing that launches a job, so an
+operator's action is an action on that DAG, taken with the operator's own Airflow token (Airflow
+checks the permissions, and its audit log names the user):
+
+- **start**: unpause the DAG and trigger a run, unless one is already queued or running.
+- **stop**: pause the DAG first (no scheduled tick may start a new run behind the operator's
+  back), then set every active run to ``failed``; Airflow kills the deferred task, and its
+  ``on_kill`` stops the job gracefully and releases the checkpoint's lease.
+- **restart**: stop, wait until the job is gone (the lease released), start. Starting at once
+  would let the new run reattach to the job that is still stopping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from streamops.config import Settings
+from streamops.errors import StreamopsError
+
+DEFAULT_TIMEOUT_SECONDS = 15.0
+# DAG run states in which a supervisor is (about to be) at work.
+ACTIVE_RUN_STATES = frozenset({"queued", "running"})
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
+# Airflow's default `maximum_page_limit`: a larger `limit` is silently cut to it.
+_PAGE_LIMIT = 100
+
+
+class AirflowUnavailableError(StreamopsError):
+    """Airflow's API server does not answer."""
+
+
+class AirflowRequestError(StreamopsError):
+    """Airflow answered with an error (not authenticated, forbidden, unknown DAG, ...)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class DagInfo:
+    """The supervision DAG as Airflow's REST API reports it."""
+
+    dag_id: str
+    exists: bool = True
+    is_paused: bool | None = None
+    active_run_id: str | None = None
+    active_run_state: str | None = None
+    last_run_id: str | None = None
+    last_run_state: str | None = None
+    last_run_end: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    pipeline: str
+    action: str
+    message: str
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "action": self.action,
+            "message": self.message,
+            "run_id": self.run_id,
+        }
+
+
+def fetch_token(
+    base_url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT_SECONDS
+) -> str:
+    """A JWT from the auth manager's ``POST /auth/token`` (SimpleAuthManager's login)."""
+    url = f"{base_url.rstrip('/')}/auth/token"
+    try:
+        response = httpx.post(
+            url, json={"username": username, "password": password}, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise AirflowUnavailableError(_unreachable(base_url, exc)) from None
+    if response.status_code in (401, 403):
+        raise AirflowRequestError(
+            f"Airflow refused the login of {username!r} ({response.status_code}). The local "
+            "stack's login is printed by `streamops up` (STREAMOPS_AIRFLOW_ADMIN_PASSWORD).",
+            response.status_code,
+        )
+    if response.status_code not in (200, 201):
+        raise AirflowRequestError(
+            f"POST {url} answered {response.status_code}: {response.text[:300]}",
+            response.status_code,
+        )
+    return str(response.json()["access_token"])
+
+
+class AirflowRest:
+    """A small client of ``/api/v2`` with one bearer token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=f"{self.base_url}/api/v2",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    @classmethod
+    def login(cls, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AirflowRest:
+        """A client logged in as the stack's Airflow user (``STREAMOPS_AIRFLOW_ADMIN_*``)."""
+        token = fetch_token(
+            settings.airflow_url,
+            settings.airflow_admin_user,
+            settings.airflow_admin_password,
+            timeout,
+        )
+        return cls(settings.airflow_url, token, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AirflowRest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AirflowUnavailableError(_unreachable(self.base_url, exc)) from None
+        if response.status_code >= 400:
+            raise AirflowRequestError(
+                f"Airflow: {method} /api/v2{path} answered {response.status_code}: "
+                f"{_detail(response)}",
+                response.status_code,
+            )
+        return response
+
+    # --- reading ------------------------------------------------------------------------------
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG as Airflow knows it, or None while the dag-processor has not parsed it."""
+        try:
+            return dict(self.request("GET", f"/dags/{dag_id}").json())
+        except AirflowRequestError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
+    def dag_info(self, dag_id: str) -> DagInfo:
+        """The DAG, its active (queued or running) and its latest run; exists=False if unknown."""
+        dag = self.dag(dag_id)
+        if dag is None:
+            return DagInfo(dag_id=dag_id, exists=False)
+        active = self.active_runs(dag_id)
+        latest = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-id", "limit": 1}
+        ).json()["dag_runs"]
+        last = latest[0] if latest else {}
+        return DagInfo(
+            dag_id=dag_id,
+            exists=True,
+            is_paused=bool(dag.get("is_paused")),
+            active_run_id=active[0]["dag_run_id"] if active else None,
+            active_run_state=active[0]["state"] if active else None,
+            last_run_id=last.get("dag_run_id"),
+            last_run_state=last.get("state"),
+            last_run_end=last.get("end_date"),
+        )
+
+    def active_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Queued and running runs of ``dag_id``, newest first."""
+        response = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns",
+            params=[("state", state) for state in sorted(ACTIVE_RUN_STATES)]
+            + [("order_by", "-id"), ("limit", "20")],
+        )
+        return list(response.json()["dag_runs"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}").json())
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """State of each task of a run (a mapped task: ``failed`` if any of its instances is)."""
+        instances = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+            params={"limit": _PAGE_LIMIT},
+        ).json()["task_instances"]
+        states: dict[str, str] = {}
+        for instance in instances:
+            task_id, state = instance["task_id"], instance["state"]
+            if states.get(task_id) != "failed":
+                states[task_id] = state
+        return states
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        """The dag-processor's import errors (file and stack trace), empty when all parsed."""
+        response = self.request("GET", "/importErrors", params={"limit": _PAGE_LIMIT})
+        return list(response.json()["import_errors"])
+
+    # --- changing -----------------------------------------------------------------------------
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(self, dag_id: str, note: str | None = None) -> str:
+        """Start a run now (no logical date: any number may be triggered); its run id."""
+        body: dict[str, Any] = {"logical_date": None}
+        if note:
+            body["note"] = note
+        response = self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)
+        return str(response.json()["dag_run_id"])
+
+    def trigger_unless_active(self, dag_id: str, note: str) -> tuple[str, bool]:
+        """The active run's id, or a new run's: (run id, whether this call triggered it).
+
+        A supervision DAG must have one supervisor at a time; a second would only reattach to
+        the same job, so starting twice is a no-op rather than an error.
+        """
+        active = self.active_runs(dag_id)
+        if active:
+            return str(active[0]["dag_run_id"]), False
+        return self.trigger(dag_id, note), True
+
+    def fail_run(self, dag_id: str, run_id: str) -> None:
+        """Mark a run ``failed``: Airflow stops its running tasks (their ``on_kill``)."""
+        self.request("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+
+    # --- waiting ------------------------------------------------------------------------------
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout_seconds: float, poll_seconds: float = 2.0
+    ) -> str:
+        """Wait (bounded) until the run finishes; its final state (``success`` or ``failed``)."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            state = self.dag_run(dag_id, run_id)["state"]
+            if state in FINISHED_RUN_STATES:
+                return str(state)
+            if time.monotonic() >= deadline:
+                raise StreamopsError(
+                    f"{dag_id} run {run_id} still {state!r} after {timeout_seconds:.0f} s"
+                )
+            time.sleep(poll_seconds)
+
+    def trigger_and_wait(
+        self,
+        dag_id: str,
+        timeout_seconds: float,
+        *,
+        note: str | None = None,
+        poll_seconds: float = 2.0,
+    ) -> tuple[str, str]:
+        """Trigger a run now and wait (bounded) until it finishes: (run id, final state)."""
+        run_id = self.trigger(dag_id, note)
+        return run_id, self.wait_for_run(dag_id, run_id, timeout_seconds, poll_seconds)
+
+
+# --- the actions --------------------------------------------------------------------------------
+
+
+def start_pipeline(api: AirflowRest, pipeline: str, dag_id: str, *, by: str) -> ActionResult:
+    """Unpause the supervision DAG and trigger a run, unless one is active already."""
+    _require_dag(api, pipeline, dag_id)
+    api.set_paused(dag_id, False)
+    run_id, triggered = api.trigger_unless_active(dag_id, note=f"started by {by}")
+    if not triggered:
+        return ActionResult(
+            pipeline, "start", f"{pipeline} is already supervised by run {run_id}", run_id
+        )
+    return ActionResult(
+        pipeline, "start", f"{pipeline}: triggered supervision run {run_id}", run_id
+    )
+
+
+def stop_pipeline(api: AirflowRest, pipeline: str, dag_id: str) -> ActionResult:
+    """Pause the supervision DAG, then fail its active runs (their on_kill stops the job)."""
+    _require_dag(api, pipeline, dag_id)
+    api.set_paused(dag_id, True)
+    stopped = []
+    for run in api.active_runs(dag_id):
+        api.fail_run(dag_id, str(run["dag_run_id"]))
+        stopped.append(str(run["dag_run_id"]))
+    if not stopped:
+        return ActionResult(pipeline, "stop", f"{pipeline}: no active run; the DAG is paused")
+    return ActionResult(
+        pipeline,
+        "stop",
+        f"{pipeline}: run {', '.join(stopped)} set to failed (the job stops gracefully); "
+        "the DAG is paused",
+        stopped[0],
+    )
+
+
+def restart_pipeline(
+    api: AirflowRest,
+    pipeline: str,
+    dag_id: str,
+    *,
+    by: str,
+    job_gone: Callable[[], bool],
+    timeout_seconds: float,
+    poll_seconds: float = 2.0,
+) -> ActionResult:
+    """Stop, wait (bounded) until ``job_gone()``, start; the job resumes from its checkpoint."""
+    stop_pipeline(api, pipeline, dag_id)
+    deadline = time.monotonic() + timeout_seconds
+    while not job_gone():
+        if time.monotonic() >= deadline:
+            raise StreamopsError(
+                f"{pipeline}: the job did not stop within {timeout_seconds:g} s, so it was not "
+                "started again (a new run would reattach to it). The DAG is paused; look at the "
+                "supervision task's log, then `streamops pipeline start "
+                f"{pipeline}` once `status` shows it stopped."
+            )
+        time.sleep(poll_seconds)
+    started = start_pipeline(api, pipeline, dag_id, by=by)
+    return ActionResult(
+        pipeline, "restart", f"{pipeline}: stopped, then {started.message}", started.run_id
+    )
+
+
+def _require_dag(api: AirflowRest, pipeline: str, dag_id: str) -> None:
+    if api.dag(dag_id) is None:
+        raise AirflowRequestError(
+            f"{pipeline}: Airflow has no DAG {dag_id}. The dag-processor builds it from "
+            "pipelines.yaml (dags/supervise_pipelines.py); see `/api/v2/importErrors` "
+            "or wait for the next parse.",
+            404,
+        )
+
+
+def _unreachable(base_url: str, exc: Exception) -> str:
+    return (
+        f"Airflow does not answer at {base_url} ({type(exc).__name__}: {exc}). Is the stack up? "
+        "`streamops status` shows it; `streamops up` starts it."
+    )
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return str(detail)[:300]
