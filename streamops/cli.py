@@ -109,19 +109,34 @@ def up(
         bool, typer.Option(help="Also feed every input topic with generated data.")
     ] = False,
     airflow: Annotated[bool, typer.Option(help="Start Airflow too.")] = True,
+    pipelines: Annotated[
+        bool,
+        typer.Option(
+            help="Enable the Airflow DAGs that run and supervise every pipeline's Spark job "
+            "(needs Airflow); --no-pipelines leaves them as they are."
+        ),
+    ] = True,
     with_pipelines: Annotated[
-        bool, typer.Option(help="Also run every pipeline's Spark job (e.g. orders).")
+        bool, typer.Option("--with-pipelines", hidden=True, help="Obsolete: the default now.")
     ] = False,
 ) -> None:
-    """Start Kafka (KRaft), MariaDB, Redis and Airflow on loopback; create topics and schema."""
+    """Start Kafka (KRaft), MariaDB, Redis and Airflow on loopback; create topics and schema;
+    enable the supervision DAGs, so Airflow runs every pipeline's Spark job."""
     from streamops.stack import Stack
 
+    if with_pipelines:
+        err_console.print(
+            "note: --with-pipelines is no longer needed: `up` runs every pipeline under "
+            "Airflow's supervision by default (--no-pipelines to skip)."
+        )
+    if pipelines and not airflow:
+        err_console.print("note: --no-airflow: the pipelines are not started (Airflow runs them).")
     cfg = settings()
     stack = Stack(cfg)
     started = time.monotonic()
     stack.up(
         with_airflow=airflow,
-        with_pipelines=with_pipelines,
+        with_pipelines=pipelines,
         with_generator=with_generator,
         report=console.print,
     )
@@ -135,6 +150,7 @@ def up(
         f"{cfg.mariadb_host}:{cfg.mariadb_port}/{cfg.mariadb_database} (user {cfg.mariadb_user})",
     )
     table.add_row("Redis", cfg.redis_url)
+    table.add_row("Dashboard", cfg.dashboard_url)
     if airflow:
         table.add_row(
             "Airflow",
@@ -349,6 +365,14 @@ def db_version() -> None:
 from streamops.rules_cli import rules_app  # noqa: E402
 
 app.add_typer(rules_app, name="rules")
+
+from streamops.pipeline_cli import pipeline_app  # noqa: E402
+
+app.add_typer(pipeline_app, name="pipeline")
+
+from streamops.bench_cli import bench  # noqa: E402
+
+app.command("bench")(bench)
 
 
 def run() -> None:

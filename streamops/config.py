@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = "admin"
 
+    # --- live dashboard (streamops/dashboard) -------------------------------------------------
+    dashboard_host: str = Field("127.0.0.1", description="Address the dashboard listens on.")
+    dashboard_port: int = Field(8090, ge=1, le=65535)
+
     # --- Spark --------------------------------------------------------------------------------
     spark_master: str = "local[*]"
     checkpoint_uri: str | None = Field(
@@ -124,6 +128,7 @@ class Settings(BaseSettings):
             "mariadb_port": self.mariadb_port,
             "redis_port": self.redis_port,
             "airflow_port": self.airflow_port,
+            "dashboard_port": self.dashboard_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -157,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def airflow_url(self) -> str:
         return f"http://{self.airflow_host}:{self.airflow_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.dashboard_host}:{self.dashboard_port}"
 
     @property
     def checkpoint_root(self) -> str:

@@ -23,6 +23,7 @@ TEST_ENVIRONMENT = {
     "STREAMOPS_MARIADB_PORT": "13306",
     "STREAMOPS_REDIS_PORT": "16379",
     "STREAMOPS_AIRFLOW_PORT": "18080",
+    "STREAMOPS_DASHBOARD_PORT": "18090",
     # The test stack's Airflow runs only the DAG runs a test triggers: a scheduled maintenance run
     # must not change rows while a test compares them.
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",

@@ -9,10 +9,11 @@ from streamops.config import Settings
 from streamops.errors import StreamopsError
 from streamops.stack.airflow import AIRFLOW_COMPONENTS, AirflowDatabase
 from streamops.stack.base import Component, ComponentStatus, Health
+from streamops.stack.dashboard import Dashboard
 from streamops.stack.generator import GENERATOR_COMPONENTS, TopicGenerator
 from streamops.stack.kafka import Kafka
 from streamops.stack.mariadb import MariaDB
-from streamops.stack.pipelines import PIPELINE_COMPONENTS
+from streamops.stack.pipelines import pipeline_components, supervise
 from streamops.stack.redis import Redis
 
 __all__ = ["Component", "ComponentStatus", "Health", "Stack"]
@@ -29,14 +30,23 @@ class Stack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.services: list[Component] = [MariaDB(settings), Redis(settings), Kafka(settings)]
+        # The dashboard needs only Redis; it starts with the services so `up` prints its URL.
+        self.services: list[Component] = [
+            MariaDB(settings),
+            Redis(settings),
+            Kafka(settings),
+            Dashboard(settings),
+        ]
         self.airflow: list[Component] = [cls(settings) for cls in AIRFLOW_COMPONENTS]
-        self.pipelines: list[Component] = [cls(settings) for cls in PIPELINE_COMPONENTS]
+        # Airflow runs the jobs; these components find, watch and stop them.
+        self.pipelines = pipeline_components(settings)
         self.generators: list[TopicGenerator] = [cls(settings) for cls in GENERATOR_COMPONENTS]
 
     @property
     def components(self) -> list[Component]:
-        return [*self.services, *self.airflow, *self.pipelines, *self.generators]
+        # `down` goes in reverse: Airflow stops before the jobs, so no supervisor relaunches a job
+        # that `down` has just stopped.
+        return [*self.services, *self.pipelines, *self.airflow, *self.generators]
 
     def component(self, name: str) -> Component:
         for component in self.components:
@@ -70,12 +80,9 @@ class Stack:
             for component in self.airflow:
                 component.wait_healthy()
                 report(f"{component.name}: healthy")
-        if with_pipelines:
-            for component in self.pipelines:
-                self._start(component, report, wait=False)
-            for component in self.pipelines:
-                component.wait_healthy()
-                report(f"{component.name}: healthy")
+        if with_pipelines and with_airflow:
+            # Supervised: Airflow's DAGs launch the jobs; `up` enables them and waits (bounded).
+            supervise(self.settings, self.pipelines, report)
         if with_generator:
             seed = int(time.time())
             for component in self.generators:
