@@ -136,8 +136,10 @@ def realtime_spark_conf(settings: Settings, config: AlertsJobConfig) -> dict[str
     master gets that many more threads so the micro-batch queries still find free slots."""
     if not config.realtime_batch or not settings.spark_master.startswith("local"):
         return {}
+    # Two slots per partition: the long-running real-time tasks, and room for the next batch's
+    # tasks to start while the previous ones finish, on top of the cores the other queries use.
     threads = os.cpu_count() or 2
-    return {"spark.master": f"local[{threads + settings.kafka_partitions}]"}
+    return {"spark.master": f"local[{threads + 2 * settings.kafka_partitions}]"}
 
 
 def parse_args(argv: list[str] | None) -> AlertsJobConfig:

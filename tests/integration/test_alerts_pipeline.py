@@ -411,7 +411,7 @@ def test_realtime_mode_publishes_the_first_line_alert_then_the_counting_path_upd
             # real-time path here (docs/pipelines/alerts.md); a slow trigger lets the
             # real-time path publish first, which is what this test checks.
             "--trigger-interval",
-            "45 seconds",
+            "150 seconds",
             *PATIENT_WATERMARK,
         ],
         cwd=PROJECT_ROOT,
@@ -433,7 +433,7 @@ def test_realtime_mode_publishes_the_first_line_alert_then_the_counting_path_upd
         expected_id = alert_id(rule_id, window_start(moment, WINDOW_SECONDS), WINDOW_SECONDS)
         wait_until(
             lambda: client.hget(REALTIME_STATS_KEY, "last_alert_id") == expected_id,
-            60,
+            120,
             "the alert published by the real-time query",
             job,
         )

@@ -50,6 +50,18 @@ PLATFORM_TABLES = (
     "checkpoint_health",
     "pipeline_leases",
     "pipeline_restart_state",
+    # vitals (0007)
+    "patient_thresholds",
+    "vitals_readings",
+    "vitals_reading_flags",
+    # joins (0008)
+    "products",
+    "category_revenue_1m",
+    "joins_applied_batches",
+    # rollups (0009)
+    "error_counts_1m",
+    "error_counts_1h",
+    "vitals_summary_1h",
 )
 
 
