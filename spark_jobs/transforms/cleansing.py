@@ -116,3 +116,49 @@ def parse_event_time(column: Column) -> Column:
     """
     parsed = F.when(column.rlike(_ISO_8601_WITH_OFFSET), column.try_cast(TimestampType()))
     return F.date_trunc("millisecond", parsed)
+
+
+# See read_one_json_value. Only a payload that itself contains this mark followed by `]` and more
+# text could still slip past, which no producer does by accident.
+JSON_END_MARK = "streamops:end-of-record"
+
+
+def read_one_json_value(raw: DataFrame) -> DataFrame:
+    """The Kafka records with their source (:func:`with_source`) and the payload read as exactly
+    one JSON value: ``_utf8`` (the bytes are UTF-8), ``_text``, ``_json_ok`` and ``_record`` (the
+    VARIANT, NULL unless ``_json_ok``), plus the helper column ``_wrapped``.
+
+    ``try_parse_json`` accepts trailing text after the first value (``{"a":1} x``); wrapping the
+    payload as ``[<payload>,"<end mark>"]`` and requiring the mark second and nothing third makes
+    the parser itself reject it. Invalid UTF-8 never reaches the parser, whose replacement
+    characters would be arbitrary.
+    """
+    sourced = with_source(raw).select(
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "raw_payload",
+        "record_key",
+        "kafka_timestamp",
+    )
+    text = F.col("raw_payload").cast("string")  # wraps the bytes; checked for UTF-8 next
+    decoded = sourced.withColumns(
+        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
+    )
+    wrapped = decoded.withColumn(
+        "_wrapped",
+        F.try_parse_json(
+            F.when(
+                F.col("_utf8"),
+                F.concat(F.lit("["), F.col("_text"), F.lit(f',"{JSON_END_MARK}"]')),
+            )
+        ),
+    )
+    one_value = (
+        F.col("_wrapped").isNotNull()
+        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == JSON_END_MARK, F.lit(False))
+        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
+    )
+    return wrapped.withColumn("_json_ok", one_value).withColumn(
+        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
+    )

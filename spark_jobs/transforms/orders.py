@@ -32,7 +32,7 @@ from spark_jobs.transforms.cleansing import (
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
-    with_source,
+    read_one_json_value,
 )
 
 PIPELINE = "orders"
@@ -107,9 +107,6 @@ REVENUE_COLUMNS = (
     "revenue",
 )
 
-# See the module docstring. Only a payload that itself contains this mark followed by `]` and
-# more text could still slip past, which no producer does by accident.
-_END_MARK = "streamops:end-of-record"
 # Text fields count as empty when they hold only whitespace, as Python's str.strip() sees it.
 _BLANK = r"(?U)^[\s\x1c-\x1f]*$"
 # A decimal string as the contract allows it: no exponent, no sign but `-`, no separators.
@@ -134,33 +131,7 @@ def check_orders(raw: DataFrame) -> DataFrame:
     ``event_time`` TIMESTAMP, ``currency`` upper case, EUR when absent) are exact where
     ``reason`` is NULL, and best effort, possibly NULL, elsewhere.
     """
-    sourced = with_source(raw).select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
-    )
-    text = F.col("raw_payload").cast("string")  # wraps the bytes; checked for UTF-8 next
-    decoded = sourced.withColumns(
-        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
-    )
-    # Invalid UTF-8 never reaches the parser, whose replacement characters would be arbitrary.
-    wrapped = decoded.withColumn(
-        "_wrapped",
-        F.try_parse_json(
-            F.when(F.col("_utf8"), F.concat(F.lit("["), F.col("_text"), F.lit(f',"{_END_MARK}"]')))
-        ),
-    )
-    one_value = (
-        F.col("_wrapped").isNotNull()
-        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == _END_MARK, F.lit(False))
-        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
-    )
-    parsed = wrapped.withColumn("_json_ok", one_value).withColumn(
-        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
-    )
+    parsed = read_one_json_value(raw)
     shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
         "_fields",
         F.when(

@@ -20,12 +20,11 @@ from spark_jobs.transforms.cleansing import (
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
-    with_source,
+    read_one_json_value,
 )
 from spark_jobs.transforms.orders import (
     _AT_MOST_TWO_DECIMALS,
     _DECIMAL_TEXT,
-    _END_MARK,
     EVENT_TIME_END_EPOCH_SECONDS,
     EVENT_TIME_MIN_EPOCH_SECONDS,
     ORDER_ID_MAX_LENGTH,
@@ -86,32 +85,7 @@ def check_payments(raw: DataFrame) -> DataFrame:
     ``amount`` is DECIMAL(14,2) and ``event_time`` a TIMESTAMP, exact where ``reason`` is NULL
     and best effort, possibly NULL, elsewhere.
     """
-    sourced = with_source(raw).select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
-    )
-    text = F.col("raw_payload").cast("string")
-    decoded = sourced.withColumns(
-        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
-    )
-    wrapped = decoded.withColumn(
-        "_wrapped",
-        F.try_parse_json(
-            F.when(F.col("_utf8"), F.concat(F.lit("["), F.col("_text"), F.lit(f',"{_END_MARK}"]')))
-        ),
-    )
-    one_value = (
-        F.col("_wrapped").isNotNull()
-        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == _END_MARK, F.lit(False))
-        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
-    )
-    parsed = wrapped.withColumn("_json_ok", one_value).withColumn(
-        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
-    )
+    parsed = read_one_json_value(raw)
     shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
         "_fields",
         F.when(

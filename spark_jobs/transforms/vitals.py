@@ -38,7 +38,7 @@ from spark_jobs.transforms.cleansing import (
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
-    with_source,
+    read_one_json_value,
 )
 
 PIPELINE = "vitals"
@@ -152,7 +152,6 @@ BASELINES_SCHEMA = StructType(
     ]
 )
 
-_END_MARK = "streamops:end-of-record"
 _BLANK = r"(?U)^[\s\x1c-\x1f]*$"
 _FIELDS = ("patient_id", "device_id", "event_time", *VITAL_SIGNS, "discharged")
 _RECORD_SCHEMA = StructType([StructField(name, VariantType(), nullable=True) for name in _FIELDS])
@@ -168,32 +167,7 @@ def check_vitals(raw: DataFrame) -> DataFrame:
     """Every Kafka record with its fields and ``reason``: NULL for a valid record, else the first
     contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`; vital signs are DOUBLE (NULL
     when the reading omits one), ``discharged`` is never NULL for a valid record."""
-    sourced = with_source(raw).select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
-    )
-    text = F.col("raw_payload").cast("string")
-    decoded = sourced.withColumns(
-        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
-    )
-    wrapped = decoded.withColumn(
-        "_wrapped",
-        F.try_parse_json(
-            F.when(F.col("_utf8"), F.concat(F.lit("["), F.col("_text"), F.lit(f',"{_END_MARK}"]')))
-        ),
-    )
-    one_value = (
-        F.col("_wrapped").isNotNull()
-        & F.coalesce(F.try_variant_get("_wrapped", "$[1]", "string") == _END_MARK, F.lit(False))
-        & F.try_variant_get("_wrapped", "$[2]", "variant").isNull()
-    )
-    parsed = wrapped.withColumn("_json_ok", one_value).withColumn(
-        "_record", F.when(F.col("_json_ok"), F.variant_get("_wrapped", "$[0]", "variant"))
-    )
+    parsed = read_one_json_value(raw)
     shaped = parsed.withColumn(
         "_fields",
         F.when(
