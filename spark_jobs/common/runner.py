@@ -6,14 +6,18 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from streamops.config import Settings
+from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.session import build_spark_session
+from streamops.config import Settings, load_settings
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,9 @@ DATA_LOSS_MARKERS = ("failOnDataLoss", "OffsetOutOfRange", "data loss", "KAFKA_D
 DATA_LOSS_RULE_ID = "streaming-data-loss"
 # How long the queries' last listener events (their terminations) may take to be delivered.
 LISTENER_DRAIN_SECONDS = 15.0
+
+JobConfig = TypeVar("JobConfig")
+StartQueries = Callable[[SparkSession, Settings, JobConfig], list[StreamingQuery]]
 
 
 def fault_point(query_name: str, batch_id: int) -> None:
@@ -44,6 +51,33 @@ class _StopRequest:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+
+
+def run_job(
+    pipeline: str,
+    start: StartQueries[JobConfig],
+    config: JobConfig,
+    spark_conf: Mapping[str, str] | None = None,
+    *,
+    until_done: bool = False,
+) -> int:
+    """The ``main`` of every streaming job: a session named after ``pipeline`` (plus the job's
+    ``spark_conf``), the progress listener, then ``start(spark, settings, config)``'s queries
+    run until a stop request (:func:`run_queries`). ``until_done``: the queries end by themselves
+    (an ``availableNow`` trigger) and the job with them."""
+    settings = load_settings()
+    spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
+    listener = ProgressPublisher(settings, pipeline)
+    spark.streams.addListener(listener)
+    queries = start(spark, settings, config)
+    if not until_done:
+        return run_queries(spark, settings, pipeline, queries)
+    for query in queries:
+        query.awaitTermination()  # raises the query's exception if it failed
+    # Otherwise the JVM may still call the listener while this interpreter exits.
+    _drain_listener_bus(spark)
+    spark.streams.removeListener(listener)
+    return 0
 
 
 def run_queries(

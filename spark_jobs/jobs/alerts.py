@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs.common.listener import ProgressPublisher
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
-from spark_jobs.common.runner import fault_point, run_queries
-from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.runner import fault_point, run_job
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.alerts import alerts_writer
@@ -170,12 +168,7 @@ def parse_args(argv: list[str] | None) -> AlertsJobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    settings = load_settings()
-    spark = build_spark_session(
-        f"streamops-{PIPELINE}", settings, realtime_spark_conf(settings, config)
-    )
-    spark.streams.addListener(ProgressPublisher(settings, PIPELINE))
-    return run_queries(spark, settings, PIPELINE, start(spark, settings, config))
+    return run_job(PIPELINE, start, config, realtime_spark_conf(load_settings(), config))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.listener import ProgressPublisher
-from spark_jobs.common.runner import fault_point, run_queries
-from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.runner import fault_point, run_job
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.joins import (
     DEFAULT_PRODUCTS_REFRESH_SECONDS,
@@ -48,7 +46,7 @@ from spark_jobs.transforms.joins import (
 )
 from spark_jobs.transforms.orders import check_orders, valid_orders
 from spark_jobs.transforms.payments import check_payments, rejected_payments, valid_payments
-from streamops.config import Settings, load_settings
+from streamops.config import Settings
 
 PIPELINE = "joins"
 PAYMENTS_RECORDS_QUERY = "joins_payments_records"
@@ -179,11 +177,7 @@ def parse_args(argv: list[str] | None) -> JoinsJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    settings = load_settings()
-    spark = build_spark_session(f"streamops-{PIPELINE}", settings)
-    spark.streams.addListener(ProgressPublisher(settings, PIPELINE))
-    return run_queries(spark, settings, PIPELINE, start(spark, settings, config))
+    return run_job(PIPELINE, start, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.common.archive import archive_writer
-from spark_jobs.common.listener import ProgressPublisher
-from spark_jobs.common.runner import fault_point, run_queries
-from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.runner import fault_point, run_job
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.mariadb import orders_writer, quarantine_writer, revenue_writer
 from spark_jobs.sinks.redis import revenue_redis_writer
@@ -33,7 +31,7 @@ from spark_jobs.transforms.orders import (
     revenue_per_window,
     valid_orders,
 )
-from streamops.config import Settings, load_settings
+from streamops.config import Settings
 
 PIPELINE = "orders"
 BatchWriter = Callable[[DataFrame, int], None]
@@ -133,11 +131,7 @@ def parse_args(argv: list[str] | None) -> OrdersJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    settings = load_settings()
-    spark = build_spark_session(f"streamops-{PIPELINE}", settings)
-    spark.streams.addListener(ProgressPublisher(settings, PIPELINE))
-    return run_queries(spark, settings, PIPELINE, start(spark, settings, config))
+    return run_job(PIPELINE, start, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.listener import ProgressPublisher
-from spark_jobs.common.runner import fault_point, run_queries
-from spark_jobs.common.session import build_spark_session
+from spark_jobs.common.runner import fault_point, run_job
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.common.vitals_reference import (
     DEFAULT_REFRESH_SECONDS,
@@ -58,7 +56,7 @@ from spark_jobs.transforms.vitals import (
     summary_per_window,
     valid_records,
 )
-from streamops.config import Settings, load_settings
+from streamops.config import Settings
 
 PIPELINE = "vitals"
 TOPIC = "patient-vitals"
@@ -231,22 +229,13 @@ def parse_args(argv: list[str] | None) -> VitalsJobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    settings = load_settings()
-    spark = build_spark_session(
-        f"streamops-{PIPELINE}",
-        settings,
+    return run_job(
+        PIPELINE,
+        start,
+        config,
         {"spark.sql.streaming.stateStore.providerClass": STATE_STORE_PROVIDER},
+        until_done=config.available_now,
     )
-    listener = ProgressPublisher(settings, PIPELINE)
-    spark.streams.addListener(listener)
-    queries = start(spark, settings, config)
-    if config.available_now:
-        for query in queries:
-            query.awaitTermination()
-        # Otherwise the JVM may still call the listener while this interpreter exits.
-        spark.streams.removeListener(listener)
-        return 0
-    return run_queries(spark, settings, PIPELINE, queries)
 
 
 if __name__ == "__main__":
