@@ -123,16 +123,11 @@ def parse_event_time(column: Column) -> Column:
 JSON_END_MARK = "streamops:end-of-record"
 
 
-def read_one_json_value(raw: DataFrame) -> DataFrame:
-    """The Kafka records with their source (:func:`with_source`) and the payload read as exactly
-    one JSON value: ``_utf8`` (the bytes are UTF-8), ``_text``, ``_json_ok`` and ``_record`` (the
-    VARIANT, NULL unless ``_json_ok``), plus the helper column ``_wrapped``.
-
-    ``try_parse_json`` accepts trailing text after the first value (``{"a":1} x``); wrapping the
-    payload as ``[<payload>,"<end mark>"]`` and requiring the mark second and nothing third makes
-    the parser itself reject it. Invalid UTF-8 never reaches the parser, whose replacement
-    characters would be arbitrary.
-    """
+def read_text(raw: DataFrame) -> DataFrame:
+    """The Kafka records with their source (:func:`with_source`: topic, partition, offset, raw
+    payload, key, Kafka timestamp) and the payload as text: ``_utf8`` (the bytes are UTF-8) and
+    ``_text``. Only rows with ``_utf8`` may be parsed further: the replacement characters in the
+    text of invalid bytes would be arbitrary."""
     sourced = with_source(raw).select(
         "source_topic",
         "source_partition",
@@ -142,9 +137,21 @@ def read_one_json_value(raw: DataFrame) -> DataFrame:
         "kafka_timestamp",
     )
     text = F.col("raw_payload").cast("string")  # wraps the bytes; checked for UTF-8 next
-    decoded = sourced.withColumns(
+    return sourced.withColumns(
         {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}
     )
+
+
+def read_one_json_value(raw: DataFrame) -> DataFrame:
+    """The Kafka records as :func:`read_text` gives them, the payload read as exactly one JSON
+    value: ``_json_ok`` and ``_record`` (the VARIANT, NULL unless ``_json_ok``), plus the helper
+    column ``_wrapped``.
+
+    ``try_parse_json`` accepts trailing text after the first value (``{"a":1} x``); wrapping the
+    payload as ``[<payload>,"<end mark>"]`` and requiring the mark second and nothing third makes
+    the parser itself reject it. Invalid UTF-8 never reaches the parser.
+    """
+    decoded = read_text(raw)
     wrapped = decoded.withColumn(
         "_wrapped",
         F.try_parse_json(

@@ -28,7 +28,7 @@ from spark_jobs.transforms.cleansing import (
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
-    with_source,
+    read_text,
 )
 
 PIPELINE = "alerts"
@@ -86,20 +86,8 @@ def check_error_logs(raw: DataFrame) -> DataFrame:
     ``service_empty``, ``service_too_long``. ``level`` is normalised (upper case, ``WARNING`` →
     ``WARN``, ``FATAL`` → ``CRITICAL``) and ``event_time`` is the UTC instant, to the millisecond.
     """
-    sourced = with_source(raw).select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
-    )
-    text = F.col("raw_payload").cast("string")
-    decoded = sourced.withColumns(
-        {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_raw_text": text}
-    ).withColumn(
-        "_line",
-        F.when(F.col("_utf8"), F.regexp_replace("_raw_text", _TRAILING_LINE_BREAK, "")),
+    decoded = read_text(raw).withColumn(
+        "_line", F.when(F.col("_utf8"), F.regexp_replace("_text", _TRAILING_LINE_BREAK, ""))
     )
     shaped = decoded.withColumns(
         {
