@@ -56,7 +56,8 @@ from streamops.config import Settings
 log = logging.getLogger(__name__)
 
 # One per Python worker process: the worker outlives many tasks (spark.python.worker.reuse).
-# What this path published: `published` (count), `last_alert_id`, `last_published_at` (epoch s).
+# What this path did: `published` (count), `last_alert_id`, `last_published_at` (epoch s), `lines`
+# (valid lines its tasks saw) and `already_published` (alerts whose key existed: SET NX lost).
 REALTIME_STATS_KEY = f"{ALERTS_KEY_PREFIX}:realtime"
 _RULE_CACHES: dict[tuple[str, float], RuleCache] = {}  # (MariaDB address, refresh) → cache
 
@@ -119,6 +120,8 @@ class FirstLineAlertWriter:
         self._redis: redis.Redis | None = None
         self._producer: Any = None
         self._failures: list[str] = []
+        self._lines = 0
+        self._already_published = 0
         self.stats_key = REALTIME_STATS_KEY.replace(ALERTS_KEY_PREFIX, key_prefix, 1)
 
     def open(self, partition_id: int, epoch_id: int) -> bool:
@@ -144,9 +147,11 @@ class FirstLineAlertWriter:
             }
         )
         self._failures = []
+        self._lines = self._already_published = 0
         return True
 
     def process(self, row: Row) -> None:
+        self._lines += 1
         if not self._rules or self._redis is None:
             return
         for alert in first_line_alerts(
@@ -170,6 +175,12 @@ class FirstLineAlertWriter:
                         remaining,
                         self._failures[:3],
                     )
+            if self._redis is not None and (self._lines or self._already_published):
+                # Once per task, not per line: what reached this path and what it handed over.
+                with self._redis.pipeline(transaction=False) as counters:
+                    counters.hincrby(self.stats_key, "lines", self._lines)
+                    counters.hincrby(self.stats_key, "already_published", self._already_published)
+                    counters.execute()
         finally:
             if self._redis is not None:
                 self._redis.close()
@@ -180,7 +191,8 @@ class FirstLineAlertWriter:
         payload = encode_alert(alert)
         key = f"{self.key_prefix}:alert:{alert.alert_id}"
         if not self._redis.set(key, payload, nx=True, ex=DEFAULT_ALERT_TTL_SECONDS):
-            return  # published before, by this path or by the micro-batch path
+            self._already_published += 1  # by this path or by the micro-batch path
+            return
         self._producer.produce(
             self.topic,
             key=alert.alert_id.encode(),
