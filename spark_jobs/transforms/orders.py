@@ -159,24 +159,16 @@ def check_orders(raw: DataFrame) -> DataFrame:
                 F.try_variant_get(_value("quantity"), "$", "bigint"),
             ),
             "_quantity_text": F.try_variant_get(_value("quantity"), "$", "string"),
-            # Plain digits for BIGINT and DECIMAL, Java's notation (`1.2E7`) for DOUBLE.
-            "_price_text": F.try_variant_get(_value("unit_price"), "$", "string"),
-            "_price_double": F.when(
-                _kind("unit_price") == "DOUBLE",
-                F.try_variant_get(_value("unit_price"), "$", "double"),
-            ),
+            **_money_read("unit_price"),
             "_event_time": parse_event_time(_string("event_time")),
         }
     )
     typed = read.withColumns(
         {
-            "_price_exact": F.when(
-                _is_number("unit_price") | (_kind("unit_price") == "STRING"),
-                F.col("_price_text").try_cast(DecimalType(38, 18)),
-            ),
+            **_money_exact("unit_price"),
             "_quantity": F.col("_quantity_long").try_cast(QUANTITY_TYPE),
         }
-    ).withColumn("_unit_price", F.col("_price_exact").try_cast(UNIT_PRICE_TYPE))
+    ).withColumn("_unit_price", F.col("_unit_price_exact").try_cast(UNIT_PRICE_TYPE))
     # INT × DECIMAL(12,2) is a DECIMAL(23,2): exact, and it cannot overflow.
     priced = typed.withColumn(
         "_amount_exact", F.col("_quantity").cast(DecimalType(10, 0)) * F.col("_unit_price")
@@ -312,8 +304,7 @@ def _check_window_seconds(window_seconds: int) -> None:
 def _order_rules() -> list[tuple[str, Column]]:
     """The contract's rules in the order the generator's validator checks them (record, then
     fields in contract order), each followed by the limits of the table column it lands in."""
-    quantity_kind, price_kind = _kind("quantity"), _kind("unit_price")
-    price_text, price_exact = F.col("_price_text"), F.col("_price_exact")
+    quantity_kind = _kind("quantity")
     currency = _string("currency")
     event_seconds = F.unix_seconds(F.col("_event_time"))
     return [
@@ -336,30 +327,7 @@ def _order_rules() -> list[tuple[str, Column]]:
             F.coalesce(F.col("_quantity_long") < 1, F.col("_quantity_text").startswith("-")),
         ),
         ("quantity_too_large", F.coalesce(F.col("_quantity_long") > QUANTITY_MAX, F.lit(True))),
-        ("missing_field:unit_price", ~_present("unit_price")),
-        (
-            "unit_price_not_decimal",
-            ~F.coalesce(
-                _is_number("unit_price")
-                | ((price_kind == "STRING") & price_text.rlike(_DECIMAL_TEXT)),
-                F.lit(False),
-            ),
-        ),
-        ("unit_price_negative", F.coalesce(price_exact < 0, price_text.startswith("-"))),
-        (
-            "unit_price_too_many_decimals",
-            F.coalesce(
-                F.when(
-                    price_kind == "DOUBLE",
-                    # 1e-25 rounds to a DECIMAL(38,18) zero: the double round trip catches it.
-                    (price_exact != F.round(price_exact, 2))
-                    | (price_exact.cast("double") != F.col("_price_double")),
-                ).otherwise(~price_text.rlike(_AT_MOST_TWO_DECIMALS)),
-                # Too big for DECIMAL(38,18): the next rule says so.
-                F.lit(False),
-            ),
-        ),
-        ("unit_price_too_large", F.coalesce(price_exact > UNIT_PRICE_MAX, F.lit(True))),
+        *_money_rules("unit_price", UNIT_PRICE_MAX),
         (
             "currency_invalid",
             _present("currency") & ~F.coalesce(currency.rlike("^[A-Za-z]{3}$"), F.lit(False)),
@@ -381,6 +349,59 @@ def _text_rules(name: str, max_length: int) -> list[tuple[str, Column]]:
         (f"{name}_not_string", _kind(name) != "STRING"),
         (f"{name}_empty", text.rlike(_BLANK)),
         (f"{name}_too_long", F.char_length(text) > max_length),
+    ]
+
+
+def _money_read(name: str) -> dict[str, Column]:
+    """A money field (a JSON number or a decimal string) read as ``_<name>_text`` — plain digits
+    for BIGINT and DECIMAL, Java's notation (``1.2E7``) for DOUBLE — and ``_<name>_double``."""
+    return {
+        f"_{name}_text": F.try_variant_get(_value(name), "$", "string"),
+        f"_{name}_double": F.when(
+            _kind(name) == "DOUBLE", F.try_variant_get(_value(name), "$", "double")
+        ),
+    }
+
+
+def _money_exact(name: str) -> dict[str, Column]:
+    """``_<name>_exact``: the value of :func:`_money_read`'s text as DECIMAL(38,18), NULL when
+    it is no number (or too big for that type: :func:`_money_rules` says which)."""
+    return {
+        f"_{name}_exact": F.when(
+            _is_number(name) | (_kind(name) == "STRING"),
+            F.col(f"_{name}_text").try_cast(DecimalType(38, 18)),
+        )
+    }
+
+
+def _money_rules(name: str, maximum: Decimal) -> list[tuple[str, Column]]:
+    """The rules of a money field read by :func:`_money_read` and :func:`_money_exact`:
+    present, a decimal (number or numeric string), not negative, at most two decimals, at most
+    ``maximum``."""
+    kind, text, exact = _kind(name), F.col(f"_{name}_text"), F.col(f"_{name}_exact")
+    return [
+        (f"missing_field:{name}", ~_present(name)),
+        (
+            f"{name}_not_decimal",
+            ~F.coalesce(
+                _is_number(name) | ((kind == "STRING") & text.rlike(_DECIMAL_TEXT)), F.lit(False)
+            ),
+        ),
+        (f"{name}_negative", F.coalesce(exact < 0, text.startswith("-"))),
+        (
+            f"{name}_too_many_decimals",
+            F.coalesce(
+                F.when(
+                    kind == "DOUBLE",
+                    # 1e-25 rounds to a DECIMAL(38,18) zero: the double round trip catches it.
+                    (exact != F.round(exact, 2))
+                    | (exact.cast("double") != F.col(f"_{name}_double")),
+                ).otherwise(~text.rlike(_AT_MOST_TWO_DECIMALS)),
+                # Too big for DECIMAL(38,18): the next rule says so.
+                F.lit(False),
+            ),
+        ),
+        (f"{name}_too_large", F.coalesce(exact > maximum, F.lit(True))),
     ]
 
 

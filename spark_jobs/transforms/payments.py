@@ -23,14 +23,14 @@ from spark_jobs.transforms.cleansing import (
     read_one_json_value,
 )
 from spark_jobs.transforms.orders import (
-    _AT_MOST_TWO_DECIMALS,
-    _DECIMAL_TEXT,
     EVENT_TIME_END_EPOCH_SECONDS,
     EVENT_TIME_MIN_EPOCH_SECONDS,
     ORDER_ID_MAX_LENGTH,
-    _is_number,
     _kind,
     _kind_column,
+    _money_exact,
+    _money_read,
+    _money_rules,
     _present,
     _string,
     _string_column,
@@ -106,21 +106,11 @@ def check_payments(raw: DataFrame) -> DataFrame:
     )
     read = texts.withColumns(
         {
-            # Plain digits for BIGINT and DECIMAL, Java's notation (`1.2E7`) for DOUBLE.
-            "_amount_text": F.try_variant_get(_value("amount"), "$", "string"),
-            "_amount_double": F.when(
-                _kind("amount") == "DOUBLE", F.try_variant_get(_value("amount"), "$", "double")
-            ),
+            **_money_read("amount"),
             "_event_time": parse_event_time(_string("event_time")),
         }
     )
-    typed = read.withColumn(
-        "_amount_exact",
-        F.when(
-            _is_number("amount") | (_kind("amount") == "STRING"),
-            F.col("_amount_text").try_cast(DecimalType(38, 18)),
-        ),
-    )
+    typed = read.withColumns(_money_exact("amount"))
     return typed.select(
         "source_topic",
         "source_partition",
@@ -163,8 +153,6 @@ def rejected_payments(checked: DataFrame) -> DataFrame:
 def _payment_rules() -> list[tuple[str, Column]]:
     """The contract's rules in the order the generator's validator checks them (record, then
     fields in contract order), each followed by the limits of the column it lands in."""
-    amount_kind = _kind("amount")
-    amount_text, amount_exact = F.col("_amount_text"), F.col("_amount_exact")
     event_seconds = F.unix_seconds(F.col("_event_time"))
     return [
         ("missing_payload", F.col("raw_payload").isNull()),
@@ -173,28 +161,7 @@ def _payment_rules() -> list[tuple[str, Column]]:
         ("not_a_json_object", ~F.coalesce(F.col("_fields").isNotNull(), F.lit(False))),
         *_text_rules("payment_id", PAYMENT_ID_MAX_LENGTH),
         *_text_rules("order_id", ORDER_ID_MAX_LENGTH),
-        ("missing_field:amount", ~_present("amount")),
-        (
-            "amount_not_decimal",
-            ~F.coalesce(
-                _is_number("amount")
-                | ((amount_kind == "STRING") & amount_text.rlike(_DECIMAL_TEXT)),
-                F.lit(False),
-            ),
-        ),
-        ("amount_negative", F.coalesce(amount_exact < 0, amount_text.startswith("-"))),
-        (
-            "amount_too_many_decimals",
-            F.coalesce(
-                F.when(
-                    amount_kind == "DOUBLE",
-                    (amount_exact != F.round(amount_exact, 2))
-                    | (amount_exact.cast("double") != F.col("_amount_double")),
-                ).otherwise(~amount_text.rlike(_AT_MOST_TWO_DECIMALS)),
-                F.lit(False),
-            ),
-        ),
-        ("amount_too_large", F.coalesce(amount_exact > AMOUNT_MAX, F.lit(True))),
+        *_money_rules("amount", AMOUNT_MAX),
         ("missing_field:status", ~_present("status")),
         # Exact, case included: the contract names three lower-case values.
         (
