@@ -6,7 +6,6 @@ its own (uuid-suffixed), so the shared `error-logs` topic and tables may hold an
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -29,32 +28,13 @@ from spark_jobs.sinks.alerts import ALERTS_STREAM
 from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
 from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
-from streamops.db import connect
+from tests.integration.support import execute, kill_group, query, wait_until
 
 REFRESH_SECONDS = 3
 WINDOW_SECONDS = 60
 # Tests that add lines to a window after a restart: on a loaded machine minutes may pass, and
 # with the default 2-minute watermark those lines would be late (dropped, as designed).
 PATIENT_WATERMARK = ("--watermark", "30 minutes")
-
-
-def query(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = connect(settings)
-    try:
-        cursor = conn.cursor()
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-    finally:
-        conn.close()
-
-
-def execute(settings: Settings, sql: str, params: tuple = ()) -> None:
-    conn = connect(settings)
-    try:
-        conn.cursor().execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def add_rule(settings: Settings, rule_id: str, service: str, threshold: int) -> None:
@@ -167,25 +147,6 @@ def start_job(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, what: str, job: subprocess.Popen | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if job is not None and job.poll() is not None:
-            raise AssertionError(f"the job exited ({job.returncode}) while waiting for {what}")
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
 
 
 def alert_rows(settings: Settings, rule_id: str) -> list[tuple]:

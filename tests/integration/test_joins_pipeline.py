@@ -22,7 +22,6 @@ exactly what the records say: nothing lost, nothing counted twice despite the re
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -31,7 +30,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -52,9 +51,9 @@ from spark_jobs.jobs.joins import (
 )
 from spark_jobs.sinks import iso_utc
 from streamops.config import PROJECT_ROOT, Settings, load_settings
-from streamops.db import connect
 from streamops.generator.producer import UNTHROTTLED_INTERVAL, run_generator
 from streamops.generator.records import generate, parse_event_time, validate
+from tests.integration.support import kill_group, query, wait_until
 
 SEED = 6061
 ORDERS = 600
@@ -69,18 +68,6 @@ REFRESH_SECONDS = 3
 
 
 # --- reading back -----------------------------------------------------------------------------
-
-
-def query(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = connect(settings)
-    try:
-        cursor = conn.cursor()
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def topic_records(settings: Settings, topic: str) -> list[Any]:
@@ -106,15 +93,6 @@ def topic_records(settings: Settings, topic: str) -> list[Any]:
     consumer.close()
     assert len(records) == sum(ends.values())
     return records
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # --- what the records say ---------------------------------------------------------------------
@@ -256,12 +234,6 @@ def clean_joins_tables(settings: Settings) -> Iterator[None]:
     query(settings, "DELETE FROM products WHERE product_id LIKE 'SKU-T%'")
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 def _join_state(queries: list[StreamingQuery]) -> list[tuple[int, int]]:
     """(numRowsTotal, numRowsRemoved) of the join operator, per progress report so far."""
     (pairs,) = [q for q in queries if q.name == ORDER_PAYMENTS_QUERY]
@@ -336,7 +308,7 @@ def test_matched_mismatched_and_unpaid_orders_land_exactly_once_with_bounded_sta
     try:
         crashing.wait(timeout=300)
     finally:
-        _kill_group(crashing)
+        kill_group(crashing)
     assert crashing.returncode == -signal.SIGKILL, "the fault point did not fire"
     window_range = (start_at - timedelta(minutes=5), start_at + timedelta(hours=1))
     (before_restart,) = query(

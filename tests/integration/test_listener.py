@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,22 +26,13 @@ from spark_jobs.common.listener import (
     query_key,
 )
 from streamops.config import Settings
-from streamops.db import connect
+from tests.integration.support import query
 
 # Event-time seconds (after 2031-05-06 07:08:00) of the records of each file; one file per
 # micro-batch. The 1 in the last file is behind that batch's watermark (07:08:09).
 # Two stateful operators (deduplication, aggregation), so state rows are a sum.
 FILES = ((0, 1, 2), (10, 11, 12, 13, 14), (20, 21, 1))
 RECORDS = sum(len(seconds) for seconds in FILES)
-
-
-def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        connection.commit()
-        return rows
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -7,7 +7,6 @@ the tables must hold exactly what the topic holds: 0 lost, 0 duplicated.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -28,9 +27,9 @@ from spark_jobs.common.reconcile import reconcile_revenue_windows
 from spark_jobs.common.runner import FAULT_ENV, FAULT_MARKER_ENV
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import PROJECT_ROOT, Settings
-from streamops.db import connect
 from streamops.generator.producer import run_generator
 from streamops.generator.records import generate, parse_event_time, validate
+from tests.integration.support import empty_orders_outputs, kill_group, query, wait_until
 
 ORDERS = 3000
 SEED = 4242
@@ -63,16 +62,6 @@ def topic_contents(settings: Settings) -> list:
     return records
 
 
-def query(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = connect(settings)
-    try:
-        cursor = conn.cursor()
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-    finally:
-        conn.close()
-
-
 def start_job(settings: Settings, tmp_path: Path, extra_env: dict[str, str]) -> subprocess.Popen:
     log = (tmp_path / f"job-{time.time_ns()}.log").open("wb")
     return subprocess.Popen(
@@ -90,28 +79,9 @@ def start_job(settings: Settings, tmp_path: Path, extra_env: dict[str, str]) -> 
     )
 
 
-def wait_until(predicate, timeout: float, what: str, job: subprocess.Popen | None = None):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if job is not None and job.poll() is not None:
-            raise AssertionError(f"the job exited ({job.returncode}) while waiting for {what}")
-        if predicate():
-            return
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def empty_order_tables(settings: Settings) -> None:
-    conn = connect(settings)
-    cursor = conn.cursor()
-    for table in ("orders", "order_revenue_5s", "quarantine"):
-        cursor.execute(f"DELETE FROM {table}")
-    conn.commit()
-    conn.close()
-    client = redis.Redis.from_url(settings.redis_url)
-    for key in client.scan_iter("streamops:orders:*"):
-        client.delete(key)
+    empty_orders_outputs(settings)
 
 
 def test_exactly_once_across_a_kill_after_the_sink_wrote(
@@ -151,7 +121,7 @@ def test_exactly_once_across_a_kill_after_the_sink_wrote(
     try:
         crashing.wait(timeout=300)
     finally:
-        _kill_group(crashing)
+        kill_group(crashing)
     assert crashing.returncode == -signal.SIGKILL, "the fault point did not fire"
     assert marker.exists()
     written_before_restart = query(settings, "SELECT COUNT(*) FROM orders")[0][0]
@@ -173,7 +143,7 @@ def test_exactly_once_across_a_kill_after_the_sink_wrote(
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=120) == 0
     finally:
-        _kill_group(job)
+        kill_group(job)
 
     rows = query(settings, "SELECT order_id, amount FROM orders")
     assert len(rows) == len(expected_orders), "lost or duplicated orders"
@@ -249,9 +219,3 @@ def _window_differences(settings: Settings, start: datetime, end: datetime) -> s
 def _aggregate_sql() -> str:
     """window_start, currency, order_count, item_count, revenue for [?, ?) from `orders`."""
     return revenue_per_window_sql("orders", 5)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)

@@ -33,6 +33,7 @@ from spark_jobs.sinks.redis import revenue_redis_writer
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
 from streamops.db import connect
+from tests.integration.support import query
 
 ORDER_SCHEMA = (
     "order_id STRING, customer_id STRING, product_id STRING, quantity INT, "
@@ -47,15 +48,6 @@ WINDOW_SCHEMA = (
     "window_start TIMESTAMP, window_end TIMESTAMP, currency STRING, order_count BIGINT, "
     "item_count BIGINT, revenue DECIMAL(18,2)"
 )
-
-
-def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        connection.commit()
-        return rows
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from tests.integration.support import empty_orders_outputs
 from tests.integration.test_orders_pipeline import query, topic_contents
 
 T = TypeVar("T")
@@ -219,7 +220,7 @@ def supervision(
     folder = tmp_path_factory.mktemp("supervision")
     specs_file = folder / "pipelines.yaml"
     specs_file.write_text(yaml.safe_dump(pipelines_document(folder / "checkpoints")))
-    _empty_orders_outputs(settings)
+    empty_orders_outputs(settings)
     api = AirflowRest.login(settings)
     os.environ[PIPELINES_FILE_ENV] = str(specs_file)
     try:
@@ -261,18 +262,6 @@ def _lease(settings: Settings, spec: PipelineSpec) -> leases.Lease | None:
         return leases.current(connection, spec.checkpoint_location(settings.checkpoint_root))
     finally:
         connection.close()
-
-
-def _empty_orders_outputs(settings: Settings) -> None:
-    connection = connect(settings)
-    cursor = connection.cursor()
-    for table in ("orders", "order_revenue_5s", "quarantine"):
-        cursor.execute(f"DELETE FROM {table}")
-    connection.commit()
-    connection.close()
-    client = redis.Redis.from_url(settings.redis_url)
-    for key in client.scan_iter("streamops:orders:*"):
-        client.delete(key)
 
 
 def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(

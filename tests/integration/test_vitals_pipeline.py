@@ -13,7 +13,6 @@ and every window is exact; the malformed records go to partition 1.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -37,6 +36,7 @@ from spark_jobs.jobs.vitals_train import TrainConfig, train
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.db import connect
 from streamops.topics import ensure_topics
+from tests.integration.support import kill_group, query
 
 # A minute boundary in the past: windows are [T0, T0+60 s), [T0+60 s, T0+120 s).
 T0 = (datetime.now(UTC) - timedelta(minutes=30)).replace(second=0, microsecond=0)
@@ -50,18 +50,6 @@ def naive(moment: datetime) -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    connection = connect(settings)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description else []
-        connection.commit()
-        return rows
-    finally:
-        connection.close()
 
 
 @dataclass
@@ -179,12 +167,6 @@ def _start_job(
     )
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 def _train_model(spark: SparkSession, settings: Settings, tag: str, model_dir: Path) -> None:
     """History three hours before T0: ANOM steady at 68/72 bpm, POP spread over 50-110 bpm (so the
     population baseline, used for patients without their own, is broad)."""
@@ -244,13 +226,13 @@ def scenario(
     try:
         crashing.wait(timeout=JOB_TIMEOUT_SECONDS)
     finally:
-        _kill_group(crashing)
+        kill_group(crashing)
     assert marker.exists(), (folder / "job.log").read_text()[-5000:]
     final = _start_job(settings, folder, topic, {})
     try:
         final.wait(timeout=JOB_TIMEOUT_SECONDS)
     finally:
-        _kill_group(final)
+        kill_group(final)
     yield Scenario(
         tag=tag,
         topic=topic,

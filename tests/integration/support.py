@@ -1,0 +1,70 @@
+"""What the integration tests share: MariaDB queries, bounded waits, killing a job's process
+group, and emptying the orders pipeline's outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+import redis
+
+from streamops.config import Settings
+from streamops.db import connect
+
+
+def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (none for a statement without a result), committed."""
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        connection.commit()
+        return rows
+
+
+def execute(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> None:
+    query(settings, sql, params)
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    job: subprocess.Popen[Any] | None = None,
+    interval: float = 0.5,
+) -> None:
+    """Poll ``predicate`` until it is true, at most ``timeout`` seconds; a ``job`` that exits
+    meanwhile fails the wait at once (its exit code says more than the timeout would)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job is not None and job.poll() is not None:
+            raise AssertionError(f"the job exited ({job.returncode}) while waiting for {what}")
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def kill_group(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL a job started with ``start_new_session=True`` and its children (the JVM)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def empty_orders_outputs(settings: Settings) -> None:
+    """No rows in the orders pipeline's tables and no ``streamops:orders:*`` keys in Redis."""
+    for table in ("orders", "order_revenue_5s", "quarantine"):
+        execute(settings, f"DELETE FROM {table}")
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for key in client.scan_iter("streamops:orders:*"):
+            client.delete(key)
+    finally:
+        client.close()
