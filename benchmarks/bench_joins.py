@@ -20,6 +20,10 @@ minutes) on two scratch topics, wired as ``spark_jobs.jobs.joins.start`` wires i
    checkpoints, twice: (a) parsing and validating both topics only (no state), (b) the full
    join into a no-op sink that still counts every pair. ``ratio_join_to_parse`` = (b) ÷ (a) in
    input records per second: what the join costs on this machine in this run.
+   ``ratio_sustained_pairs_to_send_rate`` = pairs/s sustained ÷ the send rate per topic.
+
+Every query is stopped between two batches (``stop_between_batches``): stopped while a batch is
+planned, Spark would log the interruption as the query failing.
 
 Leaving things as they were: order ids use a seed no one else uses and event times in a year
 of 2002, and the rows written to ``order_payments`` are deleted by order id afterwards; Redis
@@ -41,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError
+from benchmarks import BenchmarkError, stop_between_batches
 from streamops.config import Settings
 from streamops.errors import StreamopsError
 
@@ -210,7 +214,7 @@ def _sustained(
             raise BenchmarkError(f"the join query stopped: {query.exception()}")
         time.sleep(POLL_SECONDS)
     progress = list(query.recentProgress)
-    query.stop()
+    stop_between_batches(query)
     elapsed = (last_write[0] or time.monotonic()) - started
     series = _state_series(progress, started)
     state_rows = [point["state_rows"] for point in series]
@@ -266,7 +270,7 @@ def _drain(spark: Any, scratch: Scratch, mode: str) -> dict[str, Any]:
             )
     for query in queries:
         if not query.awaitTermination(DRAIN_TIMEOUT_SECONDS):
-            query.stop()
+            stop_between_batches(query)
             raise BenchmarkError(f"draining ({mode}) took over {DRAIN_TIMEOUT_SECONDS:.0f} s")
         if query.exception() is not None:
             raise BenchmarkError(f"draining ({mode}) failed: {query.exception()}")
@@ -433,7 +437,7 @@ def _spark(scratch: Scratch) -> Iterator[Any]:
         yield spark
     finally:
         for query in spark.streams.active:
-            query.stop()
+            stop_between_batches(query)
         spark.stop()
 
 

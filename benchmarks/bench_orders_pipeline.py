@@ -17,6 +17,7 @@ wired as ``orders.start`` wires them but for the topic, the checkpoints and the 
    trigger on a fresh topic while a separate producer process sends at that rate for
    ``BENCH_LATENCY_SECONDS``. Sampled orders are timed from ``produce()`` to the row being visible
    in ``orders`` (polled) and to a ``streamops:orders:updates`` message whose window counts them.
+   The windows query's state rows after each batch are kept (``state_series``).
 3. **Floor.** One order every two seconds for ``BENCH_FLOOR_SECONDS``, into no-op sinks and then
    into the real ones, followed by up to ``BENCH_IDLE_SECONDS`` with no input: the duration of
    one-order batches, of the empty batches Spark runs to evict state, of an idle trigger's offset
@@ -50,7 +51,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from benchmarks import BenchmarkError, int_env, output_dir, plots
+from benchmarks import BenchmarkError, int_env, output_dir, plots, stop_between_batches
 from streamops.config import Settings
 
 ORDERS_ENV = "BENCH_ORDERS"
@@ -570,6 +571,8 @@ def _latency_results(
         # Orders the records query had taken in when it was stopped.
         "processed": sum(b["rows"] for b in progress["orders_records"] if b["executed"]),
         "batches": {name: _batch_summary(batches) for name, batches in progress.items()},
+        # Last, and long: the state of the stateful query over the phase (a chart of the report).
+        "state_series": _state_series(progress),
     }
 
 
@@ -895,9 +898,29 @@ def _progress(query: Any) -> list[dict[str, Any]]:
                 "ms": int(durations.get("triggerExecution", 0)),
                 "executed": "addBatch" in durations,
                 "durations": durations,
+                "state_rows": sum(int(op.numRowsTotal) for op in progress.stateOperators or []),
             }
         )
     return reports
+
+
+def _state_series(progress: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """State rows after each batch of every query that holds state, in the shape `streamops
+    bench` charts (benchmarks/runner.py ``state_series``); seconds from the phase's first batch."""
+    first = min((b["at"] for batches in progress.values() for b in batches), default=0.0)
+    return {
+        name: [
+            {
+                "elapsed_seconds": round(b["at"] - first, 2),
+                "batch_id": b["batch_id"],
+                "state_rows": b["state_rows"],
+            }
+            for b in batches
+            if b["executed"]
+        ]
+        for name, batches in progress.items()
+        if any(b["state_rows"] for b in batches)
+    }
 
 
 def _batch_summary(batches: list[dict[str, Any]]) -> dict[str, Any]:
@@ -995,10 +1018,15 @@ def _raise_failures(queries: list[Any]) -> None:
                 raise BenchmarkError(f"Query {query.name} failed: {str(error)[:2000]}")
 
 
+# A pipeline that fell behind runs batch after batch with no gap between them to stop in: wait
+# for one batch to end, not for the backlog.
+STOP_WAIT_SECONDS = 15.0
+
+
 def _stop(queries: list[Any]) -> None:
     for query in queries:
         if query.isActive:
-            query.stop()
+            stop_between_batches(query, timeout=STOP_WAIT_SECONDS)
 
 
 # --- the scratch world and its removal ------------------------------------------------------------
@@ -1201,7 +1229,7 @@ def _spark(scratch: Scratch) -> Iterator[Any]:
         yield spark
     finally:
         for query in spark.streams.active:
-            query.stop()
+            stop_between_batches(query)
         spark.streams.removeListener(listener)
         listener.close()
         spark.stop()

@@ -10,6 +10,11 @@ numbers from different commits and machines can be put side by side.
 markdown summary: :func:`summary_markdown` lists every ``ratio_*`` a benchmark returns (a ratio
 against a baseline measured in the same run) and its headline numbers. ``--quick`` sets the
 sizes of :func:`quick_environment` so a whole run takes minutes, for a smoke check, not numbers.
+
+A benchmark that records its state size over time returns it as a *time series*: a list of
+mappings, each with ``elapsed_seconds`` and either ``state_rows`` (one series) or
+``queries: {<query>: {"state_rows": …}}`` (one series per query). :func:`state_series` finds
+them for the state chart; :func:`headline_numbers` leaves them out of the summary's table.
 """
 
 from __future__ import annotations
@@ -71,6 +76,21 @@ RATIO_BASELINES = {
     "ratio_megabytes_per_second": "MB/s of `streamops generate` / Kafka ProducerPerformance",
     "ratio_sinks_to_no_op": "orders/s with the real sinks / with no-op sinks (same job, same run)",
     "ratio_join_to_parse": "records/s through orders ⋈ payments / through parsing both topics only",
+    "ratio_sustained_pairs_to_send_rate": (
+        "join pairs/s written while sending / orders/s sent per topic (≈ 0.98 at most: malformed "
+        "and duplicate records make no pair)"
+    ),
+    "ratio_pipeline_to_parse": (
+        "readings/s drained by the three vitals queries with every sink / by the Kafka source and "
+        "parser into the noop sink (same topic, same run)"
+    ),
+    "ratio_realtime_to_microbatch_p50": (
+        "median latency, crossing line acknowledged → alert visible, with the real-time query / "
+        "in micro-batch mode, per place (below 1 = real-time is faster)"
+    ),
+    "ratio_to_produce_rate": (
+        "lines/s counted end to end by the micro-batch job / lines/s the producer sent"
+    ),
 }
 
 
@@ -180,21 +200,57 @@ def run_benchmark(name: str, module_name: str, output: Path, *, quick: bool = Fa
 
 
 def ratios(results: Any, path: str = "") -> dict[str, float]:
-    """Every numeric ``ratio_*`` value anywhere in ``results``, by its dotted path."""
+    """Every numeric ``ratio_*`` value anywhere in ``results``, by its dotted path. A ``ratio_*``
+    holding a mapping of numbers (one ratio per place, say) gives one entry per number."""
     found: dict[str, float] = {}
     if isinstance(results, Mapping):
         for key, value in results.items():
             where = f"{path}.{key}" if path else str(key)
             if str(key).startswith("ratio_") and _is_number(value):
                 found[where] = float(value)
+            elif str(key).startswith("ratio_") and isinstance(value, Mapping):
+                found.update(
+                    {f"{where}.{part}": float(v) for part, v in value.items() if _is_number(v)}
+                )
             else:
                 found.update(ratios(value, where))
     return found
 
 
+def ratio_label(path: str) -> str:
+    """A ratio's dotted path without the mappings above its ``ratio_*`` key: ``ratio_x`` or,
+    for one of a mapping of ratios, ``ratio_x.part``."""
+    parts = path.split(".")
+    named = [index for index, part in enumerate(parts) if part.startswith("ratio_")]
+    return ".".join(parts[named[-1] :]) if named else parts[-1]
+
+
+def ratio_baseline(path: str) -> str:
+    """What the ratio at ``path`` compares (:data:`RATIO_BASELINES`), or where to look."""
+    name = ratio_label(path).split(".", 1)[0]
+    return RATIO_BASELINES.get(name, "see the benchmark's README")
+
+
+def is_time_series(value: Any) -> bool:
+    """A non-empty list of mappings that each have a numeric ``elapsed_seconds``: samples over
+    time, which belong in a chart rather than in a table of numbers."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(item, Mapping) and _is_number(item.get("elapsed_seconds")) for item in value
+        )
+    )
+
+
+# Not headline numbers: per-repeat lists (their medians and bests are), and the run's context.
+SKIPPED_KEYS = frozenset({"runs", "machine", "environment", "versions", "job_config"})
+
+
 def headline_numbers(results: Any, path: str = "", limit: int = 40) -> dict[str, float]:
     """Numeric leaves of ``results`` by dotted path, without the per-repeat ``runs`` lists (the
-    medians and bests above them already summarise those), at most ``limit`` of them."""
+    medians and bests above them already summarise those) and without time series (they are
+    charted: :func:`state_series`), at most ``limit`` of them."""
     found: dict[str, float] = {}
 
     def walk(value: Any, where: str) -> None:
@@ -202,16 +258,48 @@ def headline_numbers(results: Any, path: str = "", limit: int = 40) -> dict[str,
             return
         if isinstance(value, Mapping):
             for key, item in value.items():
-                if key not in ("runs", "machine", "environment", "versions", "job_config"):
+                # Ratios have their own table (ratios), with what each compares.
+                if key not in SKIPPED_KEYS and not str(key).startswith("ratio_"):
                     walk(item, f"{where}.{key}" if where else str(key))
         elif isinstance(value, list):
+            if is_time_series(value):
+                return
             for index, item in enumerate(value):
                 label = item.get("target_rate", index) if isinstance(item, Mapping) else index
                 walk(item, f"{where}[{label}]")
-        elif _is_number(value) and not where.rsplit(".", 1)[-1].startswith("ratio_"):
+        elif _is_number(value):
             found[where] = float(value)
 
     walk(results, path)
+    return found
+
+
+def state_series(results: Any, path: str = "") -> dict[str, list[tuple[float, float]]]:
+    """State size over time: (seconds, state rows) of every time series in ``results`` whose
+    samples hold ``state_rows`` (named by the series' dotted path) or, per query, under
+    ``queries`` (named ``<path>.<query>``). Points sorted by time; samples without a number for
+    a series are skipped."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    if isinstance(results, Mapping):
+        for key, value in results.items():
+            found.update(state_series(value, f"{path}.{key}" if path else str(key)))
+    elif is_time_series(results):
+        series: dict[str, list[tuple[float, float]]] = {}
+        for sample in results:
+            seconds = float(sample["elapsed_seconds"])
+            if _is_number(sample.get("state_rows")):
+                series.setdefault(path, []).append((seconds, float(sample["state_rows"])))
+            queries = sample.get("queries")
+            if isinstance(queries, Mapping):
+                for query, figures in queries.items():
+                    if isinstance(figures, Mapping) and _is_number(figures.get("state_rows")):
+                        rows = float(figures["state_rows"])
+                        series.setdefault(f"{path}.{query}", []).append((seconds, rows))
+        found.update({name: sorted(points) for name, points in series.items()})
+    elif isinstance(results, list):
+        for index, value in enumerate(results):
+            label = value.get("target_rate", index) if isinstance(value, Mapping) else index
+            found.update(state_series(value, f"{path}[{label}]"))
     return found
 
 
@@ -287,7 +375,7 @@ def summary_markdown(
     ]
     for name, report in reports.items():
         found = ratios(report["results"])
-        text = ", ".join(f"{key.rsplit('.', 1)[-1]} = {value:.3f}" for key, value in found.items())
+        text = ", ".join(f"{ratio_label(key)} = {value:.3f}" for key, value in found.items())
         lines.append(f"| {name} | ok | {report['duration_seconds']:.0f} | {text or '–'} |")
     for name, reason in failures.items():
         lines.append(f"| {name} | **failed** | – | {_cell(reason)} |")
@@ -297,8 +385,7 @@ def summary_markdown(
         if found:
             lines += ["| ratio | value | compares (1.0 = the baseline) |", "|---|---|---|"]
             for key, value in found.items():
-                what = RATIO_BASELINES.get(key.rsplit(".", 1)[-1], "see the benchmark's README")
-                lines.append(f"| `{key}` | {value:.3f} | {what} |")
+                lines.append(f"| `{key}` | {value:.3f} | {ratio_baseline(key)} |")
             lines.append("")
         numbers = headline_numbers(report["results"])
         if numbers:

@@ -9,7 +9,8 @@
 Benchmarks are found by the runner's discovery (``bench_*.py``), so a new one is in the next run
 without an edit here. While they run, a sampler reads the queries' progress hashes in Redis
 (``streamops:query:*``, written by every job's listener, benchmarks' scratch jobs included) once
-a second: it feeds the progress line and the state-size chart. Mounted by ``streamops.cli`` with
+a second: it feeds the progress line, and the state-size chart of a benchmark whose JSON holds
+no state time series of its own (see ``runner.state_series``). Mounted by ``streamops.cli`` with
 ``app.command("bench")(bench)``; the CLI's helpers are imported lazily (that module imports this).
 """
 
@@ -166,7 +167,7 @@ def bench(
     summary.write_text(runner.summary_markdown(run, reports, failures, charts, folder, quick=quick))
     for name, report in reports.items():
         found = runner.ratios(report["results"])
-        ratios = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:.3f}" for k, v in found.items())
+        ratios = ", ".join(f"{runner.ratio_label(k)} {v:.3f}" for k, v in found.items())
         console.print(f"[green]{name}[/]: {report['duration_seconds']:.0f} s  {ratios}")
     for name, reason in failures.items():
         console.print(f"[red]{name} failed[/]: {reason}", highlight=False)
@@ -288,7 +289,7 @@ def _draw(
                 plots.bar_chart(
                     folder / f"report-{name}-ratios.png",
                     title=f"{name}: ratios against the same-run baseline",
-                    labels=[key.rsplit(".", 1)[-1].removeprefix("ratio_") for key in found],
+                    labels=[runner.ratio_label(key).removeprefix("ratio_") for key in found],
                     values=list(found.values()),
                     ylabel="ratio (1.0 = baseline)",
                     reference=1.0,
@@ -342,24 +343,20 @@ def _draw(
                     ylabel="per second",
                 )
             )
-        start, end = spans[name]
-        state: dict[str, list[tuple[float, float]]] = {}
-        for sample in sampler.samples:
-            if start <= sample.at <= end and sample.state_rows is not None:
-                state.setdefault(sample.query, []).append((sample.at - start, sample.state_rows))
-        if any(rows for points in state.values() for _, rows in points):
+        state, xlabel = _state_over_time(runner, results, sampler, spans[name])
+        if state:
             drawn.append(
                 plots.line_chart(
                     folder / f"report-{name}-state.png",
                     title=f"{name}: state size over time",
                     series=state,
-                    xlabel="seconds since the benchmark started",
+                    xlabel=xlabel,
                     ylabel="state rows (all stateful operators)",
                 )
             )
         charts[name] = own + drawn
     every = {
-        f"{name}: {key.rsplit('.', 1)[-1].removeprefix('ratio_')}": value
+        f"{name}: {runner.ratio_label(key).removeprefix('ratio_')}": value
         for name, report in reports.items()
         for key, value in runner.ratios(report["results"]).items()
     }
@@ -377,6 +374,34 @@ def _draw(
             )
         ]
     return charts
+
+
+def _state_over_time(
+    runner: Any, results: Any, sampler: QuerySampler, span: tuple[float, float]
+) -> tuple[dict[str, list[tuple[float, float]]], str]:
+    """The state-size series of one benchmark and their x-axis label: the time series its JSON
+    holds (in-process queries publish no Redis hash the sampler could read), else what the
+    sampler saw of the queries that reported to Redis while it ran. A series that never held a
+    row (a stateless query) is left out; no series at all when none did."""
+    recorded = {
+        key: points
+        for key, points in runner.state_series(results).items()
+        if any(rows for _, rows in points)
+    }
+    if recorded:
+        parts = [key.rsplit(".", 1)[-1] for key in recorded]
+        # The query's name alone, unless two series would share it.
+        unique = len(set(parts)) == len(parts)
+        labels = parts if unique else [_short(key) for key in recorded]
+        return dict(zip(labels, recorded.values(), strict=True)), "seconds since the phase started"
+    start, end = span
+    sampled: dict[str, list[tuple[float, float]]] = {}
+    for sample in sampler.samples:
+        if start <= sample.at <= end and sample.state_rows is not None:
+            sampled.setdefault(sample.query, []).append((sample.at - start, sample.state_rows))
+    if not any(rows for points in sampled.values() for _, rows in points):
+        return {}, ""
+    return sampled, "seconds since the benchmark started"
 
 
 def _short(path: str) -> str:
