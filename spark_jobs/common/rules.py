@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 
+from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.transforms.alerts import AlertRule
 from streamops.config import Settings
 from streamops.db import connect
@@ -50,7 +51,7 @@ def load_enabled_rules(settings: Settings) -> list[AlertRule]:
         ]
 
 
-class RuleCache:
+class RuleCache(RefreshingCopy[list[AlertRule]]):
     """The enabled rules, reloaded when older than ``refresh_seconds``; see the module."""
 
     def __init__(
@@ -61,31 +62,15 @@ class RuleCache:
         loader: Callable[[Settings], list[AlertRule]] = load_enabled_rules,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if refresh_seconds <= 0:
-            raise ValueError(f"refresh_seconds is {refresh_seconds}; give a positive number.")
-        self.settings = settings
-        self.refresh_seconds = refresh_seconds
-        self._loader = loader
-        self._clock = clock
-        self._rules: list[AlertRule] | None = None
-        self._loaded_at = 0.0
+        super().__init__(
+            settings,
+            refresh_seconds,
+            loader,
+            what="alert rules",
+            describe=lambda rules: ", ".join(rule.rule_id for rule in rules) or "none",
+            clock=clock,
+        )
 
     def current(self) -> list[AlertRule]:
         """The rules, reloaded first if stale. Raises only if no load ever succeeded."""
-        now = self._clock()
-        if self._rules is None or now - self._loaded_at >= self.refresh_seconds:
-            try:
-                rules = self._loader(self.settings)
-            except Exception:
-                if self._rules is None:
-                    raise
-                log.exception(
-                    "could not reload alert rules; keeping the %s known", len(self._rules)
-                )
-                # Try again at the next batch rather than hammering a struggling database.
-                self._loaded_at = now
-            else:
-                if rules != self._rules:
-                    log.info("alert rules now: %s", ", ".join(r.rule_id for r in rules) or "none")
-                self._rules, self._loaded_at = rules, now
-        return list(self._rules)
+        return list(self.value())

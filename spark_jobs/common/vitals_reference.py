@@ -37,6 +37,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.transforms.vitals import BASELINES_SCHEMA, THRESHOLDS_SCHEMA
 from streamops.config import Settings
 from streamops.db import connect
@@ -185,7 +186,7 @@ def load_thresholds(settings: Settings) -> list[tuple[str, str, float | None, fl
         ]
 
 
-class ThresholdCache:
+class ThresholdCache(RefreshingCopy[list[tuple[str, str, float | None, float | None]]]):
     """``patient_thresholds`` as a static DataFrame, re-read when older than ``refresh_seconds``."""
 
     def __init__(
@@ -199,31 +200,22 @@ class ThresholdCache:
         ),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if refresh_seconds <= 0:
-            raise ValueError(f"refresh_seconds is {refresh_seconds}; give a positive number.")
+        super().__init__(
+            settings,
+            refresh_seconds,
+            loader,
+            what="patient_thresholds",
+            describe=lambda rows: f"{len(rows)} overrides",
+            clock=clock,
+        )
         self.spark = spark
-        self.settings = settings
-        self.refresh_seconds = refresh_seconds
-        self._loader = loader
-        self._clock = clock
-        self._rows: list[tuple[str, str, float | None, float | None]] | None = None
         self._frame: DataFrame | None = None
-        self._loaded_at = 0.0
+        self._frame_version = -1
 
     def current(self) -> DataFrame:
         """The overrides, reloaded first if stale. Raises only if no load ever succeeded."""
-        now = self._clock()
-        if self._rows is None or now - self._loaded_at >= self.refresh_seconds:
-            try:
-                rows = self._loader(self.settings)
-            except Exception:
-                if self._rows is None:
-                    raise
-                log.exception("could not reload patient_thresholds; keeping %s", len(self._rows))
-                self._loaded_at = now
-            else:
-                if rows != self._rows or self._frame is None:
-                    self._frame = self.spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
-                self._rows, self._loaded_at = rows, now
-        assert self._frame is not None
+        rows = self.value()
+        if self._frame is None or self._frame_version != self.version:
+            self._frame = self.spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
+            self._frame_version = self.version
         return self._frame

@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from redis.typing import EncodableT, FieldT
 
+from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import DEFAULT_CHUNK_SIZE, upsert_sql
 from spark_jobs.transforms.joins import (
@@ -139,7 +140,7 @@ def load_products(settings: Settings) -> list[tuple[str, str, str]]:
         return [(str(p), str(n), str(c)) for p, n, c in cursor]
 
 
-class ProductCatalogue:
+class ProductCatalogue(RefreshingCopy[list[tuple[str, str, str]]]):
     """``products``, re-read from MariaDB when the copy in hand is older than
     ``refresh_seconds``, so catalogue changes reach new orders without a restart.
 
@@ -156,32 +157,17 @@ class ProductCatalogue:
         loader: Callable[[Settings], list[tuple[str, str, str]]] = load_products,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if refresh_seconds <= 0:
-            raise ValueError(f"refresh_seconds is {refresh_seconds}; give a positive number.")
-        self.settings = settings
-        self.refresh_seconds = refresh_seconds
-        self._loader = loader
-        self._clock = clock
-        self._products: list[tuple[str, str, str]] | None = None
-        self._loaded_at = 0.0
+        super().__init__(
+            settings,
+            refresh_seconds,
+            loader,
+            what="product catalogue",
+            describe=lambda products: f"{len(products)} products",
+            clock=clock,
+        )
 
     def current(self) -> list[tuple[str, str, str]]:
-        now = self._clock()
-        if self._products is None or now - self._loaded_at >= self.refresh_seconds:
-            try:
-                products = self._loader(self.settings)
-            except Exception:
-                if self._products is None:
-                    raise
-                log.exception(
-                    "could not reload products; keeping the %s known", len(self._products)
-                )
-                self._loaded_at = now  # try again after the interval, not at every batch
-            else:
-                if products != self._products:
-                    log.info("product catalogue now holds %s products", len(products))
-                self._products, self._loaded_at = products, now
-        return list(self._products)
+        return list(self.value())
 
     def frame(self, spark: SparkSession) -> DataFrame:
         """The catalogue as a DataFrame of :data:`PRODUCT_COLUMNS`."""
