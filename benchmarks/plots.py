@@ -100,9 +100,13 @@ def grouped_bars(
     plt = _pyplot()
     # Where bars start on a log axis, and where a missing value's text sits.
     floor = 10.0 if log_scale else 0.0
+    # Room for every group: a chart of eight groups at the width of three is unreadable.
+    width = max(5.2, 1.1 * len(groups) + 1.5)
     figure, axes_list = plt.subplots(
-        1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False, sharey=True
+        1, len(panels), figsize=(width * len(panels), 4.4), squeeze=False, sharey=True
     )
+    longest = max((len(line) for group in groups for line in group.splitlines()), default=0)
+    slanted = len(groups) > 3 and longest > 10
     try:
         for axes, (panel, series) in zip(axes_list[0], panels.items(), strict=True):
             width = 0.8 / max(len(series), 1)
@@ -124,7 +128,13 @@ def grouped_bars(
                 axes.axhline(
                     reference, color="#D55E00", linestyle="--", linewidth=1, label=reference_label
                 )
-            axes.set_xticks(range(len(groups)), list(groups))
+            axes.set_xticks(
+                range(len(groups)),
+                list(groups),
+                rotation=25 if slanted else 0,
+                ha="right" if slanted else "center",
+                fontsize=8 if slanted else None,
+            )
             axes.set_xlim(-0.5, len(groups) - 0.5)
             axes.set_title(panel)
             axes.grid(axis="y", alpha=0.3)

@@ -243,8 +243,10 @@ def is_time_series(value: Any) -> bool:
     )
 
 
-# Not headline numbers: per-repeat lists (their medians and bests are), and the run's context.
+# Not headline numbers: per-repeat lists (their medians and bests are), and the run's context
+# (the load averages too: the JSON keeps them, the results come first in the table).
 SKIPPED_KEYS = frozenset({"runs", "machine", "environment", "versions", "job_config"})
+SKIPPED_PREFIXES = ("ratio_", "load_average")
 
 
 def headline_numbers(results: Any, path: str = "", limit: int = 40) -> dict[str, float]:
@@ -259,7 +261,7 @@ def headline_numbers(results: Any, path: str = "", limit: int = 40) -> dict[str,
         if isinstance(value, Mapping):
             for key, item in value.items():
                 # Ratios have their own table (ratios), with what each compares.
-                if key not in SKIPPED_KEYS and not str(key).startswith("ratio_"):
+                if key not in SKIPPED_KEYS and not str(key).startswith(SKIPPED_PREFIXES):
                     walk(item, f"{where}.{key}" if where else str(key))
         elif isinstance(value, list):
             if is_time_series(value):

@@ -155,11 +155,21 @@ def test_headline_numbers_keep_other_lists_and_leave_out_ratios() -> None:
         "latency": [{"target_rate": 200, "p50_ms": 900}],
         "ratio_join_to_parse": 0.5,
         "ratio_realtime_to_microbatch_p50": {"redis": 0.35, "kafka": 0.4},
+        "load_average": [2.5, 2.0, 1.5],
+        "load_average_start": {"floor": [3.1, 2.2, 1.8]},
     }
     assert runner.headline_numbers(results) == {
         "latency[200].target_rate": 200.0,
         "latency[200].p50_ms": 900.0,
     }
+
+
+def test_load_averages_do_not_crowd_the_results_out_of_the_table() -> None:
+    results = {
+        "load_average": {f"phase_{n}": [2.0, 2.0, 2.0] for n in range(20)},
+        "throughput": {"orders_per_second": 7926.2},
+    }
+    assert runner.headline_numbers(results, limit=3) == {"throughput.orders_per_second": 7926.2}
 
 
 # --- ratios and the summary ---------------------------------------------------------------------
