@@ -90,3 +90,69 @@ def stop_between_batches(query: Any, timeout: float = STOP_WAIT_SECONDS) -> bool
         time.sleep(STOP_POLL_SECONDS)
     query.stop()
     return idle
+
+
+# --- the stack a benchmark runs on ----------------------------------------------------------------
+
+# Redis databases a benchmark may take for its scratch keys, the highest first (0 is the stack's).
+SCRATCH_REDIS_DBS = range(15, 0, -1)
+
+
+def execute(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the stack's MariaDB, committed; its rows (none without a result)."""
+    from contextlib import closing
+
+    from streamops.db import connect
+
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        connection.commit()
+        return rows
+
+
+def require_services(settings: Any, *, spark: bool = False) -> None:
+    """Kafka, MariaDB (with the schema) and Redis answer, and with ``spark`` the Kafka
+    connector jars are in the cache; else a BenchmarkError that says what to do."""
+    from streamops.errors import StreamopsError
+    from streamops.health import check_mariadb, check_redis
+    from streamops.topics import admin_client
+
+    try:
+        admin_client(settings).list_topics(timeout=10)
+    except Exception as error:  # KafkaException: no broker answered
+        raise BenchmarkError(
+            f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); start the "
+            "stack with `streamops up`, or point STREAMOPS_KAFKA_HOST/PORT at a running broker."
+        ) from error
+    for name, check in (("MariaDB", check_mariadb), ("Redis", check_redis)):
+        try:
+            check(settings)
+        except StreamopsError as error:
+            # The MariaDB check's own errors say what to do (start it, migrate the schema).
+            hint = "" if name == "MariaDB" else " Start the stack with `streamops up`."
+            raise BenchmarkError(f"{name} is not usable: {error}{hint}") from error
+    if spark:
+        from spark_jobs.common.session import kafka_connector_jars
+
+        try:
+            kafka_connector_jars(settings)
+        except StreamopsError as error:
+            raise BenchmarkError(str(error)) from error
+
+
+def empty_redis_db(settings: Any) -> int:
+    """A Redis database of the stack's server, other than its own, that holds no key."""
+    import redis
+
+    for db in SCRATCH_REDIS_DBS:
+        if db == settings.redis_db:
+            continue
+        client = redis.Redis.from_url(settings.model_copy(update={"redis_db": db}).redis_url)
+        try:
+            if client.dbsize() == 0:
+                return db
+        finally:
+            client.close()
+    raise BenchmarkError("Every Redis database 1-15 holds keys; the benchmark needs an empty one.")

@@ -41,11 +41,10 @@ from typing import Any
 import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from benchmarks import BenchmarkError, int_env, output_dir, plots
+from benchmarks import BenchmarkError, execute, int_env, output_dir, plots
 from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
 from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
-from streamops.db import connect
 
 NAME = "alerts"
 PROBES_ENV = "BENCH_ALERTS_PROBES"
@@ -148,7 +147,7 @@ def _job(settings: Settings, extra_args: list[str], mode: str) -> Iterator[subpr
 
 
 def _batches(settings: Settings) -> dict[str, int]:
-    rows = _execute(
+    rows = execute(
         settings,
         "SELECT query_name, COUNT(*) FROM query_progress WHERE pipeline = 'alerts' "
         "GROUP BY query_name",
@@ -161,7 +160,7 @@ def _batches(settings: Settings) -> dict[str, int]:
 
 def _probe(settings: Settings, job: subprocess.Popen, service: str) -> dict[str, float]:
     rule_id = f"bench-{service}"
-    _execute(
+    execute(
         settings,
         "INSERT INTO alert_rules (rule_id, level, service, window_seconds, threshold_count) "
         "VALUES (?, 'CRITICAL', ?, ?, 1)",
@@ -197,14 +196,14 @@ def _probe(settings: Settings, job: subprocess.Popen, service: str) -> dict[str,
                 seen["kafka"] = time.monotonic()
             if "redis" not in seen and client.exists(f"streamops:alerts:alert:{expected}"):
                 seen["redis"] = time.monotonic()
-            if "mariadb" not in seen and _execute(
+            if "mariadb" not in seen and execute(
                 settings, "SELECT 1 FROM alerts WHERE alert_id = ?", (expected,)
             ):
                 seen["mariadb"] = time.monotonic()
     finally:
         consumer.close()
         client.close()
-        _execute(settings, "UPDATE alert_rules SET enabled = FALSE WHERE rule_id = ?", (rule_id,))
+        execute(settings, "UPDATE alert_rules SET enabled = FALSE WHERE rule_id = ?", (rule_id,))
     return {place: (at - sent) * 1000 for place, at in seen.items()}
 
 
@@ -261,7 +260,7 @@ def _throughput(settings: Settings, job: subprocess.Popen, lines: int) -> dict[s
         if time.monotonic() - produced > 600:
             raise BenchmarkError(f"only {total} of {lines} lines counted 600 s after sending")
         time.sleep(0.2)
-        ((counted,),) = _execute(
+        ((counted,),) = execute(
             settings,
             "SELECT COALESCE(SUM(event_count), 0) FROM error_counts_1s WHERE service = ?",
             (service,),
@@ -320,15 +319,3 @@ def _draw(results: dict[str, Any], output: Path) -> dict[str, str]:
         note=note,
     )
     return {"latency": str(latency_png)}
-
-
-def _execute(settings: Settings, sql: str, params: tuple = ()) -> list[tuple]:
-    connection = connect(settings)
-    try:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description else []
-        connection.commit()
-        return rows
-    finally:
-        connection.close()

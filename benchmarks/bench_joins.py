@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError, stop_between_batches
+from benchmarks import BenchmarkError, require_services, stop_between_batches
 from streamops.config import Settings
 from streamops.errors import StreamopsError
 
@@ -72,7 +72,7 @@ def run(settings: Settings) -> dict[str, Any]:
     records = _int_env(RECORDS_ENV, DEFAULT_RECORDS)
     rate = _int_env(RATE_ENV, DEFAULT_RATE)
     event_step = timedelta(milliseconds=_int_env(EVENT_STEP_ENV, DEFAULT_EVENT_STEP_MS))
-    _require_services(settings)
+    require_services(settings)
     with _scratch(settings) as scratch:
         _log(f"generating {records} orders and {records} payments")
         messages = _generate(scratch, records, event_step)
@@ -352,24 +352,6 @@ def _config() -> Any:
     from spark_jobs.jobs.joins import JoinsJobConfig
 
     return JoinsJobConfig()
-
-
-def _require_services(settings: Settings) -> None:
-    from streamops.health import check_mariadb, check_redis
-    from streamops.topics import admin_client
-
-    try:
-        admin_client(settings).list_topics(timeout=10)
-    except Exception as error:  # KafkaException: no broker answered
-        raise BenchmarkError(
-            f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); start the "
-            "stack with `streamops up`."
-        ) from error
-    for name, check in (("MariaDB", check_mariadb), ("Redis", check_redis)):
-        try:
-            check(settings)
-        except StreamopsError as error:
-            raise BenchmarkError(f"{name} is not usable: {error}") from error
 
 
 @contextmanager

@@ -12,15 +12,14 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from contextlib import closing
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from benchmarks import BenchmarkError, int_env
+from benchmarks import BenchmarkError, execute, int_env
 from spark_jobs.sinks.mariadb import ORDER_COLUMNS, ORDERS_KEY, UpsertStrategy, upsert_rows
 from streamops.config import Settings
-from streamops.db import DatabaseUnavailableError, connect
+from streamops.db import DatabaseUnavailableError
 
 ROWS_ENV = "BENCH_UPSERT_ROWS"
 DEFAULT_ROWS = 50_000
@@ -38,7 +37,7 @@ def run(settings: Settings) -> dict[str, Any]:
     chunk_sizes = _chunk_sizes()
     table = f"bench_upsert_orders_{os.getpid()}"
     try:
-        _execute(settings, f"CREATE TABLE `{table}` LIKE orders")
+        execute(settings, f"CREATE TABLE `{table}` LIKE orders")
     except DatabaseUnavailableError as error:
         raise BenchmarkError(str(error)) from error
     try:
@@ -51,7 +50,7 @@ def run(settings: Settings) -> dict[str, Any]:
             for repeat in range(repeats):
                 order = STRATEGIES if repeat % 2 == 0 else tuple(reversed(STRATEGIES))
                 for strategy in order:
-                    _execute(settings, f"TRUNCATE TABLE `{table}`")
+                    execute(settings, f"TRUNCATE TABLE `{table}`")
                     for case, batch in (("insert", fresh), ("update", changed)):
                         started = time.perf_counter()
                         upsert_rows(
@@ -78,7 +77,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 for strategy, cases in timings.items()
             }
     finally:
-        _execute(settings, f"DROP TABLE IF EXISTS `{table}`")
+        execute(settings, f"DROP TABLE IF EXISTS `{table}`")
     return {
         "rows": rows,
         "repeats": repeats,
@@ -115,7 +114,7 @@ def _orders(count: int, *, version: int) -> list[tuple[Any, ...]]:
 
 
 def _check_table(settings: Settings, table: str, rows: int) -> None:
-    (count, versions) = _execute(
+    (count, versions) = execute(
         settings, f"SELECT COUNT(*), COUNT(DISTINCT ingested_at) FROM `{table}`"
     )[0]
     if count != rows or versions != 1:
@@ -134,15 +133,6 @@ def _fastest(results: dict[str, Any]) -> dict[str, str]:
         )
         fastest[case] = f"{best[2]} ({best[1]})"
     return fastest
-
-
-def _execute(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        connection.commit()
-        return rows
 
 
 def _chunk_sizes() -> tuple[int, ...]:

@@ -51,7 +51,15 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from benchmarks import BenchmarkError, int_env, output_dir, plots, stop_between_batches
+from benchmarks import (
+    BenchmarkError,
+    empty_redis_db,
+    int_env,
+    output_dir,
+    plots,
+    require_services,
+    stop_between_batches,
+)
 from streamops.config import Settings
 
 ORDERS_ENV = "BENCH_ORDERS"
@@ -93,7 +101,6 @@ SEED_ORIGIN = 3_000_000_000
 SEEDS_PER_RUN = 100
 DELETE_CHUNK_ROWS = 20_000
 # Redis databases the benchmark may borrow, highest first; it takes the first empty one.
-SCRATCH_REDIS_DBS = range(15, 0, -1)
 READY_TIMEOUT_SECONDS = 180.0
 
 
@@ -166,7 +173,7 @@ def run(settings: Settings) -> dict[str, Any]:
     sizes = Sizes.from_env()
     plots.require_matplotlib()
     output = output_dir()
-    _require_services(settings)
+    require_services(settings, spark=True)
     load: dict[str, list[float]] = {"start": _load()}
     with _scratch(settings) as scratch, _spark(scratch) as spark:
         load["throughput"] = _load()
@@ -1032,39 +1039,11 @@ def _stop(queries: list[Any]) -> None:
 # --- the scratch world and its removal ------------------------------------------------------------
 
 
-def _require_services(settings: Settings) -> None:
-    """Kafka, MariaDB (with the schema), Redis and the Spark connector, or a clear error."""
-    from streamops.errors import StreamopsError
-    from streamops.health import check_mariadb, check_redis
-    from streamops.topics import admin_client
-
-    try:
-        admin_client(settings).list_topics(timeout=10)
-    except Exception as error:  # KafkaException: no broker answered
-        raise BenchmarkError(
-            f"Kafka at {settings.kafka_bootstrap_servers} is not reachable ({error}); start the "
-            "stack with `streamops up`, or point STREAMOPS_KAFKA_HOST/PORT at a running broker."
-        ) from error
-    for name, check in (("MariaDB", check_mariadb), ("Redis", check_redis)):
-        try:
-            check(settings)
-        except StreamopsError as error:
-            # The MariaDB check's own errors say what to do (start it, migrate the schema).
-            hint = "" if name == "MariaDB" else " Start the stack with `streamops up`."
-            raise BenchmarkError(f"{name} is not usable: {error}{hint}") from error
-    try:
-        from spark_jobs.common.session import kafka_connector_jars
-
-        kafka_connector_jars(settings)
-    except StreamopsError as error:
-        raise BenchmarkError(str(error)) from error
-
-
 @contextmanager
 def _scratch(settings: Settings) -> Iterator[Scratch]:
     stamp = datetime.now(UTC).replace(microsecond=0)
     folder = Path(tempfile.mkdtemp(prefix="streamops-bench-orders-"))
-    redis_db = _empty_redis_db(settings)
+    redis_db = empty_redis_db(settings)
     scratch_settings = settings.model_copy(
         update={
             "redis_db": redis_db,
@@ -1156,23 +1135,6 @@ def _free_seeds(settings: Settings, stamp: datetime) -> int:
             if cursor.fetchone()[0] == 0:
                 return origin
     raise BenchmarkError("Found no unused range of order ids for the benchmark's seeds.")
-
-
-def _empty_redis_db(settings: Settings) -> int:
-    import redis
-
-    for db in SCRATCH_REDIS_DBS:
-        if db == settings.redis_db:
-            continue
-        client = redis.Redis.from_url(settings.model_copy(update={"redis_db": db}).redis_url)
-        try:
-            if client.dbsize() == 0:
-                return db
-        finally:
-            client.close()
-    raise BenchmarkError(
-        "Every Redis database 1–15 holds keys; the benchmark needs an empty one to write to."
-    )
 
 
 def _era(scratch: Scratch) -> tuple[datetime, datetime]:

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError, stop_between_batches
+from benchmarks import BenchmarkError, empty_redis_db, stop_between_batches
 from streamops.config import Settings
 
 READINGS_ENV = "BENCH_VITALS_READINGS"
@@ -52,7 +52,6 @@ SAMPLE_ENV = "BENCH_VITALS_SAMPLE"
 DEFAULT_SAMPLE_SECONDS = 5
 ERA = datetime(2002, 1, 1, tzinfo=UTC)
 SEED = 2002
-SCRATCH_REDIS_DBS = range(15, 0, -1)
 DRAIN_TIMEOUT_SECONDS = 900
 VITALS_TABLES = {
     "vitals_readings": "event_time",
@@ -271,7 +270,7 @@ def _scratch(settings: Settings, stamp: str) -> Iterator[tuple[Settings, Path, l
     from streamops.topics import admin_client, ensure_topics
 
     folder = Path(tempfile.mkdtemp(prefix="streamops-bench-vitals-"))
-    redis_db = _empty_redis_db(settings)
+    redis_db = empty_redis_db(settings)
     scratch = settings.model_copy(
         update={"redis_db": redis_db, "checkpoint_uri": str(folder / "checkpoints")}
     )
@@ -304,18 +303,3 @@ def _delete_rows(settings: Settings, topics: list[str]) -> None:
         for topic in topics:
             cursor.execute("DELETE FROM quarantine WHERE source_topic = ?", (topic,))
         connection.commit()
-
-
-def _empty_redis_db(settings: Settings) -> int:
-    import redis
-
-    for db in SCRATCH_REDIS_DBS:
-        if db == settings.redis_db:
-            continue
-        client = redis.Redis.from_url(settings.model_copy(update={"redis_db": db}).redis_url)
-        try:
-            if client.dbsize() == 0:
-                return db
-        finally:
-            client.close()
-    raise BenchmarkError("Every Redis database 1-15 holds keys; the benchmark needs an empty one.")
