@@ -98,20 +98,6 @@ def stop_between_batches(query: Any, timeout: float = STOP_WAIT_SECONDS) -> bool
 SCRATCH_REDIS_DBS = range(15, 0, -1)
 
 
-def execute(settings: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on the stack's MariaDB, committed; its rows (none without a result)."""
-    from contextlib import closing
-
-    from streamops.db import connect
-
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description is not None else []
-        connection.commit()
-        return rows
-
-
 def require_services(settings: Any, *, spark: bool = False) -> None:
     """Kafka, MariaDB (with the schema) and Redis answer, and with ``spark`` the Kafka
     connector jars are in the cache; else a BenchmarkError that says what to do."""

@@ -41,10 +41,11 @@ from typing import Any
 import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from benchmarks import BenchmarkError, execute, int_env, output_dir, plots
+from benchmarks import BenchmarkError, int_env, output_dir, plots
 from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
 from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.db import execute
 
 NAME = "alerts"
 PROBES_ENV = "BENCH_ALERTS_PROBES"

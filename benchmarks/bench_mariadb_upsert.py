@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from benchmarks import BenchmarkError, execute, int_env
+from benchmarks import BenchmarkError, int_env
 from spark_jobs.sinks.mariadb import ORDER_COLUMNS, ORDERS_KEY, UpsertStrategy, upsert_rows
 from streamops.config import Settings
-from streamops.db import DatabaseUnavailableError
+from streamops.db import DatabaseUnavailableError, execute
 
 ROWS_ENV = "BENCH_UPSERT_ROWS"
 DEFAULT_ROWS = 50_000

@@ -12,10 +12,11 @@ import hashlib
 import os
 import pwd
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mariadb
 
@@ -175,6 +176,20 @@ def connect(settings: Settings, *, database: bool = True) -> mariadb.Connection:
         return mariadb.connect(**params)
     except mariadb.Error as exc:
         raise _explain_connect_error(exc, settings) from exc
+
+
+def execute(settings: Settings, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a connection of its own, committed; its rows (none without a result).
+    For tools, tests and benchmarks: the pipelines keep their connections."""
+    connection = connect(settings)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, tuple(params))
+        rows = list(cursor.fetchall()) if cursor.description is not None else []
+        connection.commit()
+        return rows
+    finally:
+        connection.close()
 
 
 def ensure_database_and_user(

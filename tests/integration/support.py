@@ -9,27 +9,21 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from contextlib import closing
 from typing import Any
 
 import redis
 
+from streamops import db
 from streamops.config import Settings
-from streamops.db import connect
 
 
 def query(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """The rows of ``sql`` (none for a statement without a result), committed."""
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = list(cursor.fetchall()) if cursor.description is not None else []
-        connection.commit()
-        return rows
+    return db.execute(settings, sql, params)
 
 
 def execute(settings: Settings, sql: str, params: tuple[Any, ...] = ()) -> None:
-    query(settings, sql, params)
+    db.execute(settings, sql, params)
 
 
 def wait_until(

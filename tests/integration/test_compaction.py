@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from streamops.config import Settings
-from streamops.db import connect
+from streamops.db import connect, execute
 from streamops.faults import KILL_AT_ENV, MARKER_ENV
 from streamops.maintenance import MaintenanceError, VerificationError
 from streamops.maintenance.compaction import (
@@ -36,15 +36,6 @@ from streamops.maintenance.compaction import (
 )
 
 FINE = "order_revenue_5s"
-
-
-def sql(settings: Settings, statement: str, params: tuple = ()) -> list[tuple]:
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(statement, params)
-        rows = list(cursor.fetchall()) if cursor.description else []
-        connection.commit()
-        return rows
 
 
 def insert_windows(settings: Settings, start: datetime, count: int, currency: str = "EUR") -> None:
@@ -69,7 +60,7 @@ def insert_windows(settings: Settings, start: datetime, count: int, currency: st
 
 
 def totals(settings: Settings, table: str, start: datetime, end: datetime) -> tuple:
-    return sql(
+    return execute(
         settings,
         f"SELECT COUNT(*), COALESCE(SUM(order_count), 0), COALESCE(SUM(item_count), 0), "
         f"COALESCE(SUM(revenue), 0) FROM {table} WHERE window_start >= ? AND window_start < ?",
@@ -79,7 +70,7 @@ def totals(settings: Settings, table: str, start: datetime, end: datetime) -> tu
 
 def count(settings: Settings, table: str, start: datetime, end: datetime) -> int:
     return int(
-        sql(
+        execute(
             settings,
             f"SELECT COUNT(*) FROM {table} WHERE window_start >= ? AND window_start < ?",
             (start, end),
@@ -91,7 +82,7 @@ def snapshot(settings: Settings, start: datetime, end: datetime) -> list[tuple]:
     return [
         row
         for table in ("order_revenue_5s", "order_revenue_1m", "order_revenue_1h")
-        for row in sql(
+        for row in execute(
             settings,
             f"SELECT '{table}', window_start, currency, order_count, item_count, revenue, "
             f"updated_at FROM {table} WHERE window_start >= ? AND window_start < ? "
@@ -107,12 +98,12 @@ def day(settings: Settings) -> Iterator[datetime]:
     start = datetime(1990, 1, 1) + timedelta(days=uuid.uuid4().int % 3000)
     yield start
     for table in ("order_revenue_5s", "order_revenue_1m", "order_revenue_1h"):
-        sql(
+        execute(
             settings,
             f"DELETE FROM {table} WHERE window_start >= ? AND window_start < ?",
             (start - timedelta(days=1), start + timedelta(days=3)),
         )
-    sql(
+    execute(
         settings,
         "DELETE FROM orders WHERE event_time >= ? AND event_time < ?",
         (start - timedelta(days=1), start + timedelta(days=3)),
@@ -183,7 +174,7 @@ def test_retention_deletes_only_verified_rolled_up_hours_in_chunks(
 def test_a_mismatch_fails_retention_and_drops_nothing(settings: Settings, day: datetime) -> None:
     insert_windows(settings, day, 720)
     rollup(settings, config(1), day + timedelta(hours=2))
-    sql(
+    execute(
         settings,
         "UPDATE order_revenue_1h SET revenue = revenue + 1 WHERE window_start = ?",
         (day,),
@@ -211,7 +202,7 @@ def assert_rolled_up_and_removed(
 ) -> None:
     assert count(settings, FINE, day, end) == 0
     for currency, expected in fine_before.items():
-        rows = sql(
+        rows = execute(
             settings,
             "SELECT SUM(order_count), SUM(item_count), SUM(revenue) FROM order_revenue_1h "
             "WHERE window_start >= ? AND window_start < ? AND currency = ?",
@@ -272,7 +263,7 @@ def test_a_task_killed_mid_step_loses_nothing(
 
 
 def hour_totals_of(settings: Settings, start: datetime, end: datetime, currency: str) -> tuple:
-    return sql(
+    return execute(
         settings,
         "SELECT SUM(order_count), SUM(item_count), SUM(revenue) FROM order_revenue_1h "
         "WHERE window_start >= ? AND window_start < ? AND currency = ?",
@@ -281,7 +272,7 @@ def hour_totals_of(settings: Settings, start: datetime, end: datetime, currency:
 
 
 def totals_of(settings: Settings, start: datetime, end: datetime, currency: str) -> tuple:
-    return sql(
+    return execute(
         settings,
         f"SELECT SUM(order_count), SUM(item_count), SUM(revenue) FROM {FINE} "
         "WHERE window_start >= ? AND window_start < ? AND currency = ?",
@@ -322,7 +313,7 @@ def test_late_orders_are_reconciled_into_their_windows_and_rollups(
         connection.commit()
     report = run_compaction(settings, config(), late_ingest + timedelta(minutes=30))
     assert report["reconcile"]["late_windows"] == 1
-    assert sql(
+    assert execute(
         settings,
         f"SELECT order_count, item_count, revenue FROM {FINE} WHERE window_start = ?",
         (window,),
@@ -338,14 +329,14 @@ def test_late_orders_are_reconciled_into_their_windows_and_rollups(
 def partitioned_table(settings: Settings) -> Iterator[str]:
     """A private table partitioned like checkpoint_health, so days can be rolled at will."""
     name = f"maint_test_{uuid.uuid4().hex[:8]}"
-    sql(
+    execute(
         settings,
         f"CREATE TABLE {name} (id INT NOT NULL, at DATETIME(3) NOT NULL, PRIMARY KEY (id, at)) "
         "PARTITION BY RANGE COLUMNS (at) (PARTITION p_history VALUES LESS THAN "
         "('2000-01-01 00:00:00'), PARTITION p_future VALUES LESS THAN (MAXVALUE))",
     )
     yield name
-    sql(settings, f"DROP TABLE IF EXISTS {name}")
+    execute(settings, f"DROP TABLE IF EXISTS {name}")
 
 
 def test_partitions_roll_forward_and_old_ones_drop(
@@ -429,7 +420,7 @@ def count_day(settings: Settings) -> Iterator[datetime]:
     yield start
     for table in COUNT_TABLES:
         column = "second_start" if table == "error_counts_1s" else "window_start"
-        sql(
+        execute(
             settings,
             f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?",
             (start - timedelta(days=1), start + timedelta(days=3)),
@@ -457,7 +448,7 @@ def insert_seconds(settings: Settings, start: datetime, seconds: int) -> None:
 
 def count_totals(settings: Settings, table: str, start: datetime, end: datetime) -> list[tuple]:
     column = "second_start" if table == "error_counts_1s" else "window_start"
-    return sql(
+    return execute(
         settings,
         f"SELECT service, level, CAST(SUM(event_count) AS SIGNED), MIN(first_seen), "
         f"MAX(last_seen) FROM {table} WHERE {column} >= ? AND {column} < ? "
@@ -485,13 +476,13 @@ def test_error_counts_roll_up_per_minute_and_hour_and_a_rerun_changes_nothing(
     assert count_totals(settings, "error_counts_1m", count_day, end) == fine
     assert count_totals(settings, "error_counts_1h", count_day, end) == fine
     # 120 minutes and 2 hours per service and level, each minute summing its own seconds.
-    assert sql(
+    assert execute(
         settings,
         "SELECT COUNT(*), SUM(source_rows) FROM error_counts_1m "
         "WHERE window_start >= ? AND window_start < ?",
         (count_day, end),
     )[0] == (4 * 120, len(range(0, 2 * 3600, 7)) * 4)
-    before = sql(
+    before = execute(
         settings,
         "SELECT window_start, service, level, event_count, updated_at FROM error_counts_1h "
         "WHERE window_start >= ? AND window_start < ? ORDER BY 1, 2, 3",
@@ -500,7 +491,7 @@ def test_error_counts_roll_up_per_minute_and_hour_and_a_rerun_changes_nothing(
     assert len(before) == 2 * 4
     rollup(settings, count_config(), now, [(count_day, end)])
     assert (
-        sql(
+        execute(
             settings,
             "SELECT window_start, service, level, event_count, updated_at FROM error_counts_1h "
             "WHERE window_start >= ? AND window_start < ? ORDER BY 1, 2, 3",
@@ -519,7 +510,7 @@ def test_error_count_seconds_are_removed_only_once_verified_against_their_hours(
     now = count_day + timedelta(days=2)
     rollup(settings, count_config(), now)
     # A tampered hour: retention refuses and removes nothing.
-    sql(
+    execute(
         settings,
         "UPDATE error_counts_1h SET event_count = event_count + 1 "
         "WHERE window_start = ? AND service = 'api' AND level = 'ERROR'",
@@ -528,7 +519,7 @@ def test_error_count_seconds_are_removed_only_once_verified_against_their_hours(
     with pytest.raises(VerificationError, match="totals differ"):
         apply_retention(settings, count_config(1), now)
     assert count_totals(settings, "error_counts_1s", count_day, end) == fine
-    sql(
+    execute(
         settings,
         "UPDATE error_counts_1h SET event_count = event_count - 1 "
         "WHERE window_start = ? AND service = 'api' AND level = 'ERROR'",
@@ -550,7 +541,7 @@ def vitals_day(settings: Settings) -> Iterator[datetime]:
     start = datetime(1990, 1, 1) + timedelta(days=uuid.uuid4().int % 3000)
     yield start
     for table, column in (("vitals_readings", "event_time"), ("vitals_summary_1h", "window_start")):
-        sql(
+        execute(
             settings,
             f"DELETE FROM {table} WHERE {column} >= ? AND {column} < ?",
             (start - timedelta(days=1), start + timedelta(days=3)),
@@ -578,7 +569,7 @@ def test_vitals_readings_roll_up_per_patient_and_hour_with_exact_averages(
     now = vitals_day + timedelta(days=2)
     report = rollup(settings, count_config(), now)
     assert report["count_families"]["vitals"]["hours_rolled_up"] >= 2
-    expected = sql(
+    expected = execute(
         settings,
         "SELECT DATE_FORMAT(event_time, '%Y-%m-%d %H:00:00'), patient_id, COUNT(*), "
         "COUNT(spo2), ROUND(AVG(spo2), 6), MIN(spo2), MAX(spo2), ROUND(AVG(heart_rate), 6), "
@@ -586,7 +577,7 @@ def test_vitals_readings_roll_up_per_patient_and_hour_with_exact_averages(
         "GROUP BY 1, 2 ORDER BY 1, 2",
         (vitals_day, end),
     )
-    summary = sql(
+    summary = execute(
         settings,
         "SELECT DATE_FORMAT(window_start, '%Y-%m-%d %H:00:00'), patient_id, reading_count, "
         "spo2_count, ROUND(spo2_avg, 6), spo2_min, spo2_max, ROUND(heart_rate_avg, 6), "
@@ -604,7 +595,7 @@ def test_vitals_readings_roll_up_per_patient_and_hour_with_exact_averages(
         now,
     )
     assert report["vitals_readings"]["deleted_rows"] == len(rows)
-    assert sql(
+    assert execute(
         settings,
         "SELECT ROUND(spo2_avg, 6) FROM vitals_summary_1h WHERE window_start >= ? "
         "AND window_start < ? ORDER BY window_start, patient_id",

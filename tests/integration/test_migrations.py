@@ -83,15 +83,6 @@ def _drop_all_tables(settings: Settings) -> None:
             cursor.execute(f"DROP TABLE `{table}`")
 
 
-def _execute(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
-    with closing(db.connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        connection.commit()
-        return rows
-
-
 def _show_create_tables(settings: Settings) -> dict[str, str]:
     with closing(db.connect(settings)) as connection:
         cursor = connection.cursor()
@@ -126,7 +117,7 @@ def test_migrate_applies_every_file_in_order(empty_database: Settings) -> None:
     applied = db.migrate(empty_database)
 
     assert applied == [migration.name for migration in migrations]
-    recorded = _execute(
+    recorded = db.execute(
         empty_database, "SELECT version, name, checksum, applied_at FROM schema_migrations"
     )
     assert [row[:3] for row in recorded] == [(m.version, m.name, m.checksum) for m in migrations]
@@ -137,7 +128,7 @@ def test_migrate_applies_every_file_in_order(empty_database: Settings) -> None:
 
 def test_default_alert_rules_are_seeded(empty_database: Settings) -> None:
     db.migrate(empty_database)
-    rules = _execute(
+    rules = db.execute(
         empty_database,
         "SELECT level, service, window_seconds, threshold_count, enabled FROM alert_rules "
         "WHERE rule_id = 'error-burst-any-service'",
@@ -148,12 +139,12 @@ def test_default_alert_rules_are_seeded(empty_database: Settings) -> None:
 def test_second_migrate_changes_nothing(empty_database: Settings) -> None:
     db.migrate(empty_database)
     schema_before = _show_create_tables(empty_database)
-    rules_before = _execute(empty_database, "SELECT * FROM alert_rules ORDER BY rule_id")
+    rules_before = db.execute(empty_database, "SELECT * FROM alert_rules ORDER BY rule_id")
 
     assert db.migrate(empty_database) == []
 
     assert _show_create_tables(empty_database) == schema_before
-    assert _execute(empty_database, "SELECT * FROM alert_rules ORDER BY rule_id") == rules_before
+    assert db.execute(empty_database, "SELECT * FROM alert_rules ORDER BY rule_id") == rules_before
     assert set(schema_before) == {*CONTRACT_TABLES, *PLATFORM_TABLES, db.MIGRATIONS_TABLE}
 
 
@@ -185,7 +176,7 @@ def test_changed_applied_file_stops_migrate_and_names_it(
 
 def test_tampered_recorded_checksum_stops_migrate(empty_database: Settings) -> None:
     db.migrate(empty_database)
-    _execute(
+    db.execute(
         empty_database, "UPDATE schema_migrations SET checksum = REPEAT('0', 64) WHERE version = 1"
     )
 
@@ -196,7 +187,7 @@ def test_tampered_recorded_checksum_stops_migrate(empty_database: Settings) -> N
 def test_database_ahead_of_the_files_stops_migrate(empty_database: Settings) -> None:
     db.migrate(empty_database)
     future = len(db.list_migrations()) + 1
-    _execute(
+    db.execute(
         empty_database,
         "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
         "VALUES (?, ?, REPEAT('f', 64), UTC_TIMESTAMP(3))",
@@ -246,8 +237,8 @@ def test_concurrent_migrates_apply_each_file_once(empty_database: Settings) -> N
     names = [migration.name for migration in db.list_migrations()]
     # The lock holder applies everything pending; whoever comes after finds nothing to do.
     assert sorted(results, key=len) == [[]] * (workers - 1) + [names]
-    assert _execute(empty_database, "SELECT COUNT(*) FROM schema_migrations") == [(len(names),)]
-    assert _execute(empty_database, "SELECT COUNT(*) FROM alert_rules") == [(2,)]
+    assert db.execute(empty_database, "SELECT COUNT(*) FROM schema_migrations") == [(len(names),)]
+    assert db.execute(empty_database, "SELECT COUNT(*) FROM alert_rules") == [(2,)]
 
 
 def test_migrate_gives_up_when_another_holds_the_lock(empty_database: Settings) -> None:
@@ -291,9 +282,9 @@ def test_orders_enforce_the_contract(empty_database: Settings) -> None:
     )
     # Ids compare byte for byte, as in Spark: these are three orders, not one.
     for order_id in ("A1", "a1", "A1 "):
-        _execute(empty_database, insert, (order_id, 2, Decimal("1.25"), Decimal("2.50")))
-    assert _execute(empty_database, "SELECT COUNT(*) FROM orders") == [(3,)]
-    stored = _execute(
+        db.execute(empty_database, insert, (order_id, 2, Decimal("1.25"), Decimal("2.50")))
+    assert db.execute(empty_database, "SELECT COUNT(*) FROM orders") == [(3,)]
+    stored = db.execute(
         empty_database, "SELECT event_time, ingested_at FROM orders WHERE order_id = 'A1'"
     )
     assert stored[0][0] == datetime(2026, 11, 24, 14, 3, 5, 120000)
@@ -301,9 +292,9 @@ def test_orders_enforce_the_contract(empty_database: Settings) -> None:
     assert abs((now_utc - stored[0][1]).total_seconds()) < 120  # default is UTC, not local
 
     with pytest.raises(mariadb.IntegrityError):
-        _execute(empty_database, insert, ("bad-amount", 2, Decimal("1.25"), Decimal("9.99")))
+        db.execute(empty_database, insert, ("bad-amount", 2, Decimal("1.25"), Decimal("9.99")))
     with pytest.raises(mariadb.IntegrityError):
-        _execute(empty_database, insert, ("bad-quantity", 0, Decimal("1.25"), Decimal("0.00")))
+        db.execute(empty_database, insert, ("bad-quantity", 0, Decimal("1.25"), Decimal("0.00")))
 
 
 def test_bootstrap_creates_database_and_user_and_syncs_password(settings: Settings) -> None:
