@@ -1,8 +1,9 @@
 """Benchmarks of the platform, run with ``python -m benchmarks.runner`` (see README.md).
 
 Shared by every benchmark module: :class:`BenchmarkError`, :func:`int_env` for their size
-settings, :func:`output_dir` for the folder their plots go to and :func:`stop_between_batches`
-to end their streaming queries cleanly.
+settings, :func:`output_dir` for the folder their plots go to, and what they need of the stack
+(:func:`require_services`, :func:`empty_redis_db`). Streaming queries are stopped with
+``spark_jobs.common.runner.stop_between_batches``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,41 +55,6 @@ def output_dir() -> Path:
         known, _ = parser.parse_known_args(sys.argv[1:])
         return Path(known.output)
     return DEFAULT_OUTPUT
-
-
-# How long to wait for a running batch to end before stopping the query anyway.
-STOP_WAIT_SECONDS = 60.0
-# Between two triggers of the default trigger the query thread sleeps only 10 ms
-# (spark.sql.streaming.pollingDelay): look often enough to catch that gap.
-STOP_POLL_SECONDS = 0.002
-
-
-def stop_between_batches(query: Any, timeout: float = STOP_WAIT_SECONDS) -> bool:
-    """Stop a streaming query while none of its triggers runs; True if it was caught idle.
-
-    ``query.stop()`` interrupts the query's thread. Spark takes an ``InterruptedException``
-    for a clean stop, but one raised while a batch is being planned reaches it wrapped in an
-    ``InvocationTargetException``, and the query ends "terminated with error" (a stack trace
-    in the log, a failed query for listeners). So wait, at most ``timeout`` seconds, for
-    ``isTriggerActive`` to be False; a query still busy then is stopped all the same.
-    """
-    deadline = time.monotonic() + timeout
-    idle = False
-    while query.isActive:
-        if not query.status["isTriggerActive"]:
-            idle = True
-            break
-        if time.monotonic() >= deadline:
-            print(
-                f"warning: query {query.name} was still running a batch after {timeout:g} s; "
-                "stopping it mid-batch",
-                file=sys.stderr,
-                flush=True,
-            )
-            break
-        time.sleep(STOP_POLL_SECONDS)
-    query.stop()
-    return idle
 
 
 # --- the stack a benchmark runs on ----------------------------------------------------------------

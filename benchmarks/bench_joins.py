@@ -45,7 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError, require_services, stop_between_batches
+from benchmarks import BenchmarkError, require_services
+from spark_jobs.common.runner import stop_between_batches
 from streamops.config import Settings
 from streamops.errors import StreamopsError
 

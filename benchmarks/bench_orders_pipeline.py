@@ -58,8 +58,8 @@ from benchmarks import (
     output_dir,
     plots,
     require_services,
-    stop_between_batches,
 )
+from spark_jobs.common.runner import stop_between_batches
 from streamops.config import Settings
 
 ORDERS_ENV = "BENCH_ORDERS"

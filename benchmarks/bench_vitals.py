@@ -39,7 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError, empty_redis_db, stop_between_batches
+from benchmarks import BenchmarkError, empty_redis_db
+from spark_jobs.common.runner import stop_between_batches
 from streamops.config import Settings
 
 READINGS_ENV = "BENCH_VITALS_READINGS"

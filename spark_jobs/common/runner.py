@@ -31,6 +31,13 @@ DATA_LOSS_RULE_ID = "streaming-data-loss"
 # How long the queries' last listener events (their terminations) may take to be delivered.
 LISTENER_DRAIN_SECONDS = 15.0
 
+# How long a stop request waits for the queries' running batches to end, in all: well inside the
+# 20 s the supervisor's on_kill gives a graceful stop (docs/operations.md).
+STOP_WAIT_SECONDS = 8.0
+# Between two triggers of the default trigger the query thread sleeps only 10 ms
+# (spark.sql.streaming.pollingDelay): look often enough to catch that gap.
+STOP_POLL_SECONDS = 0.002
+
 JobConfig = TypeVar("JobConfig")
 StartQueries = Callable[[SparkSession, Settings, JobConfig], list[StreamingQuery]]
 
@@ -111,13 +118,53 @@ def run_queries(
     return 0
 
 
-def _stop_all(queries: list[StreamingQuery]) -> None:
-    for query in queries:
-        try:
-            if query.isActive:
-                query.stop()
-        except Exception:  # stopping is best effort; the process exits next
-            log.exception("stopping %s failed", query.name)
+def stop_between_batches(query: StreamingQuery, timeout: float = STOP_WAIT_SECONDS) -> bool:
+    """Stop a streaming query while none of its triggers runs; True if it was caught idle.
+
+    ``query.stop()`` interrupts the query's thread. Spark takes an ``InterruptedException``
+    for a clean stop, but one raised while a batch is being planned reaches it wrapped in an
+    ``InvocationTargetException``, and the query ends "terminated with error" (a stack trace
+    in the log, a failed query for listeners and for ``query_status``). So wait, at most
+    ``timeout`` seconds, for ``isTriggerActive`` to be False; a query still busy then is stopped
+    all the same (a real-time query is always busy: it is stopped when the wait runs out).
+    """
+    deadline = time.monotonic() + timeout
+    idle = False
+    while query.isActive:
+        if not query.status["isTriggerActive"]:
+            idle = True
+            break
+        if time.monotonic() >= deadline:
+            log.warning(
+                "query %s still ran a batch after %g s; stopping it mid-batch", query.name, timeout
+            )
+            break
+        time.sleep(STOP_POLL_SECONDS)
+    query.stop()
+    return idle
+
+
+def _stop_all(queries: list[StreamingQuery], timeout: float = STOP_WAIT_SECONDS) -> None:
+    """Every query stopped between two batches if it gets to one within ``timeout`` seconds:
+    one budget for all, watched side by side, so one busy query does not use up the others'
+    wait (the supervisor kills a job that takes too long to stop)."""
+    deadline = time.monotonic() + timeout
+    waiting = list(queries)
+    while waiting:
+        last_look = time.monotonic() >= deadline
+        for query in list(waiting):
+            try:
+                if query.isActive and not last_look and query.status["isTriggerActive"]:
+                    continue
+                if query.isActive:
+                    if last_look:
+                        log.warning("query %s still ran a batch; stopping it mid-batch", query.name)
+                    query.stop()
+            except Exception:  # stopping is best effort; the process exits next
+                log.exception("stopping %s failed", query.name)
+            waiting.remove(query)
+        if waiting:
+            time.sleep(STOP_POLL_SECONDS)
 
 
 def _drain_listener_bus(spark: SparkSession) -> None:

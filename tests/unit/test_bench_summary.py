@@ -4,6 +4,7 @@ the markdown summary. Also the shared graceful stop of the benchmarks' streaming
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks import runner, stop_between_batches
+from benchmarks import runner
+from spark_jobs.common.runner import _stop_all, stop_between_batches
 from streamops.bench_cli import QuerySample, QuerySampler, _state_over_time
 
 BENCHMARKS = Path(runner.__file__).resolve().parent
@@ -300,13 +302,26 @@ def test_stop_waits_for_the_running_trigger_to_end() -> None:
     assert query.reads == 6 and query.busy_when_stopped is False and not query.active
 
 
-def test_stop_is_bounded_when_the_query_stays_busy(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stop_is_bounded_when_the_query_stays_busy(caplog: pytest.LogCaptureFixture) -> None:
     query = _Query(busy_reads=10**9)
     started = time.monotonic()
-    assert stop_between_batches(query, timeout=0.05) is False
+    with caplog.at_level(logging.WARNING):
+        assert stop_between_batches(query, timeout=0.05) is False
     assert time.monotonic() - started < 5
     assert query.busy_when_stopped is True and not query.active
-    assert "query bench_query was still running a batch" in capsys.readouterr().err
+    assert "query bench_query still ran a batch" in caplog.text
+
+
+def test_a_job_stops_all_its_queries_within_one_budget() -> None:
+    """SIGTERM: the idle query stops between batches, the busy ones mid-batch once the shared
+    budget is spent (the supervisor kills a job that takes too long)."""
+    busy, idle, also_busy = _Query(10**9), _Query(2), _Query(10**9)
+    started = time.monotonic()
+    _stop_all([busy, idle, also_busy], timeout=0.2)  # type: ignore[list-item]
+    assert time.monotonic() - started < 5
+    assert not busy.active and not idle.active and not also_busy.active
+    assert busy.busy_when_stopped is True and also_busy.busy_when_stopped is True
+    assert idle.busy_when_stopped is False
 
 
 def test_stop_of_an_ended_query_does_not_wait() -> None:
