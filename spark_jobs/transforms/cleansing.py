@@ -44,6 +44,18 @@ _ISO_8601_WITH_OFFSET = (
 )
 
 
+# Where a record came from, as :func:`with_source` names it: the first columns of every checked
+# frame, and what the quarantine keeps of a rejected record.
+SOURCE_COLUMNS = (
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "raw_payload",
+    "record_key",
+    "kafka_timestamp",
+)
+
+
 def with_source(raw: DataFrame) -> DataFrame:
     """The Kafka source DataFrame plus the names the sinks use for where each record came from.
 
@@ -128,14 +140,7 @@ def read_text(raw: DataFrame) -> DataFrame:
     payload, key, Kafka timestamp) and the payload as text: ``_utf8`` (the bytes are UTF-8) and
     ``_text``. Only rows with ``_utf8`` may be parsed further: the replacement characters in the
     text of invalid bytes would be arbitrary."""
-    sourced = with_source(raw).select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
-    )
+    sourced = with_source(raw).select(*SOURCE_COLUMNS)
     text = F.col("raw_payload").cast("string")  # wraps the bytes; checked for UTF-8 next
     return sourced.withColumns(
         {"_utf8": F.coalesce(F.is_valid_utf8(text), F.lit(False)), "_text": text}

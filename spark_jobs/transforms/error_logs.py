@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from spark_jobs.transforms.cleansing import (
+    SOURCE_COLUMNS,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -44,12 +45,7 @@ LEVEL_ALIASES = {level: level for level in LEVELS} | {"WARNING": "WARN", "FATAL"
 SERVICE_MAX_LENGTH = 128
 
 CHECKED_COLUMNS = (
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "raw_payload",
-    "record_key",
-    "kafka_timestamp",
+    *SOURCE_COLUMNS,
     "event_time",
     "level",
     "service",
@@ -114,12 +110,7 @@ def check_error_logs(raw: DataFrame) -> DataFrame:
         }
     )
     return fields.select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
+        *SOURCE_COLUMNS,
         F.col("_event_time").alias("event_time"),
         F.col("_level").alias("level"),
         F.col("_service").alias("service"),

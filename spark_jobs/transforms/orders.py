@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
 
 from spark_jobs.transforms.cleansing import (
+    SOURCE_COLUMNS,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -69,12 +70,7 @@ AMOUNT_TYPE = DecimalType(14, 2)
 REVENUE_TYPE = DecimalType(18, 2)
 
 CHECKED_COLUMNS = (
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "raw_payload",
-    "record_key",
-    "kafka_timestamp",
+    *SOURCE_COLUMNS,
     "order_id",
     "customer_id",
     "product_id",
@@ -174,12 +170,7 @@ def check_orders(raw: DataFrame) -> DataFrame:
         "_amount_exact", F.col("_quantity").cast(DecimalType(10, 0)) * F.col("_unit_price")
     )
     return priced.select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
+        *SOURCE_COLUMNS,
         _string("order_id").alias("order_id"),
         _string("customer_id").alias("customer_id"),
         _string("product_id").alias("product_id"),

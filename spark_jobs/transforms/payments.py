@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
 
 from spark_jobs.transforms.cleansing import (
+    SOURCE_COLUMNS,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -52,12 +53,7 @@ AMOUNT_MAX = Decimal("999999999999.99")  # DECIMAL(14,2)
 AMOUNT_TYPE = DecimalType(14, 2)
 
 CHECKED_COLUMNS = (
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "raw_payload",
-    "record_key",
-    "kafka_timestamp",
+    *SOURCE_COLUMNS,
     "payment_id",
     "order_id",
     "amount",
@@ -112,12 +108,7 @@ def check_payments(raw: DataFrame) -> DataFrame:
     )
     typed = read.withColumns(_money_exact("amount"))
     return typed.select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
+        *SOURCE_COLUMNS,
         _string("payment_id").alias("payment_id"),
         _string("order_id").alias("order_id"),
         F.col("_amount_exact").try_cast(AMOUNT_TYPE).alias("amount"),

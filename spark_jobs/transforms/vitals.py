@@ -35,6 +35,7 @@ from pyspark.sql.types import (
 )
 
 from spark_jobs.transforms.cleansing import (
+    SOURCE_COLUMNS,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -83,12 +84,7 @@ PATIENT_ID_MAX_LENGTH = 64
 DEVICE_ID_MAX_LENGTH = 128
 
 CHECKED_COLUMNS = (
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "raw_payload",
-    "record_key",
-    "kafka_timestamp",
+    *SOURCE_COLUMNS,
     "patient_id",
     "device_id",
     "event_time",
@@ -200,12 +196,7 @@ def check_vitals(raw: DataFrame) -> DataFrame:
     )
     timed = read.withColumn("_event_time", parse_event_time(_string("event_time")))
     return timed.select(
-        "source_topic",
-        "source_partition",
-        "source_offset",
-        "raw_payload",
-        "record_key",
-        "kafka_timestamp",
+        *SOURCE_COLUMNS,
         _string("patient_id").alias("patient_id"),
         _string("device_id").alias("device_id"),
         F.col("_event_time").alias("event_time"),
