@@ -374,6 +374,10 @@ from streamops.bench_cli import bench  # noqa: E402
 
 app.command("bench")(bench)
 
+from streamops.soak.cli import soak  # noqa: E402
+
+app.command("soak")(soak)
+
 
 def run() -> None:
     app(prog_name="streamops")
