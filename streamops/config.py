@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_db: int = Field(0, ge=0, le=15)
 
+    # --- PostgreSQL (Airflow's metadata; SQLite fails under concurrent heartbeats) ------------
+    postgres_port: int = Field(5432, ge=1, le=65535)
+    postgres_database: str = Field("airflow", pattern=r"^[A-Za-z0-9_]{1,63}$")
+    postgres_user: str = Field("airflow", pattern=r"^[A-Za-z0-9_]{1,63}$")
+    postgres_password: str = "airflow"
+
     # --- Airflow 3 ----------------------------------------------------------------------------
     airflow_host: str = "127.0.0.1"
     airflow_port: int = Field(8080, ge=1, le=65535)
@@ -127,6 +133,7 @@ class Settings(BaseSettings):
             "kafka_controller_port": self.kafka_controller_port,
             "mariadb_port": self.mariadb_port,
             "redis_port": self.redis_port,
+            "postgres_port": self.postgres_port,
             "airflow_port": self.airflow_port,
             "dashboard_port": self.dashboard_port,
         }

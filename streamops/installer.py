@@ -20,11 +20,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
 
 # Debian packages: the servers, the C client the `mariadb` wheel builds against, and the
-# toolchain for Kafka and Maven (present on most machines, installed where missing).
+# toolchain for Kafka and Maven (present on most machines, installed where missing). PostgreSQL
+# holds Airflow's metadata; psycopg2-binary and asyncpg bring their own client code.
 APT_PACKAGES = (
     "mariadb-server",
     "mariadb-client",
     "redis-server",
+    "postgresql",
     "libmariadb-dev",
     "pkg-config",
     "gcc",

@@ -22,6 +22,7 @@ TEST_ENVIRONMENT = {
     "STREAMOPS_KAFKA_CONTROLLER_PORT": "19093",
     "STREAMOPS_MARIADB_PORT": "13306",
     "STREAMOPS_REDIS_PORT": "16379",
+    "STREAMOPS_POSTGRES_PORT": "15432",
     "STREAMOPS_AIRFLOW_PORT": "18080",
     "STREAMOPS_DASHBOARD_PORT": "18090",
     # The test stack's Airflow runs only the DAG runs a test triggers: a scheduled maintenance run

@@ -14,6 +14,7 @@ from streamops.stack.generator import GENERATOR_COMPONENTS, TopicGenerator
 from streamops.stack.kafka import Kafka
 from streamops.stack.mariadb import MariaDB
 from streamops.stack.pipelines import pipeline_components, supervise
+from streamops.stack.postgres import PostgreSQL
 from streamops.stack.redis import Redis
 
 __all__ = ["Component", "ComponentStatus", "Health", "Stack"]
@@ -31,9 +32,11 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         # The dashboard needs only Redis; it starts with the services so `up` prints its URL.
+        # PostgreSQL holds Airflow's metadata, so it starts before and stops after Airflow.
         self.services: list[Component] = [
             MariaDB(settings),
             Redis(settings),
+            PostgreSQL(settings),
             Kafka(settings),
             Dashboard(settings),
         ]
@@ -69,8 +72,11 @@ class Stack:
         component that failed, so the state folder never holds a half-started service.
         """
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        started = [self._start(c, report) for c in self.services]
-        for component, _ in zip(self.services, started, strict=True):
+        # PostgreSQL holds nothing but Airflow's metadata: without Airflow it is not started.
+        services = [c for c in self.services if with_airflow or not isinstance(c, PostgreSQL)]
+        for component in services:
+            self._start(component, report)
+        for component in services:
             component.after_start()
             report(f"{component.name}: ready")
         if with_airflow:

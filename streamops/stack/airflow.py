@@ -1,7 +1,10 @@
-"""Airflow 3 as four processes (api-server, scheduler, dag-processor, triggerer), SQLite metadata.
+"""Airflow 3 as four processes (api-server, scheduler, dag-processor, triggerer).
 
-Everything is configured with AIRFLOW__* environment variables derived from the streamops
-settings; docker-compose and the Helm chart set the same variables (with PostgreSQL metadata).
+Their metadata lives in the stack's PostgreSQL (streamops/stack/postgres.py), as in docker-compose
+and the Helm chart: SQLite, one writer at a time, failed under concurrent task heartbeats
+("Database error" 500s from the API). Everything is configured with AIRFLOW__* environment
+variables derived from the streamops settings; docker-compose and the Helm chart set the same
+variables.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.errors import StreamopsError
@@ -53,6 +57,19 @@ def _secrets(home: Path) -> dict[str, str]:
     return values
 
 
+def metadata_database_url(settings: Settings) -> str:
+    """SQLAlchemy URL of Airflow's metadata database in the stack's PostgreSQL (psycopg2).
+
+    Airflow derives the async URL (asyncpg) from it.
+    """
+    user = quote(settings.postgres_user, safe="")
+    password = quote(settings.postgres_password, safe="")
+    return (
+        f"postgresql+psycopg2://{user}:{password}@127.0.0.1:{settings.postgres_port}/"
+        f"{quote(settings.postgres_database, safe='')}"
+    )
+
+
 def airflow_environment(settings: Settings) -> dict[str, str]:
     """The environment of every Airflow process and CLI call of the local stack."""
     home = airflow_home(settings)
@@ -62,8 +79,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         **os.environ,
         **settings.as_env(),
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        # Airflow 3 runs LocalExecutor on SQLite (tasks talk to the execution API, not the DB).
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_database_url(settings),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
@@ -91,7 +107,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
 
 
 class AirflowDatabase:
-    """`airflow db migrate` against the SQLite metadata database: idempotent, run by `up`."""
+    """`airflow db migrate` against the PostgreSQL metadata database: idempotent, run by `up`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

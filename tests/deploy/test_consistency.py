@@ -28,7 +28,7 @@ from tests.deploy.conftest import (
 
 # Keys whose container value differs from the local one on purpose, and why.
 ADAPTED_IN_CONTAINERS = {
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "PostgreSQL instead of the local SQLite file",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "the PostgreSQL service instead of 127.0.0.1",
     "AIRFLOW__CORE__DAGS_FOLDER": "the image's copy of dags/",
     "AIRFLOW__CORE__PLUGINS_FOLDER": "the image's copy of plugins/",
     "AIRFLOW__CORE__FERNET_KEY": "a secret of the deployment",

@@ -42,6 +42,7 @@ def test_status_reports_every_core_component_healthy() -> None:
         "kafka",
         "mariadb",
         "redis",
+        "postgresql",
         "airflow-api-server",
         "airflow-scheduler",
         "airflow-dag-processor",
