@@ -7,10 +7,6 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # Must equal the pyspark pin in constraints.txt: the connector is built for that Spark.
 ARG SPARK_VERSION=4.2.0
-# PostgreSQL drivers for Airflow's metadata database (sync and async); not project dependencies,
-# because the local stack runs Airflow on SQLite.
-ARG PSYCOPG2_VERSION=2.9.13
-ARG ASYNCPG_VERSION=0.32.0
 
 # --- Spark's Kafka connector, resolved with Maven exactly as `streamops install` does ----------
 FROM ${PYTHON_IMAGE} AS connector-jars
@@ -30,8 +26,6 @@ RUN --mount=type=cache,target=/root/.m2 \
 
 # --- the project and its pinned dependencies in a virtual environment -------------------------
 FROM ${PYTHON_IMAGE} AS python-build
-ARG PSYCOPG2_VERSION
-ARG ASYNCPG_VERSION
 # The `mariadb` package builds against MariaDB Connector/C.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev libmariadb-dev pkg-config \
@@ -40,11 +34,11 @@ RUN python -m venv /opt/streamops/venv
 ENV PATH=/opt/streamops/venv/bin:$PATH
 WORKDIR /src
 # .dockerignore admits only what the package needs, so this layer changes only with the code.
+# Airflow's PostgreSQL drivers (psycopg2-binary, asyncpg) are project dependencies, pinned there.
 COPY . /src
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --disable-pip-version-check --upgrade pip \
     && pip install --disable-pip-version-check -c constraints.txt . \
-        "psycopg2-binary==${PSYCOPG2_VERSION}" "asyncpg==${ASYNCPG_VERSION}" \
     && pip check
 
 # --- runtime ---------------------------------------------------------------------------------
