@@ -14,13 +14,20 @@ checks the permissions, and its audit log names the user):
   ``on_kill`` stops the job gracefully and releases the checkpoint's lease.
 - **restart**: stop, wait until the job is gone (the lease released), start. Starting at once
   would let the new run reattach to the job that is still stopping.
+
+Transient failures (5xx answers, connection errors) are retried with exponential backoff when the
+caller asks for it (:class:`Retry`; ``login``, which ``streamops up`` uses, does): the api-server
+can answer 500 for a moment while its metadata database is busy. Only requests that are safe to
+send twice are resent after a 5xx or a lost answer (a POST only when it never left). The final
+error names the api-server, the HTTP status and the api-server's log with its last error line.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +41,13 @@ ACTIVE_RUN_STATES = frozenset({"queued", "running"})
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 # Airflow's default `maximum_page_limit`: a larger `limit` is silently cut to it.
 _PAGE_LIMIT = 100
+# How long `login` clients keep retrying a transient failure before giving up.
+DEFAULT_RETRY_SECONDS = 60.0
+# Answers that say "try again": the api-server's "Database error" 500, a proxy's 502/503/504.
+TRANSIENT_STATUS_CODES = frozenset({500, 502, 503, 504})
+# Methods whose requests may be sent twice: ours PATCH absolute states ({"is_paused": false}).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+API_SERVER = "airflow-api-server"
 
 
 class AirflowUnavailableError(StreamopsError):
@@ -46,6 +60,29 @@ class AirflowRequestError(StreamopsError):
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff for transient failures, bounded by ``total_seconds`` of wall time."""
+
+    total_seconds: float = 0.0
+    first_delay_seconds: float = 0.5
+    max_delay_seconds: float = 8.0
+    # Replaced in tests, which must not wait.
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def delays(self) -> Iterator[float]:
+        """0.5, 1, 2, 4, 8, 8, ... seconds: the pause before each further attempt."""
+        delay = self.first_delay_seconds
+        while True:
+            yield delay
+            delay = min(delay * 2, self.max_delay_seconds)
+
+
+NO_RETRY = Retry()
+LOGIN_RETRY = Retry(DEFAULT_RETRY_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -79,16 +116,32 @@ class ActionResult:
 
 
 def fetch_token(
-    base_url: str, username: str, password: str, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    base_url: str,
+    username: str,
+    password: str,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    *,
+    retry: Retry = NO_RETRY,
+    log_path: Path | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> str:
     """A JWT from the auth manager's ``POST /auth/token`` (SimpleAuthManager's login)."""
     url = f"{base_url.rstrip('/')}/auth/token"
     try:
-        response = httpx.post(
-            url, json={"username": username, "password": password}, timeout=timeout
-        )
+        with httpx.Client(timeout=timeout, transport=transport) as client:
+            response = send_with_retry(
+                client,
+                "POST",
+                url,
+                base_url=base_url,
+                retry=retry,
+                log_path=log_path,
+                # Asking for a token twice changes nothing: safe to resend after a 5xx.
+                idempotent=True,
+                json={"username": username, "password": password},
+            )
     except httpx.HTTPError as exc:
-        raise AirflowUnavailableError(_unreachable(base_url, exc)) from None
+        raise AirflowUnavailableError(f"{_unreachable(base_url, exc)}.") from None
     if response.status_code in (401, 403):
         raise AirflowRequestError(
             f"Airflow refused the login of {username!r} ({response.status_code}). The local "
@@ -103,6 +156,63 @@ def fetch_token(
     return str(response.json()["access_token"])
 
 
+def send_with_retry(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    base_url: str,
+    retry: Retry,
+    log_path: Path | None = None,
+    idempotent: bool | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Send one request, retrying transient failures within ``retry.total_seconds``.
+
+    Returns any answer that is not a transient failure (the caller judges 4xx). Raises
+    :class:`AirflowRequestError` when the api-server still answers 5xx at the end, and
+    :class:`AirflowUnavailableError` when it still does not answer; both name the api-server's log.
+    """
+    method = method.upper()
+    resendable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+    clock = retry.clock
+    started = clock()
+    deadline = started + retry.total_seconds
+    delays = retry.delays()
+    attempts = 0
+    while True:
+        attempts += 1
+        response: httpx.Response | None = None
+        failure: Exception | None = None
+        try:
+            response = client.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            failure = exc  # the request never left: resending is always safe
+            retryable = True
+        except httpx.TransportError as exc:
+            failure = exc  # it may have been received and acted on
+            retryable = resendable
+        else:
+            if response.status_code not in TRANSIENT_STATUS_CODES:
+                return response
+            retryable = resendable
+        delay = next(delays)
+        if not retryable or clock() + delay > deadline:
+            break
+        retry.sleep(delay)
+    tried = f" (tried {attempts} times over {clock() - started:.0f} s)" if attempts > 1 else ""
+    where = _log_hint(log_path)
+    if response is None:
+        assert failure is not None
+        raise AirflowUnavailableError(f"{_unreachable(base_url, failure)}{tried}.{where}")
+    path = response.request.url.path
+    raise AirflowRequestError(
+        f"Airflow's api-server answered {method} {path} with {response.status_code} "
+        f"{response.reason_phrase}{tried}: {_detail(response)}.{where}",
+        response.status_code,
+    )
+
+
 class AirflowRest:
     """A small client of ``/api/v2`` with one bearer token."""
 
@@ -112,24 +222,48 @@ class AirflowRest:
         token: str,
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        retry: Retry = NO_RETRY,
+        log_path: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``retry`` is off by default: the plugin's page must answer its caller, not wait.
+
+        ``log_path`` is the api-server's log, named in errors when known.
+        """
         self.base_url = base_url.rstrip("/")
+        self.retry = retry
+        self.log_path = log_path
         self._client = httpx.Client(
             base_url=f"{self.base_url}/api/v2",
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
+            transport=transport,
         )
 
     @classmethod
-    def login(cls, settings: Settings, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> AirflowRest:
-        """A client logged in as the stack's Airflow user (``STREAMOPS_AIRFLOW_ADMIN_*``)."""
+    def login(
+        cls,
+        settings: Settings,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        retry: Retry = LOGIN_RETRY,
+    ) -> AirflowRest:
+        """A client logged in as the stack's Airflow user (``STREAMOPS_AIRFLOW_ADMIN_*``).
+
+        It retries transient failures (``retry``) and names the local api-server's log in errors.
+        """
+        from streamops.stack.airflow import AirflowApiServer  # the stack imports this module
+
+        log_path = AirflowApiServer(settings).log_path
         token = fetch_token(
             settings.airflow_url,
             settings.airflow_admin_user,
             settings.airflow_admin_password,
             timeout,
+            retry=retry,
+            log_path=log_path,
         )
-        return cls(settings.airflow_url, token, timeout=timeout)
+        return cls(settings.airflow_url, token, timeout=timeout, retry=retry, log_path=log_path)
 
     def close(self) -> None:
         self._client.close()
@@ -142,9 +276,17 @@ class AirflowRest:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = send_with_retry(
+                self._client,
+                method,
+                path,
+                base_url=self.base_url,
+                retry=self.retry,
+                log_path=self.log_path,
+                **kwargs,
+            )
         except httpx.HTTPError as exc:
-            raise AirflowUnavailableError(_unreachable(self.base_url, exc)) from None
+            raise AirflowUnavailableError(f"{_unreachable(self.base_url, exc)}.") from None
         if response.status_code >= 400:
             raise AirflowRequestError(
                 f"Airflow: {method} /api/v2{path} answered {response.status_code}: "
@@ -348,9 +490,37 @@ def _require_dag(api: AirflowRest, pipeline: str, dag_id: str) -> None:
 
 def _unreachable(base_url: str, exc: Exception) -> str:
     return (
-        f"Airflow does not answer at {base_url} ({type(exc).__name__}: {exc}). Is the stack up? "
-        "`streamops status` shows it; `streamops up` starts it."
+        f"Airflow does not answer at {base_url} ({type(exc).__name__}: {exc}): its api-server "
+        f"(`{API_SERVER}`) is down or not ready. Is the stack up? `streamops status` shows it; "
+        "`streamops up` starts it"
     )
+
+
+# Words that mark the line of a log worth quoting when a request failed.
+_ERROR_MARKERS = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception")
+
+
+def last_error_line(log_path: Path, max_bytes: int = 256_000) -> str | None:
+    """The last line of the log's end that looks like an error, or None (no log, no error)."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - max_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        if any(marker in line for marker in _ERROR_MARKERS):
+            return line.strip()[:300]
+    return None
+
+
+def _log_hint(log_path: Path | None) -> str:
+    if log_path is None:
+        return ""
+    hint = f" Its log: {log_path} (`streamops logs {API_SERVER}`)"
+    line = last_error_line(log_path)
+    return f"{hint}; last error there: {line}" if line else f"{hint}."
 
 
 def _detail(response: httpx.Response) -> str:
