@@ -168,7 +168,10 @@ def run_soak(
     for warning in warnings:
         note(f"warning: {warning}")
     for module in SLOW_IMPORTS:
-        __import__(module)
+        try:
+            __import__(module)
+        except ImportError as error:  # the sampler says what it could not measure
+            note(f"warning: cannot import {module}: {error}")
     rule = ensure_probe_rule(settings)
     if rule.inserted:
         note(
