@@ -16,6 +16,7 @@ There is no baseline in the same run: a soak's figures are read against the targ
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -49,7 +50,8 @@ def run(settings: Settings) -> dict[str, Any]:
         result = run_soak(settings, options)
     except SoakError as error:
         raise BenchmarkError(str(error)) from error
-    report = result.report
+    report = dict(result.report)
     report["charts"] = [path.name for path in result.plots]
     report["notes"] = [*report["notes"], *result.warnings]
-    return report
+    # The runner writes the results with plain json.dumps: make sure every value is JSON.
+    return dict(json.loads(json.dumps(report, default=str)))
