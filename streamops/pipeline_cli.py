@@ -44,6 +44,7 @@ _STATE_STYLES = {
     "running": "green",
     "starting": "yellow",
     "backing_off": "yellow",
+    "overloaded": "yellow",
     "stalled": "red",
     "failed": "red",
     "breaker_open": "bold red",

@@ -57,11 +57,13 @@ from streamops.pipelines.submit import build_submit_command, build_submit_enviro
 log = logging.getLogger(__name__)
 
 BREAKER_RULE_ID = "streaming-circuit-breaker"
+OVERLOAD_RULE_ID = "platform-overloaded"
 # spark-submit in cluster mode only creates the driver pod; it must not take longer than this.
 _CLUSTER_SUBMIT_TIMEOUT_SECONDS = 300.0
 # Re-exported: tests, the trigger and the operations page import them from here.
 __all__ = [
     "BREAKER_RULE_ID",
+    "OVERLOAD_RULE_ID",
     "PLATFORM_ALERTS_KEY",
     "HealthStatus",
     "JobHandle",
@@ -316,8 +318,8 @@ class SparkJobHook(BaseHook):
             query_states=self.query_states(handle) if alive else {},
             now=time.time() if now is None else now,
             process_start_epoch=handle.process_start_epoch,
-            heartbeat_max_age_seconds=self.spec.heartbeat_max_age_seconds,
-            startup_grace_seconds=self.spec.health.startup_grace_seconds,
+            # The driver pod's node is not this machine: no overload signal from here.
+            bounds=self.spec.stall_bounds,
         )
 
     def current_health(self) -> JobHealth:
@@ -360,6 +362,26 @@ class SparkJobHook(BaseHook):
                 ),
             ),
         )
+
+    def publish_overload_alert(self, health: JobHealth) -> dict[str, object] | None:
+        """The machine is overloaded and this job slow: one platform alert (WARN), no restart.
+
+        Best effort: the supervisor keeps watching whether or not the alert went out.
+        """
+        try:
+            return publish_platform_alert(
+                self.settings,
+                platform_alert(
+                    rule_id=OVERLOAD_RULE_ID,
+                    service=self.spec.name,
+                    identity=f"{self.spec.name}:{int(time.time())}",
+                    level="WARN",
+                    message=f"{self.spec.name}: {health.detail}",
+                ),
+            )
+        except Exception:
+            log.exception("%s: could not publish the overload alert", self.spec.name)
+            return None
 
 
 def _spark_home() -> Path:

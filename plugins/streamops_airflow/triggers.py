@@ -1,8 +1,10 @@
 """``SparkJobHealthTrigger``: watches a running job from the triggerer, so no worker slot waits.
 
 It polls the job's process and its queries' heartbeats in Redis every ``poll_interval_seconds``,
-renews the checkpoint's lease while the job is healthy, and fires once — with the job's handle —
-when the job failed, stalled, stopped, or the lease was lost. The operator then decides (restart
+renews the checkpoint's lease while the job is healthy (or busy, or slowed by an overloaded
+machine: then it publishes one platform alert and waits instead of restarting into the overload),
+and fires once — with the job's handle — when the job failed, stalled, stopped, or the lease was
+lost. The operator then decides (restart
 policy). Everything it needs travels in :meth:`serialize`, plain JSON values only, so any
 triggerer can resume it after a restart.
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from streamops.pipelines.health import HealthStatus
 from streamops.pipelines.lease import LeaseLostError
 
 LEASE_LOST = "lease_lost"
@@ -65,6 +68,7 @@ class SparkJobHealthTrigger(BaseTrigger):
 
         hook = await asyncio.to_thread(self._hook)
         handle = JobHandle.from_dict(self.handle)
+        overloaded = False
         while True:
             try:
                 health = await asyncio.to_thread(hook.read_health, handle)
@@ -72,6 +76,11 @@ class SparkJobHealthTrigger(BaseTrigger):
                 self.log.warning("%s: health check failed, trying again: %s", self.pipeline, exc)
             else:
                 self.log.info("%s: %s (%s)", self.pipeline, health.status, health.detail)
+                is_overloaded = health.status is HealthStatus.OVERLOADED
+                if is_overloaded and not overloaded:
+                    # Once per episode: the job is left running, an operator hears of it.
+                    await asyncio.to_thread(hook.publish_overload_alert, health)
+                overloaded = is_overloaded
                 if health.status.needs_action:
                     yield TriggerEvent(
                         {

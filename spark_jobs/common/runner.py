@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.query_status import QueryStatusReporter
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
@@ -95,6 +96,22 @@ def run_queries(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("%s: running %s", pipeline, ", ".join(q.name or q.id for q in queries))
+    # Busy is not stalled: each query's own status goes to Redis for the supervisor.
+    status = QueryStatusReporter(settings, pipeline, queries)
+    try:
+        return _run_until_stopped(spark, settings, pipeline, queries, stop, status)
+    finally:
+        status.close()
+
+
+def _run_until_stopped(
+    spark: SparkSession,
+    settings: Settings,
+    pipeline: str,
+    queries: list[StreamingQuery],
+    stop: _StopRequest,
+    status: QueryStatusReporter,
+) -> int:
     try:
         while not stop.requested:
             # A short wait keeps signals handled between JVM calls, never inside one.
@@ -103,6 +120,7 @@ def run_queries(
                     query.awaitTermination()  # raises the query's exception if it failed
                     log.warning("%s: query %s stopped on its own", pipeline, query.name)
                     return 1
+            status.poll()
             time.sleep(1.0)
     except StreamingQueryException as error:
         message = str(error)

@@ -1,15 +1,27 @@
 """The health rule of a supervised streaming job, in one place.
 
 The supervision hook (Airflow), ``streamops status`` and the operations page all judge a job the
-same way, so the rule is a pure function here and everyone calls it:
+same way, so the rule is a pure function here and everyone calls it. A busy query is not a stalled
+one: the job's driver reports each query's own status (trigger active, when the running batch
+started, how many rows it planned) every few seconds, beside the listener's progress heartbeat
+(see ``spark_jobs.common.runner``), and the rule reads both:
 
 - the process is gone → *stopped* with exit code 0 (the job's own SIGTERM path), else *failed*;
 - a query reports an exception → *failed*;
-- a query's heartbeat (written by the listener to Redis) is older than the spec allows →
-  *stalled* (alive but not progressing counts as failed);
-- heartbeats older than the process belong to an earlier run: *starting* during the start-up
-  grace, *stalled* after it;
-- otherwise *healthy*.
+- the driver's status report is older than ``heartbeat_max_age_seconds`` → *stalled* (the driver
+  itself hangs);
+- a batch is running: *busy* (healthy) until it runs longer than ``max_batch_seconds`` plus time
+  for the rows it planned (``replay_rows_per_second``) plus, for a run's first batch, the start-up
+  grace: a replay after a restart is never mistaken for a stall; past that → *stalled*;
+- no batch is running and none started (no progress or idle event) within
+  ``heartbeat_max_age_seconds`` → *stalled*;
+- nothing from this run yet: *starting* during the start-up grace, *stalled* after it;
+- a *stalled* verdict while the machine is overloaded (load average per core at or above
+  ``overload_load_per_core``) becomes *overloaded*: the supervisor does not restart into the
+  overload, it reports it and waits. Every bound is stretched by ``overload_stretch`` then, and a
+  query past even that is *stalled*, so a real hang is still caught.
+
+A job without the driver's status fields (an older job) is judged by the progress heartbeat alone.
 """
 
 from __future__ import annotations
@@ -22,13 +34,17 @@ from enum import StrEnum
 class HealthStatus(StrEnum):
     STARTING = "starting"
     HEALTHY = "healthy"
+    OVERLOADED = "overloaded"
     STALLED = "stalled"
     FAILED = "failed"
     STOPPED = "stopped"
 
     @property
     def needs_action(self) -> bool:
-        """The supervisor must act: restart (stalled, failed) or wind down (stopped)."""
+        """The supervisor must act: restart (stalled, failed) or wind down (stopped).
+
+        *overloaded* needs none: restarting a slow job on an overloaded machine only adds load.
+        """
         return self in (HealthStatus.STALLED, HealthStatus.FAILED, HealthStatus.STOPPED)
 
 
@@ -38,6 +54,48 @@ class JobHealth:
     detail: str
 
 
+@dataclass(frozen=True)
+class StallBounds:
+    """How long a query may go without progress before it counts as stalled (from the spec)."""
+
+    heartbeat_max_age_seconds: float
+    startup_grace_seconds: float
+    # A running batch may take this long, plus its planned rows at replay_rows_per_second.
+    max_batch_seconds: float = 240.0
+    replay_rows_per_second: float = 500.0
+    # 1-minute load average per core at which the machine counts as overloaded.
+    overload_load_per_core: float = 2.0
+    # While overloaded every bound is this many times longer before a query counts as stalled.
+    overload_stretch: float = 4.0
+
+    def batch_allowance(self, planned_rows: float | None, *, first_batch: bool) -> float:
+        """Seconds one batch may run: the floor, its rows at the replay rate, the start-up grace
+        for a run's first batch (a replay of the backlog after a restart)."""
+        rows = max(0.0, planned_rows or 0.0)
+        grace = self.startup_grace_seconds if first_batch else 0.0
+        return self.max_batch_seconds + rows / self.replay_rows_per_second + grace
+
+
+# Field names of a query's Redis hash that the rule reads. The listener writes heartbeat_at,
+# state and last_exception; the job's driver writes the status_* and batch_* fields.
+HEARTBEAT_AT = "heartbeat_at"
+STATUS_AT = "status_at"
+TRIGGER_ACTIVE = "trigger_active"
+BATCH_STARTED_AT = "batch_started_at"
+BATCH_PLANNED_ROWS = "batch_planned_rows"
+FIRST_BATCH = "first_batch"
+LAST_TRIGGER_AT = "last_trigger_at"
+STATUS_MESSAGE = "status_message"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    kind: str  # "ok", "busy", "waiting", "failed", "stalled"
+    detail: str
+    # For "stalled": how far past its bound, as a ratio (age / allowed), to apply the stretch.
+    ratio: float = 0.0
+
+
 def classify_health(
     *,
     alive: bool,
@@ -45,44 +103,107 @@ def classify_health(
     query_states: Mapping[str, Mapping[str, str]],
     now: float,
     process_start_epoch: float,
-    heartbeat_max_age_seconds: float,
-    startup_grace_seconds: float,
+    bounds: StallBounds,
+    load_per_core: float | None = None,
 ) -> JobHealth:
-    """The health rule as a pure function (``query_states``: query → its Redis hash)."""
+    """The health rule as a pure function (``query_states``: query → its Redis hash;
+    ``load_per_core``: the machine's 1-minute load average per core, None when unknown)."""
     if not alive:
         if exit_code == 0:
             return JobHealth(HealthStatus.STOPPED, "the job stopped on request (exit 0)")
         how = "was killed" if exit_code is None else f"exited with {exit_code}"
         return JobHealth(HealthStatus.FAILED, f"the job process {how}")
-    ages: list[str] = []
-    waiting: list[str] = []
-    for query, fields in query_states.items():
-        heartbeat = _float(fields.get("heartbeat_at"))
-        if heartbeat is None or heartbeat < process_start_epoch:
-            # Nothing from this run yet (the hash may hold the previous run's last words).
-            waiting.append(query)
-            continue
-        if fields.get("state") == "failed" or fields.get("last_exception"):
-            exception = (fields.get("last_exception") or "").strip().splitlines()
-            first_line = exception[0] if exception else "no message"
-            return JobHealth(HealthStatus.FAILED, f"{query} failed: {first_line}")
-        age = now - heartbeat
-        if age > heartbeat_max_age_seconds:
-            return JobHealth(
-                HealthStatus.STALLED,
-                f"{query}: no progress for {age:.0f} s (allowed {heartbeat_max_age_seconds:g} s)",
-            )
-        ages.append(f"{query} {age:.0f} s ago")
+    verdicts = {
+        query: _judge_query(query, fields, now, process_start_epoch, bounds)
+        for query, fields in query_states.items()
+    }
+    for verdict in verdicts.values():
+        if verdict.kind == "failed":
+            return JobHealth(HealthStatus.FAILED, verdict.detail)
+    waiting = [q for q, v in verdicts.items() if v.kind == "waiting"]
+    stalled = [v for v in verdicts.values() if v.kind == "stalled"]
     if waiting:
         running_for = now - process_start_epoch
-        if running_for <= startup_grace_seconds:
-            return JobHealth(HealthStatus.STARTING, f"waiting for {', '.join(waiting)}")
-        return JobHealth(
-            HealthStatus.STALLED,
-            f"{', '.join(waiting)}: no heartbeat {running_for:.0f} s after the start "
-            f"(allowed {startup_grace_seconds:g} s)",
-        )
-    return JobHealth(HealthStatus.HEALTHY, "heartbeat " + ", ".join(ages))
+        ratio = running_for / bounds.startup_grace_seconds if bounds.startup_grace_seconds else 1e9
+        if running_for <= bounds.startup_grace_seconds:
+            if not stalled:
+                return JobHealth(HealthStatus.STARTING, f"waiting for {', '.join(waiting)}")
+        else:
+            stalled.append(
+                _Verdict(
+                    "stalled",
+                    f"{', '.join(waiting)}: no heartbeat {running_for:.0f} s after the start "
+                    f"(allowed {bounds.startup_grace_seconds:g} s)",
+                    ratio,
+                )
+            )
+    if stalled:
+        worst = max(stalled, key=lambda v: v.ratio)
+        overloaded = load_per_core is not None and load_per_core >= bounds.overload_load_per_core
+        if overloaded and worst.ratio <= bounds.overload_stretch:
+            return JobHealth(
+                HealthStatus.OVERLOADED,
+                f"machine overloaded (load {load_per_core:.1f} per core, limit "
+                f"{bounds.overload_load_per_core:g}): {worst.detail}; not restarting into the "
+                f"overload (stalled past {bounds.overload_stretch:g}× the bound)",
+            )
+        return JobHealth(HealthStatus.STALLED, worst.detail)
+    details = [v.detail for v in verdicts.values()]
+    busy = any(v.kind == "busy" for v in verdicts.values())
+    return JobHealth(
+        HealthStatus.HEALTHY, ("busy: " if busy else "heartbeat ") + ", ".join(details)
+    )
+
+
+def _judge_query(
+    query: str, fields: Mapping[str, str], now: float, start: float, bounds: StallBounds
+) -> _Verdict:
+    heartbeat = _float(fields.get(HEARTBEAT_AT))
+    status_at = _float(fields.get(STATUS_AT))
+    heartbeat_this_run = heartbeat is not None and heartbeat >= start
+    status_this_run = status_at is not None and status_at >= start
+    if not heartbeat_this_run and not status_this_run:
+        # Nothing from this run yet (the hash may hold the previous run's last words).
+        return _Verdict("waiting", query)
+    if heartbeat_this_run and (fields.get("state") == "failed" or fields.get("last_exception")):
+        exception = (fields.get("last_exception") or "").strip().splitlines()
+        first_line = exception[0] if exception else "no message"
+        return _Verdict("failed", f"{query} failed: {first_line}")
+    max_age = bounds.heartbeat_max_age_seconds
+    if not status_this_run:
+        # No status from the driver (an older job): the progress heartbeat alone.
+        assert heartbeat is not None
+        return _age_verdict(query, now - heartbeat, max_age, "no progress")
+    assert status_at is not None
+    status_age = now - status_at
+    if status_age > max_age:
+        return _stalled(query, "the driver has not reported its status", status_age, max_age)
+    if fields.get(TRIGGER_ACTIVE) == "1":
+        began = _float(fields.get(BATCH_STARTED_AT)) or status_at
+        running = max(0.0, now - began)
+        rows = _float(fields.get(BATCH_PLANNED_ROWS))
+        allowed = bounds.batch_allowance(rows, first_batch=fields.get(FIRST_BATCH) == "1")
+        if running > allowed:
+            return _stalled(query, "one batch running", running, allowed)
+        planned = f", {rows:.0f} rows" if rows else ""
+        return _Verdict("busy", f"{query} batch running {running:.0f} s{planned}")
+    last_activity = max(
+        heartbeat if heartbeat_this_run and heartbeat is not None else start,
+        _float(fields.get(LAST_TRIGGER_AT)) or start,
+    )
+    return _age_verdict(query, now - last_activity, max_age, "no batch started")
+
+
+def _age_verdict(query: str, age: float, allowed: float, what: str) -> _Verdict:
+    if age > allowed:
+        return _stalled(query, what, age, allowed)
+    return _Verdict("ok", f"{query} {age:.0f} s ago")
+
+
+def _stalled(query: str, what: str, age: float, allowed: float) -> _Verdict:
+    return _Verdict(
+        "stalled", f"{query}: {what} for {age:.0f} s (allowed {allowed:g} s)", age / allowed
+    )
 
 
 def _float(value: str | None) -> float | None:

@@ -209,9 +209,15 @@ def local_health(
         query_states=read_query_states(settings, handle.pipeline, handle.queries) if alive else {},
         now=time.time() if now is None else now,
         process_start_epoch=handle.process_start_epoch,
-        heartbeat_max_age_seconds=spec.heartbeat_max_age_seconds,
-        startup_grace_seconds=spec.health.startup_grace_seconds,
+        bounds=spec.stall_bounds,
+        load_per_core=load_per_core(),
     )
+
+
+def load_per_core() -> float:
+    """This machine's 1-minute load average per core: the overload signal of the health rule
+    (a local job shares this machine with its supervisor)."""
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
 
 
 @contextmanager

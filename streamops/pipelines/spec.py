@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamops.config import PROJECT_ROOT
 from streamops.errors import StreamopsError
+from streamops.pipelines.health import StallBounds
 
 PIPELINES_FILE = PROJECT_ROOT / "pipelines.yaml"
 # Another specs file instead of pipelines.yaml, for every process alike (DAG parsing, the
@@ -92,6 +93,14 @@ class HealthThresholds(_Strict):
     # After a (re)start, no heartbeat yet is not a stall until this much time has passed.
     startup_grace_seconds: float = Field(default=180.0, ge=0)
     poll_interval_seconds: float = Field(default=15.0, gt=0)
+    # A running batch is busy, not stalled, for this long plus its planned rows at
+    # replay_rows_per_second (plus the start-up grace for a run's first batch).
+    max_batch_seconds: float = Field(default=240.0, gt=0)
+    replay_rows_per_second: float = Field(default=500.0, gt=0)
+    # At this 1-minute load average per core the machine is overloaded: a slow query is
+    # reported "overloaded" and not restarted, until it is overload_stretch times past its bound.
+    overload_load_per_core: float = Field(default=2.0, gt=0)
+    overload_stretch: float = Field(default=4.0, ge=1)
 
 
 class KubernetesSubmit(_Strict):
@@ -201,6 +210,18 @@ class PipelineSpec(_Strict):
         """Heartbeats older than this mean stalled: the floor, or N trigger intervals if longer."""
         interval = self.trigger_interval_seconds or 0.0
         return max(self.health.heartbeat_timeout_seconds, interval * self.health.trigger_intervals)
+
+    @property
+    def stall_bounds(self) -> StallBounds:
+        """The health rule's bounds for this pipeline (streamops.pipelines.health)."""
+        return StallBounds(
+            heartbeat_max_age_seconds=self.heartbeat_max_age_seconds,
+            startup_grace_seconds=self.health.startup_grace_seconds,
+            max_batch_seconds=self.health.max_batch_seconds,
+            replay_rows_per_second=self.health.replay_rows_per_second,
+            overload_load_per_core=self.health.overload_load_per_core,
+            overload_stretch=self.health.overload_stretch,
+        )
 
     def job_arguments(self) -> list[str]:
         """Arguments of the job's CLI: the spec's, plus the trigger when the spec sets one."""

@@ -10,6 +10,8 @@ import pytest
 from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth, classify_health
 from streamops_airflow.triggers import LEASE_LOST, SparkJobHealthTrigger
 
+from streamops.pipelines.health import StallBounds
+
 HANDLE = JobHandle(
     pipeline="orders",
     queries=("orders_records", "orders_revenue"),
@@ -59,6 +61,10 @@ class FakeHook:
         self.healths = healths
         self.renew_error = renew_error
         self.renewed = 0
+        self.overload_alerts: list[str] = []
+
+    def publish_overload_alert(self, health: JobHealth) -> None:
+        self.overload_alerts.append(health.detail)
 
     def read_health(self, handle: JobHandle) -> JobHealth:
         return self.healths.pop(0)
@@ -109,6 +115,27 @@ def test_run_fires_when_the_lease_is_lost(monkeypatch: pytest.MonkeyPatch) -> No
     assert "taken by x" in payload["detail"]
 
 
+def test_overload_is_reported_once_and_never_restarted(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = FakeHook(
+        [
+            JobHealth(HealthStatus.OVERLOADED, "machine overloaded: slow"),
+            JobHealth(HealthStatus.OVERLOADED, "machine overloaded: slower"),
+            JobHealth(HealthStatus.HEALTHY, "caught up"),
+            JobHealth(HealthStatus.OVERLOADED, "machine overloaded: again"),
+            JobHealth(HealthStatus.STALLED, "q: one batch running for 999 s"),
+        ]
+    )
+    trigger = SparkJobHealthTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
+    )
+    monkeypatch.setattr(trigger, "_hook", lambda: hook)
+    payload = asyncio.run(_first_event(trigger))
+    # The lease was renewed through both overload episodes; one alert per episode.
+    assert hook.renewed == 4
+    assert hook.overload_alerts == ["machine overloaded: slow", "machine overloaded: again"]
+    assert payload["status"] == "stalled"
+
+
 # --- the health rule ----------------------------------------------------------------------------
 
 START = 1000.0
@@ -121,8 +148,7 @@ def _health(states: dict[str, dict[str, str]], now: float, **overrides: Any) -> 
         "query_states": states,
         "now": now,
         "process_start_epoch": START,
-        "heartbeat_max_age_seconds": 60.0,
-        "startup_grace_seconds": 120.0,
+        "bounds": StallBounds(heartbeat_max_age_seconds=60.0, startup_grace_seconds=120.0),
     }
     return classify_health(**(arguments | overrides))
 

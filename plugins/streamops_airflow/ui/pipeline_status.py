@@ -12,7 +12,8 @@ The state of a pipeline, most decisive first:
 - ``breaker_open``: the restart policy gave up; only a reset lets it start again.
 - ``backing_off``: the supervisor waits out the backoff before the next restart.
 - a job process runs: the hook's own health rule (:func:`classify_health`) on the queries'
-  heartbeats gives ``running``, ``starting``, ``stalled`` or ``failed``.
+  heartbeats and status gives ``running``, ``starting``, ``overloaded``, ``stalled`` or
+  ``failed``.
 - a supervision run is active but no job process yet: ``starting``.
 - no active run: ``failed`` when the last run failed, else ``stopped``.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +39,7 @@ class PipelineState(StrEnum):
     RUNNING = "running"
     STARTING = "starting"
     BACKING_OFF = "backing_off"
+    OVERLOADED = "overloaded"
     STALLED = "stalled"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -47,6 +49,7 @@ class PipelineState(StrEnum):
 _HEALTH_STATES = {
     HealthStatus.HEALTHY: PipelineState.RUNNING,
     HealthStatus.STARTING: PipelineState.STARTING,
+    HealthStatus.OVERLOADED: PipelineState.OVERLOADED,
     HealthStatus.STALLED: PipelineState.STALLED,
     HealthStatus.FAILED: PipelineState.FAILED,
     HealthStatus.STOPPED: PipelineState.STOPPED,
@@ -222,6 +225,7 @@ def classify(
     process: JobProcess | None,
     query_hashes: Mapping[str, Mapping[str, str]],
     now: float,
+    load_per_core: float | None = None,
 ) -> tuple[PipelineState, str]:
     """The pipeline's state and a one-line reason (see the module's docstring for the order)."""
     if restart.phase is Phase.BREAKER_OPEN:
@@ -242,8 +246,8 @@ def classify(
             query_states={q: query_hashes.get(q, {}) for q in spec.queries},
             now=now,
             process_start_epoch=process.start_epoch or 0.0,
-            heartbeat_max_age_seconds=spec.heartbeat_max_age_seconds,
-            startup_grace_seconds=spec.health.startup_grace_seconds,
+            bounds=spec.stall_bounds,
+            load_per_core=load_per_core,
         )
         state = _HEALTH_STATES[health.status]
         if not active and state is PipelineState.RUNNING:
@@ -258,8 +262,8 @@ def classify(
         query_states={q: query_hashes.get(q, {}) for q in spec.queries},
         now=now,
         process_start_epoch=0.0,
-        heartbeat_max_age_seconds=spec.heartbeat_max_age_seconds,
-        startup_grace_seconds=0.0,
+        bounds=replace(spec.stall_bounds, startup_grace_seconds=0.0),
+        load_per_core=load_per_core,
     )
     if unsupervised.status is HealthStatus.HEALTHY and all(
         query_hashes.get(q, {}).get("state") == "running" for q in spec.queries
@@ -285,15 +289,27 @@ def build_status(
     topic_ends: TopicOffsets,
     now: float,
     warnings: tuple[str, ...] = (),
+    load_per_core: float | None = None,
 ) -> PipelineStatus:
-    """The status row of one pipeline."""
+    """The status row of one pipeline (``load_per_core``: the machine's, for *overloaded*)."""
     state, detail = classify(
-        spec=spec, dag=dag, restart=restart, process=process, query_hashes=query_hashes, now=now
+        spec=spec,
+        dag=dag,
+        restart=restart,
+        process=process,
+        query_hashes=query_hashes,
+        now=now,
+        load_per_core=load_per_core,
     )
     queries = tuple(
         query_status(name, query_hashes.get(name, {}), now, topic_ends) for name in spec.queries
     )
-    up = state in (PipelineState.RUNNING, PipelineState.STALLED, PipelineState.STARTING)
+    up = state in (
+        PipelineState.RUNNING,
+        PipelineState.OVERLOADED,
+        PipelineState.STALLED,
+        PipelineState.STARTING,
+    )
     # Each query reads its topics on its own: the pipeline is as far as its slowest query and as
     # fast as its fastest; summing them would count one topic's records twice.
     lags = [q.kafka_lag for q in queries if q.kafka_lag is not None]

@@ -131,6 +131,7 @@ def _statuses(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     from streamops.airflow_rest import AirflowRequestError, DagInfo
     from streamops.config import load_settings
+    from streamops.pipelines.jobs import load_per_core
     from streamops_airflow.ui.pipeline_sources import merge_warnings, read_pipelines
     from streamops_airflow.ui.pipeline_status import build_status
 
@@ -157,6 +158,7 @@ def _statuses(
                 topic_ends=topic_ends,
                 now=now,
                 warnings=merge_warnings(data[spec.name].warnings, airflow_warnings),
+                load_per_core=load_per_core(),
             )
             rows.append(row.to_dict())
     return rows, warnings

@@ -34,7 +34,8 @@ PAGE = """<!doctype html>
   td.actions { min-width: 150px; }
   .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
            font-weight: 600; font-size: 12px; white-space: nowrap; }
-  .running { background: var(--ok); } .starting, .backing_off { background: var(--warn); }
+  .running { background: var(--ok); }
+  .starting, .backing_off, .overloaded { background: var(--warn); }
   .stalled, .failed, .breaker_open { background: var(--bad); }
   .stopped { background: var(--muted); }
   .open { color: var(--bad); font-weight: 600; }
@@ -99,7 +100,7 @@ function badge(state) {
 }
 function actions(row) {
   const box = document.createElement("span");
-  const up = ["running", "starting", "stalled", "backing_off"].includes(row.state);
+  const up = ["running", "starting", "overloaded", "stalled", "backing_off"].includes(row.state);
   const buttons = [
     ["start", "Start", up || row.breaker === "open"],
     ["stop", "Stop", !up && !row.active_run_id],

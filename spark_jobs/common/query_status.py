@@ -1,0 +1,232 @@
+"""Each query's own status, reported by the job's driver every few seconds: busy is not stalled.
+
+Spark's listener reports a query only when a batch ends (progress) or while it idles, so a query
+inside a long batch says nothing until the batch is over: a replay after a restart, or any batch
+on a loaded machine, would look stalled from the progress heartbeat alone. The driver's main loop
+(``runner.run_queries``) therefore asks every query for its status about once a second and writes
+what the health rule (``streamops.pipelines.health``) needs to the query's Redis hash:
+
+- ``status_at``: when the driver last reported (a driver that stops reporting hangs);
+- ``trigger_active``: 1 while a batch (or its planning) runs, with ``status_message`` (Spark's);
+- ``batch_started_at``: when the running batch was first seen active;
+- ``batch_planned_rows``: rows the running batch planned, from the checkpoint's offsets log
+  (local checkpoints; empty elsewhere), so a big replay gets time in proportion;
+- ``first_batch``: 1 while no batch of this run has completed (the start-up grace applies);
+- ``last_trigger_at``: when a trigger was last seen active.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from pyspark.sql.streaming import StreamingQuery
+
+from spark_jobs.common.listener import (
+    DEFAULT_QUERY_KEY_TTL_SECONDS,
+    REDIS_TIMEOUT_SECONDS,
+    query_key,
+)
+from streamops.config import Settings
+from streamops.pipelines.health import (
+    BATCH_PLANNED_ROWS,
+    BATCH_STARTED_AT,
+    FIRST_BATCH,
+    LAST_TRIGGER_AT,
+    STATUS_AT,
+    STATUS_MESSAGE,
+    TRIGGER_ACTIVE,
+)
+
+log = logging.getLogger(__name__)
+
+# How often the status goes to Redis (it is observed more often: every pass of the main loop).
+REPORT_SECONDS = 5.0
+# A failed write is logged at most this often.
+_WARN_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class BatchTracker:
+    """When the running batch started, from periodic looks at one query (pure, no Spark)."""
+
+    active: bool = False
+    batch_started_at: float | None = None
+    last_trigger_at: float | None = None
+    completed_batch_id: int | None = None
+    planned_rows: int | None = None
+
+    def observe(self, now: float, active: bool, completed_batch_id: int | None) -> bool:
+        """One look; True when a new batch was seen starting (its planned rows are unknown)."""
+        started = active and (not self.active or completed_batch_id != self.completed_batch_id)
+        if started:
+            self.batch_started_at = now
+            self.planned_rows = None
+        if active:
+            self.last_trigger_at = now
+        else:
+            self.batch_started_at = None
+            self.planned_rows = None
+        self.active = active
+        self.completed_batch_id = completed_batch_id
+        return started
+
+    @property
+    def first_batch(self) -> bool:
+        return self.completed_batch_id is None
+
+
+def planned_rows(offsets_dir: Path, completed_batch_id: int | None) -> int | None:
+    """Rows the newest planned batch reads: its end offsets less the previous batch's, summed
+    over every topic partition. None when not planned yet, unknown, or not a Kafka source."""
+    try:
+        batches = sorted(int(p.name) for p in offsets_dir.iterdir() if p.name.isdigit())
+    except OSError:
+        return None
+    if not batches:
+        return None
+    newest = batches[-1]
+    if completed_batch_id is not None and newest <= completed_batch_id:
+        return None  # the running batch has not written its offsets yet
+    end = _kafka_offsets(offsets_dir / str(newest))
+    start = _kafka_offsets(offsets_dir / str(newest - 1))
+    if end is None or start is None:
+        return None
+    return sum(max(0, offset - start.get(partition, offset)) for partition, offset in end.items())
+
+
+def _kafka_offsets(path: Path) -> dict[tuple[int, str, str], int] | None:
+    """(source line, topic, partition) → offset of one offsets-log file (v1 format: a version
+    line, a metadata line, then one line per source)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    offsets: dict[tuple[int, str, str], int] = {}
+    for index, line in enumerate(lines[2:]):
+        try:
+            source = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(source, dict):
+            continue
+        for topic, partitions in source.items():
+            if not isinstance(partitions, dict):
+                continue
+            for partition, offset in partitions.items():
+                if isinstance(offset, int) and offset >= 0:
+                    offsets[(index, str(topic), str(partition))] = offset
+    return offsets
+
+
+class QueryStatusReporter:
+    """Looks at every query on each pass of the driver's loop; reports to Redis every few s."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: str,
+        queries: Iterable[StreamingQuery],
+        *,
+        report_seconds: float = REPORT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.queries = list(queries)
+        self.report_seconds = report_seconds
+        self.clock = clock
+        self.trackers = {id(q): BatchTracker() for q in self.queries}
+        self._messages: dict[int, str] = {}
+        self._offsets_dirs: dict[int, Path | None] = {}
+        self._last_report = 0.0
+        self._last_warning = 0.0
+        self._redis: redis.Redis | None = None
+
+    def poll(self) -> None:
+        """Observe each query; write to Redis when due or when a query's trigger flipped."""
+        now = self.clock()
+        changed = False
+        for query in self.queries:
+            try:
+                changed |= self._observe(query, now)
+            except Exception:  # a query that just ended: the main loop sees it next
+                log.debug("status of %s unavailable", query.name, exc_info=True)
+        if changed or now - self._last_report >= self.report_seconds:
+            self._report(now)
+
+    def _observe(self, query: StreamingQuery, now: float) -> bool:
+        tracker = self.trackers[id(query)]
+        status = query.status
+        last = query._jsq.lastProgress()
+        completed = None if last is None else int(last.batchId())
+        was_active = tracker.active
+        tracker.observe(now, bool(status.get("isTriggerActive")), completed)
+        self._messages[id(query)] = str(status.get("message", ""))
+        if tracker.active and tracker.planned_rows is None:
+            offsets_dir = self._offsets_dir(query)
+            if offsets_dir is not None:
+                tracker.planned_rows = planned_rows(offsets_dir, tracker.completed_batch_id)
+        return was_active != tracker.active
+
+    def _offsets_dir(self, query: StreamingQuery) -> Path | None:
+        """The local offsets log of the query's checkpoint (None for remote checkpoints)."""
+        key = id(query)
+        if key not in self._offsets_dirs:
+            try:
+                root = str(query._jsq.streamingQuery().resolvedCheckpointRoot())
+            except Exception:
+                root = ""
+            path = root.removeprefix("file:")
+            self._offsets_dirs[key] = Path(path) / "offsets" if path.startswith("/") else None
+        return self._offsets_dirs[key]
+
+    def fields(self, query: StreamingQuery, now: float) -> dict[str, str]:
+        tracker = self.trackers[id(query)]
+        return {
+            STATUS_AT: f"{now:.3f}",
+            TRIGGER_ACTIVE: "1" if tracker.active else "0",
+            STATUS_MESSAGE: self._messages.get(id(query), ""),
+            BATCH_STARTED_AT: _epoch(tracker.batch_started_at),
+            BATCH_PLANNED_ROWS: "" if tracker.planned_rows is None else str(tracker.planned_rows),
+            FIRST_BATCH: "1" if tracker.first_batch else "0",
+            LAST_TRIGGER_AT: _epoch(tracker.last_trigger_at),
+        }
+
+    def _report(self, now: float) -> None:
+        try:
+            client = self._client()
+            with client.pipeline(transaction=False) as pipe:
+                for query in self.queries:
+                    key = query_key(self.pipeline, query.name or str(query.id))
+                    pipe.hset(key, mapping=self.fields(query, now))  # type: ignore[arg-type]
+                    pipe.expire(key, DEFAULT_QUERY_KEY_TTL_SECONDS)
+                pipe.execute()
+            self._last_report = now
+        except Exception as exc:  # Redis away: the supervisor sees an old status, never a crash
+            if now - self._last_warning >= _WARN_EVERY_SECONDS:
+                self._last_warning = now
+                log.warning("%s: could not report query status: %s", self.pipeline, exc)
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            )
+        return self._redis
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+
+def _epoch(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
