@@ -41,6 +41,9 @@ def build_spark_session(
         # Event times are UTC everywhere in the contract; the session must not shift them.
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(max(2, settings.kafka_partitions)))
+        # A sink's `limit(n).collect()` (sinks.write_partitions) scans every partition in one
+        # job instead of one partition first and the rest in a second job.
+        .config("spark.sql.limit.initialNumPartitions", "64")
     )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

@@ -9,13 +9,46 @@ the first run left it, so writers set absolute values by key and never add blind
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import TimestampType
 
-__all__ = ["as_utc_naive", "iso_utc", "with_utc_wall_clock_timestamps"]
+__all__ = [
+    "DRIVER_WRITE_MAX_ROWS",
+    "as_utc_naive",
+    "iso_utc",
+    "with_utc_wall_clock_timestamps",
+    "write_partitions",
+]
+
+# Batches up to this many rows are written from the driver (see write_partitions).
+DRIVER_WRITE_MAX_ROWS = 10_000
+
+
+def write_partitions(
+    frame: DataFrame,
+    write_partition: Callable[[Iterator[Row]], None],
+    driver_max_rows: int = DRIVER_WRITE_MAX_ROWS,
+) -> None:
+    """``write_partition`` over every row of ``frame``: on the driver, as one partition, when
+    ``frame`` has at most ``driver_max_rows`` rows; else on the executors, partition by partition.
+
+    ``foreachPartition`` costs a Spark job whose every task forks a Python worker and unpickles
+    the writer: seconds per batch on a loaded 2-core machine, and a worker that boots too slowly
+    fails the task. A collect runs in the JVM alone. So the everyday small batch is collected
+    (one row more than the limit tells small from large in that same job) and a replay or a burst
+    stays distributed. Rows keep their partition order either way: a collect concatenates the
+    partitions in order.
+    """
+    if driver_max_rows > 0:
+        head = frame.limit(driver_max_rows + 1).collect()
+        if len(head) <= driver_max_rows:
+            write_partition(iter(head))
+            return
+    frame.foreachPartition(write_partition)
 
 
 def with_utc_wall_clock_timestamps(frame: DataFrame) -> DataFrame:

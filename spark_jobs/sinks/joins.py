@@ -44,7 +44,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from redis.typing import EncodableT, FieldT
 
 from spark_jobs.common.refresh import RefreshingCopy
-from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps
+from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.sinks.mariadb import DEFAULT_CHUNK_SIZE, upsert_sql
 from spark_jobs.transforms.joins import (
     CATEGORY_REVENUE_COLUMNS,
@@ -252,7 +252,8 @@ def order_payments_writer(
 
 
 def write_order_payments(frame: DataFrame, settings: Settings, chunk_size: int) -> None:
-    """Insert missing orders and replace stored rows the new ones beat, partition by partition.
+    """Insert missing orders and replace stored rows the new ones beat, partition by partition
+    (a small batch from the driver: :func:`spark_jobs.sinks.write_partitions`).
 
     ``frame`` holds one row per order_id, timestamps as UTC wall-clock TIMESTAMP_NTZ.
     """
@@ -272,7 +273,7 @@ def write_order_payments(frame: DataFrame, settings: Settings, chunk_size: int) 
                 _write_chunk(connection, chunk)
                 chunk = list(islice(rows, chunk_size))
 
-    selected.foreachPartition(write_partition)
+    write_partitions(selected, write_partition)
 
 
 def _write_chunk(connection: mariadb.Connection, chunk: list[tuple[Any, ...]]) -> None:

@@ -9,8 +9,9 @@ writes the same rows again and changes nothing:
   mode Spark emits the full current aggregate of every window that changed, so overwriting with
   those absolute values is idempotent.
 
-Rows go from the executors straight to MariaDB (``foreachPartition``, one connection per
-non-empty partition), never through the driver.
+A small batch is written from the driver over one connection; a larger one (a replay, a burst)
+goes from the executors straight to MariaDB, one connection per non-empty partition
+(:func:`spark_jobs.sinks.write_partitions`). Either way the rows are written in partition order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType
 
-from spark_jobs.sinks import with_utc_wall_clock_timestamps
+from spark_jobs.sinks import DRIVER_WRITE_MAX_ROWS, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.transforms.cleansing import QUARANTINE_COLUMNS
 from spark_jobs.transforms.orders import REVENUE_COLUMNS, VALID_ORDER_COLUMNS
 from streamops.config import Settings
@@ -166,8 +167,10 @@ def write_frame(
     on_duplicate: OnDuplicate = "update",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     strategy: UpsertStrategy = DEFAULT_STRATEGY,
+    driver_max_rows: int = DRIVER_WRITE_MAX_ROWS,
 ) -> None:
-    """Upsert ``columns`` of ``frame`` into ``table`` from the executors, partition by partition.
+    """Upsert ``columns`` of ``frame`` into ``table``: from the driver when the frame has at most
+    ``driver_max_rows`` rows, else from the executors, partition by partition.
 
     Timestamps are stored as UTC wall-clock times, binary values as bytes.
     """
@@ -192,7 +195,7 @@ def write_frame(
             strategy=strategy,
         )
 
-    selected.foreachPartition(write_partition)
+    write_partitions(selected, write_partition, driver_max_rows)
 
 
 def orders_writer(settings: Settings) -> BatchWriter:
