@@ -108,7 +108,10 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8090, ge=1, le=65535)
 
     # --- Spark --------------------------------------------------------------------------------
-    spark_master: str = "local[*]"
+    # One thread per core; a failed task is tried up to 4 times, as on a cluster (local mode's
+    # default is once): a Python worker that boots too slowly on a busy machine (Spark gives it
+    # 10 s to connect back) fails one try of a task, not the query.
+    spark_master: str = "local[*,4]"
     checkpoint_uri: str | None = Field(
         None, description="Root of the streaming checkpoints (path or URI); <state_dir>/checkpoints"
     )

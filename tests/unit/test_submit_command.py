@@ -63,7 +63,7 @@ def test_local_command(settings: Settings, tmp_path: Path) -> None:
         _spec(), settings, connector_jars=JARS, spark_home=tmp_path / "pyspark"
     )
     assert command[0] == str(tmp_path / "pyspark" / "bin" / "spark-submit")
-    assert _option(command, "--master") == "local[*]"
+    assert _option(command, "--master") == "local[*,4]"
     assert _option(command, "--deploy-mode") == "client"
     assert _option(command, "--name") == "streamops-orders"
     assert _option(command, "--jars") == ",".join(str(jar) for jar in JARS)
