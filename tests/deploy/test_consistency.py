@@ -43,6 +43,7 @@ ADAPTED_IN_CONTAINERS = {
     "AIRFLOW__API__WORKERS": "a chart value (default equal)",
     "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "a chart value (default equal)",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "a chart value (default equal)",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "a chart value (default equal)",
 }
 SECRET_KEYS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
