@@ -1,0 +1,178 @@
+"""The whole platform together on one machine: every pipeline supervised, the generators on.
+
+Each pipeline has tests of its own that start it alone. This one starts what `make up` starts:
+all four pipelines under their Airflow supervision DAGs (the shipped pipelines.yaml), the
+generators at their default rates, beside Kafka, MariaDB, Redis, PostgreSQL and Airflow. It then
+watches the platform for a few minutes, sampling every pipeline's health by the supervisor's own
+rule, and asserts:
+
+- every output table fills with fresh rows: orders, revenue windows, quarantine, alerts, vitals
+  summaries and alerts, order payments;
+- no restart happened (``pipeline_restart_state.restarts_total`` did not move);
+- no sample said stalled or failed; a query the rule calls stalled must really have made no
+  progress, so every such verdict is checked against the query's progress rows and reported.
+
+The long form is ``streamops soak`` (docs/performance.md); this is its bounded form for CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from streamops.airflow_rest import AirflowRest
+from streamops.config import Settings
+from streamops.pipelines import jobs
+from streamops.pipelines.health import HealthStatus, JobHealth
+from streamops.stack import Stack
+from streamops.stack.pipelines import SupervisedPipeline, supervise
+from tests.integration.support import execute, query, wait_until
+
+# How long the platform is watched once every pipeline has reported healthy.
+WATCH_SECONDS = 240
+SAMPLE_SECONDS = 5
+# Each output and the column that says when a row was written (UTC).
+OUTPUTS = {
+    "orders": "ingested_at",
+    "order_revenue_5s": "updated_at",
+    "quarantine": "quarantined_at",
+    "alerts": "updated_at",
+    "vitals_summary_1m": "updated_at",
+    "vitals_alerts": "updated_at",
+    "order_payments": "updated_at",
+}
+
+
+@dataclass
+class Verdict:
+    at: float
+    pipeline: str
+    health: JobHealth
+
+
+@dataclass
+class Watch:
+    started_at: datetime
+    restarts_before: dict[str, int]
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+def _restarts(settings: Settings) -> dict[str, int]:
+    rows = query(settings, "SELECT pipeline, restarts_total FROM pipeline_restart_state")
+    return {str(name): int(total) for name, total in rows}
+
+
+def _fresh_rows(settings: Settings, since: datetime) -> dict[str, int]:
+    return {
+        table: int(
+            query(settings, f"SELECT COUNT(*) FROM {table} WHERE {column} >= ?", (since,))[0][0]
+        )
+        for table, column in OUTPUTS.items()
+    }
+
+
+def _batches_between(settings: Settings, pipeline: str, start: float, end: float) -> int:
+    """Progress rows (finished batches) of ``pipeline`` between two epochs."""
+    rows = query(
+        settings,
+        "SELECT COUNT(*) FROM query_progress WHERE pipeline = ? AND progress_at BETWEEN ? AND ?",
+        (
+            pipeline,
+            datetime.fromtimestamp(start, UTC).replace(tzinfo=None),
+            datetime.fromtimestamp(end, UTC).replace(tzinfo=None),
+        ),
+    )
+    return int(rows[0][0])
+
+
+@pytest.fixture(scope="module")
+def platform(stack: Stack, settings: Settings) -> Iterator[Watch]:
+    # A clean start for the shipped specs: no checkpoint, lease history or breaker of earlier
+    # tests decides this one.
+    for pipeline in stack.pipelines:
+        shutil.rmtree(Path(pipeline.spec.checkpoint_location(settings.checkpoint_root)), True)
+    execute(settings, "DELETE FROM pipeline_restart_state")
+    api = AirflowRest.login(settings)
+    try:
+        for generator in stack.generators:
+            generator.seed = 20261202
+            generator.start()
+        started_at = datetime.now(UTC).replace(tzinfo=None)
+        supervise(settings, stack.pipelines, print)
+        # Four JVMs warming up at once on 2 cores: starting may outlast `up`'s own wait.
+        wait_until(
+            lambda: all(p.health().healthy for p in stack.pipelines),
+            timeout=300,
+            what="every pipeline healthy",
+            interval=5,
+        )
+        yield Watch(started_at=started_at, restarts_before=_restarts(settings))
+    finally:
+        for generator in stack.generators:
+            generator.stop()
+        for pipeline in stack.pipelines:
+            dag_id = pipeline.spec.dag_id
+            try:
+                for run in api.active_runs(dag_id):
+                    api.fail_run(dag_id, run["dag_run_id"])
+                api.set_paused(dag_id, True)
+            except Exception as exc:  # teardown goes on: the job is stopped below anyway
+                print(f"teardown: {dag_id}: {exc}")
+            pipeline.stop()
+        api.close()
+
+
+def _sample(settings: Settings, pipelines: list[SupervisedPipeline], watch: Watch) -> None:
+    for pipeline in pipelines:
+        handle = pipeline.job()
+        assert handle is not None, f"{pipeline.name}: no job recorded in its lease"
+        health = jobs.local_health(pipeline.spec, settings, handle)
+        watch.verdicts.append(Verdict(time.time(), pipeline.name, health))
+
+
+def test_every_pipeline_holds_steady_together(
+    platform: Watch, stack: Stack, settings: Settings
+) -> None:
+    deadline = time.monotonic() + WATCH_SECONDS
+    while time.monotonic() < deadline:
+        _sample(settings, stack.pipelines, platform)
+        time.sleep(SAMPLE_SECONDS)
+
+    statuses = Counter((v.pipeline, str(v.health.status)) for v in platform.verdicts)
+    print(f"verdicts: {dict(statuses)}")
+    print(f"load average at the end: {[round(x, 2) for x in os.getloadavg()]}")
+
+    # A stall or failure verdict is what the supervisor would restart on. Each one is checked
+    # against the query's progress: was it really making none?
+    wrong = []
+    for verdict in platform.verdicts:
+        if verdict.health.status in (HealthStatus.STALLED, HealthStatus.FAILED):
+            batches = _batches_between(settings, verdict.pipeline, verdict.at - 60, verdict.at)
+            wrong.append((verdict.pipeline, verdict.health.detail, f"{batches} batches in 60 s"))
+    assert not wrong, f"stall or failure verdicts while watching: {wrong}"
+
+    restarts_after = _restarts(settings)
+    moved = {
+        name: restarts_after[name] - platform.restarts_before.get(name, 0)
+        for name in restarts_after
+        if restarts_after[name] != platform.restarts_before.get(name, 0)
+    }
+    assert not moved, f"pipelines restarted while watching: {moved}"
+
+    fresh = _fresh_rows(settings, platform.started_at)
+    print(f"rows written since the start: {fresh}")
+    empty = [table for table, count in fresh.items() if count == 0]
+    assert not empty, f"no fresh rows in {empty}: {fresh}"
+    # And the outputs are still moving at the end, not only at the start.
+    recent = _fresh_rows(
+        settings, datetime.fromtimestamp(time.time() - 90, UTC).replace(tzinfo=None)
+    )
+    assert recent["orders"] > 0 and recent["order_revenue_5s"] > 0, recent
