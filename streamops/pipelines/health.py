@@ -187,9 +187,13 @@ def _judge_query(
             return _stalled(query, "one batch running", running, allowed)
         planned = f", {rows:.0f} rows" if rows else ""
         return _Verdict("busy", f"{query} batch running {running:.0f} s{planned}")
+    last_trigger = _float(fields.get(LAST_TRIGGER_AT))
+    if not heartbeat_this_run and last_trigger is None and fields.get(FIRST_BATCH) == "1":
+        # Started but not triggered yet ("Initializing sources"): the start-up grace applies.
+        return _Verdict("waiting", query)
     last_activity = max(
         heartbeat if heartbeat_this_run and heartbeat is not None else start,
-        _float(fields.get(LAST_TRIGGER_AT)) or start,
+        last_trigger or start,
     )
     return _age_verdict(query, now - last_activity, max_age, "no batch started")
 

@@ -149,6 +149,15 @@ def test_nothing_from_this_run_is_starting_then_stalled() -> None:
     assert "no heartbeat 181 s after the start" in late.detail
 
 
+def test_a_query_not_triggered_yet_is_starting_within_the_grace() -> None:
+    # The JVM took 150 s to start; the driver reports the query, which has not triggered yet.
+    initializing = {"q": query(status_at=START + 150, active=False, first_batch=True)}
+    assert judge(initializing, START + 152).status is HealthStatus.STARTING
+    late = judge({"q": {**initializing["q"], "status_at": str(START + 185)}}, START + 186)
+    assert late.status is HealthStatus.STALLED
+    assert "no heartbeat 186 s after the start" in late.detail
+
+
 def test_a_job_without_status_fields_is_judged_by_its_heartbeat() -> None:
     now = START + 500
     fresh = {"q": {"state": "running", "heartbeat_at": str(now - 10)}}
