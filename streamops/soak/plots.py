@@ -167,7 +167,13 @@ def stacked_area(
 
 
 def _pyplot() -> Any:
+    import logging
+
     import matplotlib
+
+    # Its first run builds a font cache and says so at INFO, through whatever handler the
+    # process has (Airflow's, once its modules are imported): not news for the soak's reader.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
     # Files only: no display, no GUI toolkit.
     matplotlib.use("Agg")

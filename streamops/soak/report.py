@@ -26,6 +26,7 @@ RSS_LIMIT_BYTES = 6 * GIB
 CPU_SHARE_LIMIT = 0.5
 HEALTHY = "healthy"
 STALLED = "stalled"
+EXAMPLES_PER_STATUS = 3
 
 METHOD_NOTES = (
     "Latency: from the broker's acknowledgement of a probe record to the first poll that sees "
@@ -42,7 +43,8 @@ METHOD_NOTES = (
     "every process of the group; a process that starts and ends between two samples and is "
     "reaped outside the group is missed. 'other' is the machine's busy CPU outside every group.",
     "RSS per component is the sum of its processes' resident sets: shared pages are counted once "
-    "per process, so it is an upper bound.",
+    "per process, so it is an upper bound. PSS (shared pages split between their users, read "
+    "once a minute) is what they really hold.",
 )
 
 
@@ -147,16 +149,21 @@ def cost_report(
         cores = [float(s["cores"].get(group, 0.0)) for s in samples]
         seconds = sum(c * float(s["interval_seconds"]) for c, s in zip(cores, samples, strict=True))
         rss = [int(s["rss_bytes"].get(group, 0)) for s in samples]
+        pss = [int(s["pss_bytes"].get(group, 0)) for s in samples if "pss_bytes" in s]
         components[group] = {
             "mean_cores": round(seconds / wall, 4) if wall else None,
             "max_cores": round(max(cores), 4) if cores else None,
             "cpu_seconds": round(seconds, 2),
             "mean_rss_bytes": int(mean(rss) or 0) if group != OTHER else None,
             "max_rss_bytes": max(rss, default=0) if group != OTHER else None,
+            "max_pss_bytes": max(pss) if pss and group != OTHER else None,
         }
     platform = [g for g in known if g not in (SOAK, OTHER)]
     platform_cores = [sum(float(s["cores"].get(g, 0.0)) for g in platform) for s in samples]
     platform_rss = [sum(int(s["rss_bytes"].get(g, 0)) for g in platform) for s in samples]
+    platform_pss = [
+        sum(int(s["pss_bytes"].get(g, 0)) for g in platform) for s in samples if "pss_bytes" in s
+    ]
     platform_seconds = sum(
         c * float(s["interval_seconds"]) for c, s in zip(platform_cores, samples, strict=True)
     )
@@ -167,6 +174,7 @@ def cost_report(
             "max_cores": round(max(platform_cores), 4) if platform_cores else None,
             "mean_rss_bytes": int(mean(platform_rss) or 0),
             "max_rss_bytes": max(platform_rss, default=0),
+            "max_pss_bytes": max(platform_pss) if platform_pss else None,
             "components": platform,
         },
         "machine": {
@@ -200,7 +208,8 @@ def health_report(
     for sample in verdicts:
         for name, status in sample["statuses"].items():
             counts.setdefault(name, Counter())[status] += 1
-            if status != HEALTHY and len(examples) < 20:
+            # The first few of each pipeline and status: a long run of one kind hides no other.
+            if status != HEALTHY and counts[name][status] <= EXAMPLES_PER_STATUS:
                 examples.append(
                     {
                         "elapsed_seconds": sample["elapsed_seconds"],
@@ -301,7 +310,8 @@ def evaluate_targets(
         round(cost["platform"]["max_rss_bytes"] / GIB, 3),
         RSS_LIMIT_BYTES / GIB,
         False,
-        "largest total RSS of the platform's processes in GiB (summed: an upper bound)",
+        "largest total RSS of the platform's processes in GiB (summed: an upper bound; "
+        "cost.platform.max_pss_bytes is the proportional share)",
     )
     return targets
 
@@ -400,6 +410,7 @@ def summary_tables(report: Mapping[str, Any]) -> list[Table]:
             _number(figures["max_cores"], "{:.2f}"),
             _bytes(figures["mean_rss_bytes"]),
             _bytes(figures["max_rss_bytes"]),
+            _bytes(figures.get("max_pss_bytes")),
         ]
         for group, figures in cost["components"].items()
     ]
@@ -411,6 +422,7 @@ def summary_tables(report: Mapping[str, Any]) -> list[Table]:
             _number(platform["max_cores"], "{:.2f}"),
             _bytes(platform["mean_rss_bytes"]),
             _bytes(platform["max_rss_bytes"]),
+            _bytes(platform.get("max_pss_bytes")),
         ]
     )
     health = report["health"]
@@ -431,7 +443,7 @@ def summary_tables(report: Mapping[str, Any]) -> list[Table]:
     target_rows = [
         [
             name,
-            _number(t["value"], "{:,.4g}"),
+            _figure(t["value"]),
             f"{t['comparison']} {t['limit']:g}",
             "pass" if t["passed"] else "FAIL",
         ]
@@ -445,7 +457,7 @@ def summary_tables(report: Mapping[str, Any]) -> list[Table]:
         ),
         (
             "Cost per component",
-            ["component", "mean cores", "max cores", "mean RSS", "max RSS"],
+            ["component", "mean cores", "max cores", "mean RSS", "max RSS", "max PSS"],
             cost_rows,
         ),
         (
@@ -493,6 +505,12 @@ def status_line(
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def _ms(value: float | None) -> str:

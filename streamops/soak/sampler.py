@@ -24,7 +24,10 @@ two samples and is reaped by a parent outside every group is missed, as is one w
 not wait for it; the report says so.
 
 RSS is the sum of the members' resident set sizes: pages shared between processes (forked
-workers, shared libraries) are counted once per process, so the sum is an upper bound.
+workers, shared libraries) are counted once per process, so the sum is an upper bound. Once a
+minute the proportional set size (PSS: each shared page split between its users) is read too;
+it sums to what the processes really hold, but reading it walks every mapping (about a second
+of CPU for the whole platform), hence not every sample.
 
 Health, per pipeline: the verdict of the supervisor's own rule
 (:func:`streamops.pipelines.jobs.local_health`), ``restarts_total`` of
@@ -40,7 +43,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +59,7 @@ GENERATORS = "generators"
 # How often cost and health are sampled, and the Kafka lag (a new consumer per read).
 SAMPLE_INTERVAL_SECONDS = 5.0
 LAG_INTERVAL_SECONDS = 15.0
+PSS_INTERVAL_SECONDS = 60.0
 # A parent chain longer than this is a cycle in a racy scan, not a real process tree.
 MAX_TREE_DEPTH = 64
 
@@ -229,6 +233,28 @@ def scan_processes() -> dict[int, ProcessSample]:
     return found
 
 
+def scan_pss(pids: Iterable[int]) -> dict[int, int]:
+    """Each readable process's proportional set size in bytes (``Pss:`` of smaps_rollup)."""
+    found: dict[int, int] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        found[pid] = int(line.split()[1]) * 1024  # kB
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # exited, a kernel thread, or not ours to read
+    return found
+
+
+def pss_by_group(groups: Mapping[int, str], pss: Mapping[int, int]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for pid, group in groups.items():
+        totals[group] += pss.get(pid, 0)
+    return dict(sorted(totals.items()))
+
+
 def take_snapshot(roots: Mapping[int, str]) -> Snapshot:
     taken_at = time.time()
     busy = machine_busy_seconds()
@@ -338,11 +364,14 @@ class PlatformSampler:
         started_at: float,
         interval: float = SAMPLE_INTERVAL_SECONDS,
         lag_interval: float = LAG_INTERVAL_SECONDS,
+        pss_interval: float = PSS_INTERVAL_SECONDS,
     ) -> None:
         self.platform = platform
         self.started_at = started_at
         self.interval = interval
         self.lag_interval = lag_interval
+        self.pss_interval = pss_interval
+        self._last_pss = 0.0
         self.cost: list[dict[str, Any]] = []
         self.health = HealthRecorder()
         self.lock = threading.Lock()
@@ -385,6 +414,9 @@ class PlatformSampler:
             snapshot = take_snapshot(self.platform.roots(handles))
             if self._snapshot is not None:
                 sample = cost_sample(self._snapshot, snapshot, self.started_at)
+                if snapshot.taken_at - self._last_pss >= self.pss_interval:
+                    self._last_pss = snapshot.taken_at
+                    sample["pss_bytes"] = pss_by_group(snapshot.groups, scan_pss(snapshot.groups))
                 with self.lock:
                     self.cost.append(sample)
             self._snapshot = snapshot

@@ -111,6 +111,18 @@ def test_cost_report_weighs_each_interval_by_its_length() -> None:
     assert list(cost["components"]) == ["pipeline-orders", "kafka", "soak", "other"]
 
 
+def test_cost_report_takes_pss_from_the_samples_that_have_it() -> None:
+    samples = cost_samples()
+    samples[1]["pss_bytes"] = {"kafka": GIB // 2, "pipeline-orders": 2 * GIB, "soak": 1}
+    cost = cost_report(samples, ["pipeline-orders", "kafka", "soak", "other"], 2)
+    assert cost["components"]["kafka"]["max_pss_bytes"] == GIB // 2
+    assert cost["components"]["other"]["max_pss_bytes"] is None
+    assert cost["platform"]["max_pss_bytes"] == 2 * GIB + GIB // 2
+    without = cost_report(cost_samples(), ["kafka"], 2)
+    assert without["platform"]["max_pss_bytes"] is None
+    assert without["components"]["kafka"]["max_pss_bytes"] is None
+
+
 def health() -> dict[str, Any]:
     verdicts = [
         {"elapsed_seconds": 0.0, "statuses": {"orders": "healthy", "alerts": "healthy"}},
@@ -148,6 +160,24 @@ def test_health_report_counts_verdicts_restarts_and_lag() -> None:
     assert report["kafka_lag"]["orders"] == {"max": 30, "mean": 20.0, "last": 30}
     assert report["kafka_lag"]["alerts"] == {"max": 2, "mean": 2.0, "last": 2}
     assert report["load_average"]["max_load1"] == 1.5
+
+
+def test_health_examples_keep_a_few_of_each_pipeline_and_status() -> None:
+    starting = [
+        {"elapsed_seconds": float(i), "statuses": {"vitals": "starting"}, "details": {}}
+        for i in range(10)
+    ]
+    failed = [
+        {
+            "elapsed_seconds": 10.0,
+            "statuses": {"vitals": "failed"},
+            "details": {"vitals": "vitals_signal failed"},
+        }
+    ]
+    report = health_report(starting + failed, [], [], {}, {}, {}, ["vitals"])
+    statuses = [e["status"] for e in report["not_healthy_examples"]]
+    assert statuses == ["starting", "starting", "starting", "failed"]
+    assert report["verdicts"]["vitals"] == {"failed": 1, "starting": 10}
 
 
 def test_targets_pass_or_fail_and_a_miss_counts_as_the_timeout() -> None:

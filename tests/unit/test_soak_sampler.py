@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from streamops.soak.sampler import (
@@ -12,6 +14,8 @@ from streamops.soak.sampler import (
     assign_groups,
     cost_sample,
     cpu_by_group,
+    pss_by_group,
+    scan_pss,
 )
 
 
@@ -144,3 +148,9 @@ def test_cost_sample_puts_the_rest_of_the_machine_in_other() -> None:
     assert sample["machine_cores"] == 0.8
     # RSS of the groups only: the rest of the machine's memory is not a component's.
     assert sample["rss_bytes"] == {"kafka": 300}
+
+
+def test_pss_is_summed_per_group_and_read_from_proc() -> None:
+    assert pss_by_group({1: "a", 2: "a", 3: "b"}, {1: 10, 2: 5, 4: 99}) == {"a": 15, "b": 0}
+    mine = scan_pss([os.getpid(), 0])
+    assert mine[os.getpid()] > 0 and 0 not in mine
