@@ -30,7 +30,7 @@ import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,15 +147,70 @@ class SparkJobHook(BaseHook):
                         "%s: stopping %s of an expired lease", self.spec.name, _where(stale)
                     )
                     self.stop(stale)
-            handle = self.launch(lease)
-            leases.record_process(
-                connection,
-                lease,
-                host=f"{handle.host}/{handle.driver_pod}" if handle.driver_pod else handle.host,
-                pid=handle.pid,
-                start_epoch=handle.process_start_epoch,
+            locked = self.wait_for_other_starts(
+                connection, keep_alive=lambda: self._keep(connection, lease)
             )
+            try:
+                handle = self.launch(lease)
+                leases.record_process(
+                    connection,
+                    lease,
+                    host=f"{handle.host}/{handle.driver_pod}" if handle.driver_pod else handle.host,
+                    pid=handle.pid,
+                    start_epoch=handle.process_start_epoch,
+                )
+            finally:
+                if locked:
+                    leases.release_named_lock(connection, leases.LAUNCH_LOCK)
             return handle
+
+    def wait_for_other_starts(
+        self,
+        connection: Any,
+        *,
+        keep_alive: Callable[[], object] = lambda: None,
+        poll_seconds: float = 5.0,
+    ) -> bool:
+        """Local mode: before a launch, wait (at most ``health.start_alone_seconds`` in all) for
+        the launch lock and then while another pipeline's job is still starting. Returns whether
+        the lock was taken (the caller releases it once the launch is recorded).
+
+        Four JVMs warming up at once on 2 cores starve each other: a Python worker that does
+        not connect back within Spark's fixed 10 s fails a query's planning, and every first
+        batch crawls. One at a time, each start is quick. The lock makes "nobody is starting"
+        and the launch one step, so two supervisors never both launch on it. ``keep_alive``
+        renews our lease meanwhile; past the budget the launch goes ahead regardless.
+        """
+        from streamops.pipelines.spec import load_specs
+
+        budget = self.spec.health.start_alone_seconds
+        if self.spec.kubernetes is not None or budget <= 0:
+            return False
+        deadline = time.monotonic() + budget
+        locked = False
+        try:
+            others = [s for s in load_specs().values() if s.name != self.spec.name]
+            while True:
+                locked = locked or leases.try_named_lock(connection, leases.LAUNCH_LOCK)
+                if locked:
+                    starting = jobs.starting_pipelines(self.settings, others)
+                    if not starting:
+                        return True
+                    why = f"{', '.join(starting)} still starting"
+                else:
+                    why = "another launch holds the lock"
+                if time.monotonic() >= deadline:
+                    log.info("%s: launching after %g s: %s", self.spec.name, budget, why)
+                    return locked
+                log.info("%s: waiting to launch: %s", self.spec.name, why)
+                keep_alive()
+                time.sleep(poll_seconds)
+        except Exception as exc:  # MariaDB or Redis away: no reason to hold the launch back
+            log.warning("%s: start gate skipped: %s", self.spec.name, exc)
+            return locked
+
+    def _keep(self, connection: Any, lease: leases.Lease) -> None:
+        leases.renew(connection, lease, self.spec.lease_ttl_seconds)
 
     def find_job(self) -> JobHandle | None:
         """The job recorded in the checkpoint's lease (alive or not), None if none was launched.

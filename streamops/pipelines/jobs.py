@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +29,13 @@ from typing import Any
 import psutil
 
 from streamops.config import Settings
-from streamops.pipelines.health import JobHealth, classify_health
+from streamops.pipelines.health import (
+    FIRST_BATCH,
+    HEARTBEAT_AT,
+    STATUS_AT,
+    JobHealth,
+    classify_health,
+)
 from streamops.pipelines.lease import Lease
 from streamops.pipelines.spec import PipelineSpec
 
@@ -212,6 +218,59 @@ def local_health(
         bounds=spec.stall_bounds,
         load_per_core=load_per_core(),
     )
+
+
+def is_starting(query_states: Mapping[str, Mapping[str, str]], process_start_epoch: float) -> bool:
+    """A running job is still starting: some query has neither completed a batch nor idled (a
+    trigger that found no data) in this run.
+
+    Pure: ``query_states`` are the queries' Redis hashes (``read_query_states``).
+    """
+    for fields in query_states.values():
+        heartbeat = _float_or_none(fields.get(HEARTBEAT_AT))
+        if heartbeat is not None and heartbeat >= process_start_epoch:
+            continue  # a progress or idle event of this run: it has triggered at least once
+        status_at = _float_or_none(fields.get(STATUS_AT))
+        if status_at is None or status_at < process_start_epoch:
+            return True  # not even the driver's first report yet
+        if fields.get(FIRST_BATCH) == "1":
+            return True
+    return False
+
+
+def starting_pipelines(
+    settings: Settings, specs: Iterable[PipelineSpec], now: float | None = None
+) -> list[str]:
+    """Pipelines of ``specs`` whose local job runs and is still starting (JVM warm-up and first
+    batch: the most expensive minutes of a job). Jobs that have run longer than their start-up
+    grace plus one batch allowance no longer count, so a job stuck starting cannot hold others
+    back for good."""
+    from streamops.db import connect
+    from streamops.pipelines import lease as leases
+
+    now = time.time() if now is None else now
+    starting = []
+    with closing(connect(settings)) as connection:
+        for spec in specs:
+            lease = leases.current(connection, spec.checkpoint_location(settings.checkpoint_root))
+            if lease is None or not lease.pid:
+                continue
+            handle = handle_from_lease(spec, settings, lease)
+            bounds = spec.stall_bounds
+            horizon = bounds.startup_grace_seconds + bounds.batch_allowance(0, first_batch=False)
+            if now - handle.process_start_epoch > horizon or not process_is_running(handle):
+                continue
+            states = read_query_states(settings, spec.name, spec.queries)
+            if is_starting(states, handle.process_start_epoch):
+                starting.append(spec.name)
+    return starting
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return None if not value else float(value)
+    except ValueError:
+        return None
 
 
 def load_per_core() -> float:

@@ -128,6 +128,25 @@ def renew(connection: mariadb.Connection, lease: Lease, ttl_seconds: float) -> L
         return _read(cursor, lease.checkpoint_location)
 
 
+# One launch at a time on this MariaDB: the start gate's check and the launch it allows happen
+# under this lock, so two supervisors never both see "nobody is starting" and launch together.
+LAUNCH_LOCK = "streamops:launch"
+
+
+def try_named_lock(connection: mariadb.Connection, name: str) -> bool:
+    """Take the session-level named lock ``name`` if it is free; never waits."""
+    with _transaction(connection) as cursor:
+        cursor.execute("SELECT GET_LOCK(?, 0)", (name,))
+        row = cursor.fetchone()
+    return bool(row and row[0] == 1)
+
+
+def release_named_lock(connection: mariadb.Connection, name: str) -> None:
+    with _transaction(connection) as cursor:
+        cursor.execute("SELECT RELEASE_LOCK(?)", (name,))
+        cursor.fetchone()
+
+
 def record_process(
     connection: mariadb.Connection, lease: Lease, *, host: str, pid: int, start_epoch: float
 ) -> Lease:

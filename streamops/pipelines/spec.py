@@ -101,6 +101,10 @@ class HealthThresholds(_Strict):
     # reported "overloaded" and not restarted, until it is overload_stretch times past its bound.
     overload_load_per_core: float = Field(default=2.0, gt=0)
     overload_stretch: float = Field(default=4.0, ge=1)
+    # Local mode: a launch waits up to this long, in all, for the launch lock and while another
+    # pipeline's job is still starting (JVM warm-up, first batch), so jobs do not warm up
+    # together on a small machine. 0: no wait.
+    start_alone_seconds: float = Field(default=300.0, ge=0)
 
 
 class KubernetesSubmit(_Strict):
