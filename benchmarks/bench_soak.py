@@ -11,7 +11,7 @@ targets (pass/fail). The results are the soak's report (streamops/soak/report.py
 
 There is no baseline in the same run: a soak's figures are read against the targets. Under
 ``make bench`` (``streamops up --no-airflow``) no pipeline runs, and the soak says so and fails.
-``--quick``: 90 s of probes and a 60-s time-out, about two minutes in all.
+``--quick``: 90 s of probes and a 60-s time-out: about two minutes, three when outputs time out.
 """
 
 from __future__ import annotations
