@@ -5,7 +5,7 @@ STREAMOPS = $(VENV)/bin/streamops
 # Tests run their own stack: its own state folder and ports, so a running `make up` is untouched.
 TEST_ENV = STREAMOPS_STATE_DIR=$(CURDIR)/.streamops-test
 
-.PHONY: install up down status test test-unit lint typecheck bench
+.PHONY: install up down status test test-unit lint typecheck bench soak
 
 install:
 	$(PYTHON) -m streamops install
@@ -32,6 +32,10 @@ test: install lint typecheck
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit
 
+# The benchmarks measure one part at a time on a quiet stack; the soak needs the whole platform.
 bench: install
 	$(STREAMOPS) up --no-airflow
-	$(STREAMOPS) bench
+	$(STREAMOPS) bench --skip soak
+
+soak: up
+	$(STREAMOPS) soak --duration 30m

@@ -10,7 +10,8 @@ targets (pass/fail). The results are the soak's report (streamops/soak/report.py
 (``soak-<run>-latency.png``, ``-cpu.png``, ``-rss.png``) go next to the JSON.
 
 There is no baseline in the same run: a soak's figures are read against the targets. Under
-``make bench`` (``streamops up --no-airflow``) no pipeline runs, and the soak says so and fails.
+``make bench`` (``streamops up --no-airflow``) no pipeline runs, so it skips this one (``--skip
+soak``); ``make soak`` runs it on the whole platform.
 ``--quick``: 90 s of probes and a 60-s time-out: about two minutes, three when outputs time out.
 """
 

@@ -138,6 +138,10 @@ def bench(
     list_only: Annotated[
         bool, typer.Option("--list", help="List the benchmarks and exit.")
     ] = False,
+    skip: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--skip", help="Leave this benchmark out (repeatable)."),
+    ] = None,
 ) -> None:
     """Run the benchmarks on the local stack; write JSON, PNG charts and a markdown summary."""
     runner = _runner()
@@ -149,7 +153,9 @@ def bench(
             console.print(name)
         return
     names = [name.removeprefix(runner.PREFIX) for name in only or []] or list(available)
-    unknown = [name for name in names if name not in available]
+    skipped = {name.removeprefix(runner.PREFIX) for name in skip or []}
+    unknown = [name for name in [*names, *skipped] if name not in available]
+    names = [name for name in names if name not in skipped]
     if unknown:
         fail(
             f"Unknown benchmark {', '.join(unknown)}; the benchmarks are: {', '.join(available)}.",
