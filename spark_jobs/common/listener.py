@@ -89,6 +89,16 @@ _UPSERT_TERMINATED = (
 )
 
 
+def status_redis(settings: Settings) -> redis.Redis:
+    """A Redis client for a job's status writes: short timeouts, so a Redis outage delays the
+    listener bus and the driver's loop by seconds at most."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+
+
 def query_key(pipeline: str, query_name: str, prefix: str = QUERY_KEY_PREFIX) -> str:
     """The Redis hash holding a query's latest progress and heartbeat."""
     return f"{prefix}:{pipeline}:{query_name}"
@@ -304,11 +314,7 @@ class ProgressPublisher(StreamingQueryListener):
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.redis_url,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
+            self._redis = status_redis(self.settings)
         return self._redis
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:

@@ -27,11 +27,7 @@ from pathlib import Path
 import redis
 from pyspark.sql.streaming import StreamingQuery
 
-from spark_jobs.common.listener import (
-    DEFAULT_QUERY_KEY_TTL_SECONDS,
-    REDIS_TIMEOUT_SECONDS,
-    query_key,
-)
+from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, query_key, status_redis
 from streamops.config import Settings
 from streamops.pipelines.health import (
     BATCH_PLANNED_ROWS,
@@ -215,11 +211,7 @@ class QueryStatusReporter:
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.redis_url,
-                socket_timeout=REDIS_TIMEOUT_SECONDS,
-                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            )
+            self._redis = status_redis(self.settings)
         return self._redis
 
     def close(self) -> None:
