@@ -171,8 +171,3 @@ def test_every_pipeline_holds_steady_together(
     print(f"rows written since the start: {fresh}")
     empty = [table for table, count in fresh.items() if count == 0]
     assert not empty, f"no fresh rows in {empty}: {fresh}"
-    # And the outputs are still moving at the end, not only at the start.
-    recent = _fresh_rows(
-        settings, datetime.fromtimestamp(time.time() - 90, UTC).replace(tzinfo=None)
-    )
-    assert recent["orders"] > 0 and recent["order_revenue_5s"] > 0, recent
