@@ -158,8 +158,8 @@ def classify_health(
 def _judge_query(
     query: str, fields: Mapping[str, str], now: float, start: float, bounds: StallBounds
 ) -> _Verdict:
-    heartbeat = _float(fields.get(HEARTBEAT_AT))
-    status_at = _float(fields.get(STATUS_AT))
+    heartbeat = float_field(fields.get(HEARTBEAT_AT))
+    status_at = float_field(fields.get(STATUS_AT))
     heartbeat_this_run = heartbeat is not None and heartbeat >= start
     status_this_run = status_at is not None and status_at >= start
     if not heartbeat_this_run and not status_this_run:
@@ -179,15 +179,15 @@ def _judge_query(
     if status_age > max_age:
         return _stalled(query, "the driver has not reported its status", status_age, max_age)
     if fields.get(TRIGGER_ACTIVE) == "1":
-        began = _float(fields.get(BATCH_STARTED_AT)) or status_at
+        began = float_field(fields.get(BATCH_STARTED_AT)) or status_at
         running = max(0.0, now - began)
-        rows = _float(fields.get(BATCH_PLANNED_ROWS))
+        rows = float_field(fields.get(BATCH_PLANNED_ROWS))
         allowed = bounds.batch_allowance(rows, first_batch=fields.get(FIRST_BATCH) == "1")
         if running > allowed:
             return _stalled(query, "one batch running", running, allowed)
         planned = f", {rows:.0f} rows" if rows else ""
         return _Verdict("busy", f"{query} batch running {running:.0f} s{planned}")
-    last_trigger = _float(fields.get(LAST_TRIGGER_AT))
+    last_trigger = float_field(fields.get(LAST_TRIGGER_AT))
     if not heartbeat_this_run and last_trigger is None and fields.get(FIRST_BATCH) == "1":
         # Started but not triggered yet ("Initializing sources"): the start-up grace applies.
         return _Verdict("waiting", query)
@@ -210,7 +210,8 @@ def _stalled(query: str, what: str, age: float, allowed: float) -> _Verdict:
     )
 
 
-def _float(value: str | None) -> float | None:
+def float_field(value: str | None) -> float | None:
+    """A number field of a query's Redis hash; None when empty or not a number."""
     try:
         return None if value is None or value == "" else float(value)
     except ValueError:

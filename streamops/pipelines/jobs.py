@@ -35,6 +35,7 @@ from streamops.pipelines.health import (
     STATUS_AT,
     JobHealth,
     classify_health,
+    float_field,
 )
 from streamops.pipelines.lease import Lease
 from streamops.pipelines.spec import PipelineSpec
@@ -227,10 +228,10 @@ def is_starting(query_states: Mapping[str, Mapping[str, str]], process_start_epo
     Pure: ``query_states`` are the queries' Redis hashes (``read_query_states``).
     """
     for fields in query_states.values():
-        heartbeat = _float_or_none(fields.get(HEARTBEAT_AT))
+        heartbeat = float_field(fields.get(HEARTBEAT_AT))
         if heartbeat is not None and heartbeat >= process_start_epoch:
             continue  # a progress or idle event of this run: it has triggered at least once
-        status_at = _float_or_none(fields.get(STATUS_AT))
+        status_at = float_field(fields.get(STATUS_AT))
         if status_at is None or status_at < process_start_epoch:
             return True  # not even the driver's first report yet
         if fields.get(FIRST_BATCH) == "1":
@@ -264,13 +265,6 @@ def starting_pipelines(
             if is_starting(states, handle.process_start_epoch):
                 starting.append(spec.name)
     return starting
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return None if not value else float(value)
-    except ValueError:
-        return None
 
 
 def load_per_core() -> float:
