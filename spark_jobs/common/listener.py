@@ -31,9 +31,11 @@ from pyspark.sql.streaming.listener import (
 )
 from redis.typing import EncodableT, FieldT
 
+from spark_jobs.common.restarts import RestartPolicy
 from spark_jobs.sinks import iso_utc
 from streamops.config import Settings
 from streamops.db import connect
+from streamops.pipelines.health import RESTART_AT, RESTART_ATTEMPT, RESTART_REASON, RESTARTING
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,11 @@ class ProgressPublisher(StreamingQueryListener):
         channel: str = QUERY_EVENTS_CHANNEL,
         ttl_seconds: int = DEFAULT_QUERY_KEY_TTL_SECONDS,
         key_prefix: str = QUERY_KEY_PREFIX,
+        restarts: RestartPolicy | None = None,
     ) -> None:
         self.settings = settings
+        # The driver's restart policy: a run it restarts is "restarting", not "failed", in Redis.
+        self.restarts = restarts
         self.pipeline = pipeline
         self.channel = channel
         self.ttl_seconds = ttl_seconds
@@ -220,6 +225,8 @@ class ProgressPublisher(StreamingQueryListener):
                 "terminated_at": None,
                 "last_exception": None,
                 "error_class": None,
+                RESTART_AT: None,
+                RESTART_REASON: None,
             },
         )
         self._execute(_UPSERT_STARTED, (self.pipeline, name, query_id, run_id, started_at))
@@ -259,18 +266,31 @@ class ProgressPublisher(StreamingQueryListener):
         state = "failed" if exception else "stopped"
         terminated_at = datetime.now(UTC).replace(tzinfo=None)
         error_class = event.errorClassOnException
-        self._publish(
-            name,
-            {
-                "event": "terminated",
-                "state": state,
-                "query_id": query_id,
-                "run_id": run_id,
-                "terminated_at": _iso(terminated_at),
-                "last_exception": exception,
-                "error_class": error_class,
-            },
+        restart = (
+            self.restarts.decide(name, run_id, exception)
+            if self.restarts is not None and exception
+            else None
         )
+        fields: dict[str, Any] = {
+            "event": "terminated",
+            "state": state,
+            "query_id": query_id,
+            "run_id": run_id,
+            "terminated_at": _iso(terminated_at),
+            "last_exception": exception,
+            "error_class": error_class,
+        }
+        if restart is not None:
+            # The driver starts the query again from its checkpoint: the run's record in
+            # MariaDB keeps its exception, the live state says what happens next.
+            fields |= {
+                "state": RESTARTING,
+                "last_exception": None,
+                RESTART_AT: f"{restart.at:.3f}",
+                RESTART_ATTEMPT: f"{restart.attempt} of {restart.of}",
+                RESTART_REASON: restart.reason,
+            }
+        self._publish(name, fields)
         self._execute(
             _UPSERT_TERMINATED,
             (self.pipeline, name, query_id, run_id, state, terminated_at, exception, error_class),

@@ -144,6 +144,18 @@ class QueryStatusReporter:
         self._last_warning = 0.0
         self._redis: redis.Redis | None = None
 
+    def track(self, query: StreamingQuery) -> None:
+        """Report this query too (a query started, or started again, after the others)."""
+        self.queries.append(query)
+        self.trackers[id(query)] = BatchTracker()
+
+    def untrack(self, query: StreamingQuery) -> None:
+        """Stop reporting a query that ended (the listener wrote its last words)."""
+        self.queries = [q for q in self.queries if q is not query]
+        self.trackers.pop(id(query), None)
+        self._messages.pop(id(query), None)
+        self._offsets_dirs.pop(id(query), None)
+
     def poll(self) -> None:
         """Observe each query; write to Redis when due or when a query's trigger flipped."""
         now = self.clock()

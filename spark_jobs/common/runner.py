@@ -7,16 +7,18 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.listener import ProgressPublisher
 from spark_jobs.common.query_status import QueryStatusReporter
+from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
@@ -40,7 +42,11 @@ STOP_WAIT_SECONDS = 8.0
 STOP_POLL_SECONDS = 0.002
 
 JobConfig = TypeVar("JobConfig")
-StartQueries = Callable[[SparkSession, Settings, JobConfig], list[StreamingQuery]]
+# A job's queries, not started yet: the driver starts them one by one and may start one again.
+BuildWriters = Callable[[SparkSession, Settings, JobConfig], list[DataStreamWriter]]
+
+# The next query starts once the previous one finished its first batch, or after this long.
+STAGGER_SECONDS = 30.0
 
 
 def fault_point(query_name: str, batch_id: int) -> None:
@@ -61,26 +67,32 @@ class _StopRequest:
         self.requested = True
 
 
+def start_all(writers: list[DataStreamWriter]) -> list[StreamingQuery]:
+    """Every query started at once (tests, benchmarks, ``availableNow`` runs)."""
+    return [writer.start() for writer in writers]
+
+
 def run_job(
     pipeline: str,
-    start: StartQueries[JobConfig],
+    build: BuildWriters[JobConfig],
     config: JobConfig,
     spark_conf: Mapping[str, str] | None = None,
     *,
     until_done: bool = False,
 ) -> int:
     """The ``main`` of every streaming job: a session named after ``pipeline`` (plus the job's
-    ``spark_conf``), the progress listener, then ``start(spark, settings, config)``'s queries
+    ``spark_conf``), the progress listener, then ``build(spark, settings, config)``'s queries
     run until a stop request (:func:`run_queries`). ``until_done``: the queries end by themselves
     (an ``availableNow`` trigger) and the job with them."""
     settings = load_settings()
     spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
-    listener = ProgressPublisher(settings, pipeline)
+    restarts = RestartPolicy()
+    listener = ProgressPublisher(settings, pipeline, restarts=restarts)
     spark.streams.addListener(listener)
-    queries = start(spark, settings, config)
+    writers = build(spark, settings, config)
     if not until_done:
-        return run_queries(spark, settings, pipeline, queries)
-    for query in queries:
+        return run_queries(spark, settings, pipeline, writers, restarts)
+    for query in start_all(writers):
         query.awaitTermination()  # raises the query's exception if it failed
     # Otherwise the JVM may still call the listener while this interpreter exits.
     _drain_listener_bus(spark)
@@ -88,18 +100,50 @@ def run_job(
     return 0
 
 
+@dataclass
+class _Slot:
+    """One query of the job: its writer, its running query, and a pending restart."""
+
+    writer: DataStreamWriter
+    query: StreamingQuery | None = None
+    started_at: float | None = None
+    restart: Restart | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Finished a batch, or had time enough to: the next query may start."""
+        if self.query is None or self.started_at is None:
+            return False
+        if time.monotonic() - self.started_at >= STAGGER_SECONDS:
+            return True
+        try:
+            return self.query._jsq.lastProgress() is not None or not self.query.isActive
+        except Exception:
+            return True
+
+
 def run_queries(
-    spark: SparkSession, settings: Settings, pipeline: str, queries: list[StreamingQuery]
+    spark: SparkSession,
+    settings: Settings,
+    pipeline: str,
+    writers: list[DataStreamWriter],
+    restarts: RestartPolicy,
 ) -> int:
-    """Wait for the queries; SIGTERM/SIGINT stop them gracefully (exit 0), a failure exits 1."""
+    """Start the queries one by one, then wait for them; SIGTERM/SIGINT stop them gracefully
+    (exit 0), a failure exits 1, and a transient start failure restarts that query alone
+    (``restarts``).
+
+    One at a time: a query's first batch plans and compiles its whole plan while the JVM is
+    still cold, and several at once on a small machine starved ``transformWithState``'s
+    Python pre-init worker past Spark's fixed 10 s (``spark_jobs.common.restarts``)."""
     stop = _StopRequest()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("%s: running %s", pipeline, ", ".join(q.name or q.id for q in queries))
+    slots = [_Slot(writer) for writer in writers]
     # Busy is not stalled: each query's own status goes to Redis for the supervisor.
-    status = QueryStatusReporter(settings, pipeline, queries)
+    status = QueryStatusReporter(settings, pipeline, [])
     try:
-        return _run_until_stopped(spark, settings, pipeline, queries, stop, status)
+        return _run_until_stopped(spark, settings, pipeline, slots, stop, status, restarts)
     finally:
         status.close()
 
@@ -108,18 +152,18 @@ def _run_until_stopped(
     spark: SparkSession,
     settings: Settings,
     pipeline: str,
-    queries: list[StreamingQuery],
+    slots: list[_Slot],
     stop: _StopRequest,
     status: QueryStatusReporter,
+    restarts: RestartPolicy,
 ) -> int:
     try:
         while not stop.requested:
             # A short wait keeps signals handled between JVM calls, never inside one.
-            for query in queries:
-                if not query.isActive:
-                    query.awaitTermination()  # raises the query's exception if it failed
-                    log.warning("%s: query %s stopped on its own", pipeline, query.name)
-                    return 1
+            _start_due(pipeline, slots, status)
+            for slot in slots:
+                if slot.query is not None and not slot.query.isActive:
+                    _ended(pipeline, slot, status, restarts)
             status.poll()
             time.sleep(1.0)
     except StreamingQueryException as error:
@@ -127,13 +171,82 @@ def _run_until_stopped(
         log.error("%s: a query failed: %s", pipeline, message)
         if any(marker in message for marker in DATA_LOSS_MARKERS):
             publish_data_loss_alert(settings, pipeline, message)
-        _stop_all(queries)
+        _stop_all(_running(slots))
         _drain_listener_bus(spark)
         return 1
-    _stop_all(queries)
+    except _EndedOnItsOwn:
+        _stop_all(_running(slots))
+        _drain_listener_bus(spark)
+        return 1
+    _stop_all(_running(slots))
     _drain_listener_bus(spark)
     log.info("%s: stopped on request", pipeline)
     return 0
+
+
+class _EndedOnItsOwn(Exception):
+    pass
+
+
+def _running(slots: list[_Slot]) -> list[StreamingQuery]:
+    return [slot.query for slot in slots if slot.query is not None]
+
+
+def _start_due(pipeline: str, slots: list[_Slot], status: QueryStatusReporter) -> None:
+    """Start the next query not started yet once the one before it settled; start a query
+    whose restart is due."""
+    now = time.time()
+    for slot in slots:
+        if slot.restart is not None and now >= slot.restart.at:
+            log.warning(
+                "%s: restarting query %s (attempt %d of %d) after: %s",
+                pipeline,
+                slot.restart.query_name,
+                slot.restart.attempt,
+                slot.restart.of,
+                slot.restart.reason,
+            )
+            slot.restart = None
+            _start(pipeline, slot, status)
+    for index, slot in enumerate(slots):
+        if slot.query is not None or slot.restart is not None:
+            continue
+        if index == 0 or slots[index - 1].settled or slots[index - 1].restart is not None:
+            _start(pipeline, slot, status)
+        break
+
+
+def _start(pipeline: str, slot: _Slot, status: QueryStatusReporter) -> None:
+    slot.query = slot.writer.start()
+    slot.started_at = time.monotonic()
+    status.track(slot.query)
+    log.info("%s: started query %s", pipeline, slot.query.name)
+
+
+def _ended(
+    pipeline: str, slot: _Slot, status: QueryStatusReporter, restarts: RestartPolicy
+) -> None:
+    """A query is no longer active: restart it when its failure is transient, else end."""
+    query = slot.query
+    assert query is not None
+    error = query.exception()
+    if error is None:
+        log.warning("%s: query %s stopped on its own", pipeline, query.name)
+        raise _EndedOnItsOwn(query.name)
+    restart = restarts.decide(query.name or str(query.id), str(query.runId), str(error))
+    if restart is None:
+        query.awaitTermination()  # raises the query's exception
+        raise _EndedOnItsOwn(query.name)  # not reached: it failed
+    log.warning(
+        "%s: query %s failed in its start (%s); it starts again from its checkpoint in %.0f s",
+        pipeline,
+        query.name,
+        restart.reason,
+        max(0.0, restart.at - time.time()),
+    )
+    status.untrack(query)
+    slot.query = None
+    slot.restart = restart
 
 
 def stop_between_batches(query: StreamingQuery, timeout: float = STOP_WAIT_SECONDS) -> bool:

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
-from spark_jobs.common.runner import fault_point, run_job
+from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.alerts import alerts_writer
@@ -86,7 +86,10 @@ def counts_writer(settings: Settings, config: AlertsJobConfig) -> BatchWriter:
     return write
 
 
-def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> list[StreamingQuery]:
+def writers(
+    spark: SparkSession, settings: Settings, config: AlertsJobConfig
+) -> list[DataStreamWriter]:
+    """The job's queries, not started (``runner.run_job`` starts them in this order)."""
     source = KafkaSourceOptions(TOPIC, max_offsets_per_trigger=config.max_offsets_per_trigger)
     checked = check_error_logs(read_kafka_stream(spark, settings, source))
     seconds = per_second_counts(valid_lines(checked), config.watermark)
@@ -105,15 +108,19 @@ def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> l
     if config.trigger_interval:
         records = records.trigger(processingTime=config.trigger_interval)
         counts = counts.trigger(processingTime=config.trigger_interval)
-    queries = [counts.start(), records.start()]
+    queries = [counts, records]
     if config.realtime_batch:
-        queries.append(start_realtime(spark, settings, config, f"{checkpoint}/realtime"))
+        queries.append(realtime_writer(spark, settings, config, f"{checkpoint}/realtime"))
     return queries
 
 
-def start_realtime(
+def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> list[StreamingQuery]:
+    return start_all(writers(spark, settings, config))
+
+
+def realtime_writer(
     spark: SparkSession, settings: Settings, config: AlertsJobConfig, checkpoint: str
-) -> StreamingQuery:
+) -> DataStreamWriter:
     """The real-time first-line query; real-time mode wants update mode and no rate limit."""
     source = KafkaSourceOptions(TOPIC, starting_offsets="latest", max_offsets_per_trigger=None)
     lines = valid_lines(check_error_logs(read_kafka_stream(spark, settings, source)))
@@ -125,7 +132,6 @@ def start_realtime(
         .option("checkpointLocation", checkpoint)
         # PySpark 4.2's typing overloads of trigger() do not list realTime yet; the method has it.
         .trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
-        .start()
     )
 
 
@@ -168,7 +174,7 @@ def parse_args(argv: list[str] | None) -> AlertsJobConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    return run_job(PIPELINE, start, config, realtime_spark_conf(load_settings(), config))
+    return run_job(PIPELINE, writers, config, realtime_spark_conf(load_settings(), config))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.runner import fault_point, run_job
+from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.joins import (
     DEFAULT_PRODUCTS_REFRESH_SECONDS,
@@ -96,7 +96,11 @@ def payments_records_writer(settings: Settings) -> BatchWriter:
     return with_fault_point(PAYMENTS_RECORDS_QUERY, write)
 
 
-def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> list[StreamingQuery]:
+def writers(
+    spark: SparkSession, settings: Settings, config: JoinsJobConfig
+) -> list[DataStreamWriter]:
+    """The job's queries, not started (``runner.run_job`` starts them)."""
+
     def source(topic: str) -> DataFrame:
         options = KafkaSourceOptions(topic, max_offsets_per_trigger=config.max_offsets_per_trigger)
         return read_kafka_stream(spark, settings, options)
@@ -114,7 +118,7 @@ def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> li
     catalogue = ProductCatalogue(settings, config.products_refresh_seconds)
 
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
-    writers: list[DataStreamWriter] = [
+    queries: list[DataStreamWriter] = [
         checked_payments.writeStream.queryName(PAYMENTS_RECORDS_QUERY)
         .foreachBatch(payments_records_writer(settings))
         .option("checkpointLocation", f"{checkpoint}/payments_records"),
@@ -138,8 +142,12 @@ def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> li
         .option("checkpointLocation", f"{checkpoint}/category_revenue"),
     ]
     if config.trigger_interval:
-        writers = [w.trigger(processingTime=config.trigger_interval) for w in writers]
-    return [writer.start() for writer in writers]
+        queries = [w.trigger(processingTime=config.trigger_interval) for w in queries]
+    return queries
+
+
+def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> list[StreamingQuery]:
+    return start_all(writers(spark, settings, config))
 
 
 def parse_args(argv: list[str] | None) -> JoinsJobConfig:
@@ -177,7 +185,7 @@ def parse_args(argv: list[str] | None) -> JoinsJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(PIPELINE, start, parse_args(argv))
+    return run_job(PIPELINE, writers, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.archive import archive_writer
-from spark_jobs.common.runner import fault_point, run_job
+from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.mariadb import orders_writer, quarantine_writer, revenue_writer
 from spark_jobs.sinks.redis import revenue_redis_writer
@@ -85,7 +85,10 @@ def windows_writer(settings: Settings) -> BatchWriter:
     return write
 
 
-def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> list[StreamingQuery]:
+def writers(
+    spark: SparkSession, settings: Settings, config: OrdersJobConfig
+) -> list[DataStreamWriter]:
+    """The job's queries, not started (``runner.run_job`` starts them)."""
     source = KafkaSourceOptions(PIPELINE, max_offsets_per_trigger=config.max_offsets_per_trigger)
     checked = check_orders(read_kafka_stream(spark, settings, source))
     windows = revenue_per_window(
@@ -109,7 +112,11 @@ def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> l
     if config.trigger_interval:
         records = records.trigger(processingTime=config.trigger_interval)
         revenue = revenue.trigger(processingTime=config.trigger_interval)
-    return [records.start(), revenue.start()]
+    return [records, revenue]
+
+
+def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> list[StreamingQuery]:
+    return start_all(writers(spark, settings, config))
 
 
 def parse_args(argv: list[str] | None) -> OrdersJobConfig:
@@ -131,7 +138,7 @@ def parse_args(argv: list[str] | None) -> OrdersJobConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job(PIPELINE, start, parse_args(argv))
+    return run_job(PIPELINE, writers, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.runner import fault_point, run_job
+from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.common.vitals_reference import (
     DEFAULT_REFRESH_SECONDS,
@@ -148,7 +148,14 @@ def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
     return write
 
 
-def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> list[StreamingQuery]:
+def writers(
+    spark: SparkSession, settings: Settings, config: VitalsJobConfig
+) -> list[DataStreamWriter]:
+    """The job's queries, not started (``runner.run_job`` starts them in this order).
+
+    ``vitals_signal`` first: its first batch launches ``transformWithState``'s pre-init Python
+    worker, which Spark gives a fixed 10 s to connect back; alone, the cold JVM leaves it time.
+    """
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORE_PROVIDER)
     source = KafkaSourceOptions(
         config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
@@ -169,7 +176,11 @@ def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> l
     model = ModelCache(spark, model_dir, config.model_check_seconds)
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     live = VitalsRedis(settings)
-    writers: list[DataStreamWriter] = [
+    queries: list[DataStreamWriter] = [
+        signals.writeStream.queryName(SIGNAL_QUERY)
+        .outputMode("update")
+        .foreachBatch(with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
+        .option("checkpointLocation", f"{checkpoint}/signal"),
         checked.writeStream.queryName(RECORDS_QUERY)
         .foreachBatch(records_writer(settings, config, thresholds, model))
         .option("checkpointLocation", f"{checkpoint}/records"),
@@ -177,16 +188,16 @@ def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> l
         .outputMode("update")
         .foreachBatch(with_fault_point(SUMMARY_QUERY, summary_writer(settings, live)))
         .option("checkpointLocation", f"{checkpoint}/summary"),
-        signals.writeStream.queryName(SIGNAL_QUERY)
-        .outputMode("update")
-        .foreachBatch(with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
-        .option("checkpointLocation", f"{checkpoint}/signal"),
     ]
     if config.available_now:
-        writers = [writer.trigger(availableNow=True) for writer in writers]
+        queries = [writer.trigger(availableNow=True) for writer in queries]
     elif config.trigger_interval:
-        writers = [writer.trigger(processingTime=config.trigger_interval) for writer in writers]
-    return [writer.start() for writer in writers]
+        queries = [writer.trigger(processingTime=config.trigger_interval) for writer in queries]
+    return queries
+
+
+def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> list[StreamingQuery]:
+    return start_all(writers(spark, settings, config))
 
 
 def parse_args(argv: list[str] | None) -> VitalsJobConfig:
@@ -231,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     return run_job(
         PIPELINE,
-        start,
+        writers,
         config,
         {"spark.sql.streaming.stateStore.providerClass": STATE_STORE_PROVIDER},
         until_done=config.available_now,

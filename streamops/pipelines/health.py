@@ -7,7 +7,9 @@ started, how many rows it planned) every few seconds, beside the listener's prog
 (see ``spark_jobs.common.runner``), and the rule reads both:
 
 - the process is gone → *stopped* with exit code 0 (the job's own SIGTERM path), else *failed*;
-- a query reports an exception → *failed*;
+- a query reports an exception → *failed*; but a query the driver restarts after a transient
+  start failure (``spark_jobs.common.restarts``) is *starting* until its restart is due, and
+  *stalled* once the restart is overdue by ``heartbeat_max_age_seconds``;
 - the driver's status report is older than ``heartbeat_max_age_seconds`` → *stalled* (the driver
   itself hangs);
 - a batch is running: *busy* (healthy) until it runs longer than ``max_batch_seconds`` plus time
@@ -86,11 +88,17 @@ BATCH_PLANNED_ROWS = "batch_planned_rows"
 FIRST_BATCH = "first_batch"
 LAST_TRIGGER_AT = "last_trigger_at"
 STATUS_MESSAGE = "status_message"
+# Written by the listener when the driver restarts a query after a transient start failure
+# (spark_jobs.common.restarts): state "restarting", when, which attempt, why.
+RESTARTING = "restarting"
+RESTART_AT = "restart_at"
+RESTART_ATTEMPT = "restart_attempt"
+RESTART_REASON = "restart_reason"
 
 
 @dataclass(frozen=True)
 class _Verdict:
-    kind: str  # "ok", "busy", "waiting", "failed", "stalled"
+    kind: str  # "ok", "busy", "waiting", "restarting", "failed", "stalled"
     detail: str
     # For "stalled": how far past its bound, as a ratio (age / allowed), to apply the stretch.
     ratio: float = 0.0
@@ -122,12 +130,16 @@ def classify_health(
             return JobHealth(HealthStatus.FAILED, verdict.detail)
     waiting = [q for q, v in verdicts.items() if v.kind == "waiting"]
     stalled = [v for v in verdicts.values() if v.kind == "stalled"]
+    restarting = [v.detail for v in verdicts.values() if v.kind == "restarting"]
     if waiting:
         running_for = now - process_start_epoch
         ratio = running_for / bounds.startup_grace_seconds if bounds.startup_grace_seconds else 1e9
         if running_for <= bounds.startup_grace_seconds:
             if not stalled:
-                return JobHealth(HealthStatus.STARTING, f"waiting for {', '.join(waiting)}")
+                return JobHealth(
+                    HealthStatus.STARTING,
+                    "; ".join([f"waiting for {', '.join(waiting)}", *restarting]),
+                )
         else:
             stalled.append(
                 _Verdict(
@@ -148,6 +160,8 @@ def classify_health(
                 f"overload (stalled past {bounds.overload_stretch:g}× the bound)",
             )
         return JobHealth(HealthStatus.STALLED, worst.detail)
+    if restarting:
+        return JobHealth(HealthStatus.STARTING, "; ".join(restarting))
     details = [v.detail for v in verdicts.values()]
     busy = any(v.kind == "busy" for v in verdicts.values())
     return JobHealth(
@@ -165,6 +179,8 @@ def _judge_query(
     if not heartbeat_this_run and not status_this_run:
         # Nothing from this run yet (the hash may hold the previous run's last words).
         return _Verdict("waiting", query)
+    if heartbeat_this_run and fields.get("state") == RESTARTING:
+        return _restarting(query, fields, now, bounds)
     if heartbeat_this_run and (fields.get("state") == "failed" or fields.get("last_exception")):
         exception = (fields.get("last_exception") or "").strip().splitlines()
         first_line = exception[0] if exception else "no message"
@@ -196,6 +212,19 @@ def _judge_query(
         last_trigger or start,
     )
     return _age_verdict(query, now - last_activity, max_age, "no batch started")
+
+
+def _restarting(query: str, fields: Mapping[str, str], now: float, bounds: StallBounds) -> _Verdict:
+    """The driver restarts the query after a transient start failure, at ``restart_at``; a
+    restart that is overdue by more than the heartbeat bound means the driver hangs."""
+    due = float_field(fields.get(RESTART_AT)) or now
+    overdue = now - due
+    if overdue > bounds.heartbeat_max_age_seconds:
+        return _stalled(query, "restart overdue", overdue, bounds.heartbeat_max_age_seconds)
+    attempt = fields.get(RESTART_ATTEMPT) or "?"
+    reason = fields.get(RESTART_REASON) or "a transient start failure"
+    when = f"in {due - now:.0f} s" if due > now else "now"
+    return _Verdict("restarting", f"{query} restarting {when} (attempt {attempt}): {reason}")
 
 
 def _age_verdict(query: str, age: float, allowed: float, what: str) -> _Verdict:
