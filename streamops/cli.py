@@ -331,6 +331,9 @@ def run_pipeline(
 ) -> None:
     """Run a pipeline's Spark job in the foreground (Ctrl-C stops it gracefully).
 
+    It takes the checkpoint's lease first, so it is refused while the supervisor runs the job
+    (and the supervisor waits while it runs).
+
     Options after the pipeline go to the job, e.g. `streamops run orders --watermark "30 seconds"`;
     `streamops run orders --help` lists them. The same module is the spark-submit entry point.
     """
@@ -338,8 +341,13 @@ def run_pipeline(
         fail(f"Unknown pipeline {pipeline!r}; the pipelines are: {', '.join(PIPELINES)}.", code=2)
     cfg = settings()
     command = [sys.executable, "-m", f"spark_jobs.jobs.{pipeline}", *ctx.args]
-    result = subprocess.run(command, env={**os.environ, **cfg.as_env()}, check=False)
-    raise typer.Exit(result.returncode)
+    env = {**os.environ, **cfg.as_env()}
+    if any(arg in ("-h", "--help") for arg in ctx.args):
+        raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
+    from streamops.pipelines.foreground import run_in_foreground
+    from streamops.pipelines.spec import load_specs
+
+    raise typer.Exit(run_in_foreground(cfg, load_specs()[pipeline], command, env))
 
 
 @db_app.command("migrate")

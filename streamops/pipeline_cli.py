@@ -185,18 +185,51 @@ def status(
 
 
 @pipeline_app.command("start")
-def start(name: NameArgument, as_json: JsonOption = False) -> None:
+def start(
+    name: NameArgument,
+    as_json: JsonOption = False,
+    stop_orphans: Annotated[
+        bool,
+        typer.Option(
+            "--stop-orphans",
+            help="Stop this pipeline's processes that run without the lease first (graceful, "
+            "then killed after the spec's stop timeout).",
+        ),
+    ] = False,
+) -> None:
     """Unpause the pipeline's supervision DAG and trigger a run (the job starts from its
-    checkpoint); refused while the circuit breaker is open."""
+    checkpoint); refused while the circuit breaker is open, or while an orphan job of the
+    pipeline runs on this host (without the lease)."""
 
     def run() -> None:
         spec = _spec(name)
         with _airflow() as (api, plugin, settings):
             _refuse_while_breaker_open(plugin.pipeline(name))
+            if spec.kubernetes is None:
+                _orphans_first(settings, spec, stop_orphans)
             result = start_pipeline(api, name, spec.dag_id, by=_by(settings))
         _print_result(result.to_dict(), as_json)
 
     _run(run)
+
+
+def _orphans_first(settings: Settings, spec: PipelineSpec, stop: bool) -> None:
+    """Refuse to start beside an orphan job, or stop it first when asked to."""
+    from streamops.pipelines import jobs
+    from streamops.pipelines.foreground import lease_holder_job, refuse_stray_jobs
+
+    if not stop:
+        refuse_stray_jobs(
+            settings,
+            spec,
+            f"Stop it first: `kill -TERM <the python pid>` stops it gracefully, or run "
+            f"`streamops pipeline start {spec.name} --stop-orphans`.",
+        )
+        return
+    holder = lease_holder_job(settings, spec)
+    for stray in jobs.stray_jobs(settings, spec.name, holder):
+        _cli().console.print(f"{spec.name}: stopping the orphan job {stray.describe()}")
+        jobs.stop_stray_job(stray, spec.stop_timeout_seconds)
 
 
 @pipeline_app.command("stop")

@@ -58,11 +58,13 @@ log = logging.getLogger(__name__)
 
 BREAKER_RULE_ID = "streaming-circuit-breaker"
 OVERLOAD_RULE_ID = "platform-overloaded"
+ORPHAN_RULE_ID = "pipeline-orphan"
 # spark-submit in cluster mode only creates the driver pod; it must not take longer than this.
 _CLUSTER_SUBMIT_TIMEOUT_SECONDS = 300.0
 # Re-exported: tests, the trigger and the operations page import them from here.
 __all__ = [
     "BREAKER_RULE_ID",
+    "ORPHAN_RULE_ID",
     "OVERLOAD_RULE_ID",
     "PLATFORM_ALERTS_KEY",
     "HealthStatus",
@@ -147,6 +149,7 @@ class SparkJobHook(BaseHook):
                         "%s: stopping %s of an expired lease", self.spec.name, _where(stale)
                     )
                     self.stop(stale)
+            self.stop_stray_jobs()
             locked = self.wait_for_other_starts(
                 connection, keep_alive=lambda: self._keep(connection, lease)
             )
@@ -234,6 +237,7 @@ class SparkJobHook(BaseHook):
         command = self.submit_command(kafka_connector_jars(self.settings))
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
         env.setdefault("SPARK_HOME", str(_spark_home()))
+        env.update(jobs.job_environment(self.spec.name, lease.fencing_token))
         if self.spec.kubernetes is not None:
             return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a
@@ -417,6 +421,34 @@ class SparkJobHook(BaseHook):
                 ),
             ),
         )
+
+    def stop_stray_jobs(self) -> list[jobs.StrayJob]:
+        """Local mode, before a launch: stop every process of this pipeline that no lease
+        accounts for (a launcher lost track of it, or ``streamops run`` started it), so a new
+        job never writes next to it. Each one is logged and alerted (``pipeline-orphan``)."""
+        if self.spec.kubernetes is not None:
+            return []
+        strays = jobs.stray_jobs(self.settings, self.spec.name)
+        for stray in strays:
+            log.warning("%s: stopping an orphan job: %s", self.spec.name, stray.describe())
+            jobs.stop_stray_job(stray, self.spec.stop_timeout_seconds)
+            try:
+                publish_platform_alert(
+                    self.settings,
+                    platform_alert(
+                        rule_id=ORPHAN_RULE_ID,
+                        service=self.spec.name,
+                        identity=f"{self.spec.name}:{stray.session}:{stray.started_at:.0f}",
+                        level="WARN",
+                        message=(
+                            f"{self.spec.name}: stopped an orphan job without the lease before "
+                            f"launching: {stray.describe()}"
+                        ),
+                    ),
+                )
+            except Exception:
+                log.exception("%s: could not publish the orphan alert", self.spec.name)
+        return strays
 
     def publish_overload_alert(self, health: JobHealth) -> dict[str, object] | None:
         """The machine is overloaded and this job slow: one platform alert (WARN), no restart.

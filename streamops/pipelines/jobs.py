@@ -47,6 +47,11 @@ START_TIME_TOLERANCE_SECONDS = 0.5
 # After SIGKILL of the session: how long to wait for the kernel to reap it.
 KILL_WAIT_SECONDS = 10.0
 EXIT_FILE = "pid-{pid}.exit"
+# Every process of a job carries these in its environment (the JVM, the driver and the Python
+# workers inherit them): what finds a pipeline's processes that no lease accounts for.
+JOB_PIPELINE_ENV = "STREAMOPS_JOB_PIPELINE"
+JOB_TOKEN_ENV = "STREAMOPS_JOB_TOKEN"
+STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
 
 
 @dataclass(frozen=True)
@@ -115,19 +120,48 @@ def handle_from_lease(
 # --- the local process ---------------------------------------------------------------------------
 
 
-def process_is_running(handle: JobHandle) -> bool:
-    """The handle's process lives on this host: same pid *and* same start time."""
+def job_processes(handle: JobHandle) -> list[psutil.Process]:
+    """The live processes of the job on this host: its whole session, whoever leads it now.
+
+    The ``sh`` wrapper leads the session (its pid is the session id). A kill of the wrapper
+    alone leaves spark-submit's JVM and the Python driver running, reparented to pid 1 but still
+    in that session: they are the job, and the job is alive while any of them is. The kernel
+    does not give a pid to a new process while a session of that id has members, so a member
+    found later can only be of this session once it started no earlier than the wrapper; and
+    a process now at the wrapper's pid with another start time means the pid was recycled.
+    """
     if handle.driver_pod or handle.host != socket.gethostname() or handle.pid <= 0:
-        return False
-    try:
-        process = psutil.Process(handle.pid)
-        same = abs(process.create_time() - handle.process_start_epoch)
-        return same <= START_TIME_TOLERANCE_SECONDS and process.status() not in (
-            psutil.STATUS_ZOMBIE,
-            psutil.STATUS_DEAD,
-        )
-    except psutil.Error:
-        return False
+        return []
+    earliest = handle.process_start_epoch - START_TIME_TOLERANCE_SECONDS
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) != handle.pid:
+                continue
+            if process.pid == handle.pid and (
+                abs(process.create_time() - handle.process_start_epoch)
+                > START_TIME_TOLERANCE_SECONDS
+            ):
+                return []  # a new session leader with the recycled pid: not our job
+            if process.create_time() < earliest:
+                continue
+            if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                continue
+            members.append(process)
+        except (psutil.Error, OSError):
+            continue  # gone meanwhile, or not ours to look at
+    return members
+
+
+def process_is_running(handle: JobHandle) -> bool:
+    """Some process of the job lives on this host: the wrapper, the JVM or the Python driver
+    (:func:`job_processes`); a dead wrapper does not make a dead job."""
+    return bool(job_processes(handle))
+
+
+def wrapper_is_running(handle: JobHandle) -> bool:
+    """The ``sh`` wrapper itself lives (it records the exit code)."""
+    return any(p.pid == handle.pid for p in job_processes(handle))
 
 
 def process_exit_code(handle: JobHandle) -> int | None:
@@ -139,14 +173,15 @@ def process_exit_code(handle: JobHandle) -> int | None:
 
 
 def stop_process(handle: JobHandle, timeout_seconds: float) -> int | None:
-    """SIGTERM the driver (graceful: the queries stop), then SIGKILL the session on timeout.
+    """SIGTERM the driver (graceful: the queries stop), then SIGKILL every process of the job's
+    session on timeout. Works the same when the wrapper is already gone.
 
     Returns the job's exit code (None when it had to be killed or was not ours to wait for).
     """
-    if not process_is_running(handle):
+    members = job_processes(handle)
+    if not members:
         return process_exit_code(handle)
-    leader = psutil.Process(handle.pid)
-    targets = python_drivers(leader) or [leader]
+    targets = python_drivers(members) or members
     for process in targets:
         with _quietly():
             process.send_signal(signal.SIGTERM)
@@ -155,10 +190,7 @@ def stop_process(handle: JobHandle, timeout_seconds: float) -> int | None:
         time.sleep(0.5)
     if process_is_running(handle):
         log.warning("%s: no graceful stop in %g s, killing", handle.pipeline, timeout_seconds)
-        with _quietly():
-            os.killpg(handle.pid, signal.SIGKILL)
-        with _quietly():
-            leader.wait(KILL_WAIT_SECONDS)
+        kill_job(handle)
         return None
     # sh writes the exit code file just before it exits.
     for _ in range(20):
@@ -169,21 +201,126 @@ def stop_process(handle: JobHandle, timeout_seconds: float) -> int | None:
     return None
 
 
-def python_drivers(leader: psutil.Process) -> list[psutil.Process]:
-    """The job's Python driver(s) in the session: SIGTERM there is the job's graceful stop.
+def kill_job(handle: JobHandle) -> None:
+    """SIGKILL every process of the job's session (Python workers that made their own process
+    group included) and wait for them to go."""
+    members = job_processes(handle)
+    with _quietly():
+        os.killpg(handle.pid, signal.SIGKILL)
+    for process in members:
+        with _quietly():
+            process.send_signal(signal.SIGKILL)
+    _, alive = psutil.wait_procs(members, timeout=KILL_WAIT_SECONDS)
+    if alive:
+        log.error(
+            "%s: still alive after SIGKILL: %s",
+            handle.pipeline,
+            ", ".join(str(p.pid) for p in alive),
+        )
+
+
+def python_drivers(members: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """The job's Python driver(s) among its processes: SIGTERM there is the graceful stop.
 
     spark-submit's JVM is the driver's parent; signalling the JVM instead would tear the
     SparkContext down under the running batch.
     """
     drivers = []
-    for child in leader.children(recursive=True):
+    for process in members:
         with _quietly():
-            name = child.name().lower()
+            name = process.name().lower()
             # Python workers run as `python -m pyspark.daemon`/`pyspark.worker`: not drivers.
-            workers = any(arg.startswith("pyspark.") for arg in child.cmdline())
+            workers = any(arg.startswith("pyspark.") for arg in process.cmdline())
             if name.startswith("python") and not workers:
-                drivers.append(child)
+                drivers.append(process)
     return drivers
+
+
+@dataclass(frozen=True)
+class StrayJob:
+    """Processes of a pipeline on this host that share one session (one launch)."""
+
+    pipeline: str
+    session: int
+    pids: tuple[int, ...]
+    started_at: float
+    host: str
+    fencing_token: str
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at))
+        token = f", fencing token {self.fencing_token}" if self.fencing_token else ""
+        return (
+            f"session {self.session} on {self.host} (pids {', '.join(map(str, self.pids))}), "
+            f"started {when}{token}"
+        )
+
+
+def job_environment(pipeline: str, fencing_token: int | None) -> dict[str, str]:
+    """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)."""
+    env = {JOB_PIPELINE_ENV: pipeline}
+    if fencing_token is not None:
+        env[JOB_TOKEN_ENV] = str(fencing_token)
+    return env
+
+
+def stray_jobs(
+    settings: Settings, pipeline: str, holder: JobHandle | None = None
+) -> list[StrayJob]:
+    """The pipeline's processes on this host (same state folder) outside ``holder``'s session:
+    left running by a launcher that lost track of them, or started beside the supervisor
+    (``streamops run``). None of them may write next to the lease holder's job."""
+    sessions: dict[int, list[psutil.Process]] = {}
+    tokens: dict[int, str] = {}
+    state_dir = str(settings.state_dir)
+    own = {p.pid for p in job_processes(holder)} if holder is not None else set()
+    for process in psutil.process_iter():
+        try:
+            if process.pid in own or process.pid == os.getpid():
+                continue
+            env = process.environ()
+            if env.get(JOB_PIPELINE_ENV) != pipeline or env.get(STATE_DIR_ENV) != state_dir:
+                continue
+            if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                continue
+            session = os.getsid(process.pid)
+            sessions.setdefault(session, []).append(process)
+            tokens.setdefault(session, env.get(JOB_TOKEN_ENV, ""))
+        except (psutil.Error, OSError):
+            continue
+    strays = []
+    for session, members in sorted(sessions.items()):
+        started = []
+        for member in members:
+            with _quietly():
+                started.append(member.create_time())
+        strays.append(
+            StrayJob(
+                pipeline=pipeline,
+                session=session,
+                pids=tuple(sorted(m.pid for m in members)),
+                started_at=min(started, default=0.0),
+                host=socket.gethostname(),
+                fencing_token=tokens[session],
+            )
+        )
+    return strays
+
+
+def stop_stray_job(stray: StrayJob, timeout_seconds: float) -> None:
+    """SIGTERM its Python driver (a graceful stop), then SIGKILL whatever is left of it."""
+    members = []
+    for pid in stray.pids:
+        with _quietly():
+            members.append(psutil.Process(pid))
+    for process in python_drivers(members) or members:
+        with _quietly():
+            process.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=timeout_seconds)
+    for process in alive:
+        with _quietly():
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=KILL_WAIT_SECONDS)
 
 
 # --- health --------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from streamops.generator.producer import run_generator
 from streamops.generator.records import validate
 from streamops.pipelines import jobs
 from streamops.pipelines import lease as leases
+from streamops.pipelines.health import HealthStatus
 from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
 from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
@@ -298,7 +299,7 @@ def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
             timeout=180,
             what="the job to write orders while data flows",
         )
-        drivers = jobs.python_drivers(psutil.Process(job.pid))
+        drivers = jobs.python_drivers(jobs.job_processes(job))
         assert drivers, "no Python driver under the job's session"
         killed_at = time.time()
         for driver in drivers:
@@ -460,6 +461,46 @@ def test_restarting_the_scheduler_does_not_start_a_second_query(supervision: Sup
 
     with pytest.raises(LeaseHeldError, match="held by airflow:streamops_supervise_orders"):
         SparkJobHook(s.orders, s.settings).start_or_reattach("airflow:intruder.supervise")
+    assert len(spark_submits("streamops-orders")) == 1
+
+
+def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
+    supervision: Supervision,
+) -> None:
+    """kill -9 of the ``sh`` that leads the job's session leaves spark-submit's JVM and the
+    Python driver running: the supervisor keeps that job (no failure, no second launch), and a
+    stop reaches every process of the session though the wrapper is gone."""
+    s = supervision
+    job = s.running_job(s.orders)
+    assert job is not None, "the orders job should run (previous tests)"
+    run_id = s.active_run(s.orders)
+    hook = SparkJobHook(s.orders, s.settings)
+    restarts_before = hook.load_restart_state()
+
+    os.kill(job.pid, signal.SIGKILL)
+    wait_for(lambda: not jobs.wrapper_is_running(job), timeout=10, what="the wrapper to die")
+    time.sleep(4 * s.orders.health.poll_interval_seconds)
+
+    assert jobs.process_is_running(job), "the JVM and the driver run on without the wrapper"
+    health = hook.read_health(job)
+    assert health.status in (HealthStatus.HEALTHY, HealthStatus.OVERLOADED), health
+    lease = s.lease(s.orders)
+    assert lease is not None and (lease.pid, lease.fencing_token) == (job.pid, job.fencing_token)
+    assert len(spark_submits("streamops-orders")) == 1, "a second job was launched"
+    assert s.active_run(s.orders) == run_id
+    assert hook.load_restart_state() == restarts_before, "the kill counted as a failure"
+
+    # The stop finds the orphaned JVM and driver by their session: nothing is left behind.
+    assert hook.stop(job, 60) is None  # no exit code: its recorder was killed
+    assert not jobs.process_is_running(job)
+    assert spark_submits("streamops-orders") == []
+    # Then (a dead job) the supervisor relaunches one job, under a new wrapper.
+    relaunched = wait_for(
+        lambda: (j := s.running_job(s.orders)) is not None and j.pid != job.pid and j,
+        timeout=240,
+        what="the supervisor to relaunch the stopped job",
+    )
+    assert relaunched
     assert len(spark_submits("streamops-orders")) == 1
 
 

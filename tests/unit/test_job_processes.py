@@ -1,0 +1,171 @@
+"""The job is its whole session, not the ``sh`` wrapper's pid (real processes, no services).
+
+A job launched as the supervisor launches it (``sh -c '<job>; echo $? > pid-$$.exit'`` leading
+a new session): a kill -9 of the wrapper alone must not read as a dead job while its children
+(spark-submit's JVM and the Python driver, here stand-ins) still run; a stop must leave nothing
+of the session; and a pipeline's processes outside the lease holder's job are found as strays.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streamops.config import Settings, load_settings
+from streamops.pipelines import jobs
+from streamops.pipelines.jobs import JobHandle
+
+# A stand-in for the Python driver: exits 0 on SIGTERM (the job's graceful stop).
+DRIVER = (
+    "import pathlib, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+    "pathlib.Path(sys.argv[1]).touch()\n"
+    "while True: time.sleep(0.1)\n"
+)
+
+
+def _launch(folder: Path, env: dict[str, str] | None = None) -> tuple[JobHandle, int]:
+    """(the handle the supervisor would record, the driver's pid)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ready = folder / "ready"
+    command = f"{sys.executable} -c '{DRIVER}' {ready} & wait $!"
+    wrapper = f'{command}; echo $? > "$0/pid-$$.exit"'
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", wrapper, str(folder)],
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    handle = JobHandle(
+        pipeline="orders",
+        queries=("orders_records",),
+        checkpoint_location=str(folder / "checkpoint"),
+        owner="test",
+        fencing_token=1,
+        host=socket.gethostname(),
+        pid=process.pid,
+        process_start_epoch=psutil.Process(process.pid).create_time(),
+        exit_file=str(folder / f"pid-{process.pid}.exit"),
+        log_file=str(folder / "job.log"),
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        drivers = jobs.python_drivers(jobs.job_processes(handle))
+        if drivers and ready.exists():
+            return handle, drivers[0].pid
+        time.sleep(0.05)
+    raise AssertionError("the stand-in driver never started")
+
+
+def _session_members(session: int) -> list[int]:
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+        except (psutil.Error, OSError):
+            continue
+    return members
+
+
+@pytest.fixture
+def launched(tmp_path: Path) -> Iterator[tuple[JobHandle, int]]:
+    handle, driver = _launch(tmp_path)
+    yield handle, driver
+    jobs.kill_job(handle)
+
+
+def test_a_killed_wrapper_does_not_hide_a_live_job(launched: tuple[JobHandle, int]) -> None:
+    handle, driver = launched
+    os.kill(handle.pid, signal.SIGKILL)
+    psutil.Process(driver)  # still there
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and jobs.wrapper_is_running(handle):
+        time.sleep(0.05)
+    assert not jobs.wrapper_is_running(handle)
+    # The driver, reparented, is still the job: alive, and not "killed" to the health rule.
+    assert jobs.process_is_running(handle)
+    assert [p.pid for p in jobs.job_processes(handle)] == [driver]
+    # A stop reaches it though the wrapper is gone: gracefully, by SIGTERM to the driver.
+    jobs.stop_process(handle, timeout_seconds=10)
+    assert not jobs.process_is_running(handle)
+    assert _session_members(handle.pid) == []
+
+
+def test_a_stop_leaves_nothing_of_the_session(launched: tuple[JobHandle, int]) -> None:
+    handle, _driver = launched
+    assert jobs.stop_process(handle, timeout_seconds=10) == 0  # the wrapper recorded 0
+    assert _session_members(handle.pid) == []
+
+
+def test_a_driver_that_ignores_sigterm_is_killed_with_its_session(tmp_path: Path) -> None:
+    stubborn = DRIVER.replace("sys.exit(0)", "None")
+    ready = tmp_path / "ready"
+    command = f"{sys.executable} -c '{stubborn}' {ready} & wait $!"
+    process = subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True)
+    handle = JobHandle(
+        pipeline="orders",
+        queries=(),
+        checkpoint_location="x",
+        owner="test",
+        fencing_token=1,
+        host=socket.gethostname(),
+        pid=process.pid,
+        process_start_epoch=psutil.Process(process.pid).create_time(),
+        exit_file=str(tmp_path / "none.exit"),
+        log_file="",
+    )
+    deadline = time.monotonic() + 20
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # the wrapper first: the stubborn child is orphaned
+    process.wait()
+    assert jobs.process_is_running(handle)
+    assert jobs.stop_process(handle, timeout_seconds=1) is None  # had to be killed
+    assert _session_members(handle.pid) == []
+
+
+def test_a_recycled_pid_is_not_the_job(launched: tuple[JobHandle, int]) -> None:
+    handle, _driver = launched
+    other = JobHandle(**{**handle.to_dict(), "queries": (), "process_start_epoch": 1.0})
+    assert jobs.job_processes(other) == []
+    assert not jobs.process_is_running(other)
+
+
+def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(
+    tmp_path: Path,
+) -> None:
+    settings: Settings = load_settings(state_dir=tmp_path / "state")
+    marked = {
+        **jobs.job_environment("orders", 7),
+        jobs.STATE_DIR_ENV: str(settings.state_dir),
+    }
+    holder, _ = _launch(tmp_path / "holder", marked)
+    stray, stray_driver = _launch(tmp_path / "stray", marked)
+    other_state = {**marked, jobs.STATE_DIR_ENV: str(tmp_path / "elsewhere")}
+    elsewhere, _ = _launch(tmp_path / "other", other_state)
+    try:
+        found = jobs.stray_jobs(settings, "orders", holder)
+        assert [s.session for s in found] == [stray.pid]
+        assert stray_driver in found[0].pids and found[0].fencing_token == "7"
+        assert "started" in found[0].describe() and str(stray.pid) in found[0].describe()
+        assert jobs.stray_jobs(settings, "vitals", holder) == []
+        # Without a holder both launches are strays; the other state folder's never is.
+        assert {s.session for s in jobs.stray_jobs(settings, "orders")} == {
+            holder.pid,
+            stray.pid,
+        }
+        jobs.stop_stray_job(found[0], timeout_seconds=10)
+        assert _session_members(stray.pid) == []
+        assert jobs.process_is_running(holder)
+    finally:
+        for handle in (holder, stray, elsewhere):
+            jobs.kill_job(handle)
