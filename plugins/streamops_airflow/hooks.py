@@ -237,7 +237,7 @@ class SparkJobHook(BaseHook):
         command = self.submit_command(kafka_connector_jars(self.settings))
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
         env.setdefault("SPARK_HOME", str(_spark_home()))
-        env.update(jobs.job_environment(self.spec.name, lease.fencing_token))
+        env.update(jobs.job_environment(self.spec.name, lease))
         if self.spec.kubernetes is not None:
             return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a

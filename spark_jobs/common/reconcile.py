@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 import mariadb
 
+from spark_jobs.common.fence import connect
 from spark_jobs.sinks import as_utc_naive
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
-from streamops.db import connect
 
 WINDOW_SECONDS = 5
 _EPOCH = datetime(1970, 1, 1)

@@ -84,6 +84,12 @@ def run_job(
     ``spark_conf``), the progress listener, then ``build(spark, settings, config)``'s queries
     run until a stop request (:func:`run_queries`). ``until_done``: the queries end by themselves
     (an ``availableNow`` trigger) and the job with them."""
+    # A stop asked for while the session starts (tens of seconds on a loaded machine) is a
+    # graceful stop too: no query starts, the job exits 0.
+    stop = _StopRequest()
+    if not until_done:
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     settings = load_settings()
     spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
     restarts = RestartPolicy()
@@ -91,7 +97,10 @@ def run_job(
     spark.streams.addListener(listener)
     writers = build(spark, settings, config)
     if not until_done:
-        return run_queries(spark, settings, pipeline, writers, restarts)
+        if stop.requested:
+            log.info("%s: stopped on request before its queries started", pipeline)
+            return 0
+        return run_queries(spark, settings, pipeline, writers, restarts, stop)
     for query in start_all(writers):
         query.awaitTermination()  # raises the query's exception if it failed
     # Otherwise the JVM may still call the listener while this interpreter exits.
@@ -128,6 +137,7 @@ def run_queries(
     pipeline: str,
     writers: list[DataStreamWriter],
     restarts: RestartPolicy,
+    stop: _StopRequest | None = None,
 ) -> int:
     """Start the queries one by one, then wait for them; SIGTERM/SIGINT stop them gracefully
     (exit 0), a failure exits 1, and a transient start failure restarts that query alone
@@ -136,9 +146,10 @@ def run_queries(
     One at a time: a query's first batch plans and compiles its whole plan while the JVM is
     still cold, and several at once on a small machine starved ``transformWithState``'s
     Python pre-init worker past Spark's fixed 10 s (``spark_jobs.common.restarts``)."""
-    stop = _StopRequest()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    if stop is None:
+        stop = _StopRequest()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
     slots = [_Slot(writer) for writer in writers]
     # Busy is not stalled: each query's own status goes to Redis for the supervisor.
     status = QueryStatusReporter(settings, pipeline, [])

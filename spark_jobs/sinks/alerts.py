@@ -37,6 +37,7 @@ import mariadb
 import redis
 from pyspark.sql import DataFrame
 
+from spark_jobs.common.fence import connect
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import upsert_sql
@@ -49,7 +50,6 @@ from spark_jobs.transforms.alerts import (
     window_start,
 )
 from streamops.config import Settings
-from streamops.db import connect
 
 log = logging.getLogger(__name__)
 

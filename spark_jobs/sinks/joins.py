@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from redis.typing import EncodableT, FieldT
 
+from spark_jobs.common.fence import connect
 from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.sinks.mariadb import DEFAULT_CHUNK_SIZE, upsert_sql
@@ -57,7 +58,6 @@ from spark_jobs.transforms.joins import (
     enrich_with_products,
 )
 from streamops.config import Settings
-from streamops.db import connect
 
 log = logging.getLogger(__name__)
 

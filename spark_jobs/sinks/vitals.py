@@ -31,6 +31,7 @@ import redis
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_jobs.common.fence import connect
 from spark_jobs.sinks import as_utc_naive, iso_utc, with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import write_frame
 from spark_jobs.transforms.vitals import (
@@ -41,7 +42,6 @@ from spark_jobs.transforms.vitals import (
     VITAL_SIGNS,
 )
 from streamops.config import Settings
-from streamops.db import connect
 
 log = logging.getLogger(__name__)
 

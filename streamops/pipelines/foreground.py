@@ -79,7 +79,7 @@ def run_in_foreground(
         raise
     try:
         process = subprocess.Popen(
-            list(command), env={**env, **jobs.job_environment(spec.name, lease.fencing_token)}
+            list(command), env={**env, **jobs.job_environment(spec.name, lease)}
         )
         lost = threading.Event()
         done = threading.Event()

@@ -51,6 +51,8 @@ EXIT_FILE = "pid-{pid}.exit"
 # workers inherit them): what finds a pipeline's processes that no lease accounts for.
 JOB_PIPELINE_ENV = "STREAMOPS_JOB_PIPELINE"
 JOB_TOKEN_ENV = "STREAMOPS_JOB_TOKEN"
+# The lease row's key: with the token, what the job's sinks check (spark_jobs.common.fence).
+JOB_LEASE_ENV = "STREAMOPS_JOB_LEASE"
 STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
 
 
@@ -256,11 +258,13 @@ class StrayJob:
         )
 
 
-def job_environment(pipeline: str, fencing_token: int | None) -> dict[str, str]:
-    """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)."""
+def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
+    """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)
+    and fence its sinks with ``lease`` (``spark_jobs.common.fence``)."""
     env = {JOB_PIPELINE_ENV: pipeline}
-    if fencing_token is not None:
-        env[JOB_TOKEN_ENV] = str(fencing_token)
+    if lease is not None:
+        env[JOB_TOKEN_ENV] = str(lease.fencing_token)
+        env[JOB_LEASE_ENV] = lease.key
     return env
 
 

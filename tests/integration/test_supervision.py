@@ -500,7 +500,11 @@ def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
         timeout=240,
         what="the supervisor to relaunch the stopped job",
     )
-    assert relaunched
+    wait_for(
+        lambda: hook.read_health(relaunched).status is HealthStatus.HEALTHY,
+        timeout=240,
+        what="the relaunched job to be healthy",
+    )
     assert len(spark_submits("streamops-orders")) == 1
 
 

@@ -23,6 +23,7 @@ import pytest
 from streamops.config import Settings, load_settings
 from streamops.pipelines import jobs
 from streamops.pipelines.jobs import JobHandle
+from streamops.pipelines.lease import Lease
 
 # A stand-in for the Python driver: exits 0 on SIGTERM (the job's graceful stop).
 DRIVER = (
@@ -145,7 +146,7 @@ def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(
 ) -> None:
     settings: Settings = load_settings(state_dir=tmp_path / "state")
     marked = {
-        **jobs.job_environment("orders", 7),
+        **jobs.job_environment("orders", Lease("/tmp/checkpoints/orders", "test", 7)),
         jobs.STATE_DIR_ENV: str(settings.state_dir),
     }
     holder, _ = _launch(tmp_path / "holder", marked)

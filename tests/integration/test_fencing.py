@@ -1,0 +1,114 @@
+"""Fencing on real MariaDB: a job's sink commits are refused once its lease was taken over.
+
+The job's lease key and token come from its environment, as the supervisor launches it. The
+sink writes here are the real ones (``spark_jobs.sinks.mariadb.upsert_rows``, chunked, one
+transaction per chunk), against a scratch table like ``order_revenue_5s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from spark_jobs.common.fence import Fence, FencedError, connect
+from spark_jobs.sinks.mariadb import upsert_rows
+from streamops.config import Settings
+from streamops.db import connect as connect_unfenced
+from streamops.pipelines import lease as leases
+from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV
+from tests.integration.support import query
+
+COLUMNS = ("window_start", "currency", "window_end", "order_count", "item_count", "revenue")
+KEY = ("window_start", "currency")
+
+
+def _row(second: int) -> tuple[Any, ...]:
+    start = datetime(2031, 1, 1) + timedelta(seconds=5 * second)
+    return (start, "EUR", start + timedelta(seconds=5), 1, 1, Decimal(1))
+
+
+def _acquire(settings: Settings, location: str, owner: str) -> leases.Lease:
+    connection = connect_unfenced(settings)
+    try:
+        return leases.acquire(connection, location, owner, 0.5, pipeline="orders")
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def scratch(settings: Settings) -> Any:
+    table = f"test_fence_{uuid.uuid4().hex[:8]}"
+    query(settings, f"CREATE TABLE {table} LIKE order_revenue_5s")
+    yield table
+    query(settings, f"DROP TABLE IF EXISTS {table}")
+
+
+def test_a_taken_over_job_cannot_commit(
+    settings: Settings, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    old = _acquire(settings, location, "airflow:old")
+    monkeypatch.setenv(JOB_LEASE_ENV, old.key)
+    monkeypatch.setenv(JOB_TOKEN_ENV, str(old.fencing_token))
+
+    # The holder writes.
+    assert upsert_rows(settings, scratch, KEY, COLUMNS, [_row(0), _row(1)]) == 2
+
+    # Its lease expires (0.5 s) and a new launcher takes it: the token grows.
+    time.sleep(1.0)
+    new = _acquire(settings, location, "airflow:new")
+    assert new.fencing_token == old.fencing_token + 1
+
+    # The old job's next commit is refused, and nothing of it is kept.
+    with pytest.raises(FencedError, match=f"holds fencing token {old.fencing_token}"):
+        upsert_rows(settings, scratch, KEY, COLUMNS, [_row(2), _row(3)])
+    assert query(settings, f"SELECT COUNT(*) FROM {scratch}")[0][0] == 2
+
+    # The new holder's job writes.
+    monkeypatch.setenv(JOB_TOKEN_ENV, str(new.fencing_token))
+    assert upsert_rows(settings, scratch, KEY, COLUMNS, [_row(2)]) == 1
+    assert query(settings, f"SELECT COUNT(*) FROM {scratch}")[0][0] == 3
+
+
+def test_a_takeover_waits_for_a_commit_in_flight(
+    settings: Settings, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check's shared lock holds the takeover back until the old job's transaction ends,
+    so no write of the old job can land after the new job got the lease."""
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    old = _acquire(settings, location, "airflow:old")
+    monkeypatch.setenv(JOB_LEASE_ENV, old.key)
+    monkeypatch.setenv(JOB_TOKEN_ENV, str(old.fencing_token))
+    time.sleep(1.0)  # expired: anyone may take it now
+
+    connection = connect(settings)
+    cursor = connection.cursor()
+    cursor.execute(
+        f"INSERT INTO {scratch} ({', '.join(COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)", _row(9)
+    )
+    fence = Fence.from_env()
+    assert fence is not None
+    fence.check(cursor)  # the old job's commit, half done: the check holds the row
+
+    took_over_at: list[float] = []
+
+    def take_over() -> None:
+        _acquire(settings, location, "airflow:new")
+        took_over_at.append(time.monotonic())
+
+    thread = threading.Thread(target=take_over)
+    thread.start()
+    time.sleep(1.5)
+    assert not took_over_at, "the takeover did not wait for the commit in flight"
+    committed_at = time.monotonic()
+    connection.commit()  # checks again: still ours, so it commits, then releases the row
+    thread.join(timeout=30)
+    connection.close()
+    assert took_over_at and took_over_at[0] >= committed_at
+    assert query(settings, f"SELECT COUNT(*) FROM {scratch}")[0][0] == 1

@@ -1,0 +1,33 @@
+"""The job's fence from its environment (pure; the check: tests/integration/test_fencing.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.common.fence import Fence
+from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, job_environment
+from streamops.pipelines.lease import Lease
+
+
+def test_no_variables_no_fence() -> None:
+    assert Fence.from_env({}) is None
+
+
+def test_the_launchers_variables_make_the_fence() -> None:
+    lease = Lease("/state/checkpoints/orders", "airflow:x", 12)
+    env = job_environment("orders", lease)
+    assert Fence.from_env(env) == Fence(lease.key, 12)
+    assert job_environment("orders", None) == {"STREAMOPS_JOB_PIPELINE": "orders"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {JOB_LEASE_ENV: "short", JOB_TOKEN_ENV: "12"},
+        {JOB_LEASE_ENV: "a" * 64, JOB_TOKEN_ENV: "twelve"},
+        {JOB_TOKEN_ENV: "12"},
+    ],
+)
+def test_a_malformed_fence_is_an_error_not_an_unfenced_job(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="fencing token"):
+        Fence.from_env(env)
