@@ -432,22 +432,12 @@ class SparkJobHook(BaseHook):
         for stray in strays:
             log.warning("%s: stopping an orphan job: %s", self.spec.name, stray.describe())
             jobs.stop_stray_job(stray, self.spec.stop_timeout_seconds)
-            try:
-                publish_platform_alert(
-                    self.settings,
-                    platform_alert(
-                        rule_id=ORPHAN_RULE_ID,
-                        service=self.spec.name,
-                        identity=f"{self.spec.name}:{stray.session}:{stray.started_at:.0f}",
-                        level="WARN",
-                        message=(
-                            f"{self.spec.name}: stopped an orphan job without the lease before "
-                            f"launching: {stray.describe()}"
-                        ),
-                    ),
-                )
-            except Exception:
-                log.exception("%s: could not publish the orphan alert", self.spec.name)
+            self._warn(
+                ORPHAN_RULE_ID,
+                f"{self.spec.name}:{stray.session}:{stray.started_at:.0f}",
+                f"{self.spec.name}: stopped an orphan job without the lease before launching: "
+                f"{stray.describe()}",
+            )
         return strays
 
     def publish_overload_alert(self, health: JobHealth) -> dict[str, object] | None:
@@ -455,19 +445,27 @@ class SparkJobHook(BaseHook):
 
         Best effort: the supervisor keeps watching whether or not the alert went out.
         """
+        return self._warn(
+            OVERLOAD_RULE_ID,
+            f"{self.spec.name}:{int(time.time())}",
+            f"{self.spec.name}: {health.detail}",
+        )
+
+    def _warn(self, rule_id: str, identity: str, message: str) -> dict[str, object] | None:
+        """One platform alert (WARN), best effort: supervision goes on whether or not it went."""
         try:
             return publish_platform_alert(
                 self.settings,
                 platform_alert(
-                    rule_id=OVERLOAD_RULE_ID,
+                    rule_id=rule_id,
                     service=self.spec.name,
-                    identity=f"{self.spec.name}:{int(time.time())}",
+                    identity=identity,
                     level="WARN",
-                    message=f"{self.spec.name}: {health.detail}",
+                    message=message,
                 ),
             )
         except Exception:
-            log.exception("%s: could not publish the overload alert", self.spec.name)
+            log.exception("%s: could not publish the %s alert", self.spec.name, rule_id)
             return None
 
 
