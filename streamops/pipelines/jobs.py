@@ -131,6 +131,8 @@ def job_processes(handle: JobHandle) -> list[psutil.Process]:
     does not give a pid to a new process while a session of that id has members, so a member
     found later can only be of this session once it started no earlier than the wrapper; and
     a process now at the wrapper's pid with another start time means the pid was recycled.
+    The process at the handle's pid counts too when its start time matches, session leader
+    or not.
     """
     if handle.driver_pod or handle.host != socket.gethostname() or handle.pid <= 0:
         return []
@@ -138,7 +140,7 @@ def job_processes(handle: JobHandle) -> list[psutil.Process]:
     members = []
     for process in psutil.process_iter():
         try:
-            if os.getsid(process.pid) != handle.pid:
+            if process.pid != handle.pid and os.getsid(process.pid) != handle.pid:
                 continue
             if process.pid == handle.pid and (
                 abs(process.create_time() - handle.process_start_epoch)

@@ -170,3 +170,22 @@ def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(
     finally:
         for handle in (holder, stray, elsewhere):
             jobs.kill_job(handle)
+
+
+def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: Path) -> None:
+    me = psutil.Process(os.getpid())
+    if os.getsid(me.pid) == me.pid:
+        pytest.skip("pytest leads its own session here; the case needs a non-leader")
+    handle = JobHandle(
+        pipeline="orders",
+        queries=(),
+        checkpoint_location="x",
+        owner="test",
+        fencing_token=1,
+        host=socket.gethostname(),
+        pid=me.pid,
+        process_start_epoch=me.create_time(),
+        exit_file=str(tmp_path / "none.exit"),
+        log_file="",
+    )
+    assert [p.pid for p in jobs.job_processes(handle)] == [me.pid]
