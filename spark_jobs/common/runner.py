@@ -177,22 +177,19 @@ def _run_until_stopped(
                     _ended(pipeline, slot, status, restarts)
             status.poll()
             time.sleep(1.0)
+        log.info("%s: stopping on request", pipeline)
+        return 0
     except StreamingQueryException as error:
         message = str(error)
         log.error("%s: a query failed: %s", pipeline, message)
         if any(marker in message for marker in DATA_LOSS_MARKERS):
             publish_data_loss_alert(settings, pipeline, message)
-        _stop_all(_running(slots))
-        _drain_listener_bus(spark)
         return 1
     except _EndedOnItsOwn:
+        return 1
+    finally:
         _stop_all(_running(slots))
         _drain_listener_bus(spark)
-        return 1
-    _stop_all(_running(slots))
-    _drain_listener_bus(spark)
-    log.info("%s: stopped on request", pipeline)
-    return 0
 
 
 class _EndedOnItsOwn(Exception):

@@ -185,10 +185,7 @@ def stop_process(handle: JobHandle, timeout_seconds: float) -> int | None:
     members = job_processes(handle)
     if not members:
         return process_exit_code(handle)
-    targets = python_drivers(members) or members
-    for process in targets:
-        with _quietly():
-            process.send_signal(signal.SIGTERM)
+    _ask_to_stop(members)
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline and process_is_running(handle):
         time.sleep(0.5)
@@ -221,6 +218,13 @@ def kill_job(handle: JobHandle) -> None:
             handle.pipeline,
             ", ".join(str(p.pid) for p in alive),
         )
+
+
+def _ask_to_stop(members: list[psutil.Process]) -> None:
+    """SIGTERM the job's Python driver (the graceful stop), or every member without one."""
+    for process in python_drivers(members) or members:
+        with _quietly():
+            process.send_signal(signal.SIGTERM)
 
 
 def python_drivers(members: Iterable[psutil.Process]) -> list[psutil.Process]:
@@ -319,9 +323,7 @@ def stop_stray_job(stray: StrayJob, timeout_seconds: float) -> None:
     for pid in stray.pids:
         with _quietly():
             members.append(psutil.Process(pid))
-    for process in python_drivers(members) or members:
-        with _quietly():
-            process.send_signal(signal.SIGTERM)
+    _ask_to_stop(members)
     _, alive = psutil.wait_procs(members, timeout=timeout_seconds)
     for process in alive:
         with _quietly():

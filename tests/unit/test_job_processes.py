@@ -34,6 +34,22 @@ DRIVER = (
 )
 
 
+def _handle(pid: int, start: float, folder: Path) -> JobHandle:
+    """The handle the supervisor records for a job led by ``pid``."""
+    return JobHandle(
+        pipeline="orders",
+        queries=("orders_records",),
+        checkpoint_location=str(folder / "checkpoint"),
+        owner="test",
+        fencing_token=1,
+        host=socket.gethostname(),
+        pid=pid,
+        process_start_epoch=start,
+        exit_file=str(folder / f"pid-{pid}.exit"),
+        log_file=str(folder / "job.log"),
+    )
+
+
 def _launch(folder: Path, env: dict[str, str] | None = None) -> tuple[JobHandle, int]:
     """(the handle the supervisor would record, the driver's pid)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,18 +61,7 @@ def _launch(folder: Path, env: dict[str, str] | None = None) -> tuple[JobHandle,
         start_new_session=True,
         env={**os.environ, **(env or {})},
     )
-    handle = JobHandle(
-        pipeline="orders",
-        queries=("orders_records",),
-        checkpoint_location=str(folder / "checkpoint"),
-        owner="test",
-        fencing_token=1,
-        host=socket.gethostname(),
-        pid=process.pid,
-        process_start_epoch=psutil.Process(process.pid).create_time(),
-        exit_file=str(folder / f"pid-{process.pid}.exit"),
-        log_file=str(folder / "job.log"),
-    )
+    handle = _handle(process.pid, psutil.Process(process.pid).create_time(), folder)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         drivers = jobs.python_drivers(jobs.job_processes(handle))
@@ -112,18 +117,7 @@ def test_a_driver_that_ignores_sigterm_is_killed_with_its_session(tmp_path: Path
     ready = tmp_path / "ready"
     command = f"{sys.executable} -c '{stubborn}' {ready} & wait $!"
     process = subprocess.Popen(["/bin/sh", "-c", command], start_new_session=True)
-    handle = JobHandle(
-        pipeline="orders",
-        queries=(),
-        checkpoint_location="x",
-        owner="test",
-        fencing_token=1,
-        host=socket.gethostname(),
-        pid=process.pid,
-        process_start_epoch=psutil.Process(process.pid).create_time(),
-        exit_file=str(tmp_path / "none.exit"),
-        log_file="",
-    )
+    handle = _handle(process.pid, psutil.Process(process.pid).create_time(), tmp_path)
     deadline = time.monotonic() + 20
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -176,16 +170,5 @@ def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: 
     me = psutil.Process(os.getpid())
     if os.getsid(me.pid) == me.pid:
         pytest.skip("pytest leads its own session here; the case needs a non-leader")
-    handle = JobHandle(
-        pipeline="orders",
-        queries=(),
-        checkpoint_location="x",
-        owner="test",
-        fencing_token=1,
-        host=socket.gethostname(),
-        pid=me.pid,
-        process_start_epoch=me.create_time(),
-        exit_file=str(tmp_path / "none.exit"),
-        log_file="",
-    )
+    handle = _handle(me.pid, me.create_time(), tmp_path)
     assert [p.pid for p in jobs.job_processes(handle)] == [me.pid]
