@@ -381,6 +381,16 @@ class SparkJobHook(BaseHook):
             bounds=self.spec.stall_bounds,
         )
 
+    def unwatched_failure(self, owner: str) -> tuple[JobHandle, JobHealth] | None:
+        """The job under ``owner``'s lease when it has failed and nobody was watching (a task
+        retried, a worker lost): its handle and health, else None (alive and well, stopped
+        cleanly, never launched, or another owner's)."""
+        handle = self.find_job()
+        if handle is None or handle.owner != owner:
+            return None
+        health = self.read_health(handle)
+        return (handle, health) if health.status is HealthStatus.FAILED else None
+
     def current_health(self) -> JobHealth:
         """Health of whatever the lease says runs now (for readers; nothing is taken or renewed)."""
         handle = self.find_job()

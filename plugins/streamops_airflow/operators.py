@@ -65,6 +65,17 @@ class StreamingJobOperator(BaseOperator):
         state = hook.load_restart_state()
         if state.phase is Phase.BREAKER_OPEN:
             raise AirflowFailException(self._breaker_message(hook.spec, state.last_failure_reason))
+        if state.phase is Phase.RUNNING:
+            # A retried try, or a run after a lost worker: the job may have died unwatched. Its
+            # failure counts like any other, or a crash loop would dodge the breaker.
+            unwatched = hook.unwatched_failure(self.lease_owner)
+            if unwatched is not None:
+                handle, health = unwatched
+                self.log.warning(
+                    "%s: the job failed while no task watched it: %s", self.pipeline, health.detail
+                )
+                self._recover(hook, handle, f"{health.status}: {health.detail}")
+                return
         self._start_and_watch(hook)
 
     def on_health_event(self, context: Any, event: dict[str, Any]) -> None:
@@ -76,21 +87,26 @@ class StreamingJobOperator(BaseOperator):
             # Someone else holds the checkpoint now: our job must go, the lease is not ours.
             hook.stop(handle, hook.spec.stop_timeout_seconds)
             raise AirflowException(detail)
-        state = hook.load_restart_state()
         if status == HealthStatus.STOPPED:
             hook.release(handle)
+            state = hook.load_restart_state()
             hook.save_restart_state(
                 transition(hook.spec.restart, state, Stopped(), time.time()).state
             )
             return
-        # Failed or stalled: whatever is left of the job goes before the policy decides.
+        self._recover(hook, handle, f"{status}: {detail}")
+
+    def _recover(self, hook: SparkJobHook, handle: JobHandle, reason: str) -> None:
+        """Failed or stalled: stop what is left of the job, then the policy decides (a restart
+        after its backoff, or the breaker)."""
+        state = hook.load_restart_state()
         hook.stop(handle, hook.spec.stop_timeout_seconds)
-        decision = transition(hook.spec.restart, state, Failed(f"{status}: {detail}"), time.time())
+        decision = transition(hook.spec.restart, state, Failed(reason), time.time())
         hook.save_restart_state(decision.state)
         if decision.action is Action.OPEN_BREAKER:
             hook.publish_breaker_alert(decision.state)
             hook.release(handle)
-            raise AirflowFailException(self._breaker_message(hook.spec, detail))
+            raise AirflowFailException(self._breaker_message(hook.spec, reason))
         delay = decision.delay_seconds or 0.0
         self.log.info("%s: restarting from the checkpoint in %.1f s", self.pipeline, delay)
         if delay <= IN_WORKER_BACKOFF_SECONDS:

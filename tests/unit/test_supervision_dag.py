@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
-from streamops_airflow.hooks import JobHandle
+from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth
 from streamops_airflow.operators import StreamingJobOperator
 from streamops_airflow.supervision import build_supervision_dag
 from streamops_airflow.triggers import SparkJobHealthTrigger
@@ -88,6 +89,8 @@ class FakeHook:
         )["orders"]
         self.state = state
         self.calls: list[str] = []
+        # What the lease says of a job that died while no task watched it.
+        self.unwatched: tuple[JobHandle, JobHealth] | None = None
 
     def load_restart_state(self) -> RestartState:
         return self.state
@@ -98,6 +101,10 @@ class FakeHook:
     def start_or_reattach(self, owner: str) -> JobHandle:
         self.calls.append(f"start:{owner}")
         return HANDLE
+
+    def unwatched_failure(self, owner: str) -> tuple[JobHandle, JobHealth] | None:
+        self.calls.append(f"unwatched:{owner}")
+        return self.unwatched
 
     def stop(self, handle: JobHandle, timeout: float) -> int:
         self.calls.append("stop")
@@ -184,6 +191,36 @@ def test_a_short_backoff_is_waited_out_in_the_worker(monkeypatch: pytest.MonkeyP
     assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
     assert hook.calls == ["stop", "start:airflow:adhoc_airflow.supervise"]
     assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 1
+
+
+def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry (or a run after a lost worker) finds the lease's job dead: that is a failure for
+    the breaker, not a free relaunch."""
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    hook.unwatched = (HANDLE, JobHealth(HealthStatus.FAILED, "the job process exited with 1"))
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).execute({})
+    assert deferred.value.method_name == "restart_job"
+    assert hook.calls == ["unwatched:airflow:adhoc_airflow.supervise", "stop"]
+    assert hook.state.phase is Phase.BACKING_OFF
+    assert hook.state.last_failure_reason == "failed: the job process exited with 1"
+    # The second unwatched death opens the breaker (max_failures 2) instead of a launch.
+    hook.state = replace(hook.state, phase=Phase.RUNNING)
+    with pytest.raises(AirflowFailException, match="circuit breaker is open"):
+        _operator(monkeypatch, hook).execute({})
+    assert hook.state.phase is Phase.BREAKER_OPEN
+    assert hook.calls[-3:] == ["stop", "alert", "release"]
+    assert not any(call.startswith("start:") for call in hook.calls)
+
+
+def test_a_retried_try_reattaches_when_nothing_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).execute({})
+    assert deferred.value.method_name == "on_health_event"
+    owner = "airflow:adhoc_airflow.supervise"
+    assert hook.calls == [f"unwatched:{owner}", f"start:{owner}"]
+    assert hook.state.failure_times == ()
 
 
 def test_a_graceful_stop_releases_the_lease_and_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
