@@ -44,6 +44,7 @@ _STATE_STYLES = {
     "running": "green",
     "starting": "yellow",
     "backing_off": "yellow",
+    "waiting": "yellow",
     "overloaded": "yellow",
     "stalled": "red",
     "failed": "red",
@@ -361,6 +362,7 @@ def _print_detail(row: dict[str, Any]) -> None:
         "Kafka lag": _text(row["kafka_lag"]),
         "restarts": str(row["restarts_total"]),
         "failures in a row": str(row["consecutive_failures"]),
+        "outages waited out": str(row.get("outages_total", 0)),
         "breaker": row["breaker"]
         + (f" since {_epoch(row['breaker_opened_at'])}" if row["breaker_opened_at"] else ""),
         "last failure": _text(row["last_failure_reason"]),

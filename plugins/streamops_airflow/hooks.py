@@ -40,7 +40,7 @@ from airflow.sdk import BaseHook
 
 from streamops.config import Settings, load_settings
 from streamops.errors import StreamopsError
-from streamops.pipelines import jobs
+from streamops.pipelines import dependencies, jobs
 from streamops.pipelines import kubernetes as k8s
 from streamops.pipelines import lease as leases
 from streamops.pipelines.health import HealthStatus, JobHealth, classify_health
@@ -50,7 +50,7 @@ from streamops.pipelines.platform_alerts import (
     platform_alert,
     publish_platform_alert,
 )
-from streamops.pipelines.restart import OperatorReset, RestartState, transition
+from streamops.pipelines.restart import DependencyDown, OperatorReset, RestartState, transition
 from streamops.pipelines.spec import PipelineSpec
 from streamops.pipelines.submit import build_submit_command, build_submit_environment
 
@@ -242,7 +242,11 @@ class SparkJobHook(BaseHook):
             return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a
         # reattaching launcher finds the file from the lease alone; `exec` would lose the code.
-        wrapper = f'{shlex.join(command)}; echo $? > "$0/{EXIT_FILE.format(pid="$$")}"'
+        # The mark starts this launch's part of the log (relaunches under one lease share it).
+        wrapper = (
+            f'echo "{dependencies.LAUNCH_MARK} $$ $(date -u +%FT%TZ)"; '
+            f'{shlex.join(command)}; echo $? > "$0/{EXIT_FILE.format(pid="$$")}"'
+        )
         with open(log_file, "ab") as log_stream:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", wrapper, str(run_dir)],
@@ -390,6 +394,33 @@ class SparkJobHook(BaseHook):
             return None
         health = self.read_health(handle)
         return (handle, health) if health.status is HealthStatus.FAILED else None
+
+    def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
+        """Whether the job's failure is a dependency's outage rather than its own fault.
+
+        Down now (a probe) is confirmed; otherwise the failure's text (``reason``, the queries'
+        exceptions in Redis, the end of this launch's log) may still name one that is back.
+        """
+        found = dependencies.probe(self.settings)
+        if found:
+            return DependencyDown(
+                tuple(o.dependency for o in found), "; ".join(map(str, found)), confirmed=True
+            )
+        texts = [reason, dependencies.since_launch(dependencies.log_tail(handle.log_file))]
+        try:
+            states = self.query_states(handle)
+        except Exception as exc:  # Redis answered the probe a moment ago; the log still counts
+            log.warning("%s: could not read the queries' exceptions: %s", self.spec.name, exc)
+        else:
+            texts += [fields.get("last_exception", "") for fields in states.values()]
+        causes = dependencies.causes_in("\n".join(texts))
+        if not causes:
+            return None
+        return DependencyDown(
+            tuple(causes),
+            f"{reason} (the failure names {', '.join(causes)}, which answers again)",
+            confirmed=False,
+        )
 
     def current_health(self) -> JobHealth:
         """Health of whatever the lease says runs now (for readers; nothing is taken or renewed)."""

@@ -9,11 +9,14 @@ One task instance supervises for as long as the job runs:
 1. ``execute``: refuse while the breaker is open; take the checkpoint's lease and reattach to the
    running job or launch one; defer to the health trigger.
 2. ``on_health_event``: stopped on request → release the lease, succeed. Failed or stalled →
-   stop what is left, apply the restart policy: wait out the backoff (in the worker when it is at
-   most ``IN_WORKER_BACKOFF_SECONDS``, else deferred on a timer trigger), or — crash loop — open
-   the breaker, alert, release the lease and fail.
-3. ``restart_job`` (after the backoff): relaunch from the checkpoint under the same lease and defer
-   to the health trigger again.
+   stop what is left. An outage of Kafka, MariaDB, Redis or the disk (down now, or named by the
+   failure) is not the job's fault: wait for every dependency's health on
+   :class:`~streamops_airflow.triggers.DependencyWaitTrigger`, uncounted. Otherwise apply the
+   restart policy: wait out the backoff (in the worker when it is at most
+   ``IN_WORKER_BACKOFF_SECONDS``, else deferred on a timer trigger), or — crash loop — open the
+   breaker, alert, release the lease and fail.
+3. ``restart_job`` (after the backoff or the outage): relaunch from the checkpoint under the same
+   lease and defer to the health trigger again.
 
 The lease owner is ``airflow:<dag_id>.<task_id>``: a retried task or a restarted scheduler is the
 same owner and reattaches; anyone else is told who holds the checkpoint until when.
@@ -41,7 +44,12 @@ from streamops.pipelines.restart import (
 )
 from streamops.pipelines.spec import PIPELINE_NAME, PipelineSpec, load_spec
 from streamops_airflow.hooks import HealthStatus, JobHandle, SparkJobHook
-from streamops_airflow.triggers import LEASE_LOST, SparkJobHealthTrigger
+from streamops_airflow.triggers import (
+    DEPENDENCIES_UP,
+    LEASE_LOST,
+    DependencyWaitTrigger,
+    SparkJobHealthTrigger,
+)
 
 # Backoffs up to this long are waited out in the worker instead of on a timer trigger.
 IN_WORKER_BACKOFF_SECONDS = 10.0
@@ -97,12 +105,22 @@ class StreamingJobOperator(BaseOperator):
         self._recover(hook, handle, f"{status}: {detail}")
 
     def _recover(self, hook: SparkJobHook, handle: JobHandle, reason: str) -> None:
-        """Failed or stalled: stop what is left of the job, then the policy decides (a restart
-        after its backoff, or the breaker)."""
-        state = hook.load_restart_state()
+        """Failed or stalled: stop what is left of the job, then the policy decides: wait for a
+        dependency that is (or was) down, restart after a backoff, or open the breaker."""
         hook.stop(handle, hook.spec.stop_timeout_seconds)
-        decision = transition(hook.spec.restart, state, Failed(reason), time.time())
+        outage = hook.outage(handle, reason)
+        if outage is not None and "mariadb" in outage.dependencies and outage.confirmed:
+            # The restart state lives in MariaDB: nothing to record; the wait needs none of it.
+            self._wait_for_dependencies(hook, handle, outage.reason)
+            return
+        state = hook.load_restart_state()
+        event = Failed(reason) if outage is None else outage
+        decision = transition(hook.spec.restart, state, event, time.time())
         hook.save_restart_state(decision.state)
+        if decision.action is Action.WAIT_FOR_DEPENDENCIES:
+            self._wait_for_dependencies(hook, handle, decision.state.last_outage_reason or "")
+            return
+        reason = decision.state.last_failure_reason or reason
         if decision.action is Action.OPEN_BREAKER:
             hook.publish_breaker_alert(decision.state)
             hook.release(handle)
@@ -122,8 +140,27 @@ class StreamingJobOperator(BaseOperator):
             method_name="restart_job",
         )
 
+    def _wait_for_dependencies(self, hook: SparkJobHook, handle: JobHandle, why: str) -> None:
+        self.log.warning(
+            "%s: %s; waiting for its health before a relaunch, not counted toward the breaker",
+            self.pipeline,
+            why,
+        )
+        self.defer(
+            trigger=DependencyWaitTrigger(
+                pipeline=self.pipeline, handle=handle.to_dict(), specs_path=self.specs_path
+            ),
+            method_name="restart_job",
+        )
+
     def restart_job(self, context: Any, event: Any = None) -> None:
         hook = self._hook()
+        if isinstance(event, dict) and event.get("status") == DEPENDENCIES_UP:
+            self.log.info(
+                "%s: every dependency answers again after %.0f s: relaunching",
+                self.pipeline,
+                float(event.get("waited_seconds", 0.0)),
+            )
         if hook.load_restart_state().phase is Phase.BREAKER_OPEN:
             raise AirflowFailException(self._breaker_message(hook.spec, None))
         self._start_and_watch(hook)

@@ -15,6 +15,7 @@ loop serves many triggers and must never wait on one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from streamops.pipelines.health import HealthStatus
 from streamops.pipelines.lease import LeaseLostError
 
 LEASE_LOST = "lease_lost"
+DEPENDENCIES_UP = "dependencies_up"
 # The triggerer gives on_kill ~30 s ([triggerer] on_kill_timeout): SIGKILL comes before that.
 ON_KILL_STOP_TIMEOUT_SECONDS = 20.0
 
@@ -55,13 +57,7 @@ class SparkJobHealthTrigger(BaseTrigger):
         )
 
     def _hook(self) -> Any:
-        from pathlib import Path
-
-        from streamops.pipelines.spec import load_spec
-        from streamops_airflow.hooks import SparkJobHook
-
-        path = Path(self.specs_path) if self.specs_path else None
-        return SparkJobHook(load_spec(self.pipeline, path))
+        return _hook(self.pipeline, self.specs_path)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from streamops_airflow.hooks import JobHandle
@@ -121,3 +117,82 @@ class SparkJobHealthTrigger(BaseTrigger):
         finally:
             hook.release(handle)
             self.log.info("%s: stopped on request, lease released", self.pipeline)
+
+
+class DependencyWaitTrigger(BaseTrigger):
+    """Waits, without a worker slot, until Kafka, MariaDB, Redis and the disk all answer again.
+
+    Probes every dependency (relaunching into any outage is pointless): at once, then after
+    ``initial_poll_seconds``, doubling up to ``max_poll_seconds``. Renews the lease meanwhile
+    when MariaDB answers, so the checkpoint stays this supervisor's. Fires once, with how long it
+    waited.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        handle: dict[str, Any],
+        specs_path: str | None = None,
+        initial_poll_seconds: float = 5.0,
+        max_poll_seconds: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.handle = handle
+        self.specs_path = specs_path
+        self.initial_poll_seconds = initial_poll_seconds
+        self.max_poll_seconds = max_poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pipeline": self.pipeline,
+                "handle": self.handle,
+                "specs_path": self.specs_path,
+                "initial_poll_seconds": self.initial_poll_seconds,
+                "max_poll_seconds": self.max_poll_seconds,
+            },
+        )
+
+    def _hook(self) -> Any:
+        return _hook(self.pipeline, self.specs_path)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from streamops.pipelines.dependencies import probe
+        from streamops_airflow.hooks import JobHandle
+
+        hook = await asyncio.to_thread(self._hook)
+        handle = JobHandle.from_dict(self.handle)
+        began = time.monotonic()
+        delay = self.initial_poll_seconds
+        while True:
+            outages = await asyncio.to_thread(probe, hook.settings)
+            if not outages:
+                yield TriggerEvent(
+                    {"status": DEPENDENCIES_UP, "waited_seconds": time.monotonic() - began}
+                )
+                return
+            self.log.info(
+                "%s: waiting for %s; next look in %.0f s",
+                self.pipeline,
+                "; ".join(map(str, outages)),
+                delay,
+            )
+            if not any(o.dependency == "mariadb" for o in outages):
+                try:
+                    await asyncio.to_thread(hook.renew, handle)
+                except Exception as exc:  # the relaunch takes the lease again if it must
+                    self.log.warning("%s: could not renew the lease: %s", self.pipeline, exc)
+            await asyncio.sleep(delay)
+            delay = min(self.max_poll_seconds, delay * 2)
+
+
+def _hook(pipeline: str, specs_path: str | None) -> Any:
+    from pathlib import Path
+
+    from streamops.pipelines.spec import load_spec
+    from streamops_airflow.hooks import SparkJobHook
+
+    return SparkJobHook(load_spec(pipeline, Path(specs_path) if specs_path else None))

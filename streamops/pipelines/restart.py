@@ -11,7 +11,14 @@ States::
                             │  ▲                  │
                             │  └─────Started──────┘
                             ├──Stopped──▶ stopped
-                            └──Failed (K within window)──▶ breaker_open ──OperatorReset──▶ stopped
+                            ├──Failed (K within window)──▶ breaker_open ──OperatorReset──▶ stopped
+                            └──DependencyDown──▶ waiting ──Started──▶ running
+
+``waiting``: the job failed because Kafka, MariaDB, Redis or the disk was down. The supervisor
+waits for that dependency's health and relaunches; the failure is not counted toward the breaker.
+A failure whose text names a dependency that answers again by the time the supervisor looks is
+excused too, but at most ``max_failures`` times within the failure window: a job that keeps
+failing "because of" a dependency that always answers has a fault of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class Phase(StrEnum):
     RUNNING = "running"
     BACKING_OFF = "backing_off"
     BREAKER_OPEN = "breaker_open"
+    WAITING = "waiting"
 
 
 class Action(StrEnum):
@@ -37,6 +45,8 @@ class Action(StrEnum):
     RESTART_LATER = "restart_later"
     # Crash loop: no more restarts, fail the run, alert.
     OPEN_BREAKER = "open_breaker"
+    # A dependency is down: wait for its health, then launch from the checkpoint.
+    WAIT_FOR_DEPENDENCIES = "wait_for_dependencies"
 
 
 class Random(Protocol):
@@ -65,7 +75,19 @@ class OperatorReset:
     """An operator closed the breaker (or cleared the failure history)."""
 
 
-Event = Started | Failed | Stopped | OperatorReset
+@dataclass(frozen=True)
+class DependencyDown:
+    """The job failed because a dependency was down (see :mod:`streamops.pipelines.dependencies`).
+
+    ``confirmed``: a probe found it down now; otherwise only the failure's text names it.
+    """
+
+    dependencies: tuple[str, ...]
+    reason: str = ""
+    confirmed: bool = True
+
+
+Event = Started | Failed | Stopped | OperatorReset | DependencyDown
 
 
 class InvalidTransitionError(ValueError):
@@ -84,6 +106,14 @@ class RestartState:
     breaker_opened_at: float | None = None
     last_failure_reason: str | None = None
     restarts_total: int = 0
+    # Waiting for these dependencies (phase waiting) since waiting_since.
+    waiting_for: tuple[str, ...] = ()
+    waiting_since: float | None = None
+    # Failures put down to an outage (never counted toward the breaker), and the last one's reason.
+    outages_total: int = 0
+    last_outage_reason: str | None = None
+    # When failures were excused on their text alone (the dependency answered): the guard's window.
+    unconfirmed_outage_times: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +125,11 @@ class RestartState:
             "breaker_opened_at": self.breaker_opened_at,
             "last_failure_reason": self.last_failure_reason,
             "restarts_total": self.restarts_total,
+            "waiting_for": list(self.waiting_for),
+            "waiting_since": self.waiting_since,
+            "outages_total": self.outages_total,
+            "last_outage_reason": self.last_outage_reason,
+            "unconfirmed_outage_times": list(self.unconfirmed_outage_times),
         }
 
     @classmethod
@@ -108,6 +143,13 @@ class RestartState:
             breaker_opened_at=_optional_float(data.get("breaker_opened_at")),
             last_failure_reason=data.get("last_failure_reason"),
             restarts_total=int(data.get("restarts_total", 0)),
+            waiting_for=tuple(str(d) for d in data.get("waiting_for", ())),
+            waiting_since=_optional_float(data.get("waiting_since")),
+            outages_total=int(data.get("outages_total", 0)),
+            last_outage_reason=data.get("last_outage_reason"),
+            unconfirmed_outage_times=tuple(
+                float(t) for t in data.get("unconfirmed_outage_times", ())
+            ),
         )
 
 
@@ -159,7 +201,7 @@ def transition(
                 raise InvalidTransitionError(
                     "the circuit breaker is open; an operator must reset it before a start"
                 )
-            restarted = state.phase is Phase.BACKING_OFF
+            restarted = state.phase in (Phase.BACKING_OFF, Phase.WAITING)
             return Decision(
                 replace(
                     state,
@@ -167,6 +209,8 @@ def transition(
                     running_since=now if state.phase is not Phase.RUNNING else state.running_since,
                     next_restart_at=None,
                     restarts_total=state.restarts_total + (1 if restarted else 0),
+                    waiting_for=(),
+                    waiting_since=None,
                 )
             )
         case Stopped():
@@ -174,10 +218,19 @@ def transition(
                 return Decision(state)
             # A deliberate stop keeps the failure history: stop/start must not dodge the breaker.
             return Decision(
-                replace(state, phase=Phase.STOPPED, running_since=None, next_restart_at=None)
+                replace(
+                    state,
+                    phase=Phase.STOPPED,
+                    running_since=None,
+                    next_restart_at=None,
+                    waiting_for=(),
+                    waiting_since=None,
+                )
             )
         case Failed(reason=reason):
             return _failed(policy, state, reason, now, rng)
+        case DependencyDown():
+            return _dependency_down(policy, state, event, now, rng)
     raise InvalidTransitionError(f"unknown event {event!r}")  # pragma: no cover
 
 
@@ -223,10 +276,49 @@ def _failed(
             running_since=None,
             next_restart_at=now + delay,
             last_failure_reason=reason,
+            waiting_for=(),
+            waiting_since=None,
         ),
         Action.RESTART_LATER,
         delay_seconds=delay,
         notes=tuple(notes),
+    )
+
+
+def _dependency_down(
+    policy: RestartPolicy, state: RestartState, event: DependencyDown, now: float, rng: Random
+) -> Decision:
+    if state.phase is Phase.BREAKER_OPEN:
+        return Decision(state)
+    names = ", ".join(event.dependencies) or "a dependency"
+    unconfirmed = state.unconfirmed_outage_times
+    if not event.confirmed:
+        window_start = now - policy.failure_window_seconds
+        unconfirmed = (*(t for t in unconfirmed if t > window_start), now)
+        if len(unconfirmed) > policy.max_failures:
+            counted = _failed(
+                policy,
+                replace(state, unconfirmed_outage_times=unconfirmed),
+                f"{event.reason} (counted: {len(unconfirmed)} failures within "
+                f"{policy.failure_window_seconds:g} s named {names}, which answered each time)",
+                now,
+                rng,
+            )
+            return replace(counted, notes=(*counted.notes, "too many unconfirmed outages"))
+    return Decision(
+        replace(
+            state,
+            phase=Phase.WAITING,
+            running_since=None,
+            next_restart_at=None,
+            waiting_for=tuple(event.dependencies),
+            waiting_since=state.waiting_since if state.phase is Phase.WAITING else now,
+            outages_total=state.outages_total + 1,
+            last_outage_reason=event.reason,
+            unconfirmed_outage_times=unconfirmed,
+        ),
+        Action.WAIT_FOR_DEPENDENCIES,
+        notes=(f"waiting for {names}; not counted toward the breaker",),
     )
 
 

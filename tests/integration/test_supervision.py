@@ -12,6 +12,8 @@ without it afterwards:
   fails, an alert lands in Redis and on the ``alerts`` topic; a new run refuses to start.
 - Restarting the scheduler and triggerer does not start a second query: the same process keeps
   the lease, which the resumed trigger renews.
+- Redis stopped while orders flow: the supervisor waits for it (not counted toward the breaker,
+  no relaunch into the outage), relaunches once it answers, and nothing is lost or doubled.
 - Marking the DAG run failed through the REST API stops the job gracefully (the trigger's
   ``on_kill``): exit 0, lease released, and the listener recorded each query's termination.
 """
@@ -60,6 +62,7 @@ AIRFLOW_WORKERS = ("airflow-dag-processor", "airflow-scheduler", "airflow-trigge
 CRASH_MAX_FAILURES = 3
 ORDERS = 6000
 ORDERS_RATE = 150.0
+OUTAGE_ORDERS = 3000
 
 
 def pipelines_document(checkpoints: Path) -> dict[str, Any]:
@@ -265,6 +268,60 @@ def _lease(settings: Settings, spec: PipelineSpec) -> leases.Lease | None:
         connection.close()
 
 
+def assert_exactly_once(s: Supervision) -> None:
+    """The orders tables hold exactly the topic's records, and the Redis totals equal the windows.
+
+    Ground truth: the topic itself (earlier tests' records included: the checkpoint is new).
+    """
+    expected_orders: dict[str, Decimal] = {}
+    expected_rejects: set[tuple[int, int]] = set()
+    for message in topic_contents(s.settings):
+        if validate("orders", message.value()) is None:
+            order = json.loads(message.value())
+            amount = Decimal(order["quantity"]) * Decimal(str(order["unit_price"]))
+            expected_orders.setdefault(order["order_id"], amount)
+        else:
+            expected_rejects.add((message.partition(), message.offset()))
+    wait_for(
+        lambda: (
+            query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
+            and query(s.settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
+            >= len(expected_rejects)
+        ),
+        timeout=300,
+        what="every record to land after the restart",
+    )
+    rows = query(s.settings, "SELECT order_id, amount FROM orders")
+    assert len(rows) == len(expected_orders), "lost or duplicated orders"
+    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
+    rejects = query(
+        s.settings,
+        "SELECT source_partition, source_offset FROM quarantine "
+        "WHERE pipeline='orders' AND source_topic='orders'",
+    )
+    assert len(rejects) == len(expected_rejects) and set(rejects) == expected_rejects
+
+    # The revenue query replayed its batch too: Redis totals still equal the stored windows.
+    def totals_match() -> bool:
+        totals = redis.Redis.from_url(s.settings.redis_url, decode_responses=True).hgetall(
+            "streamops:orders:totals"
+        )
+        rows = query(
+            s.settings,
+            "SELECT currency, SUM(order_count), SUM(revenue) FROM order_revenue_5s "
+            "GROUP BY currency",
+        )
+        return bool(rows) and all(
+            int(totals.get(f"{currency}:order_count", -1)) == count
+            and Decimal(totals.get(f"{currency}:revenue", "-1")) == revenue
+            for currency, count, revenue in rows
+        )
+
+    wait_for(totals_match, timeout=60, what="Redis totals to equal the windows")
+    (windowed,) = query(s.settings, "SELECT COALESCE(SUM(order_count), 0) FROM order_revenue_5s")[0]
+    assert windowed <= len(expected_orders), "the revenue windows counted an order twice"
+
+
 def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
     supervision: Supervision,
 ) -> None:
@@ -321,54 +378,7 @@ def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
         producer.join(timeout=ORDERS / ORDERS_RATE + 120)
     assert produced["summary"].failed == 0 and produced["summary"].sent == ORDERS
 
-    # Ground truth: the topic itself (earlier tests' records included: the checkpoint is new).
-    expected_orders: dict[str, Decimal] = {}
-    expected_rejects: set[tuple[int, int]] = set()
-    for message in topic_contents(s.settings):
-        if validate("orders", message.value()) is None:
-            order = json.loads(message.value())
-            amount = Decimal(order["quantity"]) * Decimal(str(order["unit_price"]))
-            expected_orders.setdefault(order["order_id"], amount)
-        else:
-            expected_rejects.add((message.partition(), message.offset()))
-    wait_for(
-        lambda: (
-            query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
-            and query(s.settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
-            >= len(expected_rejects)
-        ),
-        timeout=300,
-        what="every record to land after the restart",
-    )
-    rows = query(s.settings, "SELECT order_id, amount FROM orders")
-    assert len(rows) == len(expected_orders), "lost or duplicated orders"
-    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
-    rejects = query(
-        s.settings,
-        "SELECT source_partition, source_offset FROM quarantine "
-        "WHERE pipeline='orders' AND source_topic='orders'",
-    )
-    assert len(rejects) == len(expected_rejects) and set(rejects) == expected_rejects
-
-    # The revenue query replayed its batch too: Redis totals still equal the stored windows.
-    def totals_match() -> bool:
-        totals = redis.Redis.from_url(s.settings.redis_url, decode_responses=True).hgetall(
-            "streamops:orders:totals"
-        )
-        rows = query(
-            s.settings,
-            "SELECT currency, SUM(order_count), SUM(revenue) FROM order_revenue_5s "
-            "GROUP BY currency",
-        )
-        return bool(rows) and all(
-            int(totals.get(f"{currency}:order_count", -1)) == count
-            and Decimal(totals.get(f"{currency}:revenue", "-1")) == revenue
-            for currency, count, revenue in rows
-        )
-
-    wait_for(totals_match, timeout=60, what="Redis totals to equal the windows")
-    (windowed,) = query(s.settings, "SELECT COALESCE(SUM(order_count), 0) FROM order_revenue_5s")[0]
-    assert windowed <= len(expected_orders), "the revenue windows counted an order twice"
+    assert_exactly_once(s)
 
     connection = connect(s.settings)
     try:
@@ -506,6 +516,83 @@ def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
         what="the relaunched job to be healthy",
     )
     assert len(spark_submits("streamops-orders")) == 1
+
+
+def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
+    supervision: Supervision,
+) -> None:
+    """Redis stops while orders flow: the job's batch fails on its Redis write, and the
+    supervisor waits for Redis (phase ``waiting``, nothing counted toward the breaker, no
+    relaunch into the outage). Redis back: one relaunch from the checkpoint, exactly once."""
+    s = supervision
+    job = s.running_job(s.orders)
+    assert job is not None, "the orders job should run (previous tests)"
+    run_id = s.active_run(s.orders)
+    hook = SparkJobHook(s.orders, s.settings)
+    before = hook.load_restart_state()
+    redis_server = s.stack.component("redis")
+
+    produced: dict[str, Any] = {}
+    producer = threading.Thread(
+        target=lambda: produced.update(
+            summary=run_generator(
+                "orders",
+                bootstrap_servers=s.settings.kafka_bootstrap_servers,
+                rate=50.0,
+                count=OUTAGE_ORDERS,
+                seed=778,
+                progress=False,
+            )
+        )
+    )
+    producer.start()
+    try:
+        written = query(s.settings, "SELECT COUNT(*) FROM orders")[0][0]
+        wait_for(
+            lambda: query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] > written,
+            timeout=120,
+            what="the job to write orders before the outage",
+        )
+        redis_server.stop()
+        try:
+            waiting = wait_for(
+                lambda: (state := hook.load_restart_state()).phase is Phase.WAITING and state,
+                timeout=180,
+                what="the supervisor to wait for Redis",
+            )
+            assert waiting
+            assert "redis" in waiting.waiting_for, waiting
+            assert waiting.failure_times == before.failure_times, "the outage was counted"
+            assert waiting.consecutive_failures == before.consecutive_failures
+            assert not jobs.process_is_running(job), "the failed job was left running"
+            # No relaunch into the outage.
+            time.sleep(3 * s.orders.health.poll_interval_seconds)
+            assert s.running_job(s.orders) is None
+            assert hook.load_restart_state().phase is Phase.WAITING
+        finally:
+            redis_server.start()
+            redis_server.wait_healthy()
+    finally:
+        producer.join(timeout=OUTAGE_ORDERS / 50.0 + 120)
+    assert produced["summary"].failed == 0 and produced["summary"].sent == OUTAGE_ORDERS
+
+    relaunched = wait_for(
+        lambda: (j := s.running_job(s.orders)) is not None and j,
+        timeout=180,
+        what="the supervisor to relaunch once Redis answers",
+    )
+    wait_for(
+        lambda: hook.read_health(relaunched).status is HealthStatus.HEALTHY,
+        timeout=240,
+        what="the relaunched job to be healthy",
+    )
+    assert len(spark_submits("streamops-orders")) == 1
+    assert s.active_run(s.orders) == run_id, "the same supervision run waited and relaunched"
+    after = hook.load_restart_state()
+    assert after.phase is Phase.RUNNING and after.failure_times == before.failure_times, after
+    assert after.outages_total >= before.outages_total + 1
+    assert after.restarts_total == before.restarts_total + 1
+    assert_exactly_once(s)
 
 
 def test_failing_the_run_from_the_api_stops_the_job_cleanly(supervision: Supervision) -> None:

@@ -239,6 +239,20 @@ def test_waiting_out_the_backoff_is_backing_off() -> None:
     assert "in 9 s" in detail
 
 
+def test_waiting_for_a_dependency_says_which_and_that_it_is_not_counted() -> None:
+    restart = RestartState(
+        phase=Phase.WAITING,
+        waiting_for=("mariadb",),
+        waiting_since=NOW - 40,
+        last_outage_reason="mariadb: Can't connect to server on '127.0.0.1' (111)",
+        outages_total=1,
+    )
+    state, detail = state_of(restart=restart, process=None)
+    assert state is PipelineState.WAITING
+    assert detail.startswith("waiting for mariadb for 40 s: mariadb: Can't connect")
+    assert "not counted toward the breaker" in detail
+
+
 def test_an_active_run_without_a_job_yet_is_starting() -> None:
     assert state_of(process=None, hashes={})[0] is PipelineState.STARTING
 

@@ -8,6 +8,7 @@ import pytest
 
 from streamops.pipelines.restart import (
     Action,
+    DependencyDown,
     Failed,
     InvalidTransitionError,
     OperatorReset,
@@ -183,3 +184,58 @@ def test_state_round_trips_through_json_ready_dicts() -> None:
     state = _crash(_run(RestartState(), 0.0), 10.0).state
     assert RestartState.from_dict(state.to_dict()) == state
     assert RestartState.from_dict({}) == RestartState()
+
+
+# --- outages apart from crashes ---------------------------------------------------------------
+
+MARIADB_DOWN = DependencyDown(("mariadb",), "mariadb: Can't connect to server", confirmed=True)
+
+
+def test_an_outage_waits_without_counting_toward_the_breaker() -> None:
+    running = RestartState(phase=Phase.RUNNING, running_since=0.0, failure_times=(90.0,))
+    decision = transition(POLICY, running, MARIADB_DOWN, 100.0)
+    assert decision.action is Action.WAIT_FOR_DEPENDENCIES
+    state = decision.state
+    assert state.phase is Phase.WAITING and state.waiting_for == ("mariadb",)
+    assert state.failure_times == (90.0,) and state.consecutive_failures == 0
+    assert state.outages_total == 1 and state.waiting_since == 100.0
+    # Any number of outages never opens the breaker.
+    for now in range(101, 101 + 3 * POLICY.max_failures):
+        state = transition(POLICY, state, MARIADB_DOWN, float(now)).state
+    assert state.phase is Phase.WAITING and state.waiting_since == 100.0
+    assert state.outages_total == 1 + 3 * POLICY.max_failures
+    # Back: the relaunch is a restart; the waiting is over.
+    started = transition(POLICY, state, Started(), 200.0).state
+    assert started.phase is Phase.RUNNING and started.restarts_total == 1
+    assert started.waiting_for == () and started.waiting_since is None
+
+
+def test_an_outage_only_the_failure_names_is_excused_a_bounded_number_of_times() -> None:
+    named = DependencyDown(("redis",), "failed: redis.exceptions.ConnectionError", confirmed=False)
+    state = RestartState(phase=Phase.RUNNING, running_since=0.0)
+    for i in range(POLICY.max_failures):
+        decision = transition(POLICY, state, named, 10.0 + i)
+        assert decision.action is Action.WAIT_FOR_DEPENDENCIES
+        state = transition(POLICY, decision.state, Started(), 10.5 + i).state
+    # One more within the window: the dependency answered every time, so the job is at fault.
+    decision = transition(POLICY, state, named, 20.0)
+    assert decision.action is Action.RESTART_LATER
+    assert decision.state.failure_times == (20.0,)
+    assert "counted" in (decision.state.last_failure_reason or "")
+    # Outside the window the excuse holds again.
+    later = transition(POLICY, decision.state, Started(), 21.0).state
+    again = transition(POLICY, later, named, 20.0 + POLICY.failure_window_seconds + 1)
+    assert again.action is Action.WAIT_FOR_DEPENDENCIES
+
+
+def test_an_outage_leaves_an_open_breaker_open() -> None:
+    open_ = RestartState(phase=Phase.BREAKER_OPEN, breaker_opened_at=5.0)
+    assert transition(POLICY, open_, MARIADB_DOWN, 10.0).state == open_
+
+
+def test_the_waiting_state_survives_a_round_trip_and_old_rows_still_load() -> None:
+    state = transition(POLICY, RestartState(phase=Phase.RUNNING), MARIADB_DOWN, 7.0).state
+    assert RestartState.from_dict(state.to_dict()) == state
+    old_row = {"phase": "running", "consecutive_failures": 1, "restarts_total": 2}
+    loaded = RestartState.from_dict(old_row)
+    assert loaded.waiting_for == () and loaded.outages_total == 0

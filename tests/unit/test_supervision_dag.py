@@ -11,9 +11,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskD
 from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth
 from streamops_airflow.operators import StreamingJobOperator
 from streamops_airflow.supervision import build_supervision_dag
-from streamops_airflow.triggers import SparkJobHealthTrigger
+from streamops_airflow.triggers import DependencyWaitTrigger, SparkJobHealthTrigger
 
-from streamops.pipelines.restart import Phase, RestartState
+from streamops.pipelines.restart import DependencyDown, Phase, RestartState
 from streamops.pipelines.spec import PipelineSpecError, load_specs, parse_specs
 
 
@@ -91,6 +91,8 @@ class FakeHook:
         self.calls: list[str] = []
         # What the lease says of a job that died while no task watched it.
         self.unwatched: tuple[JobHandle, JobHealth] | None = None
+        # What the dependency probes and the failure's text say (None: the job's own fault).
+        self.outage_found: DependencyDown | None = None
 
     def load_restart_state(self) -> RestartState:
         return self.state
@@ -105,6 +107,10 @@ class FakeHook:
     def unwatched_failure(self, owner: str) -> tuple[JobHandle, JobHealth] | None:
         self.calls.append(f"unwatched:{owner}")
         return self.unwatched
+
+    def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
+        self.calls.append("probe")
+        return self.outage_found
 
     def stop(self, handle: JobHandle, timeout: float) -> int:
         self.calls.append("stop")
@@ -175,7 +181,7 @@ def test_a_failure_backs_off_on_a_timer_then_the_breaker_opens(
     with pytest.raises(AirflowFailException, match="circuit breaker is open"):
         operator.on_health_event({}, _event("stalled"))
     assert hook.state.phase is Phase.BREAKER_OPEN
-    assert hook.calls[-3:] == ["stop", "alert", "release"]
+    assert hook.calls[-4:] == ["stop", "probe", "alert", "release"]
 
 
 def test_a_short_backoff_is_waited_out_in_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,7 +195,7 @@ def test_a_short_backoff_is_waited_out_in_the_worker(monkeypatch: pytest.MonkeyP
     # No timer trigger: relaunched after the sleep, straight back to the health trigger.
     assert slept == [2.0]
     assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
-    assert hook.calls == ["stop", "start:airflow:adhoc_airflow.supervise"]
+    assert hook.calls == ["stop", "probe", "start:airflow:adhoc_airflow.supervise"]
     assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 1
 
 
@@ -201,7 +207,7 @@ def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.Mon
     with pytest.raises(TaskDeferred) as deferred:
         _operator(monkeypatch, hook).execute({})
     assert deferred.value.method_name == "restart_job"
-    assert hook.calls == ["unwatched:airflow:adhoc_airflow.supervise", "stop"]
+    assert hook.calls == ["unwatched:airflow:adhoc_airflow.supervise", "stop", "probe"]
     assert hook.state.phase is Phase.BACKING_OFF
     assert hook.state.last_failure_reason == "failed: the job process exited with 1"
     # The second unwatched death opens the breaker (max_failures 2) instead of a launch.
@@ -209,7 +215,7 @@ def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.Mon
     with pytest.raises(AirflowFailException, match="circuit breaker is open"):
         _operator(monkeypatch, hook).execute({})
     assert hook.state.phase is Phase.BREAKER_OPEN
-    assert hook.calls[-3:] == ["stop", "alert", "release"]
+    assert hook.calls[-4:] == ["stop", "probe", "alert", "release"]
     assert not any(call.startswith("start:") for call in hook.calls)
 
 
@@ -221,6 +227,44 @@ def test_a_retried_try_reattaches_when_nothing_failed(monkeypatch: pytest.Monkey
     owner = "airflow:adhoc_airflow.supervise"
     assert hook.calls == [f"unwatched:{owner}", f"start:{owner}"]
     assert hook.state.failure_times == ()
+
+
+def test_an_outage_waits_for_the_dependencies_and_is_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    hook.outage_found = DependencyDown(("redis",), "redis: Connection refused")
+    operator = _operator(monkeypatch, hook)
+    for _ in range(5):  # more than max_failures (2): still no breaker
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.on_health_event({}, _event("failed"))
+        assert isinstance(deferred.value.trigger, DependencyWaitTrigger)
+        assert deferred.value.method_name == "restart_job"
+    assert hook.state.phase is Phase.WAITING and hook.state.failure_times == ()
+    assert hook.state.outages_total == 5
+    assert "alert" not in hook.calls and "release" not in hook.calls
+    # Back: relaunched from the checkpoint, watched again.
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.restart_job({}, {"status": "dependencies_up", "waited_seconds": 12.0})
+    assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
+    assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 1
+
+
+def test_mariadb_down_waits_without_touching_the_restart_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    hook.outage_found = DependencyDown(("mariadb",), "mariadb: Can't connect to server")
+
+    def unreachable(*args: object) -> None:
+        raise AssertionError("the restart state is in MariaDB, which is down")
+
+    monkeypatch.setattr(hook, "load_restart_state", unreachable)
+    monkeypatch.setattr(hook, "save_restart_state", unreachable)
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
+    assert isinstance(deferred.value.trigger, DependencyWaitTrigger)
+    assert hook.calls == ["stop", "probe"]
 
 
 def test_a_graceful_stop_releases_the_lease_and_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,3 +358,38 @@ def test_the_triggers_on_kill_releases_the_lease_even_when_the_stop_fails(
         asyncio.run(trigger.on_kill())
     # At most 20 s of grace: the triggerer's on_kill budget is 30 s.
     assert hook.calls == ["stop:20", "release"]
+
+
+def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from streamops.pipelines import dependencies
+    from streamops.pipelines.dependencies import Outage
+
+    answers = [[Outage("mariadb", "refused")], [Outage("redis", "refused")], []]
+    monkeypatch.setattr(dependencies, "probe", lambda settings: answers.pop(0))
+    renewed: list[int] = []
+
+    class Hook:
+        settings = None
+
+        def renew(self, handle: JobHandle) -> None:
+            renewed.append(handle.fencing_token)
+
+    trigger = DependencyWaitTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), initial_poll_seconds=0.01
+    )
+    monkeypatch.setattr(trigger, "_hook", Hook)
+    name, kwargs = trigger.serialize()
+    assert name == "streamops_airflow.triggers.DependencyWaitTrigger"
+    assert DependencyWaitTrigger(**kwargs).serialize() == (name, kwargs)
+
+    async def first_event() -> dict[str, object]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "dependencies_up" and answers == []
+    # The lease is renewed only while MariaDB answers.
+    assert renewed == [HANDLE.fencing_token]

@@ -11,6 +11,8 @@ The state of a pipeline, most decisive first:
 
 - ``breaker_open``: the restart policy gave up; only a reset lets it start again.
 - ``backing_off``: the supervisor waits out the backoff before the next restart.
+- ``waiting``: the job failed because Kafka, MariaDB, Redis or the disk was down; the supervisor
+  waits for it and relaunches then (not counted toward the breaker).
 - a job process runs: the hook's own health rule (:func:`classify_health`) on the queries'
   heartbeats and status gives ``running``, ``starting``, ``overloaded``, ``stalled`` or
   ``failed``.
@@ -39,6 +41,7 @@ class PipelineState(StrEnum):
     RUNNING = "running"
     STARTING = "starting"
     BACKING_OFF = "backing_off"
+    WAITING = "waiting"
     OVERLOADED = "overloaded"
     STALLED = "stalled"
     FAILED = "failed"
@@ -107,6 +110,8 @@ class PipelineStatus:
     kafka_lag: int | None
     restarts_total: int
     consecutive_failures: int
+    waiting_for: tuple[str, ...]
+    outages_total: int
     breaker: str
     breaker_opened_at: float | None
     next_restart_at: float | None
@@ -239,6 +244,12 @@ def classify(
             f"restart {restart.consecutive_failures} from the checkpoint{wait}; last failure: "
             f"{restart.last_failure_reason or 'unknown'}"
         )
+    if restart.phase is Phase.WAITING and active:
+        since = "" if restart.waiting_since is None else f" for {now - restart.waiting_since:.0f} s"
+        return PipelineState.WAITING, (
+            f"waiting for {', '.join(restart.waiting_for) or 'a dependency'}{since}: "
+            f"{restart.last_outage_reason or 'outage'}; not counted toward the breaker"
+        )
     if process is not None and process.pid is not None and process.alive is not False:
         health = classify_health(
             alive=True,
@@ -336,6 +347,8 @@ def build_status(
         kafka_lag=max(lags) if lags else None,
         restarts_total=restart.restarts_total,
         consecutive_failures=restart.consecutive_failures,
+        waiting_for=restart.waiting_for if state is PipelineState.WAITING else (),
+        outages_total=restart.outages_total,
         breaker="open" if restart.phase is Phase.BREAKER_OPEN else "closed",
         breaker_opened_at=restart.breaker_opened_at,
         next_restart_at=restart.next_restart_at,

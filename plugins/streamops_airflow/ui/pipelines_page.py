@@ -35,7 +35,7 @@ PAGE = """<!doctype html>
   .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
            font-weight: 600; font-size: 12px; white-space: nowrap; }
   .running { background: var(--ok); }
-  .starting, .backing_off, .overloaded { background: var(--warn); }
+  .starting, .backing_off, .waiting, .overloaded { background: var(--warn); }
   .stalled, .failed, .breaker_open { background: var(--bad); }
   .stopped { background: var(--muted); }
   .open { color: var(--bad); font-weight: 600; }
