@@ -116,7 +116,12 @@ class SparkJobHook(BaseHook):
 
         Nothing starts here; the next supervision run launches the job again.
         """
-        state = transition(self.spec.restart, self.load_restart_state(), OperatorReset(), 0).state
+        try:
+            current = self.load_restart_state()
+        except leases.CorruptRowError as exc:  # the reset is the way out of a corrupted row
+            log.warning("%s: replacing a corrupted restart state: %s", self.spec.name, exc)
+            current = RestartState()
+        state = transition(self.spec.restart, current, OperatorReset(), 0).state
         self.save_restart_state(state)
         return state
 

@@ -28,8 +28,9 @@ A job without the driver's status fields (an older job) is judged by the progres
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -128,7 +129,8 @@ def classify_health(
     for verdict in verdicts.values():
         if verdict.kind == "failed":
             return JobHealth(HealthStatus.FAILED, verdict.detail)
-    waiting = [q for q, v in verdicts.items() if v.kind == "waiting"]
+    # A waiting verdict's detail is its query's name (and what of its hash was not trusted).
+    waiting = [v.detail for v in verdicts.values() if v.kind == "waiting"]
     stalled = [v for v in verdicts.values() if v.kind == "stalled"]
     restarting = [v.detail for v in verdicts.values() if v.kind == "restarting"]
     if waiting:
@@ -169,7 +171,52 @@ def classify_health(
     )
 
 
+# A time in a query's hash this far ahead of the supervisor's clock is not a time the driver
+# wrote (clocks of one host, or of pods, do not drift minutes apart): trusting it would keep a
+# dead query "fresh" for as long.
+FUTURE_SLACK_SECONDS = 300.0
+_TIME_FIELDS = (HEARTBEAT_AT, STATUS_AT, BATCH_STARTED_AT, LAST_TRIGGER_AT, RESTART_AT)
+_FLAG_FIELDS = (TRIGGER_ACTIVE, FIRST_BATCH)
+
+
+def corrupted_fields(fields: Mapping[str, str], now: float) -> dict[str, str]:
+    """The fields of a query's hash that the driver cannot have written: not a number, not a
+    finite time, a time far in the future, a negative row count, a flag other than 0/1."""
+    bad: dict[str, str] = {}
+    for name in (*_TIME_FIELDS, BATCH_PLANNED_ROWS):
+        value = fields.get(name)
+        if value is None or value == "":
+            continue
+        number = float_field(value)
+        future = name != BATCH_PLANNED_ROWS and number is not None
+        if (
+            number is None
+            or not math.isfinite(number)
+            or number < 0
+            or (future and number > now + FUTURE_SLACK_SECONDS)
+        ):
+            bad[name] = value
+    for name in _FLAG_FIELDS:
+        value = fields.get(name)
+        if value not in (None, "", "0", "1"):
+            bad[name] = value
+    return bad
+
+
 def _judge_query(
+    query: str, fields: Mapping[str, str], now: float, start: float, bounds: StallBounds
+) -> _Verdict:
+    """One query's verdict; corrupted fields are left out and named in the detail."""
+    bad = corrupted_fields(fields, now)
+    if not bad:
+        return _judge_fields(query, fields, now, start, bounds)
+    trusted = {name: value for name, value in fields.items() if name not in bad}
+    verdict = _judge_fields(query, trusted, now, start, bounds)
+    named = ", ".join(f"{name}={value[:40]!r}" for name, value in sorted(bad.items()))
+    return replace(verdict, detail=f"{verdict.detail} (corrupted heartbeat, not trusted: {named})")
+
+
+def _judge_fields(
     query: str, fields: Mapping[str, str], now: float, start: float, bounds: StallBounds
 ) -> _Verdict:
     heartbeat = float_field(fields.get(HEARTBEAT_AT))

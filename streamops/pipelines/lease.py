@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -52,6 +53,10 @@ class LeaseHeldError(StreamopsError):
             "second query on it. Stop that job first, or wait for its lease to expire if its "
             "launcher is gone."
         )
+
+
+class CorruptRowError(StreamopsError):
+    """A lease or restart-state row that cannot be what the supervisor wrote: never trusted."""
 
 
 class LeaseLostError(StreamopsError):
@@ -194,7 +199,20 @@ def load_restart_state(connection: mariadb.Connection, pipeline: str) -> Restart
     with _transaction(connection) as cursor:
         cursor.execute("SELECT state FROM pipeline_restart_state WHERE pipeline = ?", (pipeline,))
         row = cursor.fetchone()
-    return RestartState() if row is None else RestartState.from_dict(json.loads(row[0]))
+    if row is None:
+        return RestartState()
+    try:
+        data = json.loads(row[0])
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return RestartState.from_dict(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptRowError(
+            f"The restart state of {pipeline} in pipeline_restart_state is corrupted "
+            f"({exc}; the row holds {str(row[0])[:200]!r}), so it is not trusted: no restart "
+            f"decision is made on it. Check who wrote it, then `streamops pipeline reset-breaker "
+            f"{pipeline}` writes a clean one (the failure history is lost)."
+        ) from exc
 
 
 def save_restart_state(connection: mariadb.Connection, pipeline: str, state: RestartState) -> None:
@@ -279,6 +297,14 @@ def _read(cursor: mariadb.Cursor, location: str) -> Lease:
 
 def _lease(row: tuple[Any, ...]) -> Lease:
     location, owner, token, acquired, expires, host, pid, start_epoch, pipeline = row
+    problems = _lease_problems(token, pid, start_epoch, owner, expires)
+    if problems:
+        raise CorruptRowError(
+            f"The lease row of {location} in pipeline_leases is corrupted ({'; '.join(problems)}), "
+            "so it is not trusted: no job is reattached to, stopped or launched on it. Check who "
+            "wrote it; once no job of the pipeline runs (`streamops pipeline status`), delete the "
+            "row and start the pipeline again (the next grant starts a new row at token 1)."
+        )
     return Lease(
         checkpoint_location=location,
         owner=owner,
@@ -290,6 +316,26 @@ def _lease(row: tuple[Any, ...]) -> Lease:
         process_start_epoch=None if start_epoch is None else float(start_epoch),
         pipeline=pipeline,
     )
+
+
+def _lease_problems(token: Any, pid: Any, start_epoch: Any, owner: Any, expires: Any) -> list[str]:
+    """Why a lease row cannot be one the supervisor wrote (empty: it can)."""
+    problems = []
+    # A fresh row (INSERT IGNORE) has token 0 and no owner; every grant adds one.
+    if not isinstance(token, int) or token < 0 or (owner and token < 1):
+        problems.append(f"fencing_token {token!r} cannot be {'held' if owner else 'a token'}")
+    if pid is not None and (not isinstance(pid, int) or pid < 1):
+        problems.append(f"pid {pid!r} is not a process id")
+    if start_epoch is not None:
+        try:
+            number = float(start_epoch)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            problems.append(f"process_start_epoch {start_epoch!r} is not a time")
+    if owner and expires is None:
+        problems.append(f"owner {owner!r} holds it without an expiry")
+    return problems
 
 
 def _micros(seconds: float) -> int:

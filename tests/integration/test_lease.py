@@ -121,3 +121,55 @@ def test_restart_state_round_trips(connection: mariadb.Connection) -> None:
     assert leases.load_restart_state(connection, pipeline) == state
     leases.save_restart_state(connection, pipeline, RestartState(restarts_total=4))
     assert leases.load_restart_state(connection, pipeline).phase is Phase.STOPPED
+
+
+def test_a_corrupted_lease_row_is_reported_never_trusted(
+    connection: mariadb.Connection, location: str
+) -> None:
+    lease = leases.acquire(connection, location, "airflow:a.supervise", 60, pipeline="orders")
+    leases.record_process(connection, lease, host="h", pid=4242, start_epoch=1.5)
+    cursor = connection.cursor()
+    cursor.execute(
+        "UPDATE pipeline_leases SET pid = -7, process_start_epoch = -1 WHERE checkpoint_key = ?",
+        (leases.checkpoint_key(location),),
+    )
+    connection.commit()
+    with pytest.raises(leases.CorruptRowError, match=r"corrupted \(pid -7 is not a process id"):
+        leases.current(connection, location)
+    # Nobody acquires on it either: no launch next to a job the row may no longer describe.
+    with pytest.raises(leases.CorruptRowError, match="not trusted"):
+        leases.acquire(connection, location, "airflow:b.supervise", 60, pipeline="orders")
+    cursor.execute(
+        "UPDATE pipeline_leases SET pid = 4242, process_start_epoch = 1.5, fencing_token = 0 "
+        "WHERE checkpoint_key = ?",
+        (leases.checkpoint_key(location),),
+    )
+    connection.commit()
+    with pytest.raises(leases.CorruptRowError, match="fencing_token 0 cannot be held"):
+        leases.current(connection, location)
+
+
+@pytest.mark.parametrize(
+    "stored", ['{"phase": "exploded"}', "[1, 2]", '{"failure_times": ["x"]}', '"text"']
+)
+def test_a_corrupted_restart_state_is_reported_and_a_reset_replaces_it(
+    connection: mariadb.Connection, settings: Settings, stored: str
+) -> None:
+    from streamops_airflow.hooks import SparkJobHook
+
+    from streamops.pipelines.spec import parse_specs
+
+    pipeline = f"t_{uuid.uuid4().hex[:12]}"
+    leases.save_restart_state(connection, pipeline, RestartState(restarts_total=2))
+    cursor = connection.cursor()
+    cursor.execute(
+        "UPDATE pipeline_restart_state SET state = ? WHERE pipeline = ?", (stored, pipeline)
+    )
+    connection.commit()
+    with pytest.raises(leases.CorruptRowError, match=f"reset-breaker {pipeline}"):
+        leases.load_restart_state(connection, pipeline)
+    spec = parse_specs(
+        {"pipelines": {pipeline: {"job_module": "spark_jobs.jobs.orders", "queries": ["q"]}}}
+    )[pipeline]
+    assert SparkJobHook(spec, settings).reset_breaker() == RestartState()
+    assert leases.load_restart_state(connection, pipeline) == RestartState()

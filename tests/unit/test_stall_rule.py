@@ -299,3 +299,46 @@ def test_the_start_gate_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     hook = SparkJobHook(spec.model_copy(update={"health": health}), load_settings())
     # Past the budget it launches anyway, holding the lock it took.
     assert hook.wait_for_other_starts(None, poll_seconds=0.01) is True
+
+
+# --- a corrupted heartbeat is reported, never trusted -------------------------------------------
+
+
+def test_a_heartbeat_from_the_future_does_not_keep_a_dead_query_fresh() -> None:
+    # Without the status, only the (impossible) heartbeat would say "fresh": not trusted, the
+    # query has reported nothing of this run, and the start-up grace is long over.
+    now = START + 600
+    states = {"q": {"state": "running", "heartbeat_at": str(now + 86_400)}}
+    health = judge(states, now)
+    assert health.status is HealthStatus.STALLED
+    assert "corrupted heartbeat, not trusted: heartbeat_at=" in health.detail
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("status_at", "yesterday"),
+        ("status_at", "nan"),
+        ("batch_started_at", "-5"),
+        ("batch_planned_rows", "inf"),
+        ("trigger_active", "yes"),
+    ],
+)
+def test_corrupted_fields_are_left_out_and_named(field: str, value: str) -> None:
+    now = START + 600
+    fields = query(status_at=now - 1, active=False, heartbeat_at=now - 8)
+    fields[field] = value
+    health = judge({"q": fields}, now)
+    assert f"{field}={value!r}" in health.detail
+    assert "corrupted heartbeat, not trusted" in health.detail
+    # The rest of the hash still speaks: a corrupted status time leaves the heartbeat to judge.
+    assert health.status is HealthStatus.HEALTHY
+
+
+def test_a_clean_hash_has_no_corrupted_fields() -> None:
+    from streamops.pipelines.health import corrupted_fields
+
+    now = START + 600
+    assert (
+        corrupted_fields(query(status_at=now, active=True, batch_started_at=now, rows=3), now) == {}
+    )

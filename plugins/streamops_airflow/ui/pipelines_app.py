@@ -221,20 +221,28 @@ def _authorize_run_change(spec: PipelineSpec, user: Any) -> None:
 
 
 def _reset_breaker(spec: PipelineSpec, user: Any) -> dict[str, Any]:
+    from streamops.pipelines.lease import CorruptRowError
     from streamops.pipelines.restart import Phase
     from streamops_airflow.hooks import SparkJobHook
 
     _authorize_run_change(spec, user)
     hook = SparkJobHook(spec)
-    before = hook.load_restart_state()
+    try:
+        before = hook.load_restart_state()
+    except CorruptRowError:
+        before = None
     after = hook.reset_breaker()
-    was = "was open" if before.phase is Phase.BREAKER_OPEN else "was closed"
+    if before is None:
+        was = "the corrupted restart state was replaced"
+    else:
+        was = "was open" if before.phase is Phase.BREAKER_OPEN else "was closed"
+        was += f"; {before.consecutive_failures} failures forgotten"
     return {
         "pipeline": spec.name,
         "action": "reset-breaker",
         "message": (
-            f"{spec.name}: breaker reset ({was}; {before.consecutive_failures} failures "
-            f"forgotten, {after.restarts_total} restarts so far). Start it when ready."
+            f"{spec.name}: breaker reset ({was}, {after.restarts_total} restarts so far). "
+            "Start it when ready."
         ),
         "run_id": None,
     }
