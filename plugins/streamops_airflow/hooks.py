@@ -243,6 +243,7 @@ class SparkJobHook(BaseHook):
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
         env.setdefault("SPARK_HOME", str(_spark_home()))
         env.update(jobs.job_environment(self.spec.name, lease))
+        jobs.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
             return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a

@@ -9,8 +9,15 @@ that row) waits for a running commit and is seen by every later one: an old job'
 refused with :class:`FencedError` after the new holder got the lease, so its batch fails, the
 query fails, and the job exits; nothing it did not commit before is kept.
 
+Redis: every write of a job's Redis client from :func:`redis_client` runs in a MULTI/EXEC that
+WATCHes the lease token's mirror (``streamops.pipelines.redis_fence``) and checks it first: a
+newer token there refuses the write with :class:`FencedError`, and a takeover between the check
+and EXEC aborts the EXEC (then the check refuses). Reads are not fenced. A mirror behind the
+job's token (never raised, lost with Redis' data) is raised by the job once MariaDB's lease row
+confirms the token is still the lease's.
+
 A job started without the variables (tests and benchmarks that run a job module directly) is not
-fenced. Redis writes are not fenced yet (docs/adr/0003-supervision.md).
+fenced.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import mariadb
+import redis
+from redis.client import Pipeline
 
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
 from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV
+from streamops.pipelines.redis_fence import fence_key, parse_token, raise_mirror
 
 _CHECK = "SELECT fencing_token FROM pipeline_leases WHERE checkpoint_key = ? LOCK IN SHARE MODE"
 
@@ -59,11 +69,14 @@ class Fence:
         row = cursor.fetchone()
         current = None if row is None else int(row[0])
         if current != self.token:
-            raise FencedError(
-                f"fenced: this job holds fencing token {self.token}, but the checkpoint's lease "
-                f"now has {current if current is not None else 'no row'}; a newer job owns the "
-                "checkpoint, so this job's writes are refused and it stops."
-            )
+            raise self.refused(current if current is not None else "no row", "lease")
+
+    def refused(self, current: object, where: str) -> FencedError:
+        return FencedError(
+            f"fenced: this job holds fencing token {self.token}, but the checkpoint's {where} "
+            f"now has {current}; a newer job owns the checkpoint, so this job's writes are "
+            "refused and it stops."
+        )
 
 
 class FencedConnection:
@@ -96,3 +109,161 @@ def connect(settings: Settings) -> mariadb.Connection:
     if fence is None:
         return connection
     return cast(mariadb.Connection, FencedConnection(connection, fence))
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+# Commands that only read: never fenced (the first word, upper case).
+_READS = frozenset(
+    [
+        "GET",
+        "MGET",
+        "HGET",
+        "HGETALL",
+        "HMGET",
+        "HEXISTS",
+        "HLEN",
+        "HKEYS",
+        "HVALS",
+        "HSTRLEN",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZREVRANGE",
+        "ZREVRANGEBYSCORE",
+        "ZSCORE",
+        "ZMSCORE",
+        "ZCARD",
+        "ZCOUNT",
+        "ZRANK",
+        "ZREVRANK",
+        "EXISTS",
+        "TTL",
+        "PTTL",
+        "TYPE",
+        "STRLEN",
+        "LRANGE",
+        "LLEN",
+        "LINDEX",
+        "SMEMBERS",
+        "SISMEMBER",
+        "SCARD",
+        "XRANGE",
+        "XREVRANGE",
+        "XLEN",
+        "XINFO",
+        "SCAN",
+        "HSCAN",
+        "ZSCAN",
+        "SSCAN",
+        "KEYS",
+        "INFO",
+        "PING",
+        "ECHO",
+        "TIME",
+        "DBSIZE",
+        "SCRIPT",
+        "WATCH",
+        "UNWATCH",
+        "CLIENT",
+        "MEMORY",
+    ]
+)
+
+
+class FencedRedis(redis.Redis):
+    """A Redis client whose every write is checked against the lease token's mirror."""
+
+    fence: Fence
+    settings: Settings
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> FencedPipeline:
+        # Always a transaction: a WATCH means nothing without MULTI/EXEC.
+        return FencedPipeline(self, shard_hint)
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if str(args[0]).split()[0].upper() in _READS:
+            return super().execute_command(*args, **options)
+        with self.pipeline() as pipe:
+            pipe.execute_command(*args, **options)
+            return pipe.execute()[0]
+
+    def plain(self) -> redis.Redis:
+        """An unfenced client on the same connections (the fence's own reads and raises)."""
+        return redis.Redis(connection_pool=self.connection_pool)
+
+    def catch_up(self, mirrored: int | None) -> None:
+        """The mirror is behind our token: raise it if MariaDB's lease row still has our token."""
+        connection = connect_unfenced(self.settings)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT fencing_token FROM pipeline_leases WHERE checkpoint_key = ?",
+                (self.fence.lease_key,),
+            )
+            row = cursor.fetchone()
+            connection.rollback()
+        finally:
+            connection.close()
+        current = None if row is None else int(row[0])
+        if current != self.fence.token:
+            raise self.fence.refused(current if current is not None else "no row", "lease")
+        raised = raise_mirror(self.plain(), self.fence.lease_key, self.fence.token)
+        if raised != self.fence.token:
+            raise self.fence.refused(raised, "Redis fence")
+
+
+class FencedPipeline(Pipeline):
+    """A MULTI/EXEC that WATCHes the fence's mirror and checks it before MULTI (or, for a
+    pipeline without WATCH of its own, at ``execute``)."""
+
+    def __init__(self, client: FencedRedis, shard_hint: Any = None) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, True, shard_hint)
+        self._client = client
+        self._armed = False
+
+    def _arm(self) -> None:
+        fence, key = self._client.fence, fence_key(self._client.fence.lease_key)
+        mirrored = parse_token(self._client.plain().get(key))
+        if mirrored is not None and mirrored > fence.token:
+            raise fence.refused(mirrored, "Redis fence")
+        if mirrored != fence.token:
+            self._client.catch_up(mirrored)
+        self.immediate_execute_command("WATCH", key)
+        self.watching = True
+        current = parse_token(self.immediate_execute_command("GET", key))
+        if current != fence.token:
+            raise fence.refused(current, "Redis fence")
+        self._armed = True
+
+    def multi(self) -> None:
+        if not self._armed:
+            self._arm()
+        super().multi()
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.command_stack and not self._armed:
+            self._arm()
+        try:
+            return super().execute(raise_on_error)
+        except redis.WatchError:
+            # The mirror or one of the caller's own watched keys changed: which one decides.
+            key = fence_key(self._client.fence.lease_key)
+            current = parse_token(self._client.plain().get(key))
+            if current != self._client.fence.token:
+                raise self._client.fence.refused(current, "Redis fence") from None
+            raise
+
+    def reset(self) -> None:  # type: ignore[override]  # Pipeline.reset, not the command
+        super().reset()
+        self._armed = False
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """A sink's Redis client (``redis.Redis.from_url(settings.redis_url, **kwargs)``), fenced
+    when the job runs under a lease."""
+    fence = Fence.from_env()
+    if fence is None:
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    client = cast(FencedRedis, FencedRedis.from_url(settings.redis_url, **kwargs))
+    client.fence, client.settings = fence, settings
+    return client

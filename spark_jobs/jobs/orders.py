@@ -32,6 +32,7 @@ from spark_jobs.transforms.orders import (
     valid_orders,
 )
 from streamops.config import Settings
+from streamops.faults import kill_point
 
 PIPELINE = "orders"
 BatchWriter = Callable[[DataFrame, int], None]
@@ -77,6 +78,8 @@ def windows_writer(settings: Settings) -> BatchWriter:
         windows.persist()
         try:
             write_mariadb(windows, batch_id)
+            # Test-only: the windows are in MariaDB, the Redis totals have not moved yet.
+            kill_point("orders_revenue:between_mariadb_and_redis")
             write_redis(windows, batch_id)
         finally:
             windows.unpersist()

@@ -37,7 +37,7 @@ import mariadb
 import redis
 from pyspark.sql import DataFrame
 
-from spark_jobs.common.fence import connect
+from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import upsert_sql
@@ -197,9 +197,7 @@ class AlertPublisher:
 
     def _to_redis(self, payloads: Sequence[tuple[str, str]]) -> None:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            self._redis = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
         with self._redis.pipeline(transaction=True) as transaction:
             for alert_id, payload in payloads:
                 transaction.set(self.alert_key(alert_id), payload, ex=self.ttl_seconds)

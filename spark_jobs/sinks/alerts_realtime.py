@@ -33,6 +33,7 @@ from typing import Any
 import redis
 from pyspark.sql import Row
 
+from spark_jobs.common.fence import redis_client
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks.alerts import (
     ALERTS_CHANNEL,
@@ -135,9 +136,7 @@ class FirstLineAlertWriter:
         if cache is None:
             cache = _RULE_CACHES[cache_key] = RuleCache(self.settings, self.refresh_seconds)
         self._rules = first_line_rules(cache.current())
-        self._redis = redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-        )
+        self._redis = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
         self._producer = Producer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap_servers,

@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from redis.typing import EncodableT, FieldT
 
-from spark_jobs.common.fence import connect
+from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.sinks.mariadb import DEFAULT_CHUNK_SIZE, upsert_sql
@@ -235,9 +235,7 @@ def order_payments_writer(
             return
         counts = payment_minute_counts(settings, minutes)
         if client is None:
-            client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            client = redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
         latest: dict[FieldT, EncodableT] = {
             "batch_id": str(batch_id),
             "written_at": f"{time.time():.3f}",
@@ -391,9 +389,7 @@ def category_revenue_writer(
         windows = sorted({row.window_start for row in sums})
         stored = category_windows(settings, windows)
         if client is None:
-            client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            client = redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
         write_category_windows(client, keys, windows, stored, batch_id, max_windows, ttl_seconds)
 
     return write

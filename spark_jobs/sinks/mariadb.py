@@ -16,6 +16,7 @@ goes from the executors straight to MariaDB, one connection per non-empty partit
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
@@ -32,6 +33,7 @@ from spark_jobs.sinks import DRIVER_WRITE_MAX_ROWS, with_utc_wall_clock_timestam
 from spark_jobs.transforms.cleansing import QUARANTINE_COLUMNS
 from spark_jobs.transforms.orders import REVENUE_COLUMNS, VALID_ORDER_COLUMNS
 from streamops.config import Settings
+from streamops.faults import kill_point
 
 BatchWriter = Callable[[DataFrame, int], None]
 OnDuplicate = Literal["update", "ignore"]
@@ -49,7 +51,21 @@ UpsertStrategy = Literal["executemany", "staging"]
 DEFAULT_STRATEGY: UpsertStrategy = "executemany"
 # Chunks above 5,000 rows gained at most ~15 %, within this machine's run-to-run noise, and hold
 # their row locks longer.
-DEFAULT_CHUNK_SIZE = 5_000
+# Rows per transaction; STREAMOPS_SINK_CHUNK_SIZE overrides it (tests use small chunks to put a
+# kill between two chunk commits of one batch).
+CHUNK_SIZE_ENV = "STREAMOPS_SINK_CHUNK_SIZE"
+
+
+def _chunk_size_from_env(default: int = 5_000) -> int:
+    value = os.environ.get(CHUNK_SIZE_ENV, "")
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CHUNK_SIZE_ENV}={value!r}: give a whole number of rows, 1 or more.")
+    return int(value)
+
+
+DEFAULT_CHUNK_SIZE = _chunk_size_from_env()
 
 ORDERS_TABLE = "orders"
 ORDERS_KEY = ("order_id",)
@@ -154,6 +170,9 @@ def upsert_rows(
                 raise
             written += len(chunk)
             chunk = list(islice(iterator, chunk_size))
+            if chunk:
+                # Test-only: a crash with some of the batch's chunks committed and some not.
+                kill_point("mariadb:between_chunks")
     return written
 
 

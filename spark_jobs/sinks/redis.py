@@ -36,6 +36,7 @@ import redis
 from pyspark.sql import DataFrame
 from redis.typing import EncodableT, FieldT
 
+from spark_jobs.common.fence import redis_client
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps
 from spark_jobs.transforms.orders import REVENUE_COLUMNS
 from streamops.config import Settings
@@ -141,9 +142,7 @@ def revenue_redis_writer(
         if not windows:
             return
         if client is None:
-            client = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            client = redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
         write_windows(client, keys, windows, batch_id, channel, ttl_seconds, max_windows)
 
     return write

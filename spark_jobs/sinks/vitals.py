@@ -31,7 +31,7 @@ import redis
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.common.fence import connect
+from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.sinks import as_utc_naive, iso_utc, with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import write_frame
 from spark_jobs.transforms.vitals import (
@@ -174,9 +174,7 @@ class VitalsRedis:
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            self._client = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
         return self._client
 
     def _hash_args(self, order: int, member: str, fields: dict[str, str]) -> list[Any]:

@@ -78,6 +78,7 @@ def run_in_foreground(
         connection.close()
         raise
     try:
+        jobs.mirror_fence(settings, lease)
         process = subprocess.Popen(
             list(command), env={**env, **jobs.job_environment(spec.name, lease)}
         )

@@ -274,6 +274,23 @@ def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
     return env
 
 
+def mirror_fence(settings: Settings, lease: Lease) -> None:
+    """Before a launch under ``lease``: its token's Redis mirror moves forward to it, so an older
+    job's Redis writes are refused from now on (``spark_jobs.common.fence``). Best effort: with
+    Redis away nobody writes it, and the new job raises the mirror itself on its first write."""
+    import redis
+
+    from streamops.pipelines.redis_fence import raise_mirror
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        raise_mirror(client, lease.key, lease.fencing_token)
+    except redis.RedisError as exc:
+        log.warning("could not mirror fencing token %s to Redis: %s", lease.fencing_token, exc)
+    finally:
+        client.close()
+
+
 def stray_jobs(
     settings: Settings, pipeline: str, holder: JobHandle | None = None
 ) -> list[StrayJob]:

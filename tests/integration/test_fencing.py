@@ -112,3 +112,130 @@ def test_a_takeover_waits_for_a_commit_in_flight(
     connection.close()
     assert took_over_at and took_over_at[0] >= committed_at
     assert query(settings, f"SELECT COUNT(*) FROM {scratch}")[0][0] == 1
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+
+
+def _fenced_as(monkeypatch: pytest.MonkeyPatch, lease: leases.Lease) -> None:
+    monkeypatch.setenv(JOB_LEASE_ENV, lease.key)
+    monkeypatch.setenv(JOB_TOKEN_ENV, str(lease.fencing_token))
+
+
+def _writes(client: Any, key: str, value: str) -> None:
+    """The shapes the sinks use: a plain command, a script in a non-transactional pipeline
+    (vitals), and a WATCH … MULTI … EXEC of the sink's own (orders' windows)."""
+    client.hset(key, "plain", value)
+    script = client.register_script("return redis.call('HSET', KEYS[1], 'script', ARGV[1])")
+    with client.pipeline(transaction=False) as pipe:
+        script(keys=[key], args=[value], client=pipe)
+        pipe.expire(key, 600)
+        pipe.execute()
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(key)
+        pipe.hget(key, "plain")
+        pipe.multi()
+        pipe.hset(key, "watched", value)
+        pipe.execute()
+
+
+def test_a_taken_over_job_cannot_write_to_redis(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from spark_jobs.common.fence import FencedRedis, redis_client
+    from streamops.pipelines.jobs import mirror_fence
+    from streamops.pipelines.redis_fence import fence_key
+
+    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    key = f"streamops:test:fence:{uuid.uuid4().hex}"
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    old = _acquire(settings, location, "airflow:old")
+    mirror_fence(settings, old)
+    _fenced_as(monkeypatch, old)
+    old_client = redis_client(settings)
+    assert isinstance(old_client, FencedRedis)
+    _writes(old_client, key, "old")
+    assert plain.hgetall(key) == {"plain": "old", "script": "old", "watched": "old"}
+
+    # A new launcher takes the lease and mirrors its token before its job starts.
+    time.sleep(1.0)
+    new = _acquire(settings, location, "airflow:new")
+    mirror_fence(settings, new)
+    assert plain.get(fence_key(new.key)) == str(new.fencing_token)
+
+    # Every shape of write by the old job is refused, and none of it lands.
+    for write in (
+        lambda: old_client.hset(key, "plain", "late"),
+        lambda: _writes(old_client, key, "late"),
+        lambda: old_client.publish("streamops:test:channel", "late"),
+    ):
+        with pytest.raises(FencedError, match=f"holds fencing token {old.fencing_token}"):
+            write()
+    assert plain.hgetall(key) == {"plain": "old", "script": "old", "watched": "old"}
+    # Reads are not fenced.
+    assert old_client.hget(key, "plain") == b"old"
+
+    # The new holder's job writes.
+    _fenced_as(monkeypatch, new)
+    _writes(redis_client(settings), key, "new")
+    assert plain.hgetall(key) == {"plain": "new", "script": "new", "watched": "new"}
+    plain.delete(key, fence_key(new.key))
+
+
+def test_a_takeover_between_watch_and_exec_refuses_the_exec(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from spark_jobs.common.fence import redis_client
+    from streamops.pipelines.jobs import mirror_fence
+    from streamops.pipelines.redis_fence import fence_key
+
+    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    key = f"streamops:test:fence:{uuid.uuid4().hex}"
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    old = _acquire(settings, location, "airflow:old")
+    mirror_fence(settings, old)
+    _fenced_as(monkeypatch, old)
+    with redis_client(settings).pipeline() as pipe:
+        pipe.multi()  # armed: the mirror is watched and was the old job's token
+        pipe.set(key, "old")
+        time.sleep(1.0)
+        new = _acquire(settings, location, "airflow:new")
+        mirror_fence(settings, new)
+        with pytest.raises(FencedError, match=f"now has {new.fencing_token}"):
+            pipe.execute()
+    assert plain.get(key) is None
+    plain.delete(fence_key(new.key))
+
+
+def test_a_lost_mirror_is_restored_from_the_lease_and_still_fences(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis lost its data (or was away at the launch): the mirror is missing. The lease holder's
+    job raises it after MariaDB confirms its token; an older job is refused by MariaDB's word."""
+    import redis
+
+    from spark_jobs.common.fence import redis_client
+    from streamops.pipelines.redis_fence import fence_key
+
+    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    key = f"streamops:test:fence:{uuid.uuid4().hex}"
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    old = _acquire(settings, location, "airflow:old")
+    time.sleep(1.0)
+    new = _acquire(settings, location, "airflow:new")
+    assert plain.get(fence_key(new.key)) is None
+
+    _fenced_as(monkeypatch, old)
+    with pytest.raises(FencedError, match=f"lease now has {new.fencing_token}"):
+        redis_client(settings).set(key, "old")
+    assert plain.get(fence_key(new.key)) is None, "a refused job must not touch the mirror"
+
+    _fenced_as(monkeypatch, new)
+    redis_client(settings).set(key, "new")
+    assert plain.get(key) == "new"
+    assert plain.get(fence_key(new.key)) == str(new.fencing_token)
+    plain.delete(key, fence_key(new.key))

@@ -1,8 +1,10 @@
 """The orders pipeline end to end on real Kafka, Spark, MariaDB and Redis: exactly once, proven.
 
-The job runs as its own driver process (as in production). It is killed with SIGKILL after the
-sinks of a batch wrote and before Spark committed that batch, then restarted from its checkpoint;
-the tables must hold exactly what the topic holds: 0 lost, 0 duplicated.
+The job runs as its own driver process (as in production). It is killed with SIGKILL at one of
+three points (after the sinks of a batch wrote and before Spark committed that batch; between the
+MariaDB and the Redis write of a revenue batch; between two chunk commits of one sink write), then
+restarted from its checkpoint: the tables must hold exactly what the topic holds (0 lost, 0
+duplicated), and the Redis totals, moved by deltas, must equal the stored windows.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from spark_jobs.common.reconcile import reconcile_revenue_windows
 from spark_jobs.common.runner import FAULT_ENV, FAULT_MARKER_ENV
+from spark_jobs.sinks.mariadb import CHUNK_SIZE_ENV
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.faults import KILL_AT_ENV
 from streamops.generator.producer import run_generator
 from streamops.generator.records import generate, parse_event_time, validate
 from tests.integration.support import empty_orders_outputs, kill_group, query, wait_until
@@ -84,8 +88,19 @@ def empty_order_tables(settings: Settings) -> None:
     empty_orders_outputs(settings)
 
 
-def test_exactly_once_across_a_kill_after_the_sink_wrote(
-    settings: Settings, tmp_path: Path, empty_order_tables: None
+# Where the driver dies (SIGKILL): after both queries' sinks of a batch wrote and before Spark
+# committed it; inside `orders_revenue`, with the windows in MariaDB and the Redis totals (moved
+# by deltas) not yet; between two chunk commits of one sink write (20 rows a chunk).
+KILLS = {
+    "after_the_sinks": {FAULT_ENV: "orders_records:1"},
+    "between_mariadb_and_redis": {KILL_AT_ENV: "orders_revenue:between_mariadb_and_redis"},
+    "between_chunk_commits": {KILL_AT_ENV: "mariadb:between_chunks", CHUNK_SIZE_ENV: "20"},
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_exactly_once_across_a_kill(
+    settings: Settings, tmp_path: Path, empty_order_tables: None, kill: str
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     summary = run_generator(
@@ -115,9 +130,7 @@ def test_exactly_once_across_a_kill_after_the_sink_wrote(
     assert Counter(kinds.values())["malformed"] > 0 and expected_rejects
 
     marker = tmp_path / "fault-marker"
-    crashing = start_job(
-        settings, tmp_path, {FAULT_ENV: "orders_records:1", FAULT_MARKER_ENV: str(marker)}
-    )
+    crashing = start_job(settings, tmp_path, {**KILLS[kill], FAULT_MARKER_ENV: str(marker)})
     try:
         crashing.wait(timeout=300)
     finally:
@@ -125,7 +138,7 @@ def test_exactly_once_across_a_kill_after_the_sink_wrote(
     assert crashing.returncode == -signal.SIGKILL, "the fault point did not fire"
     assert marker.exists()
     written_before_restart = query(settings, "SELECT COUNT(*) FROM orders")[0][0]
-    assert written_before_restart > 0, "batch 1's sink should have written before the kill"
+    assert written_before_restart > 0, "a sink should have written before the kill"
 
     job = start_job(settings, tmp_path, {})
     try:

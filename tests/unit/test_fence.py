@@ -31,3 +31,21 @@ def test_the_launchers_variables_make_the_fence() -> None:
 def test_a_malformed_fence_is_an_error_not_an_unfenced_job(env: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="fencing token"):
         Fence.from_env(env)
+
+
+def test_a_job_without_a_lease_gets_a_plain_redis_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+
+    from spark_jobs.common.fence import FencedRedis, redis_client
+    from streamops.config import Settings
+
+    monkeypatch.delenv(JOB_LEASE_ENV, raising=False)
+    monkeypatch.delenv(JOB_TOKEN_ENV, raising=False)
+    client = redis_client(Settings())
+    assert type(client) is redis.Redis
+    monkeypatch.setenv(JOB_LEASE_ENV, "a" * 64)
+    monkeypatch.setenv(JOB_TOKEN_ENV, "7")
+    fenced = redis_client(Settings(), socket_timeout=3)
+    assert isinstance(fenced, FencedRedis) and fenced.fence.token == 7
+    # Always a transaction: a WATCH means nothing without MULTI/EXEC.
+    assert fenced.pipeline(transaction=False).transaction is True
