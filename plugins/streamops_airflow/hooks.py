@@ -59,12 +59,14 @@ log = logging.getLogger(__name__)
 BREAKER_RULE_ID = "streaming-circuit-breaker"
 OVERLOAD_RULE_ID = "platform-overloaded"
 ORPHAN_RULE_ID = "pipeline-orphan"
+OUTAGE_RULE_ID = "pipeline-waiting-for-dependency"
 # spark-submit in cluster mode only creates the driver pod; it must not take longer than this.
 _CLUSTER_SUBMIT_TIMEOUT_SECONDS = 300.0
 # Re-exported: tests, the trigger and the operations page import them from here.
 __all__ = [
     "BREAKER_RULE_ID",
     "ORPHAN_RULE_ID",
+    "OUTAGE_RULE_ID",
     "OVERLOAD_RULE_ID",
     "PLATFORM_ALERTS_KEY",
     "HealthStatus",
@@ -398,7 +400,11 @@ class SparkJobHook(BaseHook):
         handle = self.find_job()
         if handle is None or handle.owner != owner:
             return None
-        health = self.read_health(handle)
+        try:
+            health = self.read_health(handle)
+        except Exception as exc:  # Redis away: reattach; the health trigger copes with that
+            log.warning("%s: could not judge the leased job: %s", self.spec.name, exc)
+            return None
         return (handle, health) if health.status is HealthStatus.FAILED else None
 
     def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
@@ -496,6 +502,18 @@ class SparkJobHook(BaseHook):
             OVERLOAD_RULE_ID,
             f"{self.spec.name}:{int(time.time())}",
             f"{self.spec.name}: {health.detail}",
+        )
+
+    def publish_outage_alert(self, down: str, waited_seconds: float) -> dict[str, object] | None:
+        """A dependency outage has kept this pipeline down for long: one platform alert (WARN).
+
+        Best effort (Redis or Kafka may be what is down): the wait goes on either way.
+        """
+        return self._warn(
+            OUTAGE_RULE_ID,
+            f"{self.spec.name}:{int(time.time())}",
+            f"{self.spec.name}: waiting {waited_seconds:.0f} s for {down}; the job stays stopped "
+            "until every dependency answers (not counted toward the breaker)",
         )
 
     def _warn(self, rule_id: str, identity: str, message: str) -> dict[str, object] | None:

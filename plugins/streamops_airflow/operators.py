@@ -36,6 +36,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from streamops.pipelines.lease import LeaseHeldError
 from streamops.pipelines.restart import (
     Action,
+    DependencyDown,
     Failed,
     Phase,
     Started,
@@ -73,6 +74,11 @@ class StreamingJobOperator(BaseOperator):
         state = hook.load_restart_state()
         if state.phase is Phase.BREAKER_OPEN:
             raise AirflowFailException(self._breaker_message(hook.spec, state.last_failure_reason))
+        if state.phase is Phase.WAITING:
+            # A retried try, or a new run, while the last job waits out an outage: look first.
+            outage = DependencyDown(state.waiting_for, state.last_outage_reason or "an outage")
+            self._wait_for_dependencies(hook, hook.find_job(), outage)
+            return
         if state.phase is Phase.RUNNING:
             # A retried try, or a run after a lost worker: the job may have died unwatched. Its
             # failure counts like any other, or a crash loop would dodge the breaker.
@@ -110,15 +116,16 @@ class StreamingJobOperator(BaseOperator):
         hook.stop(handle, hook.spec.stop_timeout_seconds)
         outage = hook.outage(handle, reason)
         if outage is not None and "mariadb" in outage.dependencies and outage.confirmed:
-            # The restart state lives in MariaDB: nothing to record; the wait needs none of it.
-            self._wait_for_dependencies(hook, handle, outage.reason)
+            # The restart state lives in MariaDB: recorded once it answers (restart_job).
+            self._wait_for_dependencies(hook, handle, outage)
             return
         state = hook.load_restart_state()
         event = Failed(reason) if outage is None else outage
         decision = transition(hook.spec.restart, state, event, time.time())
         hook.save_restart_state(decision.state)
         if decision.action is Action.WAIT_FOR_DEPENDENCIES:
-            self._wait_for_dependencies(hook, handle, decision.state.last_outage_reason or "")
+            assert outage is not None
+            self._wait_for_dependencies(hook, handle, outage, decision.delay_seconds or 0.0)
             return
         reason = decision.state.last_failure_reason or reason
         if decision.action is Action.OPEN_BREAKER:
@@ -140,15 +147,29 @@ class StreamingJobOperator(BaseOperator):
             method_name="restart_job",
         )
 
-    def _wait_for_dependencies(self, hook: SparkJobHook, handle: JobHandle, why: str) -> None:
+    def _wait_for_dependencies(
+        self,
+        hook: SparkJobHook,
+        handle: JobHandle | None,
+        outage: DependencyDown,
+        delay_seconds: float = 0.0,
+    ) -> None:
         self.log.warning(
-            "%s: %s; waiting for its health before a relaunch, not counted toward the breaker",
+            "%s: %s; waiting for its health before a relaunch%s, not counted toward the breaker",
             self.pipeline,
-            why,
+            outage.reason,
+            f" (first look in {delay_seconds:.0f} s)" if delay_seconds else "",
         )
         self.defer(
             trigger=DependencyWaitTrigger(
-                pipeline=self.pipeline, handle=handle.to_dict(), specs_path=self.specs_path
+                pipeline=self.pipeline,
+                handle=handle.to_dict() if handle is not None else None,
+                specs_path=self.specs_path,
+                dependencies=list(outage.dependencies),
+                reason=outage.reason if outage.confirmed else "",
+                initial_delay_seconds=delay_seconds,
+                # Renewals while waiting must come well inside the lease's TTL.
+                max_poll_seconds=max(1.0, min(60.0, hook.spec.lease_ttl_seconds / 3)),
             ),
             method_name="restart_job",
         )
@@ -161,6 +182,13 @@ class StreamingJobOperator(BaseOperator):
                 self.pipeline,
                 float(event.get("waited_seconds", 0.0)),
             )
+            state = hook.load_restart_state()
+            if event.get("reason") and state.phase is not Phase.WAITING:
+                # MariaDB was down when the job failed: the outage is recorded now.
+                outage = DependencyDown(tuple(event.get("dependencies") or ()), event["reason"])
+                hook.save_restart_state(
+                    transition(hook.spec.restart, state, outage, time.time()).state
+                )
         if hook.load_restart_state().phase is Phase.BREAKER_OPEN:
             raise AirflowFailException(self._breaker_message(hook.spec, None))
         self._start_and_watch(hook)

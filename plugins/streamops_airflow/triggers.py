@@ -119,21 +119,30 @@ class SparkJobHealthTrigger(BaseTrigger):
             self.log.info("%s: stopped on request, lease released", self.pipeline)
 
 
+# A wait this long publishes one platform alert (WARN): someone should look at the dependency.
+OUTAGE_ALERT_SECONDS = 600.0
+
+
 class DependencyWaitTrigger(BaseTrigger):
     """Waits, without a worker slot, until Kafka, MariaDB, Redis and the disk all answer again.
 
-    Probes every dependency (relaunching into any outage is pointless): at once, then after
-    ``initial_poll_seconds``, doubling up to ``max_poll_seconds``. Renews the lease meanwhile
-    when MariaDB answers, so the checkpoint stays this supervisor's. Fires once, with how long it
-    waited.
+    Probes every dependency (relaunching into any outage is pointless): after
+    ``initial_delay_seconds`` (the backoff of a failure only its text put down to an outage),
+    then every ``initial_poll_seconds``, doubling up to ``max_poll_seconds``. Renews the lease
+    of ``handle`` meanwhile when MariaDB answers, so the checkpoint stays this supervisor's; a
+    wait past :data:`OUTAGE_ALERT_SECONDS` publishes one platform alert. Fires once, with how long
+    it waited and what it waited for; stopped (the run failed or marked), it releases the lease.
     """
 
     def __init__(
         self,
         *,
         pipeline: str,
-        handle: dict[str, Any],
+        handle: dict[str, Any] | None,
         specs_path: str | None = None,
+        dependencies: list[str] | None = None,
+        reason: str = "",
+        initial_delay_seconds: float = 0.0,
         initial_poll_seconds: float = 5.0,
         max_poll_seconds: float = 60.0,
     ) -> None:
@@ -141,6 +150,9 @@ class DependencyWaitTrigger(BaseTrigger):
         self.pipeline = pipeline
         self.handle = handle
         self.specs_path = specs_path
+        self.dependencies = list(dependencies or [])
+        self.reason = reason
+        self.initial_delay_seconds = initial_delay_seconds
         self.initial_poll_seconds = initial_poll_seconds
         self.max_poll_seconds = max_poll_seconds
 
@@ -151,6 +163,9 @@ class DependencyWaitTrigger(BaseTrigger):
                 "pipeline": self.pipeline,
                 "handle": self.handle,
                 "specs_path": self.specs_path,
+                "dependencies": self.dependencies,
+                "reason": self.reason,
+                "initial_delay_seconds": self.initial_delay_seconds,
                 "initial_poll_seconds": self.initial_poll_seconds,
                 "max_poll_seconds": self.max_poll_seconds,
             },
@@ -164,29 +179,52 @@ class DependencyWaitTrigger(BaseTrigger):
         from streamops_airflow.hooks import JobHandle
 
         hook = await asyncio.to_thread(self._hook)
-        handle = JobHandle.from_dict(self.handle)
+        handle = JobHandle.from_dict(self.handle) if self.handle else None
         began = time.monotonic()
+        alerted = False
         delay = self.initial_poll_seconds
+        await asyncio.sleep(self.initial_delay_seconds)
         while True:
             outages = await asyncio.to_thread(probe, hook.settings)
+            waited = time.monotonic() - began
             if not outages:
                 yield TriggerEvent(
-                    {"status": DEPENDENCIES_UP, "waited_seconds": time.monotonic() - began}
+                    {
+                        "status": DEPENDENCIES_UP,
+                        "waited_seconds": waited,
+                        "dependencies": self.dependencies,
+                        "reason": self.reason,
+                    }
                 )
                 return
-            self.log.info(
-                "%s: waiting for %s; next look in %.0f s",
-                self.pipeline,
-                "; ".join(map(str, outages)),
-                delay,
-            )
-            if not any(o.dependency == "mariadb" for o in outages):
+            down = "; ".join(map(str, outages))
+            self.log.info("%s: waiting for %s; next look in %.0f s", self.pipeline, down, delay)
+            if waited >= OUTAGE_ALERT_SECONDS and not alerted:
+                alerted = True
+                await asyncio.to_thread(hook.publish_outage_alert, down, waited)
+            if handle is not None and not any(o.dependency == "mariadb" for o in outages):
                 try:
                     await asyncio.to_thread(hook.renew, handle)
                 except Exception as exc:  # the relaunch takes the lease again if it must
                     self.log.warning("%s: could not renew the lease: %s", self.pipeline, exc)
             await asyncio.sleep(delay)
             delay = min(self.max_poll_seconds, delay * 2)
+
+    async def on_kill(self) -> None:
+        """The run was stopped while it waited: no job runs; free the lease (best effort)."""
+        if self.handle:
+            await asyncio.to_thread(self._release)
+
+    def _release(self) -> None:
+        from streamops_airflow.hooks import JobHandle
+
+        if not self.handle:
+            return
+        try:
+            self._hook().release(JobHandle.from_dict(self.handle))
+            self.log.info("%s: stopped while waiting; lease released", self.pipeline)
+        except Exception as exc:  # MariaDB may be the dependency that is down
+            self.log.warning("%s: could not release the lease: %s", self.pipeline, exc)
 
 
 def _hook(pipeline: str, specs_path: str | None) -> Any:

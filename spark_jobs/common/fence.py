@@ -170,6 +170,10 @@ _READS = frozenset(
 )
 
 
+def _is_read(args: tuple[Any, ...]) -> bool:
+    return str(args[0]).split()[0].upper() in _READS
+
+
 class FencedRedis(redis.Redis):
     """A Redis client whose every write is checked against the lease token's mirror."""
 
@@ -180,8 +184,13 @@ class FencedRedis(redis.Redis):
         # Always a transaction: a WATCH means nothing without MULTI/EXEC.
         return FencedPipeline(self, shard_hint)
 
+    def client(self) -> FencedRedis:
+        other = cast(FencedRedis, super().client())
+        other.fence, other.settings = self.fence, self.settings
+        return other
+
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        if str(args[0]).split()[0].upper() in _READS:
+        if _is_read(args):
             return super().execute_command(*args, **options)
         with self.pipeline() as pipe:
             pipe.execute_command(*args, **options)
@@ -211,19 +220,29 @@ class FencedRedis(redis.Redis):
         if raised != self.fence.token:
             raise self.fence.refused(raised, "Redis fence")
 
+    def mirrored(self) -> int | None:
+        return parse_token(self.plain().get(fence_key(self.fence.lease_key)))
+
+
+# Attempts of a fenced transaction that only the fence watches, when its connection drops
+# (redis-py turns a dropped connection under WATCH into a WatchError and does not retry it).
+FENCED_ATTEMPTS = 3
+
 
 class FencedPipeline(Pipeline):
     """A MULTI/EXEC that WATCHes the fence's mirror and checks it before MULTI (or, for a
-    pipeline without WATCH of its own, at ``execute``)."""
+    pipeline without WATCH of its own, at ``execute``). A pipeline of reads only is not fenced;
+    a write between the caller's own WATCH and MULTI is refused (it would run unfenced)."""
 
     def __init__(self, client: FencedRedis, shard_hint: Any = None) -> None:
         super().__init__(client.connection_pool, client.response_callbacks, True, shard_hint)
         self._client = client
         self._armed = False
+        self._caller_watched = False
 
     def _arm(self) -> None:
         fence, key = self._client.fence, fence_key(self._client.fence.lease_key)
-        mirrored = parse_token(self._client.plain().get(key))
+        mirrored = self._client.mirrored()
         if mirrored is not None and mirrored > fence.token:
             raise fence.refused(mirrored, "Redis fence")
         if mirrored != fence.token:
@@ -235,27 +254,61 @@ class FencedPipeline(Pipeline):
             raise fence.refused(current, "Redis fence")
         self._armed = True
 
+    def _arm_or_reset(self) -> None:
+        try:
+            self._arm()
+        except BaseException:
+            self.reset()  # no WATCH, no queued commands, no connection kept
+            raise
+
+    def watch(self, *names: Any) -> Any:
+        self._caller_watched = True
+        return super().watch(*names)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self.watching and not self.explicit_transaction and not _is_read(args):
+            raise redis.RedisError(
+                f"{args[0]} between WATCH and MULTI would not be fenced; call multi() first"
+            )
+        return super().execute_command(*args, **kwargs)
+
     def multi(self) -> None:
         if not self._armed:
-            self._arm()
+            self._arm_or_reset()
         super().multi()
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
-        if self.command_stack and not self._armed:
-            self._arm()
+        if not self._armed and not self.explicit_transaction:
+            if all(_is_read(args) for args, _ in self.command_stack):
+                return super().execute(raise_on_error)
+            stack, scripts = list(self.command_stack), set(self.scripts)
+            caller_watched = self._caller_watched
+            for attempt in range(1, FENCED_ATTEMPTS + 1):
+                self._arm_or_reset()
+                try:
+                    return super().execute(raise_on_error)
+                except redis.WatchError:
+                    self._refuse_if_fenced()
+                    if caller_watched or attempt == FENCED_ATTEMPTS:
+                        raise
+                    # Only the fence was watched and it still holds: the connection dropped.
+                    self.command_stack, self.scripts = list(stack), set(scripts)
         try:
             return super().execute(raise_on_error)
         except redis.WatchError:
             # The mirror or one of the caller's own watched keys changed: which one decides.
-            key = fence_key(self._client.fence.lease_key)
-            current = parse_token(self._client.plain().get(key))
-            if current != self._client.fence.token:
-                raise self._client.fence.refused(current, "Redis fence") from None
+            self._refuse_if_fenced()
             raise
+
+    def _refuse_if_fenced(self) -> None:
+        current = self._client.mirrored()
+        if current != self._client.fence.token:
+            raise self._client.fence.refused(current, "Redis fence") from None
 
     def reset(self) -> None:  # type: ignore[override]  # Pipeline.reset, not the command
         super().reset()
         self._armed = False
+        self._caller_watched = False
 
 
 def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:

@@ -324,14 +324,16 @@ def _lease_problems(token: Any, pid: Any, start_epoch: Any, owner: Any, expires:
     # A fresh row (INSERT IGNORE) has token 0 and no owner; every grant adds one.
     if not isinstance(token, int) or token < 0 or (owner and token < 1):
         problems.append(f"fencing_token {token!r} cannot be {'held' if owner else 'a token'}")
-    if pid is not None and (not isinstance(pid, int) or pid < 1):
+    # pid 0: a driver pod in Kubernetes (the host names the pod); start time 0: a pod without
+    # its creation time.
+    if pid is not None and (not isinstance(pid, int) or pid < 0):
         problems.append(f"pid {pid!r} is not a process id")
     if start_epoch is not None:
         try:
             number = float(start_epoch)
         except (TypeError, ValueError):
             number = math.nan
-        if not math.isfinite(number) or number <= 0:
+        if not math.isfinite(number) or number < 0:
             problems.append(f"process_start_epoch {start_epoch!r} is not a time")
     if owner and expires is None:
         problems.append(f"owner {owner!r} holds it without an expiry")

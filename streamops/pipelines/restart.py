@@ -305,12 +305,15 @@ def _dependency_down(
                 rng,
             )
             return replace(counted, notes=(*counted.notes, "too many unconfirmed outages"))
+    # Named only by the failure's text, the dependency answers already: wait a backoff before
+    # the relaunch anyway, so repeated excuses cannot relaunch back to back.
+    delay = backoff_seconds(policy, len(unconfirmed), rng) if not event.confirmed else None
     return Decision(
         replace(
             state,
             phase=Phase.WAITING,
             running_since=None,
-            next_restart_at=None,
+            next_restart_at=None if delay is None else now + delay,
             waiting_for=tuple(event.dependencies),
             waiting_since=state.waiting_since if state.phase is Phase.WAITING else now,
             outages_total=state.outages_total + 1,
@@ -318,6 +321,7 @@ def _dependency_down(
             unconfirmed_outage_times=unconfirmed,
         ),
         Action.WAIT_FOR_DEPENDENCIES,
+        delay_seconds=delay,
         notes=(f"waiting for {names}; not counted toward the breaker",),
     )
 

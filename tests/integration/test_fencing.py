@@ -1,8 +1,9 @@
-"""Fencing on real MariaDB: a job's sink commits are refused once its lease was taken over.
+"""Fencing on real MariaDB and Redis: a job's sink writes are refused once its lease was taken over.
 
 The job's lease key and token come from its environment, as the supervisor launches it. The
 sink writes here are the real ones (``spark_jobs.sinks.mariadb.upsert_rows``, chunked, one
-transaction per chunk), against a scratch table like ``order_revenue_5s``.
+transaction per chunk), against a scratch table like ``order_revenue_5s``; on Redis, every shape of
+write the sinks use, through the sinks' own client (``redis_client``), against the token's mirror.
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 
-from spark_jobs.common.fence import Fence, FencedError, connect
+from spark_jobs.common.fence import Fence, FencedError, FencedRedis, connect, redis_client
 from spark_jobs.sinks.mariadb import upsert_rows
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
 from streamops.pipelines import lease as leases
-from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV
+from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, mirror_fence
+from streamops.pipelines.redis_fence import fence_key
 from tests.integration.support import query
 
 COLUMNS = ("window_start", "currency", "window_end", "order_count", "item_count", "revenue")
@@ -117,6 +122,30 @@ def test_a_takeover_waits_for_a_commit_in_flight(
 # --- Redis ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class RedisCase:
+    settings: Settings
+    plain: redis.Redis  # unfenced, decoded: what the tests read back
+    key: str
+    location: str
+
+    def takeover(self) -> tuple[leases.Lease, leases.Lease]:
+        """An old holder's lease, then (expired) a new holder's: their tokens differ by one."""
+        old = _acquire(self.settings, self.location, "airflow:old")
+        time.sleep(1.0)
+        return old, _acquire(self.settings, self.location, "airflow:new")
+
+
+@pytest.fixture
+def case(settings: Settings) -> Iterator[RedisCase]:
+    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
+    found = RedisCase(settings, plain, f"streamops:test:fence:{uuid.uuid4().hex}", location)
+    yield found
+    plain.delete(found.key, fence_key(leases.checkpoint_key(location)))
+    plain.close()
+
+
 def _fenced_as(monkeypatch: pytest.MonkeyPatch, lease: leases.Lease) -> None:
     monkeypatch.setenv(JOB_LEASE_ENV, lease.key)
     monkeypatch.setenv(JOB_TOKEN_ENV, str(lease.fencing_token))
@@ -140,102 +169,100 @@ def _writes(client: Any, key: str, value: str) -> None:
 
 
 def test_a_taken_over_job_cannot_write_to_redis(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    case: RedisCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import redis
-
-    from spark_jobs.common.fence import FencedRedis, redis_client
-    from streamops.pipelines.jobs import mirror_fence
-    from streamops.pipelines.redis_fence import fence_key
-
-    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    key = f"streamops:test:fence:{uuid.uuid4().hex}"
-    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
-    old = _acquire(settings, location, "airflow:old")
-    mirror_fence(settings, old)
+    old = _acquire(case.settings, case.location, "airflow:old")
+    mirror_fence(case.settings, old)
     _fenced_as(monkeypatch, old)
-    old_client = redis_client(settings)
+    old_client = redis_client(case.settings)
     assert isinstance(old_client, FencedRedis)
-    _writes(old_client, key, "old")
-    assert plain.hgetall(key) == {"plain": "old", "script": "old", "watched": "old"}
+    _writes(old_client, case.key, "old")
+    assert case.plain.hgetall(case.key) == {"plain": "old", "script": "old", "watched": "old"}
 
     # A new launcher takes the lease and mirrors its token before its job starts.
     time.sleep(1.0)
-    new = _acquire(settings, location, "airflow:new")
-    mirror_fence(settings, new)
-    assert plain.get(fence_key(new.key)) == str(new.fencing_token)
+    new = _acquire(case.settings, case.location, "airflow:new")
+    mirror_fence(case.settings, new)
+    assert case.plain.get(fence_key(new.key)) == str(new.fencing_token)
 
     # Every shape of write by the old job is refused, and none of it lands.
     for write in (
-        lambda: old_client.hset(key, "plain", "late"),
-        lambda: _writes(old_client, key, "late"),
+        lambda: old_client.hset(case.key, "plain", "late"),
+        lambda: _writes(old_client, case.key, "late"),
         lambda: old_client.publish("streamops:test:channel", "late"),
     ):
         with pytest.raises(FencedError, match=f"holds fencing token {old.fencing_token}"):
             write()
-    assert plain.hgetall(key) == {"plain": "old", "script": "old", "watched": "old"}
+    assert case.plain.hgetall(case.key) == {"plain": "old", "script": "old", "watched": "old"}
     # Reads are not fenced.
-    assert old_client.hget(key, "plain") == b"old"
+    assert old_client.hget(case.key, "plain") == b"old"
 
     # The new holder's job writes.
     _fenced_as(monkeypatch, new)
-    _writes(redis_client(settings), key, "new")
-    assert plain.hgetall(key) == {"plain": "new", "script": "new", "watched": "new"}
-    plain.delete(key, fence_key(new.key))
+    _writes(redis_client(case.settings), case.key, "new")
+    assert case.plain.hgetall(case.key) == {"plain": "new", "script": "new", "watched": "new"}
 
 
 def test_a_takeover_between_watch_and_exec_refuses_the_exec(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    case: RedisCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import redis
-
-    from spark_jobs.common.fence import redis_client
-    from streamops.pipelines.jobs import mirror_fence
-    from streamops.pipelines.redis_fence import fence_key
-
-    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    key = f"streamops:test:fence:{uuid.uuid4().hex}"
-    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
-    old = _acquire(settings, location, "airflow:old")
-    mirror_fence(settings, old)
+    old = _acquire(case.settings, case.location, "airflow:old")
+    mirror_fence(case.settings, old)
     _fenced_as(monkeypatch, old)
-    with redis_client(settings).pipeline() as pipe:
+    with redis_client(case.settings).pipeline() as pipe:
         pipe.multi()  # armed: the mirror is watched and was the old job's token
-        pipe.set(key, "old")
+        pipe.set(case.key, "old")
         time.sleep(1.0)
-        new = _acquire(settings, location, "airflow:new")
-        mirror_fence(settings, new)
+        new = _acquire(case.settings, case.location, "airflow:new")
+        mirror_fence(case.settings, new)
         with pytest.raises(FencedError, match=f"now has {new.fencing_token}"):
             pipe.execute()
-    assert plain.get(key) is None
-    plain.delete(fence_key(new.key))
+    assert case.plain.get(case.key) is None
 
 
 def test_a_lost_mirror_is_restored_from_the_lease_and_still_fences(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    case: RedisCase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis lost its data (or was away at the launch): the mirror is missing. The lease holder's
     job raises it after MariaDB confirms its token; an older job is refused by MariaDB's word."""
-    import redis
-
-    from spark_jobs.common.fence import redis_client
-    from streamops.pipelines.redis_fence import fence_key
-
-    plain = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    key = f"streamops:test:fence:{uuid.uuid4().hex}"
-    location = f"/tmp/fence-test/{uuid.uuid4().hex}"
-    old = _acquire(settings, location, "airflow:old")
-    time.sleep(1.0)
-    new = _acquire(settings, location, "airflow:new")
-    assert plain.get(fence_key(new.key)) is None
+    old, new = case.takeover()
+    assert case.plain.get(fence_key(new.key)) is None
 
     _fenced_as(monkeypatch, old)
     with pytest.raises(FencedError, match=f"lease now has {new.fencing_token}"):
-        redis_client(settings).set(key, "old")
-    assert plain.get(fence_key(new.key)) is None, "a refused job must not touch the mirror"
+        redis_client(case.settings).set(case.key, "old")
+    assert case.plain.get(fence_key(new.key)) is None, "a refused job must not touch the mirror"
 
     _fenced_as(monkeypatch, new)
-    redis_client(settings).set(key, "new")
-    assert plain.get(key) == "new"
-    assert plain.get(fence_key(new.key)) == str(new.fencing_token)
-    plain.delete(key, fence_key(new.key))
+    redis_client(case.settings).set(case.key, "new")
+    assert case.plain.get(case.key) == "new"
+    assert case.plain.get(fence_key(new.key)) == str(new.fencing_token)
+
+
+def test_a_refused_pipeline_keeps_nothing_and_a_write_before_multi_is_refused(
+    case: RedisCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = case.takeover()
+    mirror_fence(case.settings, new)
+
+    _fenced_as(monkeypatch, old)
+    pipe = redis_client(case.settings).pipeline(transaction=False)  # as the vitals sink uses it
+    pipe.set(case.key, "old")
+    with pytest.raises(FencedError):
+        pipe.execute()
+    # Nothing queued, watched or held: running it again sends nothing stale.
+    assert pipe.command_stack == [] and pipe.connection is None and not pipe.watching
+    assert pipe.execute() == []
+    assert case.plain.get(case.key) is None
+
+    # A write between the caller's own WATCH and MULTI would run outside any fence: refused.
+    _fenced_as(monkeypatch, new)
+    with redis_client(case.settings).pipeline() as watched:
+        watched.watch(case.key)
+        assert watched.get(case.key) is None  # reads are fine
+        with pytest.raises(redis.RedisError, match="would not be fenced"):
+            watched.set(case.key, "new")
+        watched.multi()
+        watched.set(case.key, "new")
+        watched.execute()
+    assert case.plain.get(case.key) == "new"

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -43,7 +44,6 @@ from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.db import connect
 from streamops.generator.producer import run_generator
-from streamops.generator.records import validate
 from streamops.pipelines import jobs
 from streamops.pipelines import lease as leases
 from streamops.pipelines.health import HealthStatus
@@ -53,7 +53,7 @@ from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from tests.integration.support import empty_orders_outputs
-from tests.integration.test_orders_pipeline import query, topic_contents
+from tests.integration.test_orders_pipeline import expected_from_topic, query, topic_contents
 
 T = TypeVar("T")
 
@@ -148,6 +148,34 @@ class Supervision:
         runs = self.api.active_runs(spec.dag_id)
         assert len(runs) == 1, runs
         return str(runs[0]["dag_run_id"])
+
+
+@contextmanager
+def producing_orders(
+    settings: Settings, *, count: int, rate: float, seed: int, **ratios: float
+) -> Iterator[None]:
+    """Produce ``count`` orders at ``rate`` in the background while the block runs; after it,
+    every record was sent."""
+    produced: dict[str, Any] = {}
+    producer = threading.Thread(
+        target=lambda: produced.update(
+            summary=run_generator(
+                "orders",
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                rate=rate,
+                count=count,
+                seed=seed,
+                progress=False,
+                **ratios,
+            )
+        )
+    )
+    producer.start()
+    try:
+        yield
+    finally:
+        producer.join(timeout=count / rate + 120)
+    assert produced["summary"].failed == 0 and produced["summary"].sent == count
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 2.0) -> T:
@@ -273,15 +301,7 @@ def assert_exactly_once(s: Supervision) -> None:
 
     Ground truth: the topic itself (earlier tests' records included: the checkpoint is new).
     """
-    expected_orders: dict[str, Decimal] = {}
-    expected_rejects: set[tuple[int, int]] = set()
-    for message in topic_contents(s.settings):
-        if validate("orders", message.value()) is None:
-            order = json.loads(message.value())
-            amount = Decimal(order["quantity"]) * Decimal(str(order["unit_price"]))
-            expected_orders.setdefault(order["order_id"], amount)
-        else:
-            expected_rejects.add((message.partition(), message.offset()))
+    expected_orders, expected_rejects = expected_from_topic(topic_contents(s.settings))
     wait_for(
         lambda: (
             query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
@@ -333,23 +353,14 @@ def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
     job = s.running_job(s.orders)
     assert job is not None and len(spark_submits("streamops-orders")) == 1
 
-    produced: dict[str, Any] = {}
-    producer = threading.Thread(
-        target=lambda: produced.update(
-            summary=run_generator(
-                "orders",
-                bootstrap_servers=s.settings.kafka_bootstrap_servers,
-                rate=ORDERS_RATE,
-                count=ORDERS,
-                seed=777,
-                malformed_ratio=0.05,
-                duplicate_ratio=0.05,
-                progress=False,
-            )
-        )
-    )
-    producer.start()
-    try:
+    with producing_orders(
+        s.settings,
+        count=ORDERS,
+        rate=ORDERS_RATE,
+        seed=777,
+        malformed_ratio=0.05,
+        duplicate_ratio=0.05,
+    ):
         before = query(s.settings, "SELECT COUNT(*) FROM orders")[0][0]
         wait_for(
             lambda: query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] > before + 300,
@@ -374,9 +385,6 @@ def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
         assert restart_seconds <= 60
         assert relaunched.fencing_token == job.fencing_token, "same supervisor, same lease"
         assert len(spark_submits("streamops-orders")) == 1
-    finally:
-        producer.join(timeout=ORDERS / ORDERS_RATE + 120)
-    assert produced["summary"].failed == 0 and produced["summary"].sent == ORDERS
 
     assert_exactly_once(s)
 
@@ -532,21 +540,7 @@ def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
     before = hook.load_restart_state()
     redis_server = s.stack.component("redis")
 
-    produced: dict[str, Any] = {}
-    producer = threading.Thread(
-        target=lambda: produced.update(
-            summary=run_generator(
-                "orders",
-                bootstrap_servers=s.settings.kafka_bootstrap_servers,
-                rate=50.0,
-                count=OUTAGE_ORDERS,
-                seed=778,
-                progress=False,
-            )
-        )
-    )
-    producer.start()
-    try:
+    with producing_orders(s.settings, count=OUTAGE_ORDERS, rate=50.0, seed=778):
         written = query(s.settings, "SELECT COUNT(*) FROM orders")[0][0]
         wait_for(
             lambda: query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] > written,
@@ -572,9 +566,6 @@ def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
         finally:
             redis_server.start()
             redis_server.wait_healthy()
-    finally:
-        producer.join(timeout=OUTAGE_ORDERS / 50.0 + 120)
-    assert produced["summary"].failed == 0 and produced["summary"].sent == OUTAGE_ORDERS
 
     relaunched = wait_for(
         lambda: (j := s.running_job(s.orders)) is not None and j,

@@ -194,7 +194,7 @@ MARIADB_DOWN = DependencyDown(("mariadb",), "mariadb: Can't connect to server", 
 def test_an_outage_waits_without_counting_toward_the_breaker() -> None:
     running = RestartState(phase=Phase.RUNNING, running_since=0.0, failure_times=(90.0,))
     decision = transition(POLICY, running, MARIADB_DOWN, 100.0)
-    assert decision.action is Action.WAIT_FOR_DEPENDENCIES
+    assert decision.action is Action.WAIT_FOR_DEPENDENCIES and decision.delay_seconds is None
     state = decision.state
     assert state.phase is Phase.WAITING and state.waiting_for == ("mariadb",)
     assert state.failure_times == (90.0,) and state.consecutive_failures == 0
@@ -216,6 +216,9 @@ def test_an_outage_only_the_failure_names_is_excused_a_bounded_number_of_times()
     for i in range(POLICY.max_failures):
         decision = transition(POLICY, state, named, 10.0 + i)
         assert decision.action is Action.WAIT_FOR_DEPENDENCIES
+        # The dependency answers already, yet the relaunch waits a backoff all the same.
+        assert decision.delay_seconds == POLICY.initial_backoff_seconds * 2**i
+        assert decision.state.next_restart_at == 10.0 + i + decision.delay_seconds
         state = transition(POLICY, decision.state, Started(), 10.5 + i).state
     # One more within the window: the dependency answered every time, so the job is at fault.
     decision = transition(POLICY, state, named, 20.0)

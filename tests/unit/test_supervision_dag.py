@@ -108,6 +108,10 @@ class FakeHook:
         self.calls.append(f"unwatched:{owner}")
         return self.unwatched
 
+    def find_job(self) -> JobHandle | None:
+        self.calls.append("find")
+        return HANDLE
+
     def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
         self.calls.append("probe")
         return self.outage_found
@@ -267,6 +271,37 @@ def test_mariadb_down_waits_without_touching_the_restart_state(
     assert hook.calls == ["stop", "probe"]
 
 
+def test_a_new_try_while_waiting_looks_at_the_dependencies_before_a_launch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(
+        RestartState(phase=Phase.WAITING, waiting_for=("kafka",), last_outage_reason="kafka: x")
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        _operator(monkeypatch, hook).execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, DependencyWaitTrigger) and trigger.dependencies == ["kafka"]
+    assert hook.calls == ["find"]
+
+
+def test_an_outage_seen_while_mariadb_was_down_is_recorded_once_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0, restarts_total=2))
+    event = {
+        "status": "dependencies_up",
+        "waited_seconds": 70.0,
+        "dependencies": ["mariadb"],
+        "reason": "mariadb: Can't connect to server",
+    }
+    with pytest.raises(TaskDeferred):
+        _operator(monkeypatch, hook).restart_job({}, event)
+    # Recorded as an outage (not a failure), then relaunched: a restart, a fresh running_since.
+    assert hook.state.outages_total == 1 and hook.state.failure_times == ()
+    assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 3
+    assert hook.state.running_since != 1.0
+
+
 def test_a_graceful_stop_releases_the_lease_and_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
     hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
     _operator(monkeypatch, hook).on_health_event({}, _event("stopped"))
@@ -393,3 +428,53 @@ def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.M
     assert event["status"] == "dependencies_up" and answers == []
     # The lease is renewed only while MariaDB answers.
     assert renewed == [HANDLE.fencing_token]
+
+
+def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from streamops_airflow import triggers
+
+    from streamops.pipelines import dependencies
+    from streamops.pipelines.dependencies import Outage
+
+    answers = [[Outage("kafka", "refused")]] * 3 + [[]]
+    monkeypatch.setattr(dependencies, "probe", lambda settings: answers.pop(0))
+    monkeypatch.setattr(triggers, "OUTAGE_ALERT_SECONDS", 0.0)
+    calls: list[str] = []
+
+    class Hook:
+        settings = None
+
+        def renew(self, handle: JobHandle) -> None:
+            calls.append("renew")
+
+        def publish_outage_alert(self, down: str, waited: float) -> None:
+            calls.append(f"alert:{down}")
+
+        def release(self, handle: JobHandle) -> bool:
+            calls.append(f"release:{handle.fencing_token}")
+            return True
+
+    trigger = DependencyWaitTrigger(
+        pipeline="orders",
+        handle=HANDLE.to_dict(),
+        dependencies=["kafka"],
+        reason="kafka: refused",
+        initial_delay_seconds=0.01,
+        initial_poll_seconds=0.01,
+    )
+    monkeypatch.setattr(trigger, "_hook", Hook)
+
+    async def first_event() -> dict[str, object]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    assert event["dependencies"] == ["kafka"] and event["reason"] == "kafka: refused"
+    assert calls == ["alert:kafka: refused", "renew", "renew", "renew"]
+    asyncio.run(trigger.on_kill())
+    assert calls[-1] == f"release:{HANDLE.fencing_token}"
