@@ -21,10 +21,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from streamops.pipelines.health import HealthStatus
+from streamops.pipelines.health import HealthStatus, JobHealth
 from streamops.pipelines.lease import LeaseLostError
 
 LEASE_LOST = "lease_lost"
+# After Redis was unreachable, how long a "stalled" verdict is held: the driver reports its status
+# every ~5 s and the listener an idle event every ~10 s, so fresh fields land well inside this.
+STALE_AFTER_OUTAGE_SECONDS = 30.0
 DEPENDENCIES_UP = "dependencies_up"
 # The triggerer gives on_kill ~30 s ([triggerer] on_kill_timeout): SIGKILL comes before that.
 ON_KILL_STOP_TIMEOUT_SECONDS = 20.0
@@ -65,12 +68,28 @@ class SparkJobHealthTrigger(BaseTrigger):
         hook = await asyncio.to_thread(self._hook)
         handle = JobHandle.from_dict(self.handle)
         overloaded = False
+        unreadable = False
+        trust_stalls_after = 0.0
         while True:
             try:
                 health = await asyncio.to_thread(hook.read_health, handle)
             except Exception as exc:  # Redis away for a poll is not a job failure
                 self.log.warning("%s: health check failed, trying again: %s", self.pipeline, exc)
+                unreadable = True
             else:
+                if unreadable:
+                    # Redis answers again, but it holds what the job could not refresh while it
+                    # was away: a live job reads as stalled until its next reports land.
+                    unreadable = False
+                    trust_stalls_after = time.monotonic() + STALE_AFTER_OUTAGE_SECONDS
+                if health.status is HealthStatus.STALLED and time.monotonic() < trust_stalls_after:
+                    self.log.info(
+                        "%s: stalled verdict held (Redis was unreachable until just now, the "
+                        "job's reports are being refreshed): %s",
+                        self.pipeline,
+                        health.detail,
+                    )
+                    health = JobHealth(HealthStatus.STARTING, f"held: {health.detail}")
                 self.log.info("%s: %s (%s)", self.pipeline, health.status, health.detail)
                 is_overloaded = health.status is HealthStatus.OVERLOADED
                 if is_overloaded and not overloaded:

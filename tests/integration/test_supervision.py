@@ -62,7 +62,7 @@ AIRFLOW_WORKERS = ("airflow-dag-processor", "airflow-scheduler", "airflow-trigge
 CRASH_MAX_FAILURES = 3
 ORDERS = 6000
 ORDERS_RATE = 150.0
-OUTAGE_ORDERS = 3000
+OUTAGE_ORDERS = 1500
 
 
 def pipelines_document(checkpoints: Path) -> dict[str, Any]:
@@ -529,7 +529,7 @@ def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
 def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
     supervision: Supervision,
 ) -> None:
-    """Redis stops while orders flow: the job's batch fails on its Redis write, and the
+    """Redis stops, then orders arrive: the job's batch fails on its Redis write, and the
     supervisor waits for Redis (phase ``waiting``, nothing counted toward the breaker, no
     relaunch into the outage). Redis back: one relaunch from the checkpoint, exactly once."""
     s = supervision
@@ -540,32 +540,35 @@ def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
     before = hook.load_restart_state()
     redis_server = s.stack.component("redis")
 
-    with producing_orders(s.settings, count=OUTAGE_ORDERS, rate=50.0, seed=778):
-        written = query(s.settings, "SELECT COUNT(*) FROM orders")[0][0]
-        wait_for(
-            lambda: query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] > written,
-            timeout=120,
-            what="the job to write orders before the outage",
+    redis_server.stop()
+    try:
+        # Orders arrive during the outage: the revenue query's next batch needs Redis and fails.
+        summary = run_generator(
+            "orders",
+            bootstrap_servers=s.settings.kafka_bootstrap_servers,
+            rate=0,
+            count=OUTAGE_ORDERS,
+            seed=778,
+            progress=False,
         )
-        redis_server.stop()
-        try:
-            waiting = wait_for(
-                lambda: (state := hook.load_restart_state()).phase is Phase.WAITING and state,
-                timeout=180,
-                what="the supervisor to wait for Redis",
-            )
-            assert waiting
-            assert "redis" in waiting.waiting_for, waiting
-            assert waiting.failure_times == before.failure_times, "the outage was counted"
-            assert waiting.consecutive_failures == before.consecutive_failures
-            assert not jobs.process_is_running(job), "the failed job was left running"
-            # No relaunch into the outage.
-            time.sleep(3 * s.orders.health.poll_interval_seconds)
-            assert s.running_job(s.orders) is None
-            assert hook.load_restart_state().phase is Phase.WAITING
-        finally:
-            redis_server.start()
-            redis_server.wait_healthy()
+        assert (summary.sent, summary.failed) == (OUTAGE_ORDERS, 0)
+        waiting = wait_for(
+            lambda: (state := hook.load_restart_state()).phase is Phase.WAITING and state,
+            timeout=180,
+            what="the supervisor to wait for Redis",
+        )
+        assert waiting
+        assert "redis" in waiting.waiting_for, waiting
+        assert waiting.failure_times == before.failure_times, "the outage was counted"
+        assert waiting.consecutive_failures == before.consecutive_failures
+        assert not jobs.process_is_running(job), "the failed job was left running"
+        # No relaunch into the outage.
+        time.sleep(3 * s.orders.health.poll_interval_seconds)
+        assert s.running_job(s.orders) is None
+        assert hook.load_restart_state().phase is Phase.WAITING
+    finally:
+        redis_server.start()
+        redis_server.wait_healthy()
 
     relaunched = wait_for(
         lambda: (j := s.running_job(s.orders)) is not None and j,

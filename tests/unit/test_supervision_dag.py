@@ -478,3 +478,69 @@ def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stop
     assert calls == ["alert:kafka: refused", "renew", "renew", "renew"]
     asyncio.run(trigger.on_kill())
     assert calls[-1] == f"release:{HANDLE.fencing_token}"
+
+
+def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While Redis was away the job could not refresh its reports: the first reads after it
+    answers again show old times, and a live job must not be restarted on them."""
+    import asyncio
+
+    from streamops_airflow import triggers
+
+    from streamops.pipelines.health import HealthStatus, JobHealth
+
+    monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
+    stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 129 s (allowed 60 s)")
+    reads: list[object] = [ConnectionError("Redis away"), stalled, stalled]
+    renewed: list[int] = []
+
+    class Hook:
+        def read_health(self, handle: JobHandle) -> JobHealth:
+            answer = reads.pop(0) if len(reads) > 1 else reads[0]
+            if isinstance(answer, Exception):
+                raise answer
+            assert isinstance(answer, JobHealth)
+            return answer
+
+        def renew(self, handle: JobHandle) -> None:
+            renewed.append(1)
+
+        def publish_overload_alert(self, health: JobHealth) -> None:
+            raise AssertionError("not overloaded")
+
+    trigger = SparkJobHealthTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0.03
+    )
+    monkeypatch.setattr(trigger, "_hook", Hook)
+
+    async def first_event() -> dict[str, object]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    event = asyncio.run(first_event())
+    # Held (renewed, no event) inside the grace, acted on once it was over and still stalled.
+    assert renewed
+    assert event["status"] == "stalled"
+
+
+def test_a_stall_without_an_outage_is_acted_on_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from streamops.pipelines.health import HealthStatus, JobHealth
+
+    class Hook:
+        def read_health(self, handle: JobHandle) -> JobHealth:
+            return JobHealth(HealthStatus.STALLED, "q: no batch started for 90 s (allowed 60 s)")
+
+    trigger = SparkJobHealthTrigger(pipeline="orders", handle=HANDLE.to_dict())
+    monkeypatch.setattr(trigger, "_hook", Hook)
+
+    async def first_event() -> dict[str, object]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("no event")
+
+    assert asyncio.run(first_event())["status"] == "stalled"
