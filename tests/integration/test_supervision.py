@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -540,15 +541,25 @@ def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
     before = hook.load_restart_state()
     redis_server = s.stack.component("redis")
 
+    # Orders arrive during the outage: the revenue query's next batch needs Redis and fails. Their
+    # event times lie past the query's watermark (earlier tests may have pushed it ahead of the
+    # clock), or the windows would drop them as late and write nothing to fail on.
+    revenue = redis.Redis.from_url(s.settings.redis_url, decode_responses=True).hgetall(
+        "streamops:query:orders:orders_revenue"
+    )
+    event_base = datetime.now(UTC)
+    if revenue.get("watermark"):
+        watermark = datetime.fromisoformat(revenue["watermark"].replace("Z", "+00:00"))
+        event_base = max(event_base, watermark + timedelta(minutes=1))
     redis_server.stop()
     try:
-        # Orders arrive during the outage: the revenue query's next batch needs Redis and fails.
         summary = run_generator(
             "orders",
             bootstrap_servers=s.settings.kafka_bootstrap_servers,
             rate=0,
             count=OUTAGE_ORDERS,
             seed=778,
+            now=event_base,
             progress=False,
         )
         assert (summary.sent, summary.failed) == (OUTAGE_ORDERS, 0)
