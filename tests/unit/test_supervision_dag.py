@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
@@ -396,7 +397,6 @@ def test_the_triggers_on_kill_releases_the_lease_even_when_the_stop_fails(
 
 
 def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
 
     from streamops.pipelines import dependencies
     from streamops.pipelines.dependencies import Outage
@@ -419,12 +419,7 @@ def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.M
     assert name == "streamops_airflow.triggers.DependencyWaitTrigger"
     assert DependencyWaitTrigger(**kwargs).serialize() == (name, kwargs)
 
-    async def first_event() -> dict[str, object]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    event = asyncio.run(first_event())
+    event = _first_event(trigger)
     assert event["status"] == "dependencies_up" and answers == []
     # The lease is renewed only while MariaDB answers.
     assert renewed == [HANDLE.fencing_token]
@@ -468,12 +463,7 @@ def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stop
     )
     monkeypatch.setattr(trigger, "_hook", Hook)
 
-    async def first_event() -> dict[str, object]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    event = asyncio.run(first_event())
+    event = _first_event(trigger)
     assert event["dependencies"] == ["kafka"] and event["reason"] == "kafka: refused"
     assert calls == ["alert:kafka: refused", "renew", "renew", "renew"]
     asyncio.run(trigger.on_kill())
@@ -485,7 +475,6 @@ def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
 ) -> None:
     """While Redis was away the job could not refresh its reports: the first reads after it
     answers again show old times, and a live job must not be restarted on them."""
-    import asyncio
 
     from streamops_airflow import triggers
 
@@ -515,19 +504,13 @@ def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
     )
     monkeypatch.setattr(trigger, "_hook", Hook)
 
-    async def first_event() -> dict[str, object]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    event = asyncio.run(first_event())
+    event = _first_event(trigger)
     # Held (renewed, no event) inside the grace, acted on once it was over and still stalled.
     assert renewed
     assert event["status"] == "stalled"
 
 
 def test_a_stall_without_an_outage_is_acted_on_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
 
     from streamops.pipelines.health import HealthStatus, JobHealth
 
@@ -538,9 +521,16 @@ def test_a_stall_without_an_outage_is_acted_on_at_once(monkeypatch: pytest.Monke
     trigger = SparkJobHealthTrigger(pipeline="orders", handle=HANDLE.to_dict())
     monkeypatch.setattr(trigger, "_hook", Hook)
 
-    async def first_event() -> dict[str, object]:
+    assert _first_event(trigger)["status"] == "stalled"
+
+
+def _first_event(trigger: Any) -> dict[str, object]:
+    """Run ``trigger`` until its first event; that event's payload."""
+    import asyncio
+
+    async def first() -> dict[str, object]:
         async for event in trigger.run():
             return dict(event.payload)
         raise AssertionError("no event")
 
-    assert asyncio.run(first_event())["status"] == "stalled"
+    return asyncio.run(first())
