@@ -93,9 +93,15 @@ _UPSERT_TERMINATED = (
 
 def status_redis(settings: Settings) -> redis.Redis:
     """A Redis client for a job's status writes: short timeouts, so a Redis outage delays the
-    listener bus and the driver's loop by seconds at most."""
-    return redis.Redis.from_url(
-        settings.redis_url,
+    listener bus and the driver's loop by seconds at most.
+
+    Fenced like the sinks (``spark_jobs.common.fence``): once a newer job holds the checkpoint,
+    this job's heartbeats and status are refused, so an old job that has not exited yet can never
+    make the new one look alive (or overwrite what it reports)."""
+    from spark_jobs.common.fence import redis_client
+
+    return redis_client(
+        settings,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
     )

@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from spark_jobs.common.fence import Fence, FencedError, FencedRedis, connect, redis_client
+from spark_jobs.common.listener import status_redis
 from spark_jobs.sinks.mariadb import upsert_rows
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
@@ -201,6 +202,34 @@ def test_a_taken_over_job_cannot_write_to_redis(
     _fenced_as(monkeypatch, new)
     _writes(redis_client(case.settings), case.key, "new")
     assert case.plain.hgetall(case.key) == {"plain": "new", "script": "new", "watched": "new"}
+
+
+def test_an_old_job_s_heartbeats_cannot_mask_the_new_job(
+    case: RedisCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener and the driver's status reporter write each query's hash through
+    ``status_redis``: after a takeover, an old job still running cannot refresh the heartbeat
+    that the supervisor reads for the new job."""
+    old, new = case.takeover()
+    mirror_fence(case.settings, old)
+    _fenced_as(monkeypatch, old)
+    old_status = status_redis(case.settings)
+
+    def heartbeat(client: redis.Redis, at: str) -> None:
+        # The listener's shape: HSET, EXPIRE and PUBLISH in one MULTI/EXEC.
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(case.key, mapping={"state": "running", "heartbeat_at": at})
+            pipe.expire(case.key, 600)
+            pipe.publish("streamops:test:channel", at)
+            pipe.execute()
+
+    heartbeat(old_status, "1.000")
+    mirror_fence(case.settings, new)
+    _fenced_as(monkeypatch, new)
+    heartbeat(status_redis(case.settings), "2.000")
+    with pytest.raises(FencedError, match=f"holds fencing token {old.fencing_token}"):
+        heartbeat(old_status, "3.000")
+    assert case.plain.hget(case.key, "heartbeat_at") == "2.000"
 
 
 def test_a_takeover_between_watch_and_exec_refuses_the_exec(
