@@ -257,6 +257,19 @@ def test_an_active_run_without_a_job_yet_is_starting() -> None:
     assert state_of(process=None, hashes={})[0] is PipelineState.STARTING
 
 
+def test_a_dead_job_the_supervisor_has_not_acted_on_yet_is_failed_not_starting() -> None:
+    # The chaos suite caught the page saying "starting" for up to 15 s after a kill -9.
+    dead = JobProcess(
+        owner=PROCESS.owner, pid=4528, host="here", start_epoch=NOW - 600, alive=False
+    )
+    state, detail = state_of(process=dead)
+    assert state is PipelineState.FAILED
+    assert "pid 4528" in detail and "is gone" in detail
+    # Once the supervisor backs off (or relaunches: the lease's pid is cleared), it says so.
+    backing_off = RestartState(phase=Phase.BACKING_OFF, next_restart_at=NOW + 3)
+    assert state_of(process=dead, restart=backing_off)[0] is PipelineState.BACKING_OFF
+
+
 def test_no_run_after_a_failed_one_is_failed_and_otherwise_stopped() -> None:
     failed_dag = DagInfo(dag_id=SPEC.dag_id, is_paused=False, last_run_state="failed")
     assert state_of(dag=failed_dag, process=None, hashes={})[0] is PipelineState.FAILED

@@ -16,6 +16,8 @@ The state of a pipeline, most decisive first:
 - a job process runs: the hook's own health rule (:func:`classify_health`) on the queries'
   heartbeats and status gives ``running``, ``starting``, ``overloaded``, ``stalled`` or
   ``failed``.
+- a supervision run is active and the lease names a job process that is gone: ``failed`` (the
+  supervisor has not acted yet);
 - a supervision run is active but no job process yet: ``starting``.
 - no active run: ``failed`` when the last run failed, else ``stopped``.
 """
@@ -264,6 +266,13 @@ def classify(
         if not active and state is PipelineState.RUNNING:
             return state, f"{health.detail} (no active supervision run)"
         return state, health.detail
+    if active and process is not None and process.pid is not None:
+        # The lease still names the job, and it is gone: the supervisor has not acted yet (a
+        # relaunch re-acquires the lease, which clears the pid, before it starts the new job).
+        return PipelineState.FAILED, (
+            f"the job process (pid {process.pid}) is gone; the supervisor restarts it from the "
+            "checkpoint at its next health check"
+        )
     if active:
         return PipelineState.STARTING, f"supervision run {dag.active_run_state}, job not up yet"
     # A job started outside Airflow (`streamops run`) holds no lease but still reports.
