@@ -5,7 +5,7 @@ STREAMOPS = $(VENV)/bin/streamops
 # Tests run their own stack: its own state folder and ports, so a running `make up` is untouched.
 TEST_ENV = STREAMOPS_STATE_DIR=$(CURDIR)/.streamops-test
 
-.PHONY: install up down status test test-unit lint typecheck bench soak
+.PHONY: install up down status test test-unit lint typecheck bench soak chaos
 
 install:
 	$(PYTHON) -m streamops install
@@ -27,7 +27,7 @@ typecheck:
 	$(VENV)/bin/mypy
 
 test: install lint typecheck
-	$(TEST_ENV) $(VENV)/bin/python -m pytest tests
+	$(TEST_ENV) $(VENV)/bin/python -m pytest tests --durations=25
 
 test-unit: install
 	$(VENV)/bin/python -m pytest tests/unit
@@ -39,3 +39,6 @@ bench: install
 
 soak: up
 	$(STREAMOPS) soak --duration 30m
+
+chaos: up
+	$(STREAMOPS) chaos --duration 30m

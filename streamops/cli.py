@@ -386,6 +386,10 @@ from streamops.soak.cli import soak  # noqa: E402
 
 app.command("soak")(soak)
 
+from streamops.chaos.cli import chaos  # noqa: E402
+
+app.command("chaos")(chaos)
+
 
 def run() -> None:
     app(prog_name="streamops")

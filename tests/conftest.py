@@ -13,6 +13,9 @@ import pytest
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from streamops.config import Settings
+    from streamops.stack import Stack
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Set before any streamops import reads the environment; subprocesses (CLI, Airflow) inherit it.
@@ -60,3 +63,29 @@ def spark() -> Iterator[SparkSession]:
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    from streamops.config import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Stack]:
+    """The real local stack (tests/chaos and tests/integration), started once per session on the
+    test ports and stopped at its end."""
+    import shutil
+
+    from streamops.stack import Stack
+
+    stack = Stack(settings)
+    # A fresh state folder per session: leftovers of an aborted run must not decide a result.
+    stack.down()
+    shutil.rmtree(settings.state_dir, ignore_errors=True)
+    try:
+        stack.up(with_airflow=True, report=print)
+        yield stack
+    finally:
+        stack.down(report=print)

@@ -1,32 +1,11 @@
-"""The real local stack, started once per test session and stopped at its end."""
+"""Integration tests: each runs against the real local stack (tests/conftest.py starts it once
+per session)."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import pytest
 
-from streamops.config import Settings, load_settings
 from streamops.stack import Stack
-
-
-@pytest.fixture(scope="session")
-def settings() -> Settings:
-    return load_settings()
-
-
-@pytest.fixture(scope="session")
-def stack(settings: Settings) -> Iterator[Stack]:
-    stack = Stack(settings)
-    # A fresh state folder per session: leftovers of an aborted run must not decide a result.
-    stack.down()
-    shutil.rmtree(settings.state_dir, ignore_errors=True)
-    try:
-        stack.up(with_airflow=True, report=print)
-        yield stack
-    finally:
-        stack.down(report=print)
 
 
 @pytest.fixture(autouse=True)
