@@ -39,10 +39,16 @@ def arm(state_dir: Path | str, name: str) -> Path:
 
 
 def disarm(state_dir: Path | str, name: str) -> bool:
-    """Remove the arming of ``name``; True when it was still armed (nobody reached the point)."""
+    """Remove the arming of ``name``; True when this call removed it (it was still armed).
+
+    Any error (no such file, a read-only or foreign state folder) means "not armed": a kill point
+    must never break the process it sits in."""
+    path = armed_path(state_dir, name)
     try:
-        armed_path(state_dir, name).unlink()
-    except FileNotFoundError:
+        if not path.exists():
+            return False
+        path.unlink()
+    except OSError:
         return False
     return True
 

@@ -177,9 +177,11 @@ def kill_component(component: object, sleep: Callable[[float], None] = time.slee
             victims.append(psutil.Process(member))
     psutil.wait_procs(victims, timeout=10)
     component.running_pid()  # removes the stale pid file
-    sleep(RESTART_DELAY_SECONDS)
-    component.start()
-    component.wait_healthy()
+    try:
+        sleep(RESTART_DELAY_SECONDS)
+    finally:  # interrupted or not, the component comes back
+        component.start()
+        component.wait_healthy()
     return pids
 
 
@@ -194,9 +196,11 @@ def stop_service(
     if component.running_pid() is None:
         raise FaultError(f"{component.name} is not running")
     component.stop()
-    sleep(outage_seconds)
-    component.start()
-    component.wait_healthy()
+    try:
+        sleep(outage_seconds)
+    finally:  # interrupted or not, the service comes back
+        component.start()
+        component.wait_healthy()
     return time.time()
 
 
@@ -239,16 +243,26 @@ def inject(
         )
     name = KILL_POINT[kind][1]
     kill_points.arm(settings.state_dir, name)
-    deadline = time.monotonic() + KILL_POINT_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if not kill_points.armed_path(settings.state_dir, name).exists():
-            fired = time.time()
-            return Injection(kind, target, pipelines, started, fired, f"kill point {name} fired")
-        time.sleep(0.5)
-    if kill_points.disarm(settings.state_dir, name):
+    try:
+        deadline = time.monotonic() + KILL_POINT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if not kill_points.armed_path(settings.state_dir, name).exists():
+                fired = time.time()
+                return Injection(
+                    kind, target, pipelines, started, fired, f"kill point {name} fired"
+                )
+            time.sleep(0.5)
+    finally:  # never leave a kill point armed for a later job
+        still_armed = kill_points.disarm(settings.state_dir, name)
+    if still_armed:
         raise FaultError(
             f"kill point {name} armed for {KILL_POINT_WAIT_SECONDS:g} s and not reached "
             "(disarmed): no write got there"
         )
     fired = time.time()
     return Injection(kind, target, pipelines, started, fired, f"kill point {name} fired")
+
+
+def disarm_all(settings: Settings) -> list[str]:
+    """Remove every kill point armed for ``settings``' state folder (left by an aborted run)."""
+    return [name for _, name in KILL_POINT.values() if kill_points.disarm(settings.state_dir, name)]

@@ -54,6 +54,8 @@ READY_TIMEOUT_SECONDS = 300.0
 # Spark's error when two jobs write one checkpoint.
 CONCURRENT_WRITERS = ("CONCURRENT_STREAM_LOG_UPDATE", "Multiple streaming jobs detected")
 LOAD_EVERY_SECONDS = 5.0
+# After every query reported the run's last offsets: a moment for the Redis side of a batch.
+CHECK_SETTLE_SECONDS = 10.0
 
 
 class ChaosError(Exception):
@@ -249,19 +251,27 @@ class _Platform:
             self._token_at = time.monotonic()
         return list(self._plugin.request("GET", "/pipelines")["pipelines"])
 
-    def holders(self) -> dict[str, int | None]:
+    def leases(self) -> dict[str, tuple[int | None, float | None]]:
+        """Per pipeline: the lease holder's session (its wrapper pid) and when the lease was
+        last renewed (its expiry less its TTL), epoch seconds."""
         from streamops.db import connect
         from streamops.pipelines import lease as leases
 
-        holders: dict[str, int | None] = {}
+        found: dict[str, tuple[int | None, float | None]] = {}
         with closing(connect(self.settings)) as connection:
             for name, spec in self.specs.items():
                 lease = leases.current(
                     connection, spec.checkpoint_location(self.settings.checkpoint_root)
                 )
-                held = lease is not None and lease.owner is not None and lease.pid
-                holders[name] = int(lease.pid) if held and lease is not None and lease.pid else None
-        return holders
+                if lease is None or lease.owner is None:
+                    found[name] = (None, None)
+                    continue
+                renewed = None
+                if lease.expires_at is not None:
+                    expires = lease.expires_at.replace(tzinfo=UTC).timestamp()
+                    renewed = expires - spec.lease_ttl_seconds
+                found[name] = (int(lease.pid) if lease.pid else None, renewed)
+        return found
 
     def hashes(self) -> dict[str, dict[str, dict[str, str]]]:
         from streamops_airflow.ui.pipeline_sources import read_query_hashes
@@ -270,12 +280,36 @@ class _Platform:
 
 
 def _topics(sampler: VerdictSampler) -> list[str]:
+    """Every topic the queries have reported consuming, over all samples so far."""
     topics: set[str] = set()
-    for sample in sampler.samples:
+    for sample in list(sampler.samples):
         for queries in sample.consumed.values():
             for offsets in queries.values():
                 topics.update(offsets)
     return sorted(topics)
+
+
+def _every_query_reported(sampler: VerdictSampler, specs: dict[str, Any]) -> bool:
+    sample = sampler.latest()
+    return sample is not None and all(
+        sample.consumed.get(name, {}).get(query)
+        for name, spec in specs.items()
+        for query in spec.queries
+    )
+
+
+def _end_offsets(settings: Settings, topics: list[str], attempts: int = 5) -> Any:
+    """The topics' end offsets, retried: just after a broker restart the first reads may fail."""
+    from streamops.chaos import truth
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return truth.end_offsets(settings, topics)
+        except Exception:
+            if attempt == attempts:
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 def _recovered(sampler: VerdictSampler, pipelines: list[str], since: float, targets: Any) -> bool:
@@ -285,16 +319,45 @@ def _recovered(sampler: VerdictSampler, pipelines: list[str], since: float, targ
     for pipeline in pipelines:
         holder = sample.holders.get(pipeline)
         beat = sample.heartbeats.get(pipeline)
+        renewed = sample.renewed.get(pipeline)
         if (
             holder is None
             or holder not in sample.sessions.get(pipeline, [])
             or sample.states.get(pipeline) != "running"
             or beat is None
             or beat < since
+            # The supervisor watches again: it renewed the lease since the fault (a killed
+            # triggerer or scheduler leaves the job running but nobody watching it).
+            or renewed is None
+            or renewed < since
             or not caught_up(sample.consumed.get(pipeline, {}), targets)
         ):
             return False
     return True
+
+
+def _pause_generators(settings: Settings, note: Callable[[str], None]) -> list[Any]:
+    """Stop the stack's running generators; returns them to start again."""
+    from streamops.stack import Stack
+
+    paused = []
+    for generator in Stack(settings).generators:
+        if generator.running_pid() is not None:
+            generator.stop()
+            paused.append(generator)
+    if paused:
+        note(f"generators paused for the checks: {', '.join(g.name for g in paused)}")
+    return paused
+
+
+def _resume_generators(paused: list[Any], note: Callable[[str], None]) -> None:
+    seed = int(time.time())
+    for generator in paused:
+        generator.seed = seed
+        try:
+            generator.start()
+        except Exception as error:  # the report still gets written; the user is told
+            note(f"warning: {generator.name} did not start again: {error}")
 
 
 def _status_line(sampler: VerdictSampler) -> str:
@@ -401,7 +464,7 @@ def run_chaos(
         state_dir=str(settings.state_dir),
         pipelines=sorted(specs),
         read_page=platform.page,
-        read_holders=platform.holders,
+        read_leases=platform.leases,
         read_hashes=platform.hashes,
     )
     records: list[FaultRecord] = []
@@ -409,15 +472,18 @@ def run_chaos(
     try:
         note("waiting for every pipeline to be running")
         wait_until_running(platform, READY_TIMEOUT_SECONDS, note)
+        for name in fault_kinds.disarm_all(settings):
+            note(f"warning: kill point {name} was left armed (an aborted run?); disarmed")
         sampler.start()
-        while not sampler.samples:
-            time.sleep(0.2)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not _every_query_reported(sampler, specs):
+            time.sleep(1)
         topics = _topics(sampler)
         if not topics:
             raise ChaosError(
                 "No query has reported the topics it reads yet; try again in a minute."
             )
-        start_offsets = truth.end_offsets(settings, topics)
+        start_offsets = _end_offsets(settings, topics)
         started_at = time.time()
         note(f"faults for {options.duration_seconds:.0f} s (seed {options.seed}); topics {topics}")
         kinds = schedule(options.faults, rng)
@@ -455,21 +521,32 @@ def run_chaos(
         except KeyboardInterrupt:
             interrupted = True
             note("interrupted: no more faults; checking what happened so far")
-        end_offsets = truth.end_offsets(settings, topics)
-        faults_ended_at = time.time()
-        deadline = time.monotonic() + options.recovery_timeout_seconds
-        status(
-            LiveStatus(faults_ended_at - started_at, options.duration_seconds, "catching up", "")
-        )
-        while time.monotonic() < deadline and not _recovered(
-            sampler, sorted(specs), faults_ended_at, end_offsets
-        ):
-            time.sleep(1)
-        caught_up_in = time.time() - faults_ended_at
-        status(LiveStatus(time.time() - started_at, options.duration_seconds, "checking", ""))
-        checks = [
-            check.to_dict() for check in truth.check_outputs(settings, start_offsets, end_offsets)
-        ]
+        # The generators pause for the checks: the records of the run end here, and no window
+        # moves while it is compared (they start again, on a new seed, afterwards).
+        paused = _pause_generators(settings, note)
+        try:
+            end_offsets = _end_offsets(settings, topics)
+            faults_ended_at = time.time()
+            deadline = time.monotonic() + options.recovery_timeout_seconds
+            status(
+                LiveStatus(
+                    faults_ended_at - started_at, options.duration_seconds, "catching up", ""
+                )
+            )
+            caught_up_all = False
+            while time.monotonic() < deadline and not caught_up_all:
+                caught_up_all = _recovered(sampler, sorted(specs), faults_ended_at, end_offsets)
+                time.sleep(1)
+            caught_up_in = time.time() - faults_ended_at
+            # The last batches' sinks: a query reports its offsets as it finishes the batch.
+            time.sleep(CHECK_SETTLE_SECONDS)
+            status(LiveStatus(time.time() - started_at, options.duration_seconds, "checking", ""))
+            checks = [
+                check.to_dict()
+                for check in truth.check_outputs(settings, start_offsets, end_offsets)
+            ]
+        finally:
+            _resume_generators(paused, note)
         orphans = _orphans(settings, specs)
         log_errors = _concurrent_log_errors(settings, started_at)
     finally:
@@ -501,6 +578,7 @@ def run_chaos(
         "machine": {"logical_cpus": os.cpu_count(), "memory_bytes": _memory_bytes()},
         "load": _load_series(samples, started_at),
         "caught_up_after_faults_seconds": round(caught_up_in, 1),
+        "caught_up_after_faults": caught_up_all,
         "faults": faults,
         "recovery": recovery_summary(faults),
         "verdicts": {
@@ -520,6 +598,13 @@ def run_chaos(
         "checks": checks,
     }
     report["failures"] = failures_of(report)
+    if not caught_up_all:
+        report["failures"].insert(
+            0,
+            f"not every pipeline caught up to the run's last records within "
+            f"{options.recovery_timeout_seconds:.0f} s of the last fault: the checks below may "
+            "count records not yet processed as lost",
+        )
     report["passed"] = not report["failures"] and report["recovery"]["passed"] and not interrupted
     return _write(settings, options, report, warnings)
 
@@ -535,7 +620,6 @@ def _one_fault(
     topics: list[str],
     status: Callable[[str, str], None],
 ) -> FaultRecord:
-    from streamops.chaos import truth
 
     target = fault_kinds.pick_target(kind, list(specs), rng)
     status("faults", f"fault {number}: {kind} {target}")
@@ -548,15 +632,21 @@ def _one_fault(
             outage_seconds=options.outage_seconds,
             rng=rng,
         )
-    except (FaultError, OSError) as error:
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # FaultError, or a service that would not come back
         now = time.time()
         pipelines = fault_kinds.affected(kind, target, list(specs))
         return FaultRecord(
             number,
             Injection(kind, target, pipelines, now, now, "not injected"),
-            error=f"not injected: {error}",
+            # Nothing to break (no such process now): left out of the recovery figures. Anything
+            # else went wrong mid-fault: counted as a fault never recovered.
+            error=f"not injected: {error}"
+            if isinstance(error, FaultError | ProcessLookupError)
+            else f"failed while injecting: {type(error).__name__}: {error}",
         )
-    targets = truth.end_offsets(settings, topics)
+    targets = _end_offsets(settings, topics)
     deadline = time.monotonic() + options.recovery_timeout_seconds
     while time.monotonic() < deadline:
         if _recovered(sampler, injection.pipelines, injection.ended_at, targets):

@@ -61,10 +61,13 @@ class Sample:
     # The lease: pipeline → the holder's session id (its wrapper pid); the last one known when
     # MariaDB does not answer.
     holders: dict[str, int | None]
-    # The heartbeats: pipeline → the newest heartbeat of its queries (epoch seconds).
+    # The heartbeats: pipeline → the oldest of its queries' latest heartbeats (epoch seconds),
+    # None unless every query says it is running: the pipeline progresses only when all do.
     heartbeats: dict[str, float | None]
     consumed: ConsumedOffsets = field(default_factory=dict)
     load1: float = 0.0
+    # The lease: pipeline → when its holder last renewed it (epoch seconds): the supervisor lives.
+    renewed: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,7 +116,21 @@ def wrong_verdicts(samples: Sequence[Sample]) -> list[WrongVerdict]:
             if said in ALIVE_STATES:
                 pid = sample.page_pids.get(pipeline)
                 if pid is None:
-                    continue  # starting before a job was recorded: nothing to contradict
+                    if said == "starting":
+                        continue  # a launch before its job was recorded: nothing to contradict
+                    # Running with no job named (no lease): some job of the pipeline must live.
+                    if all(not s.sessions.get(pipeline) for s in span):
+                        wrong.append(
+                            WrongVerdict(
+                                sample.at,
+                                pipeline,
+                                said,
+                                "dead",
+                                "no job named and no process of the pipeline alive from "
+                                f"{TOLERANCE_SECONDS:g} s before to {TOLERANCE_SECONDS:g} s after",
+                            )
+                        )
+                    continue
                 if all(pid not in s.sessions.get(pipeline, []) for s in span):
                     wrong.append(
                         WrongVerdict(
@@ -233,6 +250,21 @@ def caught_up(
     return True
 
 
+def pipeline_heartbeat(queries: Iterable[Mapping[str, str]]) -> float | None:
+    """The oldest of the queries' latest heartbeats, when every query says it is running; None
+    when any is not (stopped, failed, restarting: a terminating query's last write is no
+    progress) or has never reported."""
+    beats = []
+    for fields in queries:
+        if fields.get("state") != "running":
+            return None
+        try:
+            beats.append(float(fields["heartbeat_at"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+    return min(beats, default=None)
+
+
 # --- sampling (I/O) -------------------------------------------------------------------------------
 
 
@@ -262,9 +294,11 @@ def job_sessions(state_dir: str, pipelines: Iterable[str]) -> dict[str, list[int
 class VerdictSampler:
     """A thread that takes a :class:`Sample` every ``interval`` seconds until stopped.
 
-    ``read_page`` returns the page's rows (the plugin's ``/pipelines``); ``read_holders`` the
-    lease holder's session per pipeline; ``read_hashes`` the queries' Redis hashes. Any of them
-    failing leaves its part unknown for that sample (a service down is part of the chaos).
+    ``read_page`` returns the page's rows (the plugin's ``/pipelines``); ``read_leases`` the
+    lease holder's session and when the lease was last renewed, per pipeline; ``read_hashes`` the
+    queries' Redis hashes. Any of them failing leaves its part unknown (or, for the lease, as
+    last read) for that sample: a service down is part of the chaos. A sample that fails as a
+    whole is counted in ``errors`` and the loop goes on.
     """
 
     def __init__(
@@ -273,19 +307,20 @@ class VerdictSampler:
         state_dir: str,
         pipelines: Sequence[str],
         read_page: Callable[[], list[dict[str, Any]]],
-        read_holders: Callable[[], dict[str, int | None]],
+        read_leases: Callable[[], dict[str, tuple[int | None, float | None]]],
         read_hashes: Callable[[], dict[str, dict[str, dict[str, str]]]],
         interval: float = SAMPLE_INTERVAL_SECONDS,
     ) -> None:
         self.state_dir = state_dir
         self.pipelines = list(pipelines)
         self._read_page = read_page
-        self._read_holders = read_holders
+        self._read_leases = read_leases
         self._read_hashes = read_hashes
         self.interval = interval
         self.samples: list[Sample] = []
         self.errors: dict[str, int] = {}
         self._holders: dict[str, int | None] = dict.fromkeys(self.pipelines)
+        self._renewed: dict[str, float | None] = dict.fromkeys(self.pipelines)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="chaos-verdicts", daemon=True)
         self._lock = threading.Lock()
@@ -304,9 +339,13 @@ class VerdictSampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
-            sample = self.take()
-            with self._lock:
-                self.samples.append(sample)
+            try:
+                sample = self.take()
+            except Exception:  # never let one bad read end the sampling
+                self._count("sample")
+            else:
+                with self._lock:
+                    self.samples.append(sample)
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def _count(self, source: str) -> None:
@@ -315,7 +354,6 @@ class VerdictSampler:
     def take(self) -> Sample:
         from streamops_airflow.ui.pipeline_status import parse_source_offsets
 
-        at = time.time()
         states = dict.fromkeys(self.pipelines, UNKNOWN)
         page_pids: dict[str, int | None] = dict.fromkeys(self.pipelines)
         try:
@@ -325,23 +363,24 @@ class VerdictSampler:
                     page_pids[row["name"]] = row.get("job_pid")
         except Exception:
             self._count("page")
+        # The page's request can take seconds: the sample's time is when it answered, right
+        # before the process table is read.
+        at = time.time()
         sessions = job_sessions(self.state_dir, self.pipelines)
         try:
-            self._holders.update(self._read_holders())
+            for pipeline, (holder, renewed) in self._read_leases().items():
+                self._holders[pipeline], self._renewed[pipeline] = holder, renewed
         except Exception:
             self._count("lease")
         heartbeats: dict[str, float | None] = dict.fromkeys(self.pipelines)
         consumed: ConsumedOffsets = {}
         try:
             for pipeline, queries in self._read_hashes().items():
-                beats = []
+                heartbeats[pipeline] = pipeline_heartbeat(queries.values())
                 for query, fields in queries.items():
-                    with suppress(TypeError, ValueError):
-                        beats.append(float(fields["heartbeat_at"]))
                     consumed.setdefault(pipeline, {})[query] = parse_source_offsets(
                         fields.get("end_offsets")
                     )
-                heartbeats[pipeline] = max(beats, default=None)
         except Exception:
             self._count("heartbeats")
         return Sample(
@@ -353,4 +392,5 @@ class VerdictSampler:
             heartbeats=heartbeats,
             consumed=consumed,
             load1=os.getloadavg()[0],
+            renewed=dict(self._renewed),
         )

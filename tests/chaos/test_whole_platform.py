@@ -14,8 +14,8 @@ rule, and asserts:
   progress, so every such verdict is checked against the query's progress rows and reported.
 
 Then the bounded form of the chaos suite (``streamops chaos``, docs/operations.md) runs on the same
-platform: one fault of each family (a job process killed, an Airflow component killed, a service
-stopped, a kill point inside ``orders_revenue``), each awaited to recovery; at the end every
+platform: three faults (a job's JVM killed, the Kafka broker restarted, the orders driver killed
+between a revenue batch's MariaDB and Redis writes), each awaited to recovery; at the end every
 output is checked against the topics, and the supervisor's word, sampled every second, against
 the process table and the heartbeats.
 

@@ -20,6 +20,7 @@ from streamops.chaos.verdicts import (
     Sample,
     caught_up,
     max_sessions,
+    pipeline_heartbeat,
     timeline,
     two_writers,
     wrong_verdicts,
@@ -113,6 +114,25 @@ def test_a_dead_verdict_is_judged_only_while_the_same_job_holds_the_lease() -> N
         for t in range(10)
     ]
     assert [w.at for w in wrong_verdicts(samples)] == [0, 1, 2]
+
+
+def test_running_with_no_job_named_needs_some_job_of_the_pipeline_alive() -> None:
+    # The page's unsupervised branch: no lease, heartbeats still fresh.
+    alive = [sample(t, "running", page_pid=None, holder=None) for t in range(6)]
+    assert wrong_verdicts(alive) == []
+    dead = [sample(t, "running", page_pid=None, holder=None, sessions=[]) for t in range(6)]
+    assert len(wrong_verdicts(dead)) == 6
+    starting = [sample(t, "starting", page_pid=None, holder=None, sessions=[]) for t in range(6)]
+    assert wrong_verdicts(starting) == []
+
+
+def test_a_pipeline_progresses_only_while_every_query_runs() -> None:
+    running = {"state": "running", "heartbeat_at": "100.5"}
+    assert pipeline_heartbeat([running, {"state": "running", "heartbeat_at": "90"}]) == 90.0
+    # A query's last write as it terminates is no progress of the pipeline.
+    assert pipeline_heartbeat([running, {"state": "failed", "heartbeat_at": "101"}]) is None
+    assert pipeline_heartbeat([running, {}]) is None
+    assert pipeline_heartbeat([]) is None
 
 
 def test_two_live_sessions_of_one_pipeline_are_two_writers() -> None:

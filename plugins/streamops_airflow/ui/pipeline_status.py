@@ -267,11 +267,11 @@ def classify(
             return state, f"{health.detail} (no active supervision run)"
         return state, health.detail
     if active and process is not None and process.pid is not None:
-        # The lease still names the job, and it is gone: the supervisor has not acted yet (a
-        # relaunch re-acquires the lease, which clears the pid, before it starts the new job).
+        # The lease still names the job, and it is gone: the supervisor has not acted yet. (Once
+        # it acts, the phase says backing off or waiting until the new job is recorded.)
         return PipelineState.FAILED, (
-            f"the job process (pid {process.pid}) is gone; the supervisor restarts it from the "
-            "checkpoint at its next health check"
+            f"the job process (pid {process.pid}) is gone; the supervisor acts at its next health "
+            "check (a restart from the checkpoint, or the end of the run after a clean stop)"
         )
     if active:
         return PipelineState.STARTING, f"supervision run {dag.active_run_state}, job not up yet"
