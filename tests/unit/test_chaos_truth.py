@@ -296,7 +296,20 @@ def test_a_window_short_by_a_possibly_late_record_is_exempted_and_reported() -> 
     check = _revenue(truth, stored, computed, late={(0, 1)})
     assert check.passed, check.detail
     assert check.counts["windows_exempted_late"] == 1
-    assert "1 short only by possibly-late records (exempted)" in check.detail
+    assert "1 short only by possibly-late records or rows from before the run" in check.detail
+
+
+def test_a_window_holding_rows_from_before_the_run_may_be_short_but_never_above() -> None:
+    truth, stored, computed = _revenue_case()
+    # A fourth order in the first window, stored before the run (its record is not in range):
+    # it was behind the watermark then, so the window never counted it.
+    computed[(at(0), "EUR")] = (3, 4, Decimal("40.00"))
+    check = _revenue(truth, stored, computed, table_totals={"EUR": (3, 4, Decimal("31.5"))})
+    assert check.passed, check.detail
+    assert check.counts["windows_with_rows_before_run"] == 1
+    stored[(at(0), "EUR")] = (4, 5, Decimal("50.00"))  # above even the rows: counted twice
+    check = _revenue(truth, stored, computed)
+    assert not check.passed and check.counts["windows_exceeded"] == 1
 
 
 def test_a_window_short_beyond_its_late_records_fails() -> None:
