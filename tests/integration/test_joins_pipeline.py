@@ -374,6 +374,14 @@ def test_matched_mismatched_and_unpaid_orders_land_exactly_once_with_bounded_sta
             timeout=120,
             what="the new product's category",
         )
+        # The join's first progress report can lag its sink on a loaded machine (the first
+        # batch replays every record the topics hold, earlier tests' included).
+        wait_until(
+            lambda: bool(_join_state(queries)),
+            timeout=120,
+            what=f"a progress report of {ORDER_PAYMENTS_QUERY}'s join "
+            f"({[(q.name, q.isActive, q.exception()) for q in queries]})",
+        )
         peak_state = max(total for total, _ in _join_state(queries))
 
         # Several payments of one order, in separate batches: the best by status rank stays.
