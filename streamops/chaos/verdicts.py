@@ -15,7 +15,7 @@ table not being read at the same instant:
 
 - *healthy while dead*: the page said ``running`` (or ``starting``/``overloaded``, which also
   claim a live job) while no process of the named job lived in any scan from
-  ``TOLERANCE_SECONDS`` before to ``TOLERANCE_SECONDS`` after;
+  ``TOLERANCE_SECONDS`` before the page was asked to ``TOLERANCE_SECONDS`` after it answered;
 - *dead while running*: the page said ``failed``, ``stopped``, ``stalled``, ``backing_off``,
   ``waiting`` or ``breaker_open`` while the job that held the lease lived in every scan of that
   span and its queries reported progress both in the ``PROGRESS_BEFORE_SECONDS`` before and in
@@ -68,6 +68,13 @@ class Sample:
     load1: float = 0.0
     # The lease: pipeline → when its holder last renewed it (epoch seconds): the supervisor lives.
     renewed: dict[str, float | None] = field(default_factory=dict)
+    # When the page's request began (``at`` is when it answered): the page looked at the job
+    # some time in between, which on a loaded machine is seconds.
+    page_started: float | None = None
+
+    @property
+    def asked_at(self) -> float:
+        return self.at if self.page_started is None else self.page_started
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +118,13 @@ def wrong_verdicts(samples: Sequence[Sample]) -> list[WrongVerdict]:
     """Every sample whose page state the process table and the heartbeats contradict."""
     wrong = []
     for sample in samples:
-        span = _around(samples, sample.at, TOLERANCE_SECONDS, TOLERANCE_SECONDS)
+        # Every scan from the page's request (less the tolerance) to its answer (plus it).
+        span = _around(
+            samples,
+            sample.at,
+            sample.at - sample.asked_at + TOLERANCE_SECONDS,
+            TOLERANCE_SECONDS,
+        )
         for pipeline, said in sample.states.items():
             if said in ALIVE_STATES:
                 pid = sample.page_pids.get(pipeline)
@@ -356,6 +369,7 @@ class VerdictSampler:
 
         states = dict.fromkeys(self.pipelines, UNKNOWN)
         page_pids: dict[str, int | None] = dict.fromkeys(self.pipelines)
+        page_started = time.time()
         try:
             for row in self._read_page():
                 if row["name"] in states:
@@ -393,4 +407,5 @@ class VerdictSampler:
             consumed=consumed,
             load1=os.getloadavg()[0],
             renewed=dict(self._renewed),
+            page_started=page_started,
         )

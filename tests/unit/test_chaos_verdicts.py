@@ -71,6 +71,19 @@ def test_a_verdict_a_moment_behind_the_process_table_is_tolerated() -> None:
     assert wrong_verdicts(samples) == []
 
 
+def test_a_page_that_took_seconds_to_answer_is_judged_from_when_it_was_asked() -> None:
+    # The job dies at 3 s; the page asked at 1 s answers "running" at 5 s (its look at the
+    # process was before the death).
+    samples = [sample(t, "running", sessions=[] if t >= 3 else None) for t in range(3)]
+    slow = sample(5, "running", sessions=[])
+    slow.page_started = 1.0
+    samples.append(slow)
+    assert wrong_verdicts(samples) == []
+    # Asked at 4.5 s, after the death: wrong.
+    slow.page_started = 4.5
+    assert [w.at for w in wrong_verdicts(samples)] == [5]
+
+
 def test_failed_while_the_job_runs_and_makes_progress_is_wrong() -> None:
     samples = [sample(t, "failed" if t == 5 else "running", heartbeat=t) for t in range(12)]
     wrong = wrong_verdicts(samples)
