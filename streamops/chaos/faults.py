@@ -149,15 +149,6 @@ def _role_or_gone(process: psutil.Process, wrapper_pid: int) -> str:
         return "gone"
 
 
-def session_members(session: int) -> list[int]:
-    members = []
-    for process in psutil.process_iter():
-        with suppress(psutil.Error, OSError):
-            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
-
-
 def kill_component(component: object, sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """SIGKILL every process of a stack component's session, wait for them to go, start it
     again after ``RESTART_DELAY_SECONDS`` and wait for its health."""
@@ -167,7 +158,7 @@ def kill_component(component: object, sleep: Callable[[float], None] = time.slee
     pid = component.running_pid()
     if pid is None:
         raise FaultError(f"{component.name} is not running")
-    pids = session_members(pid)
+    pids = Component._session_members(pid)  # the same members `stop` would signal
     for member in pids:
         with suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)

@@ -222,32 +222,28 @@ class _Platform:
     """The reads the run and the sampler need, each with short time-outs."""
 
     def __init__(self, settings: Settings, specs: dict[str, Any]) -> None:
+        self.settings = settings
+        self.specs = specs
+        self._plugin = self._login()
+        self._token_at = time.monotonic()
+
+    def _login(self) -> Any:
         from streamops.airflow_rest import fetch_token
         from streamops.pipeline_cli import PluginClient
 
-        self.settings = settings
-        self.specs = specs
-        self._token_at = time.monotonic()
+        settings = self.settings
         token = fetch_token(
             settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password
         )
-        self._plugin = PluginClient(settings.airflow_url, token, timeout=10.0)
+        return PluginClient(settings.airflow_url, token, timeout=10.0)
 
     def close(self) -> None:
         self._plugin.close()
 
     def page(self) -> list[dict[str, Any]]:
-        from streamops.airflow_rest import fetch_token
-        from streamops.pipeline_cli import PluginClient
-
         if time.monotonic() - self._token_at > 600:  # renew well within the token's life
-            token = fetch_token(
-                self.settings.airflow_url,
-                self.settings.airflow_admin_user,
-                self.settings.airflow_admin_password,
-            )
             self._plugin.close()
-            self._plugin = PluginClient(self.settings.airflow_url, token, timeout=10.0)
+            self._plugin = self._login()
             self._token_at = time.monotonic()
         return list(self._plugin.request("GET", "/pipelines")["pipelines"])
 
