@@ -27,6 +27,7 @@ from pathlib import Path
 import redis
 from pyspark.sql.streaming import StreamingQuery
 
+from spark_jobs.common import outages
 from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, query_key, status_redis
 from streamops.config import Settings
 from streamops.pipelines.health import (
@@ -199,12 +200,19 @@ class QueryStatusReporter:
         return {
             STATUS_AT: f"{now:.3f}",
             TRIGGER_ACTIVE: "1" if tracker.active else "0",
-            STATUS_MESSAGE: self._messages.get(id(query), ""),
+            STATUS_MESSAGE: self._message(query),
             BATCH_STARTED_AT: _epoch(tracker.batch_started_at),
             BATCH_PLANNED_ROWS: "" if tracker.planned_rows is None else str(tracker.planned_rows),
             FIRST_BATCH: "1" if tracker.first_batch else "0",
             LAST_TRIGGER_AT: _epoch(tracker.last_trigger_at),
         }
+
+    def _message(self, query: StreamingQuery) -> str:
+        """Spark's status message, or what the batch's sink waits for (an outage it rides out)."""
+        waiting = outages.waiting_for(query.name or "")
+        if waiting:
+            return f"waiting for {waiting}: writing the batch again once it answers"
+        return self._messages.get(id(query), "")
 
     def _report(self, now: float) -> None:
         try:

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import TypeVar
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.listener import ProgressPublisher
@@ -58,6 +58,18 @@ def fault_point(query_name: str, batch_id: int) -> None:
         return
     marker.write_text(f"killed after sinks of {query_name} batch {batch_id}\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def with_fault_point(
+    query_name: str, writer: Callable[[DataFrame, int], None]
+) -> Callable[[DataFrame, int], None]:
+    """``writer`` followed by the test-only :func:`fault_point` of its query."""
+
+    def write(frame: DataFrame, batch_id: int) -> None:
+        writer(frame, batch_id)
+        fault_point(query_name, batch_id)
+
+    return write
 
 
 class _StopRequest:

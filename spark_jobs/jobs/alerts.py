@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from spark_jobs.common.outages import riding_out
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
 from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
@@ -96,13 +97,13 @@ def writers(
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     records = (
         checked.writeStream.queryName(RECORDS_QUERY)
-        .foreachBatch(records_writer(settings))
+        .foreachBatch(riding_out(RECORDS_QUERY, records_writer(settings)))
         .option("checkpointLocation", f"{checkpoint}/records")
     )
     counts = (
         seconds.writeStream.queryName(COUNTS_QUERY)
         .outputMode("update")
-        .foreachBatch(counts_writer(settings, config))
+        .foreachBatch(riding_out(COUNTS_QUERY, counts_writer(settings, config)))
         .option("checkpointLocation", f"{checkpoint}/counts")
     )
     if config.trigger_interval:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.runner import fault_point, run_job, start_all
+from spark_jobs.common.outages import riding_out
+from spark_jobs.common.runner import run_job, start_all, with_fault_point
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.joins import (
     DEFAULT_PRODUCTS_REFRESH_SECONDS,
@@ -79,14 +80,6 @@ class JoinsJobConfig:
             )
 
 
-def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
-    def write(batch: DataFrame, batch_id: int) -> None:
-        writer(batch, batch_id)
-        fault_point(query_name, batch_id)
-
-    return write
-
-
 def payments_records_writer(settings: Settings) -> BatchWriter:
     write_quarantine = quarantine_writer(settings)
 
@@ -120,22 +113,30 @@ def writers(
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     queries: list[DataStreamWriter] = [
         checked_payments.writeStream.queryName(PAYMENTS_RECORDS_QUERY)
-        .foreachBatch(payments_records_writer(settings))
+        .foreachBatch(riding_out(PAYMENTS_RECORDS_QUERY, payments_records_writer(settings)))
         .option("checkpointLocation", f"{checkpoint}/payments_records"),
         pairs.writeStream.queryName(ORDER_PAYMENTS_QUERY)
         .outputMode("append")
-        .foreachBatch(with_fault_point(ORDER_PAYMENTS_QUERY, order_payments_writer(settings)))
+        .foreachBatch(
+            riding_out(
+                ORDER_PAYMENTS_QUERY,
+                with_fault_point(ORDER_PAYMENTS_QUERY, order_payments_writer(settings)),
+            )
+        )
         .option("checkpointLocation", f"{checkpoint}/order_payments"),
         unique_orders.writeStream.queryName(CATEGORY_REVENUE_QUERY)
         .outputMode("append")
         .foreachBatch(
-            with_fault_point(
+            riding_out(
                 CATEGORY_REVENUE_QUERY,
-                category_revenue_writer(
-                    settings,
-                    catalogue,
-                    f"{checkpoint}/category_revenue",
-                    window_seconds=config.window_seconds,
+                with_fault_point(
+                    CATEGORY_REVENUE_QUERY,
+                    category_revenue_writer(
+                        settings,
+                        catalogue,
+                        f"{checkpoint}/category_revenue",
+                        window_seconds=config.window_seconds,
+                    ),
                 ),
             )
         )

@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.archive import archive_writer
+from spark_jobs.common.outages import riding_out
 from spark_jobs.common.runner import fault_point, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.mariadb import orders_writer, quarantine_writer, revenue_writer
@@ -103,13 +104,13 @@ def writers(
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     records = (
         checked.writeStream.queryName("orders_records")
-        .foreachBatch(records_writer(settings))
+        .foreachBatch(riding_out("orders_records", records_writer(settings)))
         .option("checkpointLocation", f"{checkpoint}/records")
     )
     revenue = (
         windows.writeStream.queryName("orders_revenue")
         .outputMode("update")
-        .foreachBatch(windows_writer(settings))
+        .foreachBatch(riding_out("orders_revenue", windows_writer(settings)))
         .option("checkpointLocation", f"{checkpoint}/revenue")
     )
     if config.trigger_interval:

@@ -28,7 +28,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.runner import fault_point, run_job, start_all
+from spark_jobs.common.outages import riding_out
+from spark_jobs.common.runner import fault_point, run_job, start_all, with_fault_point
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.common.vitals_reference import (
     DEFAULT_REFRESH_SECONDS,
@@ -140,14 +141,6 @@ def records_writer(
     return write
 
 
-def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
-    def write(frame: DataFrame, batch_id: int) -> None:
-        writer(frame, batch_id)
-        fault_point(query_name, batch_id)
-
-    return write
-
-
 def writers(
     spark: SparkSession, settings: Settings, config: VitalsJobConfig
 ) -> list[DataStreamWriter]:
@@ -179,14 +172,22 @@ def writers(
     queries: list[DataStreamWriter] = [
         signals.writeStream.queryName(SIGNAL_QUERY)
         .outputMode("update")
-        .foreachBatch(with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
+        .foreachBatch(
+            riding_out(SIGNAL_QUERY, with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
+        )
         .option("checkpointLocation", f"{checkpoint}/signal"),
         checked.writeStream.queryName(RECORDS_QUERY)
-        .foreachBatch(records_writer(settings, config, thresholds, model))
+        .foreachBatch(
+            riding_out(RECORDS_QUERY, records_writer(settings, config, thresholds, model))
+        )
         .option("checkpointLocation", f"{checkpoint}/records"),
         summaries.writeStream.queryName(SUMMARY_QUERY)
         .outputMode("update")
-        .foreachBatch(with_fault_point(SUMMARY_QUERY, summary_writer(settings, live)))
+        .foreachBatch(
+            riding_out(
+                SUMMARY_QUERY, with_fault_point(SUMMARY_QUERY, summary_writer(settings, live))
+            )
+        )
         .option("checkpointLocation", f"{checkpoint}/summary"),
     ]
     if config.available_now:

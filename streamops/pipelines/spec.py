@@ -152,6 +152,11 @@ class PipelineSpec(_Strict):
     # How long a graceful stop (SIGTERM: queries finish their batch) may take before SIGKILL.
     stop_timeout_seconds: float = Field(default=60.0, gt=0)
     lease_ttl_seconds: float = Field(default=120.0, ge=10)
+    # A sink write that fails on a MariaDB or Redis outage is written again, inside its batch,
+    # for up to this long (spark_jobs.common.outages) before the query fails and the supervisor
+    # waits for the outage instead. 0: fail at once. Below health.max_batch_seconds, so the
+    # waiting batch reads as busy, never as stalled.
+    outage_ride_out_seconds: float = Field(default=120.0, ge=0)
     schedule: str = "*/5 * * * *"
     owner: str = "streamops"
     retries: int = Field(default=1, ge=1)
@@ -198,6 +203,12 @@ class PipelineSpec(_Strict):
             raise ValueError("give either 'master' (local/client mode) or 'kubernetes', not both")
         if self.master is not None and self.master.startswith("k8s://"):
             raise ValueError("a k8s:// master needs the 'kubernetes' section instead of 'master'")
+        if self.outage_ride_out_seconds >= self.health.max_batch_seconds:
+            raise ValueError(
+                f"outage_ride_out_seconds ({self.outage_ride_out_seconds:g}) must be below "
+                f"health.max_batch_seconds ({self.health.max_batch_seconds:g}): a batch that "
+                "waits out an outage would otherwise be judged stalled and restarted"
+            )
         return self
 
     # --- derived --------------------------------------------------------------------------------

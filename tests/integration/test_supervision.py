@@ -83,6 +83,9 @@ def pipelines_document(checkpoints: Path) -> dict[str, Any]:
                 "queries": ["orders_records", "orders_revenue"],
                 "job_args": ["--max-offsets-per-trigger", "2000"],
                 "trigger_interval": "2 seconds",
+                # The outage test needs the job to fail on Redis, not to ride the outage out in
+                # its batch (the chaos suite's outages prove the ride-out under the platform).
+                "outage_ride_out_seconds": 0,
                 "restart": {
                     "initial_backoff_seconds": 2,
                     "max_backoff_seconds": 5,
