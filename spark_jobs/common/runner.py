@@ -42,10 +42,11 @@ STOP_WAIT_SECONDS = 8.0
 STOP_POLL_SECONDS = 0.002
 
 JobConfig = TypeVar("JobConfig")
-# A job's queries, not started yet: the driver starts them one by one and may start one again.
+# A job's queries, not started yet: the driver starts the first alone, then the rest, and may
+# start one again.
 BuildWriters = Callable[[SparkSession, Settings, JobConfig], list[DataStreamWriter]]
 
-# The next query starts once the previous one finished its first batch, or after this long.
+# The other queries start once the first one finished its first batch, or after this long.
 STAGGER_SECONDS = 30.0
 
 
@@ -151,13 +152,15 @@ def run_queries(
     restarts: RestartPolicy,
     stop: _StopRequest | None = None,
 ) -> int:
-    """Start the queries one by one, then wait for them; SIGTERM/SIGINT stop them gracefully
-    (exit 0), a failure exits 1, and a transient start failure restarts that query alone
-    (``restarts``).
+    """Start the queries, then wait for them; SIGTERM/SIGINT stop them gracefully (exit 0), a
+    failure exits 1, and a transient start failure restarts that query alone (``restarts``).
 
-    One at a time: a query's first batch plans and compiles its whole plan while the JVM is
-    still cold, and several at once on a small machine starved ``transformWithState``'s
-    Python pre-init worker past Spark's fixed 10 s (``spark_jobs.common.restarts``)."""
+    The first query starts alone and the others once it settled (:func:`_start_due`): its first
+    batch plans and compiles while the JVM is still cold, and every query at once on a small
+    machine starved ``transformWithState``'s Python pre-init worker past Spark's fixed 10 s
+    (``spark_jobs.common.restarts``); so a job whose first query is that one keeps it first.
+    One query after another throughout made a relaunch of three queries take over a minute
+    to start them all (issue 16)."""
     if stop is None:
         stop = _StopRequest()
         signal.signal(signal.SIGTERM, stop)
@@ -213,8 +216,8 @@ def _running(slots: list[_Slot]) -> list[StreamingQuery]:
 
 
 def _start_due(pipeline: str, slots: list[_Slot], status: QueryStatusReporter) -> None:
-    """Start the next query not started yet once the one before it settled; start a query
-    whose restart is due."""
+    """Start the first query; the others, together, once the first settled (or waits for a
+    restart of its own); start a query whose restart is due."""
     now = time.time()
     for slot in slots:
         if slot.restart is not None and now >= slot.restart.at:
@@ -228,12 +231,16 @@ def _start_due(pipeline: str, slots: list[_Slot], status: QueryStatusReporter) -
             )
             slot.restart = None
             _start(pipeline, slot, status)
+    first = slots[0] if slots else None
     for index, slot in enumerate(slots):
         if slot.query is not None or slot.restart is not None:
             continue
-        if index == 0 or slots[index - 1].settled or slots[index - 1].restart is not None:
-            _start(pipeline, slot, status)
-        break
+        assert first is not None
+        if index > 0 and not (first.settled or first.restart is not None):
+            break
+        _start(pipeline, slot, status)
+        if index == 0:
+            break  # the others once it settled
 
 
 def _start(pipeline: str, slot: _Slot, status: QueryStatusReporter) -> None:
