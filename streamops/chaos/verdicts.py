@@ -14,8 +14,9 @@ Each :class:`Sample` holds, at one moment:
 table not being read at the same instant:
 
 - *healthy while dead*: the page said ``running`` (or ``starting``/``overloaded``, which also
-  claim a live job) while no process of the named job lived in any scan from
-  ``TOLERANCE_SECONDS`` before the page was asked to ``TOLERANCE_SECONDS`` after it answered;
+  claim a live job) while no process of the named job lived in any scan from the last one before
+  the page was asked (and at least ``TOLERANCE_SECONDS`` before) to ``TOLERANCE_SECONDS`` after
+  it answered;
 - *dead while running*: the page said ``failed``, ``stopped``, ``stalled``, ``backing_off``,
   ``waiting`` or ``breaker_open`` while the job that held the lease lived in every scan of that
   span and its queries reported progress both in the ``PROGRESS_BEFORE_SECONDS`` before and in
@@ -114,17 +115,29 @@ def _around(samples: Sequence[Sample], at: float, before: float, after: float) -
     return [s for s in samples if at - before <= s.at <= at + after]
 
 
+def _span(samples: Sequence[Sample], sample: Sample) -> list[Sample]:
+    """The scans that bound what the page could have seen: every one from the page's request
+    (less the tolerance) to its answer (plus it), and the last one before the request however
+    long before. A sample's scan follows its own page read, so on a loaded machine the scan
+    before a request can be seconds older; a job alive in it may have died while the page looked,
+    and a page that said running then was not provably wrong."""
+    span = _around(
+        samples,
+        sample.at,
+        sample.at - sample.asked_at + TOLERANCE_SECONDS,
+        TOLERANCE_SECONDS,
+    )
+    before = [s for s in samples if s.at <= sample.asked_at]
+    if before and before[-1] not in span:
+        span.insert(0, before[-1])
+    return span
+
+
 def wrong_verdicts(samples: Sequence[Sample]) -> list[WrongVerdict]:
     """Every sample whose page state the process table and the heartbeats contradict."""
     wrong = []
     for sample in samples:
-        # Every scan from the page's request (less the tolerance) to its answer (plus it).
-        span = _around(
-            samples,
-            sample.at,
-            sample.at - sample.asked_at + TOLERANCE_SECONDS,
-            TOLERANCE_SECONDS,
-        )
+        span = _span(samples, sample)
         for pipeline, said in sample.states.items():
             if said in ALIVE_STATES:
                 pid = sample.page_pids.get(pipeline)
