@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.priority import lower_session_priority, settled_nice
 from spark_jobs.common.query_status import QueryStatusReporter
 from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
@@ -48,6 +49,8 @@ BuildWriters = Callable[[SparkSession, Settings, JobConfig], list[DataStreamWrit
 
 # The other queries start once the first one finished its first batch, or after this long.
 STAGGER_SECONDS = 30.0
+# A job lowers its CPU priority once each query finished a batch, or after this long at most.
+SETTLE_LIMIT_SECONDS = 300.0
 
 
 def fault_point(query_name: str, batch_id: int) -> None:
@@ -183,10 +186,12 @@ def _run_until_stopped(
     status: QueryStatusReporter,
     restarts: RestartPolicy,
 ) -> int:
+    yielding = _Yield(pipeline, settled_nice())
     try:
         while not stop.requested:
             # A short wait keeps signals handled between JVM calls, never inside one.
             _start_due(pipeline, slots, status)
+            yielding.once_settled(slots)
             for slot in slots:
                 if slot.query is not None and not slot.query.isActive:
                     _ended(pipeline, slot, status, restarts)
@@ -209,6 +214,49 @@ def _run_until_stopped(
 
 class _EndedOnItsOwn(Exception):
     pass
+
+
+class _Yield:
+    """Lowers the job's CPU priority once, when every query has finished a batch (or had
+    ``SETTLE_LIMIT_SECONDS`` to): a starting job, elsewhere on the machine, goes first
+    (:mod:`spark_jobs.common.priority`)."""
+
+    def __init__(self, pipeline: str, nice: int) -> None:
+        self.pipeline = pipeline
+        self.nice = nice
+        self.started = time.monotonic()
+        self.done = nice <= 0
+
+    def once_settled(self, slots: list[_Slot]) -> None:
+        if self.done:
+            return
+        waited = time.monotonic() - self.started
+        if waited < SETTLE_LIMIT_SECONDS and not all(_has_progress(slot) for slot in slots):
+            return
+        self.done = True
+        try:
+            threads = lower_session_priority(self.nice)
+        except OSError as exc:  # a look at /proc refused: the job runs on, at its niceness
+            log.warning("%s: could not lower the job's CPU priority: %s", self.pipeline, exc)
+            return
+        log.info(
+            "%s: settled after %.0f s; %d threads of the job now at niceness %d, so that a "
+            "starting job goes first",
+            self.pipeline,
+            waited,
+            threads,
+            self.nice,
+        )
+
+
+def _has_progress(slot: _Slot) -> bool:
+    """The slot's query finished a batch since it started."""
+    if slot.query is None:
+        return False
+    try:
+        return slot.query._jsq.lastProgress() is not None
+    except Exception:
+        return False
 
 
 def _running(slots: list[_Slot]) -> list[StreamingQuery]:

@@ -17,6 +17,8 @@ CHECKPOINT_ENV = "STREAMOPS_CHECKPOINT_URI"
 MASTER_ENV = "STREAMOPS_SPARK_MASTER"
 # Read by spark_jobs.common.outages: how long a sink write rides out a MariaDB or Redis outage.
 OUTAGE_RIDE_OUT_ENV = "STREAMOPS_OUTAGE_RIDE_OUT_SECONDS"
+# Read by spark_jobs.common.priority: the niceness a job takes once its queries settled.
+SETTLED_NICE_ENV = "STREAMOPS_SETTLED_NICE"
 # Settings the driver must not inherit from the launcher: paths of this machine, not the pod's.
 _LAUNCHER_ONLY_ENV = frozenset({"STREAMOPS_STATE_DIR", "STREAMOPS_VENV_DIR", "STREAMOPS_CACHE_DIR"})
 
@@ -49,6 +51,7 @@ def build_submit_environment(spec: PipelineSpec, settings: Settings) -> dict[str
     env = settings.as_env()
     env[MASTER_ENV] = master_of(spec, settings)
     env[OUTAGE_RIDE_OUT_ENV] = f"{spec.outage_ride_out_seconds:g}"
+    env[SETTLED_NICE_ENV] = str(spec.settled_nice)
     if spec.checkpoint_root is not None:
         env[CHECKPOINT_ENV] = spec.checkpoint_root
     return env

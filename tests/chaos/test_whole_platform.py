@@ -48,6 +48,7 @@ from tests.integration.support import execute, query, wait_until
 
 # How long the platform is watched once every pipeline has reported healthy.
 WATCH_SECONDS = 180
+FIRST_ROWS_TIMEOUT_SECONDS = 420
 SAMPLE_SECONDS = 5
 # Each output and the column that says when a row was written (UTC).
 OUTPUTS = {
@@ -134,7 +135,22 @@ def platform(stack: Stack, settings: Settings) -> Iterator[Watch]:
             what="every pipeline healthy",
             interval=5,
         )
-        yield Watch(started_at=started_at, restarts_before=_restarts(settings))
+        # Up, then producing: each output's first row (a cold JVM's first batches over the
+        # backlog of its start take minutes on a loaded machine). The watch then asks for rows
+        # written while it watches.
+        wait_until(
+            lambda: all(_fresh_rows(settings, started_at).values()),
+            timeout=FIRST_ROWS_TIMEOUT_SECONDS,
+            what=f"a first row in every output ({', '.join(OUTPUTS)})",
+            interval=10,
+        )
+        print(
+            f"first row in every output {datetime.now(UTC).replace(tzinfo=None) - started_at} "
+            "after the start"
+        )
+        yield Watch(
+            started_at=datetime.now(UTC).replace(tzinfo=None), restarts_before=_restarts(settings)
+        )
     finally:
         for generator in stack.generators:
             generator.stop()
@@ -183,7 +199,7 @@ def test_every_pipeline_holds_steady_together(
     assert not moved, f"pipelines restarted while watching: {moved}"
 
     fresh = _fresh_rows(settings, platform.started_at)
-    print(f"rows written since the start: {fresh}")
+    print(f"rows written while watching: {fresh}")
     empty = [table for table, count in fresh.items() if count == 0]
     assert not empty, f"no fresh rows in {empty}: {fresh}"
 
