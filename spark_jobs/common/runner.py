@@ -103,6 +103,7 @@ def run_job(
     # A stop asked for while the session starts (tens of seconds on a loaded machine) is a
     # graceful stop too: no query starts, the job exits 0.
     stop = _StopRequest()
+    _log_to_job_log()
     if not until_done:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -123,6 +124,21 @@ def run_job(
     _drain_listener_bus(spark)
     spark.streams.removeListener(listener)
     return 0
+
+
+def _log_to_job_log() -> None:
+    """The jobs' own messages, INFO and up, on stderr (the job log) in Spark's format; without
+    it Python shows only warnings, and `started query …` or `settled after …` were lost."""
+    jobs_log = logging.getLogger("spark_jobs")
+    if jobs_log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%y/%m/%d %H:%M:%S")
+    )
+    jobs_log.addHandler(handler)
+    jobs_log.setLevel(logging.INFO)
+    jobs_log.propagate = False
 
 
 @dataclass

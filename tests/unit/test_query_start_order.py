@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 from spark_jobs.common import runner
@@ -71,3 +73,19 @@ def test_a_first_query_waiting_for_its_own_restart_holds_nobody_back() -> None:
     job[0].restart = Restart("a", attempt=1, of=5, reason="transient", at=float("inf"))
     runner._start_due("p", job, FakeStatus())  # type: ignore[arg-type]
     assert started == ["b", "c"]
+
+
+def test_the_job_s_own_info_messages_reach_the_job_log() -> None:
+    # In a process of its own: the handler it adds stays for the life of the process.
+    script = (
+        "import logging; from spark_jobs.common.runner import _log_to_job_log; "
+        "_log_to_job_log(); _log_to_job_log(); "
+        "logging.getLogger('spark_jobs.common.runner').info('orders: started query %s', 'a'); "
+        "logging.getLogger('other').info('not ours')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, lines  # once, however often it is set up, and only the jobs' own
+    assert lines[0].endswith("INFO spark_jobs.common.runner: orders: started query a")
