@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -49,7 +50,7 @@ BuildWriters = Callable[[SparkSession, Settings, JobConfig], list[DataStreamWrit
 
 # The other queries start once the first one finished its first batch, or after this long.
 STAGGER_SECONDS = 30.0
-# A job lowers its CPU priority once each query finished a batch, or after this long at most.
+# A job lowers its CPU priority once each query caught up, or after this long at most.
 SETTLE_LIMIT_SECONDS = 300.0
 
 
@@ -233,9 +234,10 @@ class _EndedOnItsOwn(Exception):
 
 
 class _Yield:
-    """Lowers the job's CPU priority once, when every query has finished a batch (or had
-    ``SETTLE_LIMIT_SECONDS`` to): a starting job, elsewhere on the machine, goes first
-    (:mod:`spark_jobs.common.priority`)."""
+    """Lowers the job's CPU priority once, when every query has caught up with its topics (or
+    after ``SETTLE_LIMIT_SECONDS``): a starting job, elsewhere on the machine, goes first
+    (:mod:`spark_jobs.common.priority`). Caught up, not merely started: a relaunched job's
+    backlog is part of its recovery."""
 
     def __init__(self, pipeline: str, nice: int) -> None:
         self.pipeline = pipeline
@@ -247,7 +249,7 @@ class _Yield:
         if self.done:
             return
         waited = time.monotonic() - self.started
-        if waited < SETTLE_LIMIT_SECONDS and not all(_has_progress(slot) for slot in slots):
+        if waited < SETTLE_LIMIT_SECONDS and not all(_caught_up(slot) for slot in slots):
             return
         self.done = True
         try:
@@ -265,13 +267,21 @@ class _Yield:
         )
 
 
-def _has_progress(slot: _Slot) -> bool:
-    """The slot's query finished a batch since it started."""
+def _caught_up(slot: _Slot) -> bool:
+    """The slot's query finished a batch that read its sources up to their latest offsets (a
+    source that reports no latest offset: any finished batch)."""
     if slot.query is None:
         return False
     try:
-        return slot.query._jsq.lastProgress() is not None
-    except Exception:
+        progress = slot.query._jsq.lastProgress()
+        if progress is None:
+            return False
+        for source in progress.sources():
+            latest = source.latestOffset()
+            if latest is not None and json.loads(source.endOffset()) != json.loads(latest):
+                return False
+        return True
+    except Exception:  # a progress Spark could not give or parse: not settled yet
         return False
 
 

@@ -105,17 +105,38 @@ def test_a_spec_niceness_out_of_range_is_refused(bad: int) -> None:
         )
 
 
+class _Source:
+    def __init__(self, end: str, latest: str | None) -> None:
+        self.end, self.latest = end, latest
+
+    def endOffset(self) -> str:
+        return self.end
+
+    def latestOffset(self) -> str | None:
+        return self.latest
+
+
 class _Query:
+    """A query whose Java side reports ``progress``: None, or its sources."""
+
     def __init__(self) -> None:
-        self.progress: object | None = None
-        self._jsq = SimpleNamespace(lastProgress=lambda: self.progress)
+        self.progress: list[_Source] | None = None
+        self._jsq = SimpleNamespace(
+            lastProgress=lambda: (
+                None if self.progress is None else SimpleNamespace(sources=lambda: self.progress)
+            )
+        )
 
 
 def _slot(query: _Query | None) -> Any:
     return SimpleNamespace(query=query)
 
 
-def test_a_job_yields_once_every_query_finished_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+BEHIND = _Source('{"orders":{"0":100,"1":90}}', '{"orders":{"1":400,"0":380}}')
+CAUGHT_UP = _Source('{"orders":{"0":380,"1":400}}', '{"orders":{"1":400,"0":380}}')
+
+
+def test_a_job_yields_once_every_query_caught_up(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(runner, "lower_session_priority", lambda nice: calls.append(nice) or 3)
     first, second = _Query(), _Query()
@@ -123,13 +144,15 @@ def test_a_job_yields_once_every_query_finished_a_batch(monkeypatch: pytest.Monk
     yielding = runner._Yield("orders", 10)
 
     yielding.once_settled(slots)  # the second query not started yet
-    first.progress = {"batchId": 0}
+    first.progress = [CAUGHT_UP]
     yielding.once_settled(slots)
     slots[1] = _slot(second)
     yielding.once_settled(slots)  # started, no batch finished yet
+    second.progress = [BEHIND]
+    yielding.once_settled(slots)  # a batch finished, still behind its topic's end
     assert calls == []
 
-    second.progress = {"batchId": 0}
+    second.progress = [CAUGHT_UP, _Source('{"x":{"0":1}}', None)]  # no latest: any batch
     yielding.once_settled(slots)
     yielding.once_settled(slots)
     assert calls == [10]
@@ -148,6 +171,6 @@ def test_a_job_with_niceness_zero_never_yields(monkeypatch: pytest.MonkeyPatch) 
     calls: list[int] = []
     monkeypatch.setattr(runner, "lower_session_priority", lambda nice: calls.append(nice) or 3)
     query = _Query()
-    query.progress = {"batchId": 0}
+    query.progress = [CAUGHT_UP]
     runner._Yield("orders", 0).once_settled([_slot(query)])
     assert calls == []
