@@ -268,8 +268,9 @@ class _Yield:
 
 
 def _caught_up(slot: _Slot) -> bool:
-    """The slot's query finished a batch that read its sources up to their latest offsets (a
-    source that reports no latest offset: any finished batch)."""
+    """The slot's query finished a batch that read its sources up to their latest offsets. A
+    source that reports none (Kafka's, in the batch a restart replays from the offset log)
+    is not caught up yet."""
     if slot.query is None:
         return False
     try:
@@ -278,7 +279,7 @@ def _caught_up(slot: _Slot) -> bool:
             return False
         for source in progress.sources():
             latest = source.latestOffset()
-            if latest is not None and json.loads(source.endOffset()) != json.loads(latest):
+            if latest is None or json.loads(source.endOffset()) != json.loads(latest):
                 return False
         return True
     except Exception:  # a progress Spark could not give or parse: not settled yet

@@ -152,7 +152,11 @@ def test_a_job_yields_once_every_query_caught_up(monkeypatch: pytest.MonkeyPatch
     yielding.once_settled(slots)  # a batch finished, still behind its topic's end
     assert calls == []
 
-    second.progress = [CAUGHT_UP, _Source('{"x":{"0":1}}', None)]  # no latest: any batch
+    second.progress = [CAUGHT_UP, _Source('{"x":{"0":1}}', None)]  # a replayed batch
+    yielding.once_settled(slots)
+    assert calls == []
+
+    second.progress = [CAUGHT_UP]
     yielding.once_settled(slots)
     yielding.once_settled(slots)
     assert calls == [10]
