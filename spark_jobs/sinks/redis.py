@@ -10,6 +10,10 @@ Keys (documented with types and TTLs in docs/redis-keys.md), ``<prefix>`` = ``st
 - ``<prefix>:totals`` hash: ``<CUR>:order_count``, ``<CUR>:item_count``, ``<CUR>:revenue`` and the
   last ``batch_id``.
 
+The maintenance's reconciliation of late windows (``spark_jobs.common.reconcile``) writes the
+windows it corrected here too, the same way, with no batch id (``"reconciled"`` in the window's
+hash, the totals' ``batch_id`` left alone): the totals stay equal to ``order_revenue_5s``.
+
 Idempotent under replay: each batch carries the *absolute* values of the windows it changed, and
 the totals move by the difference between a window's new values and its recorded contribution,
 so writing the same batch twice moves them by zero. A window trimmed from the sorted set keeps
@@ -56,6 +60,8 @@ MAX_WINDOWS_IN_MESSAGE = 50
 WATCH_ATTEMPTS = 5
 WINDOW_COLUMNS = REVENUE_COLUMNS
 CENT = Decimal("0.01")
+# The batch id of a window the maintenance's reconciliation wrote.
+RECONCILED = "reconciled"
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class Window:
     def contribution(self) -> str:
         return json.dumps([self.order_count, self.item_count, str(self.revenue)])
 
-    def as_hash(self, batch_id: int) -> dict[FieldT, EncodableT]:
+    def as_hash(self, batch_id: int | None) -> dict[FieldT, EncodableT]:
         return {
             "currency": self.currency,
             "window_start": iso_utc(self.window_start),
@@ -86,7 +92,7 @@ class Window:
             "order_count": str(self.order_count),
             "item_count": str(self.item_count),
             "revenue": str(self.revenue),
-            "batch_id": str(batch_id),
+            "batch_id": RECONCILED if batch_id is None else str(batch_id),
         }
 
 
@@ -152,12 +158,13 @@ def write_windows(
     client: redis.Redis,
     keys: OrdersRedisKeys,
     windows: Sequence[Window],
-    batch_id: int,
+    batch_id: int | None,
     channel: str,
     ttl_seconds: int,
     max_windows: int,
 ) -> dict[str, Any]:
-    """Apply one batch of windows in one transaction; return the message published."""
+    """Apply one batch of windows in one transaction; return the message published.
+    ``batch_id`` None: a reconciliation's corrected windows, not a batch of the stream."""
     # The last copy of a window in the batch wins, as in MariaDB.
     latest = {(w.currency, w.member): w for w in windows}
     by_currency: dict[str, list[Window]] = {}
@@ -203,7 +210,7 @@ def _apply(
     transaction: redis.client.Pipeline,
     keys: OrdersRedisKeys,
     by_currency: Mapping[str, list[Window]],
-    batch_id: int,
+    batch_id: int | None,
     channel: str,
     ttl_seconds: int,
     max_windows: int,
@@ -274,7 +281,8 @@ def _apply(
                 )
             },
         )
-    transaction.hset(keys.totals, "batch_id", str(batch_id))
+    if batch_id is not None:
+        transaction.hset(keys.totals, "batch_id", str(batch_id))
     newest_first = sorted(accepted, key=lambda w: (w.score, w.currency), reverse=True)
     message = {
         "batch_id": batch_id,

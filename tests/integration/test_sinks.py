@@ -62,6 +62,17 @@ def currency(settings: Settings) -> Iterator[str]:
     yield code
     query(settings, "DELETE FROM orders WHERE currency = ?", (code,))
     query(settings, "DELETE FROM order_revenue_5s WHERE currency = ?", (code,))
+    # A reconciliation writes its windows to the live totals too: take this currency's out.
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        keys = [f"streamops:orders:windows:{code}", f"streamops:orders:contributions:{code}"]
+        client.delete(*keys, *client.scan_iter(f"streamops:orders:window:{code}:*"))
+        client.hdel(
+            "streamops:orders:totals",
+            *(f"{code}:{f}" for f in ("order_count", "item_count", "revenue")),
+        )
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -552,5 +563,18 @@ def test_reconcile_fixes_wrong_windows_and_deletes_empty_ones(
         (at(20), at(25), 7, 7, Decimal("7.00")),
     ]
     assert written == 3  # one inserted, one corrected, one deleted
+    # The live totals moved with the corrected windows (the inserted one, the corrected one).
+    live = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        totals = live.hgetall("streamops:orders:totals")
+        assert (
+            totals[f"{currency}:order_count"],
+            totals[f"{currency}:item_count"],
+            totals[f"{currency}:revenue"],
+        ) == ("3", "6", "4.80")
+        window = live.hgetall(f"streamops:orders:window:{currency}:{at(5).isoformat()}.000Z")
+        assert (window["order_count"], window["batch_id"]) == ("2", "reconciled")
+    finally:
+        live.close()
     assert reconcile_revenue_windows(settings, at(0).replace(tzinfo=UTC), at(15)) == 0
     assert len(windows()) == 3
