@@ -3,11 +3,12 @@
 On a machine the running jobs already saturate (two cores, four JVMs), a relaunched job spent
 minutes getting its JVM, its SparkSession and its first batches through (issue 16: a killed
 JVM took 3–4 minutes to be back). Every job therefore starts at the niceness it was launched
-with and, once each of its queries has finished a batch, lowers its own priority: every thread
-of every process of its session (the JVM, the Python driver, its workers) to the niceness
-``STREAMOPS_SETTLED_NICE`` names (the spec's ``settled_nice``; 0 leaves it alone). The
-scheduler then gives a starting job, and Kafka, MariaDB, Redis and Airflow, the CPU first; the
-settled jobs share what is left in the same proportions among themselves as before.
+with and, once each of its queries has caught up with its topics, lowers its own priority: its
+session's scheduling autogroup and every thread of every process of the session (the JVM, the
+Python driver, its workers) to the niceness ``STREAMOPS_SETTLED_NICE`` names (the spec's
+``settled_nice``; 0 leaves it alone). The scheduler then gives a starting job, and Kafka, MariaDB,
+Redis and Airflow, the CPU first; the settled jobs share what is left in the same proportions
+among themselves as before.
 
 Raising a niceness needs no privilege, and threads started later inherit it from the thread
 that starts them. Linux keeps a niceness per thread, so each thread is set, not only each
@@ -21,6 +22,7 @@ import os
 from pathlib import Path
 
 from streamops.pipelines.submit import SETTLED_NICE_ENV
+from streamops.processes import session_members
 
 MAX_NICE = 19
 
@@ -43,20 +45,6 @@ def settled_nice(environ: dict[str, str] | None = None) -> int:
             f"{SETTLED_NICE_ENV} is {value}; give a whole number from 0 to {MAX_NICE}."
         )
     return value
-
-
-def session_members(session_id: int, proc: Path = Path("/proc")) -> list[int]:
-    """The pids of every process in session ``session_id``."""
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == session_id:
-                members.append(int(entry.name))
-        except OSError:
-            continue  # gone meanwhile
-    return members
 
 
 def threads_of(pid: int, proc: Path = Path("/proc")) -> list[int]:

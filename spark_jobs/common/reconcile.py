@@ -16,9 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import mariadb
-import redis
 
-from spark_jobs.common.fence import connect
+from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.sinks import as_utc_naive
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
@@ -135,7 +134,7 @@ def _write_to_redis(settings: Settings, rows: list[tuple[Any, ...]]) -> None:
         )
         for start, currency, end, order_count, item_count, revenue in rows
     ]
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
     try:
         write_windows(
             client,

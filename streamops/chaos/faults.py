@@ -152,13 +152,14 @@ def _role_or_gone(process: psutil.Process, wrapper_pid: int) -> str:
 def kill_component(component: object, sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """SIGKILL every process of a stack component's session, wait for them to go, start it
     again after ``RESTART_DELAY_SECONDS`` and wait for its health."""
+    from streamops.processes import session_members
     from streamops.stack.base import Component
 
     assert isinstance(component, Component)
     pid = component.running_pid()
     if pid is None:
         raise FaultError(f"{component.name} is not running")
-    pids = Component._session_members(pid)  # the same members `stop` would signal
+    pids = session_members(pid)  # the same members `stop` would signal
     for member in pids:
         with suppress(ProcessLookupError):
             os.kill(member, signal.SIGKILL)

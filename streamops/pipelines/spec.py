@@ -157,8 +157,8 @@ class PipelineSpec(_Strict):
     # waits for the outage instead. 0: fail at once. Below health.max_batch_seconds, so the
     # waiting batch reads as busy, never as stalled.
     outage_ride_out_seconds: float = Field(default=120.0, ge=0)
-    # Once each query finished a batch the job lowers its own CPU priority to this niceness
-    # (spark_jobs.common.priority), so that a job starting or relaunched elsewhere on the
+    # Once each query caught up with its topics the job lowers its own CPU priority to this
+    # niceness (spark_jobs.common.priority), so that a job starting or relaunched elsewhere on the
     # machine, and the services, go first. 0: never.
     settled_nice: int = Field(default=10, ge=0, le=19)
     schedule: str = "*/5 * * * *"

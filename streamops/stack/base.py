@@ -23,6 +23,7 @@ import psutil
 
 from streamops.config import Settings
 from streamops.errors import StreamopsError
+from streamops.processes import session_members
 
 
 @dataclass(frozen=True)
@@ -259,10 +260,10 @@ class Component(ABC):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout_seconds
-        while time.monotonic() < deadline and self._session_members(pid):
+        while time.monotonic() < deadline and session_members(pid):
             self.running_pid()  # reaps our own child once it has exited
             time.sleep(0.2)
-        for member in self._session_members(pid):
+        for member in session_members(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
         child = _CHILDREN.pop(pid, None)
@@ -270,18 +271,3 @@ class Component(ABC):
             child.wait(timeout=10)
         self.pid_path.unlink(missing_ok=True)
         return True
-
-    @staticmethod
-    def _session_members(session_id: int) -> list[int]:
-        """Live processes of the session our service leads (zombies excluded)."""
-        members = []
-        for proc in psutil.process_iter(["pid", "status"]):
-            try:
-                if (
-                    proc.info["status"] != psutil.STATUS_ZOMBIE
-                    and os.getsid(proc.pid) == session_id
-                ):
-                    members.append(proc.pid)
-            except (ProcessLookupError, psutil.Error, OSError):
-                continue
-        return members
