@@ -53,6 +53,7 @@ from streamops.pipelines.platform_alerts import (
 from streamops.pipelines.restart import DependencyDown, OperatorReset, RestartState, transition
 from streamops.pipelines.spec import PipelineSpec
 from streamops.pipelines.submit import build_submit_command, build_submit_environment
+from streamops.processes import process_stamp
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ class SparkJobHook(BaseHook):
                     host=f"{handle.host}/{handle.driver_pod}" if handle.driver_pod else handle.host,
                     pid=handle.pid,
                     start_epoch=handle.process_start_epoch,
+                    stamp=handle.process_stamp or None,
                 )
             finally:
                 if locked:
@@ -279,6 +281,7 @@ class SparkJobHook(BaseHook):
             process_start_epoch=psutil.Process(process.pid).create_time(),
             exit_file=str(run_dir / EXIT_FILE.format(pid=process.pid)),
             log_file=str(log_file),
+            process_stamp=process_stamp(process.pid) or "",
         )
 
     def _launch_on_kubernetes(

@@ -28,7 +28,18 @@ LEASE_LOST = "lease_lost"
 # After Redis was unreachable, how long a "stalled" verdict is held: the driver reports its status
 # every ~5 s and the listener an idle event every ~10 s, so fresh fields land well inside this.
 STALE_AFTER_OUTAGE_SECONDS = 30.0
+# A step of the system clock larger than this between two polls (a time synchronisation, a
+# resumed virtual machine) holds "stalled" verdicts as an outage does: the heartbeats written
+# before the step read as that much older, though the job never paused.
+CLOCK_STEP_SECONDS = 2.0
 DEPENDENCIES_UP = "dependencies_up"
+
+
+def clock_offset() -> float:
+    """The wall clock minus the monotonic clock: constant until the wall clock is stepped."""
+    return time.time() - time.monotonic()
+
+
 # The triggerer gives on_kill ~30 s ([triggerer] on_kill_timeout): SIGKILL comes before that.
 ON_KILL_STOP_TIMEOUT_SECONDS = 20.0
 
@@ -70,7 +81,19 @@ class SparkJobHealthTrigger(BaseTrigger):
         overloaded = False
         unreadable = False
         trust_stalls_after = 0.0
+        offset = clock_offset()
         while True:
+            previous, offset = offset, clock_offset()
+            step = offset - previous
+            if abs(step) > CLOCK_STEP_SECONDS:
+                self.log.warning(
+                    "%s: the system clock stepped %+.1f s since the last check; stall verdicts "
+                    "are held for %.0f s while the job's reports are refreshed",
+                    self.pipeline,
+                    step,
+                    STALE_AFTER_OUTAGE_SECONDS,
+                )
+                trust_stalls_after = time.monotonic() + STALE_AFTER_OUTAGE_SECONDS
             try:
                 health = await asyncio.to_thread(hook.read_health, handle)
             except Exception as exc:  # Redis away for a poll is not a job failure
@@ -84,8 +107,8 @@ class SparkJobHealthTrigger(BaseTrigger):
                     trust_stalls_after = time.monotonic() + STALE_AFTER_OUTAGE_SECONDS
                 if health.status is HealthStatus.STALLED and time.monotonic() < trust_stalls_after:
                     self.log.info(
-                        "%s: stalled verdict held (Redis was unreachable until just now, the "
-                        "job's reports are being refreshed): %s",
+                        "%s: stalled verdict held (Redis was unreachable or the clock stepped "
+                        "just now; the job's reports are being refreshed): %s",
                         self.pipeline,
                         health.detail,
                     )

@@ -355,8 +355,10 @@ class VerdictSampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Ends the sampling; a sampler never started (the platform was not ready) has none."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
     def latest(self) -> Sample | None:
         with self._lock:

@@ -25,6 +25,7 @@ from streamops.errors import StreamopsError
 from streamops.pipelines import jobs
 from streamops.pipelines import lease as leases
 from streamops.pipelines.spec import PipelineSpec
+from streamops.processes import process_stamp
 
 
 def lease_holder_job(settings: Settings, spec: PipelineSpec) -> jobs.JobHandle | None:
@@ -91,6 +92,7 @@ def run_in_foreground(
                 host=socket.gethostname(),
                 pid=process.pid,
                 start_epoch=psutil.Process(process.pid).create_time(),
+                stamp=process_stamp(process.pid),
             )
             keeper = threading.Thread(
                 target=_keep_lease,

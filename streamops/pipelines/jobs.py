@@ -39,10 +39,12 @@ from streamops.pipelines.health import (
 )
 from streamops.pipelines.lease import Lease
 from streamops.pipelines.spec import PipelineSpec
+from streamops.processes import is_same_process, started_since
 
 log = logging.getLogger(__name__)
 
-# psutil's create_time is derived from clock ticks: equal within this much means the same process.
+# For a handle without a process stamp (recorded by an older streamops): wall-clock start times
+# equal within this much mean the same process.
 START_TIME_TOLERANCE_SECONDS = 0.5
 # After SIGKILL of the session: how long to wait for the kernel to reap it.
 KILL_WAIT_SECONDS = 10.0
@@ -77,6 +79,9 @@ class JobHandle:
     log_file: str
     reattached: bool = False
     driver_pod: str = ""
+    # The session leader's boot id and start tick (streamops.processes.process_stamp): who it
+    # is whatever the clock does. Empty for a pod, and in handles from before it was recorded.
+    process_stamp: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -116,6 +121,7 @@ def handle_from_lease(
         log_file=str(folder / f"token-{lease.fencing_token}.log"),
         reattached=reattached,
         driver_pod=pod,
+        process_stamp=lease.process_stamp or "",
     )
 
 
@@ -136,18 +142,14 @@ def job_processes(handle: JobHandle) -> list[psutil.Process]:
     """
     if handle.driver_pod or handle.host != socket.gethostname() or handle.pid <= 0:
         return []
-    earliest = handle.process_start_epoch - START_TIME_TOLERANCE_SECONDS
     members = []
     for process in psutil.process_iter():
         try:
             if process.pid != handle.pid and os.getsid(process.pid) != handle.pid:
                 continue
-            if process.pid == handle.pid and (
-                abs(process.create_time() - handle.process_start_epoch)
-                > START_TIME_TOLERANCE_SECONDS
-            ):
+            if process.pid == handle.pid and not _is_the_leader(process, handle):
                 return []  # a new session leader with the recycled pid: not our job
-            if process.create_time() < earliest:
+            if not _started_with_or_after_the_leader(process, handle):
                 continue
             if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
                 continue
@@ -155,6 +157,23 @@ def job_processes(handle: JobHandle) -> list[psutil.Process]:
         except (psutil.Error, OSError):
             continue  # gone meanwhile, or not ours to look at
     return members
+
+
+def _is_the_leader(process: psutil.Process, handle: JobHandle) -> bool:
+    """``process`` (at the handle's pid) is the session leader the handle names.
+
+    By its stamp (boot id and start tick), which no step of the system clock moves; a handle
+    without one (recorded by an older streamops) by the wall-clock start time, as it was then.
+    """
+    if handle.process_stamp:
+        return is_same_process(process.pid, handle.process_stamp)
+    return abs(process.create_time() - handle.process_start_epoch) <= START_TIME_TOLERANCE_SECONDS
+
+
+def _started_with_or_after_the_leader(process: psutil.Process, handle: JobHandle) -> bool:
+    if handle.process_stamp:
+        return started_since(process.pid, handle.process_stamp) is True
+    return process.create_time() >= handle.process_start_epoch - START_TIME_TOLERANCE_SECONDS
 
 
 def process_is_running(handle: JobHandle) -> bool:

@@ -34,10 +34,11 @@ import mariadb
 
 from streamops.errors import StreamopsError
 from streamops.pipelines.restart import Phase, RestartState
+from streamops.processes import parse_stamp
 
 _LEASE_COLUMNS = (
     "checkpoint_location, owner, fencing_token, acquired_at, expires_at, host, pid, "
-    "process_start_epoch, pipeline"
+    "process_start_epoch, pipeline, process_stamp"
 )
 
 
@@ -74,6 +75,8 @@ class Lease:
     pid: int | None = None
     process_start_epoch: float | None = None
     pipeline: str | None = None
+    # The process's boot id and start tick (streamops.processes.process_stamp); None for a pod.
+    process_stamp: str | None = None
     # True when acquire() found this owner already holding it (a retried task, a new scheduler).
     reattached: bool = False
 
@@ -112,7 +115,7 @@ def acquire(
             "UPDATE pipeline_leases SET owner = ?, fencing_token = fencing_token + 1, "
             "acquired_at = UTC_TIMESTAMP(3), expires_at = UTC_TIMESTAMP(3) + INTERVAL ? "
             "MICROSECOND, host = NULL, pid = NULL, process_start_epoch = NULL, "
-            "pipeline = COALESCE(?, pipeline) WHERE checkpoint_key = ?",
+            "process_stamp = NULL, pipeline = COALESCE(?, pipeline) WHERE checkpoint_key = ?",
             (owner, _micros(ttl_seconds), pipeline, row.key),
         )
         return _read(cursor, location)
@@ -153,15 +156,22 @@ def release_named_lock(connection: mariadb.Connection, name: str) -> None:
 
 
 def record_process(
-    connection: mariadb.Connection, lease: Lease, *, host: str, pid: int, start_epoch: float
+    connection: mariadb.Connection,
+    lease: Lease,
+    *,
+    host: str,
+    pid: int,
+    start_epoch: float,
+    stamp: str | None = None,
 ) -> Lease:
-    """Note the process launched under ``lease`` (pid + its start time tell pid reuse apart)."""
+    """Note the process launched under ``lease``: pid, start time and the stamp that tells a
+    reused pid apart whatever the clock does (:func:`streamops.processes.process_stamp`)."""
     with _transaction(connection) as cursor:
         row = _check_ours(cursor, lease)
         cursor.execute(
-            "UPDATE pipeline_leases SET host = ?, pid = ?, process_start_epoch = ? "
-            "WHERE checkpoint_key = ?",
-            (host, pid, start_epoch, row.key),
+            "UPDATE pipeline_leases SET host = ?, pid = ?, process_start_epoch = ?, "
+            "process_stamp = ? WHERE checkpoint_key = ?",
+            (host, pid, start_epoch, stamp or None, row.key),
         )
         return _read(cursor, lease.checkpoint_location)
 
@@ -175,7 +185,8 @@ def release(connection: mariadb.Connection, lease: Lease) -> bool:
             return False
         cursor.execute(
             "UPDATE pipeline_leases SET owner = NULL, expires_at = UTC_TIMESTAMP(3), "
-            "host = NULL, pid = NULL, process_start_epoch = NULL WHERE checkpoint_key = ?",
+            "host = NULL, pid = NULL, process_start_epoch = NULL, process_stamp = NULL "
+            "WHERE checkpoint_key = ?",
             (row.key,),
         )
         return True
@@ -296,8 +307,10 @@ def _read(cursor: mariadb.Cursor, location: str) -> Lease:
 
 
 def _lease(row: tuple[Any, ...]) -> Lease:
-    location, owner, token, acquired, expires, host, pid, start_epoch, pipeline = row
+    location, owner, token, acquired, expires, host, pid, start_epoch, pipeline, stamp = row
     problems = _lease_problems(token, pid, start_epoch, owner, expires)
+    if stamp and parse_stamp(stamp) is None:
+        problems.append(f"process_stamp {stamp!r} is not '<boot id>/<start ticks>'")
     if problems:
         raise CorruptRowError(
             f"The lease row of {location} in pipeline_leases is corrupted ({'; '.join(problems)}), "
@@ -315,6 +328,7 @@ def _lease(row: tuple[Any, ...]) -> Lease:
         pid=None if pid is None else int(pid),
         process_start_epoch=None if start_epoch is None else float(start_epoch),
         pipeline=pipeline,
+        process_stamp=stamp or None,
     )
 
 

@@ -23,7 +23,7 @@ import psutil
 
 from streamops.config import Settings
 from streamops.errors import StreamopsError
-from streamops.processes import session_members
+from streamops.processes import is_same_process, process_stamp, session_members
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,15 @@ class Component(ABC):
                 del _CHILDREN[child_pid]
         try:
             record = json.loads(self.pid_path.read_text())
-            pid, started = int(record["pid"]), float(record["create_time"])
+            pid = int(record["pid"])
             proc = psutil.Process(pid)
-            if abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
+            stamp = record.get("stamp")
+            if isinstance(stamp, str):
+                # The boot id and start tick: the same process whatever the clock did since.
+                ours = is_same_process(pid, stamp)
+            else:  # a pid file of an older streamops: its wall-clock start time
+                ours = abs(proc.create_time() - float(record["create_time"])) < 1.0
+            if ours and proc.status() != psutil.STATUS_ZOMBIE:
                 return pid
         except FileNotFoundError:
             return None
@@ -219,8 +225,12 @@ class Component(ABC):
                     "Run `streamops install` to install what is missing."
                 ) from exc
         _CHILDREN[proc.pid] = proc
-        create_time = psutil.Process(proc.pid).create_time()
-        self.pid_path.write_text(json.dumps({"pid": proc.pid, "create_time": create_time}))
+        record = {
+            "pid": proc.pid,
+            "stamp": process_stamp(proc.pid),
+            "create_time": psutil.Process(proc.pid).create_time(),  # for people reading it
+        }
+        self.pid_path.write_text(json.dumps(record))
         return True
 
     def wait_healthy(self, timeout: float | None = None) -> Health:

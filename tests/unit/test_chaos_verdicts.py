@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -18,6 +19,7 @@ from streamops.chaos.faults import ALL_FAULTS, affected, pick_target
 from streamops.chaos.run import ChaosOptions, failures_of, recovery_summary, schedule
 from streamops.chaos.verdicts import (
     Sample,
+    VerdictSampler,
     caught_up,
     max_sessions,
     pipeline_heartbeat,
@@ -158,6 +160,32 @@ def test_two_live_sessions_of_one_pipeline_are_two_writers() -> None:
     found = two_writers(samples)
     assert [(t.at, t.sessions) for t in found] == [(1, (99, JOB))]
     assert max_sessions(samples) == {"orders": 2}
+
+
+def test_a_sampler_never_started_stops_cleanly_and_a_started_one_samples() -> None:
+    # A chaos run that gives up before its faults (the platform not ready) stops a sampler it
+    # never started: that must not hide the real error under a RuntimeError of its own.
+    def sampler() -> VerdictSampler:
+        return VerdictSampler(
+            state_dir="/nonexistent",
+            pipelines=["orders"],
+            read_page=lambda: [{"name": "orders", "state": "running", "pid": JOB}],
+            read_leases=lambda: {"orders": (JOB, None)},
+            read_hashes=lambda: {},
+            interval=0.01,
+        )
+
+    never = sampler()
+    never.stop()
+    assert never.samples == []
+
+    started = sampler()
+    started.start()
+    deadline = time.monotonic() + 10
+    while not started.samples and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started.stop()
+    assert started.samples and started.samples[0].states == {"orders": "running"}
 
 
 def test_the_timeline_keeps_state_changes_only() -> None:

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from psutil import _pslinux
 
 from streamops.config import Settings, load_settings
 from streamops.pipelines import jobs
 from streamops.pipelines.jobs import JobHandle
 from streamops.pipelines.lease import Lease
+from streamops.processes import process_stamp
 
 # A stand-in for the Python driver: exits 0 on SIGTERM (the job's graceful stop).
 DRIVER = (
@@ -37,6 +39,7 @@ DRIVER = (
 def _handle(pid: int, start: float, folder: Path) -> JobHandle:
     """The handle the supervisor records for a job led by ``pid``."""
     return JobHandle(
+        process_stamp=process_stamp(pid) or "",
         pipeline="orders",
         queries=("orders_records",),
         checkpoint_location=str(folder / "checkpoint"),
@@ -130,9 +133,33 @@ def test_a_driver_that_ignores_sigterm_is_killed_with_its_session(tmp_path: Path
 
 def test_a_recycled_pid_is_not_the_job(launched: tuple[JobHandle, int]) -> None:
     handle, _driver = launched
-    other = JobHandle(**{**handle.to_dict(), "queries": (), "process_start_epoch": 1.0})
-    assert jobs.job_processes(other) == []
-    assert not jobs.process_is_running(other)
+    boot, _, ticks = handle.process_stamp.partition("/")
+    earlier = JobHandle(**{**handle.to_dict(), "process_stamp": f"{boot}/{int(ticks) - 1}"})
+    assert jobs.job_processes(earlier) == []
+    assert not jobs.process_is_running(earlier)
+    # A handle recorded before stamps were: by the wall-clock start time, as then.
+    legacy = JobHandle(**{**handle.to_dict(), "process_stamp": "", "process_start_epoch": 1.0})
+    assert jobs.job_processes(legacy) == []
+
+
+def test_a_step_of_the_system_clock_does_not_make_the_job_a_stranger(
+    launched: tuple[JobHandle, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a time synchronisation or a resumed VM, psutil puts every process's start an hour
+    # later; the job is still its wrapper and its driver, and still alive.
+    handle, driver = launched
+    real = _pslinux.boot_time
+    monkeypatch.setattr(_pslinux, "boot_time", lambda: real() + 3600.0)
+    psutil.process_iter.cache_clear()
+    assert psutil.Process(handle.pid).create_time() > handle.process_start_epoch + 3500
+    assert {p.pid for p in jobs.job_processes(handle)} >= {handle.pid, driver}
+    assert jobs.process_is_running(handle)
+    # Judged by the wall-clock start alone (a handle without a stamp), the job would be gone:
+    # what the supervisor and the operations page said of every job after such a step.
+    legacy = JobHandle(**{**handle.to_dict(), "process_stamp": ""})
+    assert not jobs.process_is_running(legacy)
+    monkeypatch.undo()
+    psutil.process_iter.cache_clear()
 
 
 def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(

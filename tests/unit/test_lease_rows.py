@@ -22,6 +22,7 @@ def _row(**changes: object) -> tuple[object, ...]:
         "pid": 4242,
         "start_epoch": 1_764_000_000.5,
         "pipeline": "orders",
+        "stamp": "97b06ebd-22df-4013-bf6e-8e0b042055d6/4121774",
     }
     row.update(changes)
     return tuple(row.values())
@@ -31,11 +32,14 @@ def _row(**changes: object) -> tuple[object, ...]:
     "changes",
     [
         {},  # a local job
-        {"host": "k8s:streamops/orders-driver", "pid": 0},  # a driver pod
-        {"pid": 0, "start_epoch": 0.0, "host": "k8s:streamops/orders-driver"},  # no pod time yet
+        {"host": "k8s:streamops/orders-driver", "pid": 0, "stamp": None},  # a driver pod
+        # A driver pod without its creation time yet.
+        {"pid": 0, "start_epoch": 0.0, "host": "k8s:streamops/orders-driver", "stamp": None},
         # A fresh row (INSERT IGNORE): no owner, token 0.
         {"owner": None, "token": 0, "expires": None, "host": None, "pid": None},
-        {"owner": None, "host": None, "pid": None, "start_epoch": None},  # released
+        # Released.
+        {"owner": None, "host": None, "pid": None, "start_epoch": None, "stamp": None},
+        {"stamp": None},  # recorded before the stamp was (matched by the epoch)
         {"owner": "cli:laptop:991", "host": "laptop"},  # `streamops run`
     ],
 )
@@ -52,6 +56,8 @@ def test_rows_the_supervisor_writes_are_trusted(changes: dict[str, object]) -> N
         ({"token": 0}, "fencing_token 0 cannot be held"),
         ({"token": -1, "owner": None}, "fencing_token -1 cannot be a token"),
         ({"expires": None}, "holds it without an expiry"),
+        ({"stamp": "4121774"}, "process_stamp '4121774' is not"),
+        ({"stamp": "boot/-5"}, "process_stamp 'boot/-5' is not"),
     ],
 )
 def test_other_rows_are_reported_as_corrupted(changes: dict[str, object], problem: str) -> None:

@@ -510,6 +510,45 @@ def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
     assert event["status"] == "stalled"
 
 
+def test_a_stall_read_just_after_the_clock_stepped_is_held_not_acted_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A step of the wall clock (a time synchronisation, a resumed VM) ages every heartbeat by
+    the step at once: a live job must not be restarted on that."""
+
+    from streamops_airflow import triggers
+
+    from streamops.pipelines.health import HealthStatus, JobHealth
+
+    monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
+    offsets = [1000.0, 1000.0, 1300.0]  # the clock stepped 300 s before the third poll
+    monkeypatch.setattr(triggers, "clock_offset", lambda: offsets.pop(0) if offsets else 1300.0)
+    healthy = JobHealth(HealthStatus.HEALTHY, "q: batch 2 s ago")
+    stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 305 s (allowed 60 s)")
+    reads = [healthy, stalled]
+    renewed: list[int] = []
+
+    class Hook:
+        def read_health(self, handle: JobHandle) -> JobHealth:
+            return reads.pop(0) if len(reads) > 1 else reads[0]
+
+        def renew(self, handle: JobHandle) -> None:
+            renewed.append(1)
+
+        def publish_overload_alert(self, health: JobHealth) -> None:
+            raise AssertionError("not overloaded")
+
+    trigger = SparkJobHealthTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0.02
+    )
+    monkeypatch.setattr(trigger, "_hook", Hook)
+
+    event = _first_event(trigger)
+    # The healthy poll and at least one held stall were renewed; acted on after the grace.
+    assert len(renewed) >= 2
+    assert event["status"] == "stalled"
+
+
 def test_a_stall_without_an_outage_is_acted_on_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from streamops.pipelines.health import HealthStatus, JobHealth

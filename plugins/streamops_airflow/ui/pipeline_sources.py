@@ -131,6 +131,7 @@ def job_process(spec: PipelineSpec, lease: leases.Lease | None) -> JobProcess | 
                 host=lease.host,
                 pid=lease.pid,
                 process_start_epoch=lease.process_start_epoch or 0.0,
+                process_stamp=lease.process_stamp or "",
                 exit_file="",
                 log_file="",
             )
