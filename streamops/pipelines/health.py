@@ -277,7 +277,8 @@ def _restarting(query: str, fields: Mapping[str, str], now: float, bounds: Stall
 def _age_verdict(query: str, age: float, allowed: float, what: str) -> _Verdict:
     if age > allowed:
         return _stalled(query, what, age, allowed)
-    return _Verdict("ok", f"{query} {age:.0f} s ago")
+    # A clock stepped back puts the last report seconds "in the future": that is now, not -2 s.
+    return _Verdict("ok", f"{query} {max(0.0, age):.0f} s ago")
 
 
 def _stalled(query: str, what: str, age: float, allowed: float) -> _Verdict:

@@ -342,3 +342,12 @@ def test_a_clean_hash_has_no_corrupted_fields() -> None:
     assert (
         corrupted_fields(query(status_at=now, active=True, batch_started_at=now, rows=3), now) == {}
     )
+
+
+def test_a_report_seconds_ahead_after_the_clock_stepped_back_reads_as_now() -> None:
+    # The clock stepped back 10 s: the last idle event is "2 s in the future". Healthy, and
+    # said as 0 s ago, not -2 s.
+    states = {"q": query(status_at=START + 100, active=False, heartbeat_at=START + 102)}
+    health = judge(states, now=START + 100)
+    assert health.status is HealthStatus.HEALTHY
+    assert "q 0 s ago" in health.detail and "-" not in health.detail
