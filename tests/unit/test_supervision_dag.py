@@ -470,20 +470,16 @@ def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stop
     assert calls[-1] == f"release:{HANDLE.fencing_token}"
 
 
-def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
+def _scripted_health_trigger(
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """While Redis was away the job could not refresh its reports: the first reads after it
-    answers again show old times, and a live job must not be restarted on them."""
-
-    from streamops_airflow import triggers
-
-    from streamops.pipelines.health import HealthStatus, JobHealth
-
-    monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
-    stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 129 s (allowed 60 s)")
-    reads: list[object] = [ConnectionError("Redis away"), stalled, stalled]
-    renewed: list[int] = []
+    reads: list[object],
+    renewed: list[int],
+    *,
+    poll_interval_seconds: float,
+) -> SparkJobHealthTrigger:
+    """A health trigger whose hook answers ``reads`` in turn (the last one from then on; an
+    exception is raised) and notes each lease renewal in ``renewed``."""
+    from streamops.pipelines.health import JobHealth
 
     class Hook:
         def read_health(self, handle: JobHandle) -> JobHealth:
@@ -500,9 +496,27 @@ def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
             raise AssertionError("not overloaded")
 
     trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0.03
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=poll_interval_seconds
     )
     monkeypatch.setattr(trigger, "_hook", Hook)
+    return trigger
+
+
+def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While Redis was away the job could not refresh its reports: the first reads after it
+    answers again show old times, and a live job must not be restarted on them."""
+
+    from streamops_airflow import triggers
+
+    from streamops.pipelines.health import HealthStatus, JobHealth
+
+    monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
+    stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 129 s (allowed 60 s)")
+    reads: list[object] = [ConnectionError("Redis away"), stalled, stalled]
+    renewed: list[int] = []
+    trigger = _scripted_health_trigger(monkeypatch, reads, renewed, poll_interval_seconds=0.03)
 
     event = _first_event(trigger)
     # Held (renewed, no event) inside the grace, acted on once it was over and still stalled.
@@ -525,23 +539,9 @@ def test_a_stall_read_just_after_the_clock_stepped_is_held_not_acted_on(
     monkeypatch.setattr(triggers, "clock_offset", lambda: offsets.pop(0) if offsets else 1300.0)
     healthy = JobHealth(HealthStatus.HEALTHY, "q: batch 2 s ago")
     stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 305 s (allowed 60 s)")
-    reads = [healthy, stalled]
+    reads: list[object] = [healthy, stalled]
     renewed: list[int] = []
-
-    class Hook:
-        def read_health(self, handle: JobHandle) -> JobHealth:
-            return reads.pop(0) if len(reads) > 1 else reads[0]
-
-        def renew(self, handle: JobHandle) -> None:
-            renewed.append(1)
-
-        def publish_overload_alert(self, health: JobHealth) -> None:
-            raise AssertionError("not overloaded")
-
-    trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0.02
-    )
-    monkeypatch.setattr(trigger, "_hook", Hook)
+    trigger = _scripted_health_trigger(monkeypatch, reads, renewed, poll_interval_seconds=0.02)
 
     event = _first_event(trigger)
     # The healthy poll and at least one held stall were renewed; acted on after the grace.
