@@ -14,6 +14,7 @@ in clock ticks since boot, both read from ``/proc`` and both untouched by the cl
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def session_members(session_id: int) -> list[int]:
     return members
 
 
+@functools.cache
 def boot_id(proc: Path = PROC) -> str:
-    """This boot's id (a new one after every reboot)."""
+    """This boot's id (a new one after every reboot): read once, as it cannot change while this
+    process lives, though every stamp and every session member checked asks for it."""
     return (proc / "sys/kernel/random/boot_id").read_text().strip()
 
 
