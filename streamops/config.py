@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_db: int = Field(0, ge=0, le=15)
+    redis_maxmemory_mb: int = Field(
+        512,
+        ge=64,
+        le=65_536,
+        description="Redis maxmemory (MiB) of the local stack; over it Redis evicts keys with a "
+        "TTL (volatile-lru) and refuses writes once only keys without one are left "
+        "(docs/redis-keys.md).",
+    )
 
     # --- PostgreSQL (Airflow's metadata; SQLite fails under concurrent heartbeats) ------------
     postgres_port: int = Field(5432, ge=1, le=65535)
