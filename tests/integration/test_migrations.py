@@ -323,3 +323,36 @@ def test_bootstrap_creates_database_and_user_and_syncs_password(settings: Settin
             cursor.execute(f"DROP DATABASE IF EXISTS `bootstrap_{suffix}`")
             for host in db.ACCOUNT_HOSTS:
                 cursor.execute(f"DROP USER IF EXISTS 'bootstrap_{suffix}'@'{host}'")
+
+
+def test_quarantine_keys_longer_than_a_blob_survive_the_upgrade(
+    empty_database: Settings, migrations_copy: Path
+) -> None:
+    """0011 widens quarantine.record_key on a database that already holds rejected records."""
+    (migrations_copy / "0011_quarantine_long_keys.sql").unlink()
+    db.migrate(empty_database, migrations_dir=migrations_copy)
+    insert = (
+        "INSERT INTO quarantine (source_topic, source_partition, source_offset, record_key, "
+        "raw_payload, reason, pipeline) VALUES ('orders', 0, ?, ?, ?, 'invalid_json', 'orders')"
+    )
+    blob_sized_key = bytes(range(256)) * 256  # 65,536 bytes: one more than a BLOB holds
+    with pytest.raises(mariadb.Error, match="too long"):  # strict mode, as the stack runs
+        db.execute(empty_database, insert, (1, blob_sized_key, b"{"))
+    kept_key = blob_sized_key[:65_535]
+    db.execute(empty_database, insert, (2, kept_key, b"{"))
+
+    assert db.migrate(empty_database) == ["0011_quarantine_long_keys.sql"]
+
+    column_type = db.execute(
+        empty_database,
+        "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'quarantine' AND COLUMN_NAME = 'record_key'",
+    )
+    assert column_type == [("longblob",)]
+    megabyte_key = bytes(range(256)) * 4096  # 1,048,576 bytes
+    db.execute(empty_database, insert, (3, megabyte_key, b"{"))
+    stored = db.execute(
+        empty_database,
+        "SELECT source_offset, record_key FROM quarantine ORDER BY source_offset",
+    )
+    assert stored == [(2, kept_key), (3, megabyte_key)]

@@ -202,14 +202,29 @@ def _all_statements() -> list[tuple[db.Migration, str]]:
     ]
 
 
+def _apply_modify_columns(tables: dict[str, Table], statement: str) -> None:
+    """``ALTER TABLE t MODIFY [COLUMN] c <definition>`` clauses replace c's definition."""
+    header = re.match(r"ALTER\s+TABLE\s+`?(\w+)`?\s+", statement, re.IGNORECASE)
+    assert header, statement
+    table = tables[header[1]]
+    for clause in _split_top_level(statement[header.end() :]):
+        modify = re.match(r"MODIFY\s+(COLUMN\s+)?`?(\w+)`?\s+(.*)", clause, re.I | re.S)
+        if modify:
+            assert modify[2] in table.columns, f"{table.name}.{modify[2]}: MODIFY of no column"
+            table.columns[modify[2]] = " ".join(modify[3].upper().split())
+
+
 def _schema() -> dict[str, Table]:
     tables: dict[str, Table] = {}
-    # Later CREATEs win. A migration that ALTERs a contract table will need this parser extended,
-    # which is the point: such a change deserves a second look at these tests.
+    # Later CREATEs win, and an ALTER's MODIFY replaces a column's definition. Other ALTER
+    # clauses (keys, constraints, added columns) are not followed: a migration that needs them
+    # here deserves a second look at these tests.
     for _migration, statement in _all_statements():
         if re.match(r"CREATE\s+TABLE", statement, re.IGNORECASE):
             table = _parse_create_table(statement)
             tables[table.name] = table
+        elif re.match(r"ALTER\s+TABLE", statement, re.IGNORECASE):
+            _apply_modify_columns(tables, statement)
     return tables
 
 
@@ -312,6 +327,14 @@ def test_no_money_column_anywhere_is_a_float() -> None:
 )
 def test_time_range_queries_have_an_index(table_name: str, leading_column: str) -> None:
     assert any(index[0] == leading_column for index in SCHEMA[table_name].indexes)
+
+
+def test_quarantine_keeps_any_key_and_value_the_broker_accepts() -> None:
+    # A Kafka key or value may be about 1 MB (more where a topic allows it); BLOB holds 64 KiB,
+    # and a rejected record that does not fit fails its batch on every retry (migration 0011).
+    columns = SCHEMA["quarantine"].columns
+    assert columns["record_key"].startswith("LONGBLOB"), columns["record_key"]
+    assert columns["raw_payload"].startswith("LONGBLOB"), columns["raw_payload"]
 
 
 def test_alert_id_is_a_fixed_width_digest() -> None:
