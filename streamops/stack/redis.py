@@ -6,7 +6,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from streamops.config import Settings
 from streamops.stack.base import Component, Health
+
+# Only keys with a TTL are evicted: the fencing tokens and the orders writer's totals and
+# contributions have none, and losing one breaks the one-writer guarantee or counts a window
+# twice. Once only such keys are left, writes fail with OOM instead (docs/redis-keys.md).
+EVICTION_POLICY = "volatile-lru"
 
 
 class Redis(Component):
@@ -24,25 +30,7 @@ class Redis(Component):
         return self.data_dir / "redis.conf"
 
     def prepare(self) -> None:
-        self.config_path.write_text(
-            "\n".join(
-                [
-                    "# Written by streamops from its settings; edits are overwritten on start.",
-                    f"bind {self.host}",
-                    f"port {self.settings.redis_port}",
-                    "protected-mode yes",
-                    "daemonize no",
-                    f"dir {self.data_dir}",
-                    # AOF keeps live state across `down`/`up`; everysec bounds loss to 1 s.
-                    "appendonly yes",
-                    "appendfsync everysec",
-                    "save 60 1000",
-                    "loglevel notice",
-                    'logfile ""',
-                    "",
-                ]
-            )
-        )
+        self.config_path.write_text(server_config(self.settings, self.host, self.data_dir))
 
     def command(self) -> list[str]:
         return ["redis-server", str(self.config_path)]
@@ -71,3 +59,27 @@ class Redis(Component):
             if part.startswith("v="):
                 return part[2:]
         return out.strip()
+
+
+def server_config(settings: Settings, host: str, data_dir: Path) -> str:
+    """The local Redis' ``redis.conf``, a pure function of the settings."""
+    return "\n".join(
+        [
+            "# Written by streamops from its settings; edits are overwritten on start.",
+            f"bind {host}",
+            f"port {settings.redis_port}",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {data_dir}",
+            # AOF keeps live state across `down`/`up`; everysec bounds loss to 1 s.
+            "appendonly yes",
+            "appendfsync everysec",
+            "save 60 1000",
+            # Bounded: over maxmemory Redis evicts the least recently used key with a TTL.
+            f"maxmemory {settings.redis_maxmemory_mb}mb",
+            f"maxmemory-policy {EVICTION_POLICY}",
+            "loglevel notice",
+            'logfile ""',
+            "",
+        ]
+    )

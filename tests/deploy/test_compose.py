@@ -280,8 +280,18 @@ def test_redis_persists_like_the_local_server(compose: dict[str, Any], tmp_path:
     command = compose["services"]["redis"]["command"]
     assert command[0] == "redis-server"
     options = dict(zip(command[1::2], command[2::2], strict=True))
-    for key in ("appendonly", "appendfsync", "save"):
+    for key in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy"):
         assert options[f"--{key}"] == local[key], key
+
+
+def test_redis_memory_limit_leaves_room_for_an_aof_rewrite(compose: dict[str, Any]) -> None:
+    service = compose["services"]["redis"]
+    command = service["command"]
+    maxmemory_mb = int(command[command.index("--maxmemory") + 1].removesuffix("mb"))
+    assert maxmemory_mb == default("redis_maxmemory_mb")
+    limit = service["mem_limit"]
+    limit_mb = int(limit[:-1]) * {"m": 1, "g": 1024}[limit[-1]]
+    assert limit_mb >= 2 * maxmemory_mb
 
 
 def test_stop_grace_periods_match_the_local_stop_timeouts(compose: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from streamops.config import Settings
 from streamops.stack.airflow import AIRFLOW_COMPONENTS
+from streamops.stack.redis import EVICTION_POLICY
 from tests.deploy.conftest import (
     CHART_DIR,
     KUBE_VERSION,
@@ -546,6 +547,30 @@ def test_in_cluster_mariadb_uses_the_chart_secret(default_manifests: list[Manife
     config = find(default_manifests, "ConfigMap", f"{PREFIX}-env")["data"]
     assert env["MARIADB_USER"]["value"] == config["STREAMOPS_MARIADB_USER"]
     assert env["MARIADB_DATABASE"]["value"] == config["STREAMOPS_MARIADB_DATABASE"]
+
+
+def _redis_bytes(value: str) -> int:
+    """A Redis memory setting ("256mb") in bytes; Redis' mb and gb are binary."""
+    number, unit = re.fullmatch(r"([0-9]+)(kb|mb|gb)", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"kb": 2**10, "mb": 2**20, "gb": 2**30}[unit]
+
+
+def test_in_cluster_redis_is_bounded_like_the_local_stack(
+    default_manifests: list[Manifest], render: Render
+) -> None:
+    statefulset = find(default_manifests, "StatefulSet", f"{PREFIX}-redis")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    options = dict(zip(container["args"][1::2], container["args"][2::2], strict=True))
+    assert options["--maxmemory-policy"] == EVICTION_POLICY
+    # Half the limit at most: an AOF rewrite forks, and copy-on-write pages count against it.
+    limit = _memory(container["resources"]["limits"]["memory"])
+    assert _redis_bytes(options["--maxmemory"]) <= limit / 2
+    custom = find(
+        render({"redis.maxmemory": "1gb", "redis.resources.limits.memory": "2Gi"}),
+        "StatefulSet",
+        f"{PREFIX}-redis",
+    )["spec"]["template"]["spec"]["containers"][0]
+    assert custom["args"][custom["args"].index("--maxmemory") + 1] == "1gb"
 
 
 # --- storage -------------------------------------------------------------------------------------

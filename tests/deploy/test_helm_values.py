@@ -151,6 +151,7 @@ def test_chart_metadata() -> None:
         ({"airflow.extraEnv": [{"name": "X", "value": 1}]}, "value"),
         ({"storage.persistence.accessMode": "ReadOnlyMany"}, "accessMode"),
         ({"networkPolicy.apiServer.allowedCidrs": ["everyone"]}, "allowedCidrs"),
+        ({"redis.maxmemory": "256Mi"}, "maxmemory"),
     ],
     ids=[
         "typo",
@@ -166,6 +167,7 @@ def test_chart_metadata() -> None:
         "env-value-not-string",
         "bad-access-mode",
         "bad-cidr",
+        "redis-maxmemory-kubernetes-unit",
     ],
 )
 def test_schema_rejects_bad_values(
