@@ -20,7 +20,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from itertools import islice
 from typing import Any, Literal
 
 import mariadb
@@ -54,18 +53,36 @@ DEFAULT_STRATEGY: UpsertStrategy = "executemany"
 # Rows per transaction; STREAMOPS_SINK_CHUNK_SIZE overrides it (tests use small chunks to put a
 # kill between two chunk commits of one batch).
 CHUNK_SIZE_ENV = "STREAMOPS_SINK_CHUNK_SIZE"
+# Bytes per chunk, estimated (row_bytes); STREAMOPS_SINK_CHUNK_BYTES overrides it. executemany
+# sends a chunk as one packet, and MariaDB refuses a packet over max_allowed_packet (16 MiB by
+# default) with the whole batch failing on every retry: 5,000 quarantined records of up to ~2 MB
+# each (key and value) would be ~10 GB. A quarter of the default keeps room for the estimate's
+# slack; a row larger than the budget still goes, alone in its chunk.
+CHUNK_BYTES_ENV = "STREAMOPS_SINK_CHUNK_BYTES"
+# What a value costs beyond its text or bytes: length prefix, null indicator, and the fixed-size
+# values (numbers, dates) that row_bytes does not measure.
+VALUE_OVERHEAD_BYTES = 16
 
 
-def _chunk_size_from_env(default: int = 5_000) -> int:
-    value = os.environ.get(CHUNK_SIZE_ENV, "")
+def _positive_int_from_env(name: str, default: int, unit: str) -> int:
+    value = os.environ.get(name, "")
     if not value:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{CHUNK_SIZE_ENV}={value!r}: give a whole number of rows, 1 or more.")
+        raise ValueError(f"{name}={value!r}: give a whole number of {unit}, 1 or more.")
     return int(value)
 
 
+def _chunk_size_from_env(default: int = 5_000) -> int:
+    return _positive_int_from_env(CHUNK_SIZE_ENV, default, "rows")
+
+
+def _chunk_bytes_from_env(default: int = 4 * 1024 * 1024) -> int:
+    return _positive_int_from_env(CHUNK_BYTES_ENV, default, "bytes")
+
+
 DEFAULT_CHUNK_SIZE = _chunk_size_from_env()
+DEFAULT_CHUNK_BYTES = _chunk_bytes_from_env()
 
 ORDERS_TABLE = "orders"
 ORDERS_KEY = ("order_id",)
@@ -121,6 +138,42 @@ def upsert_sql(
     return f"INSERT INTO {target} ({column_list}) {rows} ON DUPLICATE KEY UPDATE {assignments}"
 
 
+def row_bytes(row: Sequence[Any]) -> int:
+    """About what ``row`` weighs on the wire: the bytes of its text and binary values plus
+    :data:`VALUE_OVERHEAD_BYTES` per value. Text counts its UTF-8 bytes (``isascii`` is a flag
+    lookup, so only non-ASCII text is encoded to be measured)."""
+    size = VALUE_OVERHEAD_BYTES * len(row)
+    for value in row:
+        if isinstance(value, str):
+            size += len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+        elif isinstance(value, bytes | bytearray | memoryview):
+            size += len(value)
+    return size
+
+
+def chunk_rows(
+    rows: Iterable[Sequence[Any]], chunk_size: int, chunk_bytes: int
+) -> Iterator[list[Sequence[Any]]]:
+    """``rows`` in order, as lists of at most ``chunk_size`` rows whose :func:`row_bytes` add up
+    to at most ``chunk_bytes``; a row heavier than ``chunk_bytes`` makes a chunk alone. Lazy: the
+    rows of a chunk are read only when it is asked for."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size is {chunk_size}; give 1 or more rows.")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes is {chunk_bytes}; give 1 or more bytes.")
+    chunk: list[Sequence[Any]] = []
+    weight = 0
+    for row in rows:
+        size = row_bytes(row)
+        if chunk and (len(chunk) == chunk_size or weight + size > chunk_bytes):
+            yield chunk
+            chunk, weight = [], 0
+        chunk.append(row)
+        weight += size
+    if chunk:
+        yield chunk
+
+
 def upsert_rows(
     settings: Settings,
     table: str,
@@ -130,21 +183,21 @@ def upsert_rows(
     *,
     on_duplicate: OnDuplicate = "update",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     strategy: UpsertStrategy = DEFAULT_STRATEGY,
 ) -> int:
     """Upsert ``rows`` (values in the order of ``columns``) by ``key_columns``; return the count.
 
-    Rows are consumed lazily, ``chunk_size`` at a time, each chunk in its own transaction, over
-    one connection that is opened only when there is a first row. A duplicate key within the
-    rows behaves as across calls: ``update`` keeps the last copy, ``ignore`` the first.
+    Rows are consumed lazily in chunks of at most ``chunk_size`` rows and about ``chunk_bytes``
+    bytes (:func:`chunk_rows`), each chunk in its own transaction, over one connection that is
+    opened only when there is a first row. A duplicate key within the rows behaves as across
+    calls: ``update`` keeps the last copy, ``ignore`` the first.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size is {chunk_size}; give 1 or more rows.")
     if strategy not in ("executemany", "staging"):
         raise ValueError(f"strategy is {strategy!r}; use 'executemany' or 'staging'.")
-    iterator = iter(rows)
-    chunk = list(islice(iterator, chunk_size))
-    if not chunk:
+    chunks = chunk_rows(rows, chunk_size, chunk_bytes)
+    chunk = next(chunks, None)
+    if chunk is None:
         return 0
     written = 0
     with closing(connect(settings)) as connection:
@@ -156,7 +209,7 @@ def upsert_rows(
             merge = upsert_sql(table, key_columns, columns, on_duplicate=on_duplicate, source=stage)
         else:
             statement = upsert_sql(table, key_columns, columns, on_duplicate=on_duplicate)
-        while chunk:
+        while chunk is not None:
             try:
                 if strategy == "staging":
                     cursor.executemany(insert_stage, chunk)
@@ -169,8 +222,8 @@ def upsert_rows(
                 connection.rollback()
                 raise
             written += len(chunk)
-            chunk = list(islice(iterator, chunk_size))
-            if chunk:
+            chunk = next(chunks, None)
+            if chunk is not None:
                 # Test-only: a crash with some of the batch's chunks committed and some not.
                 kill_point("mariadb:between_chunks")
     return written
@@ -185,11 +238,13 @@ def write_frame(
     *,
     on_duplicate: OnDuplicate = "update",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     strategy: UpsertStrategy = DEFAULT_STRATEGY,
     driver_max_rows: int = DRIVER_WRITE_MAX_ROWS,
 ) -> None:
     """Upsert ``columns`` of ``frame`` into ``table``: from the driver when the frame has at most
-    ``driver_max_rows`` rows, else from the executors, partition by partition.
+    ``driver_max_rows`` rows, else from the executors, partition by partition; in chunks of
+    :func:`upsert_rows`.
 
     Timestamps are stored as UTC wall-clock times, binary values as bytes.
     """
@@ -211,6 +266,7 @@ def write_frame(
             (_db_row(row, binary) for row in partition),
             on_duplicate=on_duplicate,
             chunk_size=chunk_size,
+            chunk_bytes=chunk_bytes,
             strategy=strategy,
         )
 
