@@ -40,7 +40,12 @@ from pyspark.sql import DataFrame
 from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
-from spark_jobs.sinks.mariadb import upsert_sql
+from spark_jobs.sinks.mariadb import (
+    TEXT_MAX_BYTES,
+    executemany_in_chunks,
+    truncate_utf8,
+    upsert_sql,
+)
 from spark_jobs.transforms.alerts import (
     SECOND_COUNT_COLUMNS,
     Alert,
@@ -236,7 +241,7 @@ def alerts_writer(
                 event_count=int(row.event_count),
                 first_seen=row.first_seen,
                 last_seen=row.last_seen,
-                sample_message=row.sample_message,
+                sample_message=_fit_sample(row.sample_message),
             )
             for row in rows
         ]
@@ -261,17 +266,20 @@ def write_seconds(
     with closing(connect(settings)) as connection:
         cursor = connection.cursor()
         try:
-            cursor.executemany(
+            # In chunks of one transaction: a replayed backlog changes many seconds, and one
+            # executemany over all of them could pass max_allowed_packet.
+            executemany_in_chunks(
+                cursor,
                 upsert_sql(SECONDS_TABLE, SECONDS_KEY, SECOND_COUNT_COLUMNS),
-                [_second_row(second) for second in seconds],
+                (_second_row(second) for second in seconds),
             )
             connection.commit()
             windows = _recompute_windows(cursor, rules, seconds)
-            if windows:
-                cursor.executemany(
-                    upsert_sql(WINDOWS_TABLE, WINDOWS_KEY, WINDOW_COLUMNS),
-                    [_window_row(window) for window in windows],
-                )
+            executemany_in_chunks(
+                cursor,
+                upsert_sql(WINDOWS_TABLE, WINDOWS_KEY, WINDOW_COLUMNS),
+                (_window_row(window) for window in windows),
+            )
             connection.commit()
             alerts = match_rules(rules, windows)
             changed = _changed(cursor, alerts)
@@ -282,9 +290,10 @@ def write_seconds(
         publisher.publish(changed)
         if changed:
             try:
-                cursor.executemany(
+                executemany_in_chunks(
+                    cursor,
                     upsert_sql(ALERTS_TABLE, ("alert_id",), ALERT_COLUMNS),
-                    [_alert_row(alert) for alert in changed],
+                    (_alert_row(alert) for alert in changed),
                 )
                 connection.commit()
             except mariadb.Error:
@@ -362,6 +371,15 @@ def _changed(cursor: mariadb.Cursor, alerts: Sequence[Alert]) -> list[Alert]:
         if stored.get(alert.alert_id)
         != (alert.event_count, alert.first_seen, alert.last_seen, alert.sample_message)
     ]
+
+
+def _fit_sample(message: str | None) -> str | None:
+    # Display only, so cut rather than fail: sample_message is TEXT (65,535 bytes) in
+    # error_counts_1s and alerts, and in strict mode a longer value fails the whole batch, on
+    # every retry. The transform keeps SAMPLE_MESSAGE_MAX_CHARS characters, which fit; this
+    # holds whatever it keeps. Cut here, before anything is compared or published, so MariaDB,
+    # Kafka and Redis carry the same text and a replay finds the alert unchanged.
+    return None if message is None else truncate_utf8(message, TEXT_MAX_BYTES)
 
 
 def _second_row(second: SecondCount) -> tuple[Any, ...]:

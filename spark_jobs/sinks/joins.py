@@ -33,7 +33,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 
 import mariadb
@@ -46,7 +45,13 @@ from redis.typing import EncodableT, FieldT
 from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.refresh import RefreshingCopy
 from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps, write_partitions
-from spark_jobs.sinks.mariadb import DEFAULT_CHUNK_SIZE, upsert_sql
+from spark_jobs.sinks.mariadb import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_CHUNK_SIZE,
+    chunk_rows,
+    executemany_in_chunks,
+    upsert_sql,
+)
 from spark_jobs.transforms.joins import (
     CATEGORY_REVENUE_COLUMNS,
     ORDER_PAYMENT_COLUMNS,
@@ -258,23 +263,23 @@ def write_order_payments(frame: DataFrame, settings: Settings, chunk_size: int) 
     selected = frame.select(*ORDER_PAYMENT_COLUMNS)
 
     def write_partition(partition: Iterator[Row]) -> None:
-        rows = (tuple(row) for row in partition)
-        chunk = list(islice(rows, chunk_size))
-        if not chunk:
+        chunks = chunk_rows((tuple(row) for row in partition), chunk_size, DEFAULT_CHUNK_BYTES)
+        chunk = next(chunks, None)
+        if chunk is None:
             return
         with closing(connect(settings)) as connection:
             cursor = connection.cursor()
             # Partitions write at once, each row by its key: no reader needs the gap locks
             # REPEATABLE READ would take on the secondary indexes, and they invite deadlocks.
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            while chunk:
+            while chunk is not None:
                 _write_chunk(connection, chunk)
-                chunk = list(islice(rows, chunk_size))
+                chunk = next(chunks, None)
 
     write_partitions(selected, write_partition)
 
 
-def _write_chunk(connection: mariadb.Connection, chunk: list[tuple[Any, ...]]) -> None:
+def _write_chunk(connection: mariadb.Connection, chunk: Sequence[Sequence[Any]]) -> None:
     """One transaction; retried when InnoDB picks it as a deadlock victim (it is idempotent)."""
     cursor = connection.cursor()
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
@@ -291,7 +296,7 @@ def _write_chunk(connection: mariadb.Connection, chunk: list[tuple[Any, ...]]) -
             time.sleep(0.1 * attempt)
 
 
-def _replace_params(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def _replace_params(row: Sequence[Any]) -> tuple[Any, ...]:
     values = dict(zip(ORDER_PAYMENT_COLUMNS, row, strict=True))
     status = values["status"]
     rank = STATUS_RANKING.index(status) + 1 if status in STATUS_RANKING else 0
@@ -431,7 +436,7 @@ def add_category_revenue(
                 return False
             raise
         try:
-            cursor.executemany(_ADD_CATEGORY_REVENUE, rows)
+            executemany_in_chunks(cursor, _ADD_CATEGORY_REVENUE, rows)
             connection.commit()
         except mariadb.Error:
             connection.rollback()

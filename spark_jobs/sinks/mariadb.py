@@ -59,6 +59,8 @@ CHUNK_SIZE_ENV = "STREAMOPS_SINK_CHUNK_SIZE"
 # each (key and value) would be ~10 GB. A quarter of the default keeps room for the estimate's
 # slack; a row larger than the budget still goes, alone in its chunk.
 CHUNK_BYTES_ENV = "STREAMOPS_SINK_CHUNK_BYTES"
+# A TEXT column holds at most this many bytes (not characters).
+TEXT_MAX_BYTES = 65_535
 # What a value costs beyond its text or bytes: length prefix, null indicator, and the fixed-size
 # values (numbers, dates) that row_bytes does not measure.
 VALUE_OVERHEAD_BYTES = 16
@@ -172,6 +174,35 @@ def chunk_rows(
         weight += size
     if chunk:
         yield chunk
+
+
+def executemany_in_chunks(
+    cursor: mariadb.Cursor,
+    statement: str,
+    rows: Iterable[Sequence[Any]],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> None:
+    """``cursor.executemany(statement, …)`` over ``rows`` cut by :func:`chunk_rows`, inside the
+    caller's transaction: for writers that commit several statements together, so that no single
+    call is a packet over max_allowed_packet."""
+    for chunk in chunk_rows(rows, chunk_size, chunk_bytes):
+        cursor.executemany(statement, chunk)
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, on a character boundary.
+
+    For display-only values (a sample message) bound for a column that counts bytes, such as
+    TEXT (:data:`TEXT_MAX_BYTES`): in strict mode an over-long value fails the whole statement.
+    """
+    if len(text) * 4 <= max_bytes:  # no character takes more than 4 bytes
+        return text
+    if text.isascii():
+        return text[:max_bytes]
+    # A character cut in two leaves an incomplete sequence at the end, which "ignore" drops.
+    return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")
 
 
 def upsert_rows(

@@ -1,4 +1,5 @@
-"""How the MariaDB sinks cut rows into transactions, by rows and by bytes."""
+"""How the MariaDB sinks cut rows into transactions (by rows and by bytes) and display-only text
+to its column."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import Any
 import pytest
 
 from spark_jobs.sinks import mariadb as sink
-from spark_jobs.sinks.mariadb import VALUE_OVERHEAD_BYTES, chunk_rows, row_bytes
+from spark_jobs.sinks.mariadb import (
+    TEXT_MAX_BYTES,
+    VALUE_OVERHEAD_BYTES,
+    chunk_rows,
+    row_bytes,
+    truncate_utf8,
+)
+from spark_jobs.transforms.alerts import SAMPLE_MESSAGE_MAX_CHARS
 
 OVERHEAD = VALUE_OVERHEAD_BYTES
 
@@ -111,3 +119,34 @@ def test_chunk_bytes_that_are_not_a_positive_whole_number_are_refused(
     monkeypatch.setenv(sink.CHUNK_BYTES_ENV, value)
     with pytest.raises(ValueError, match=f"{sink.CHUNK_BYTES_ENV}=.*whole number of bytes"):
         sink._chunk_bytes_from_env()
+
+
+@pytest.mark.parametrize(
+    ("text", "max_bytes", "expected"),
+    [
+        ("short", 65_535, "short"),
+        ("x" * 10, 4, "xxxx"),
+        ("a€b", 5, "a€b"),
+        ("a€b", 4, "a€"),
+        ("a€b", 3, "a"),  # the euro sign (3 bytes) does not fit whole, so none of it is kept
+        ("😀😀😀", 9, "😀😀"),
+        ("é" * 5, 0, ""),
+    ],
+)
+def test_truncate_utf8_cuts_on_a_character_boundary(
+    text: str, max_bytes: int, expected: str
+) -> None:
+    assert truncate_utf8(text, max_bytes) == expected
+
+
+def test_a_megabyte_message_is_cut_to_what_a_text_column_holds() -> None:
+    message = "Ünïcödé stack trace line\n" * 40_000  # ~1.1 MB of UTF-8
+    cut = truncate_utf8(message, TEXT_MAX_BYTES)
+    assert len(cut.encode()) <= TEXT_MAX_BYTES
+    assert len(cut.encode()) > TEXT_MAX_BYTES - 4
+    assert message.startswith(cut)
+
+
+def test_the_transforms_sample_already_fits_a_text_column() -> None:
+    # So the sinks' cut (spark_jobs/sinks/alerts.py) changes no sample the transform keeps today.
+    assert SAMPLE_MESSAGE_MAX_CHARS * 4 <= TEXT_MAX_BYTES
