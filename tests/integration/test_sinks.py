@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import mariadb
 import pytest
 import redis
 from pyspark.sql import DataFrame, SparkSession
@@ -24,6 +25,8 @@ from pyspark.sql import functions as F
 
 from spark_jobs.common.reconcile import reconcile_revenue_windows
 from spark_jobs.sinks.mariadb import (
+    QUARANTINE_KEY,
+    QUARANTINE_TABLE,
     orders_writer,
     quarantine_writer,
     revenue_writer,
@@ -44,6 +47,8 @@ QUARANTINE_SCHEMA = (
     "source_topic STRING, source_partition INT, source_offset BIGINT, raw_payload BINARY, "
     "reason STRING, pipeline STRING"
 )
+# As the orders job hands rejected records over: with the Kafka key and timestamp.
+QUARANTINE_FULL_SCHEMA = f"{QUARANTINE_SCHEMA}, record_key BINARY, source_timestamp TIMESTAMP"
 WINDOW_SCHEMA = (
     "window_start TIMESTAMP, window_end TIMESTAMP, currency STRING, order_count BIGINT, "
     "item_count BIGINT, revenue DECIMAL(18,2)"
@@ -238,6 +243,103 @@ def test_quarantine_writer_is_idempotent_by_kafka_position(
         (0, 2, payloads[1], "reason 2", "orders"),
         (1, 1, payloads[2], "reason 1", "orders"),
     ]
+
+
+def stored_quarantine(settings: Settings, topic: str) -> list[tuple[Any, ...]]:
+    return query(
+        settings,
+        "SELECT source_partition, source_offset, record_key, raw_payload, reason FROM quarantine "
+        "WHERE source_topic = ? ORDER BY source_partition, source_offset",
+        (topic,),
+    )
+
+
+def test_quarantine_keeps_a_megabyte_key_and_value_byte_for_byte(
+    spark: SparkSession, settings: Settings, uid: str
+) -> None:
+    """A record as large as Kafka allows (its key too) is kept whole instead of failing the
+    batch: record_key was a BLOB of at most 65,535 bytes before migration 0011."""
+    topic = f"test-quarantine-large-{uid}"
+    generator = random.Random(uid)
+    key = generator.randbytes(1_000_000)  # not UTF-8, as a rejected key may well be
+    value = generator.randbytes(1_000_000)
+    sent = utc("2031-05-06 07:08:09.123")
+    rows = [
+        (topic, 3, 41, value, "invalid_json", "orders", key, sent),
+        (topic, 3, 42, b"{}", "missing_field:order_id", "orders", b"k-42", sent),
+    ]
+    write = quarantine_writer(settings)
+    try:
+        write(frame(spark, rows, QUARANTINE_FULL_SCHEMA), 0)
+        stored = stored_quarantine(settings, topic)
+        write(frame(spark, rows, QUARANTINE_FULL_SCHEMA), 0)  # replayed
+        replayed = stored_quarantine(settings, topic)
+    finally:
+        query(settings, "DELETE FROM quarantine WHERE source_topic = ?", (topic,))
+
+    assert len(stored) == 2
+    assert stored[0][:2] == (3, 41)
+    assert stored[0][2] == key, "the key came back changed"
+    assert stored[0][3] == value, "the payload came back changed"
+    assert stored[1] == (3, 42, b"k-42", b"{}", "missing_field:order_id")
+    assert replayed == stored
+
+
+def test_quarantine_splits_a_batch_larger_than_max_allowed_packet(
+    spark: SparkSession, settings: Settings, uid: str
+) -> None:
+    """Twenty ~1 MB records are more than the server takes in one packet: sent as one chunk the
+    batch would fail on every retry; in byte-bounded chunks every record is stored whole."""
+    topic = f"test-quarantine-burst-{uid}"
+    ((max_allowed_packet,),) = query(settings, "SELECT @@max_allowed_packet")
+    generator = random.Random(uid)
+    rows = [
+        (
+            topic,
+            offset % 2,
+            offset,
+            generator.randbytes(1_000_000),
+            "invalid_json",
+            "orders",
+            generator.randbytes(1_000 if offset % 5 else 1_000_000),
+            None,
+        )
+        for offset in range(20)
+    ]
+    total = sum(len(row[3]) + len(row[6]) for row in rows)
+    assert total > max_allowed_packet  # guards the test's own premise
+    columns = (*QUARANTINE_KEY, "raw_payload", "reason", "pipeline", "record_key")
+
+    def as_db_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (*row[:3], row[3], row[4], row[5], row[6])
+
+    try:
+        # The same rows as one chunk: the server refuses the packet (and drops the connection).
+        with pytest.raises(mariadb.Error):
+            upsert_rows(
+                settings,
+                QUARANTINE_TABLE,
+                QUARANTINE_KEY,
+                columns,
+                [as_db_row(row) for row in rows],
+                on_duplicate="ignore",
+                chunk_bytes=total * 2,
+            )
+        assert stored_quarantine(settings, topic) == []
+
+        quarantine_writer(settings)(frame(spark, rows, QUARANTINE_FULL_SCHEMA), 7)
+        stored = stored_quarantine(settings, topic)
+    finally:
+        query(settings, "DELETE FROM quarantine WHERE source_topic = ?", (topic,))
+
+    expected = sorted((row[1], row[2], row[6], row[3], row[4]) for row in rows)
+    assert len(stored) == len(rows)
+    # Compared row by row: a failing assert on 20 MB of bytes would print all of them.
+    for got, want in zip(stored, expected, strict=True):
+        assert got[:2] == want[:2]
+        assert got[2] == want[2], f"record_key of offset {want[1]} changed"
+        assert got[3] == want[3], f"raw_payload of offset {want[1]} changed"
+        assert got[4] == want[4]
 
 
 def test_revenue_writer_overwrites_windows_with_absolute_values(
