@@ -57,6 +57,10 @@ SUMMARY_KEY = ("patient_id", "window_start")
 VITALS_KEY_PREFIX = "streamops:vitals"
 # Live state for a ward's dashboard: a patient not heard of for a day is gone from Redis.
 DEFAULT_TTL_SECONDS = 24 * 3600
+# The patient list has no TTL (a member leaves after a day), so it is also cut to the newest this
+# many patients: Redis' memory stays bounded however many patients a day brings. The dashboard
+# lists the newest 48.
+DEFAULT_MAX_PATIENTS = 10_000
 # Patients per recompute statement (the IN list).
 RECOMPUTE_PATIENTS_PER_STATEMENT = 500
 
@@ -165,10 +169,14 @@ class VitalsRedis:
         *,
         key_prefix: str = VITALS_KEY_PREFIX,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        max_patients: int = DEFAULT_MAX_PATIENTS,
     ) -> None:
+        if max_patients < 1:
+            raise ValueError(f"max_patients ({max_patients}) must be ≥ 1")
         self.settings = settings
         self.keys = VitalsRedisKeys(key_prefix)
         self.ttl_seconds = ttl_seconds
+        self.max_patients = max_patients
         self._client: redis.Redis | None = None
 
     @property
@@ -207,6 +215,8 @@ class VitalsRedis:
             )
         # Patients not heard of for a TTL leave the list, as their hashes expire.
         pipe.zremrangebyscore(self.keys.patients, "-inf", f"({time.time() - self.ttl_seconds}")
+        # ... and beyond the newest max_patients; their hashes keep their TTL.
+        pipe.zremrangebyrank(self.keys.patients, 0, -(self.max_patients + 1))
         pipe.execute()
 
     def write_summaries(self, rows: Sequence[Any], batch_id: int) -> None:
