@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(2, ge=1, le=1000, description="Partitions per contract topic.")
     kafka_replication_factor: int = Field(1, ge=1)
     kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx).")
+    max_clock_skew_seconds: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="An event time later than its record's Kafka timestamp (the broker's append "
+        "time) plus this many seconds is quarantined as event_time_in_future, never windowed.",
+    )
 
     # --- MariaDB (system of record) -----------------------------------------------------------
     mariadb_host: str = "127.0.0.1"

@@ -92,7 +92,9 @@ def writers(
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them in this order)."""
     source = KafkaSourceOptions(TOPIC, max_offsets_per_trigger=config.max_offsets_per_trigger)
-    checked = check_error_logs(read_kafka_stream(spark, settings, source))
+    checked = check_error_logs(
+        read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
+    )
     seconds = per_second_counts(valid_lines(checked), config.watermark)
     checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     records = (
@@ -124,7 +126,11 @@ def realtime_writer(
 ) -> DataStreamWriter:
     """The real-time first-line query; real-time mode wants update mode and no rate limit."""
     source = KafkaSourceOptions(TOPIC, starting_offsets="latest", max_offsets_per_trigger=None)
-    lines = valid_lines(check_error_logs(read_kafka_stream(spark, settings, source)))
+    lines = valid_lines(
+        check_error_logs(
+            read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
+        )
+    )
     return (
         with_utc_wall_clock_timestamps(lines.select("level", "service", "event_time", "message"))
         .writeStream.queryName(REALTIME_QUERY)

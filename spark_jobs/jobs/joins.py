@@ -98,8 +98,8 @@ def writers(
         options = KafkaSourceOptions(topic, max_offsets_per_trigger=config.max_offsets_per_trigger)
         return read_kafka_stream(spark, settings, options)
 
-    checked_payments = check_payments(source("payments"))
-    orders = valid_orders(check_orders(source("orders")))
+    checked_payments = check_payments(source("payments"), settings.max_clock_skew_seconds)
+    orders = valid_orders(check_orders(source("orders"), settings.max_clock_skew_seconds))
     pairs = join_orders_payments(
         watermarked_orders(orders, config.orders_watermark),
         watermarked_payments(valid_payments(checked_payments), config.payments_watermark),

@@ -94,7 +94,9 @@ def writers(
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them)."""
     source = KafkaSourceOptions(PIPELINE, max_offsets_per_trigger=config.max_offsets_per_trigger)
-    checked = check_orders(read_kafka_stream(spark, settings, source))
+    checked = check_orders(
+        read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
+    )
     windows = revenue_per_window(
         valid_orders(checked)
         .withWatermark("event_time", config.watermark)

@@ -153,7 +153,9 @@ def writers(
     source = KafkaSourceOptions(
         config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
     )
-    checked = check_vitals(read_kafka_stream(spark, settings, source))
+    checked = check_vitals(
+        read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
+    )
     summaries = summary_per_window(
         readings(checked)
         .withWatermark("event_time", config.watermark)

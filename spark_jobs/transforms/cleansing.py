@@ -73,6 +73,38 @@ def with_source(raw: DataFrame) -> DataFrame:
     )
 
 
+# How far an event time may run ahead of the record's Kafka timestamp (shared/CONTRACT.md: "an
+# event time later than the receiving clock plus the configured maximum clock skew is rejected").
+# Settings.max_clock_skew_seconds overrides it for the jobs.
+DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300
+EVENT_TIME_IN_FUTURE = "event_time_in_future"
+
+
+def event_time_in_future(event_time: Column, max_clock_skew_seconds: int) -> Column:
+    """True when ``event_time`` is later than the record's ``kafka_timestamp`` plus the skew.
+
+    The receiving clock is the record's Kafka timestamp, not the time the job runs: the contract
+    topics keep the broker's append time (``message.timestamp.type=LogAppendTime``,
+    :func:`streamops.topics.ensure_topics`), so a producer cannot move it, and a batch replayed
+    after a crash reaches the same verdict as its first run, however much later the replay is.
+    A record without a timestamp is judged against the time the batch runs.
+
+    Such a record must never reach a watermark: one order stamped 9999-12-31 moved the orders
+    watermark past every window for good, and its 5-s window ended in year 10000, which failed
+    every later batch in the Python worker.
+    """
+    if isinstance(max_clock_skew_seconds, bool) or not isinstance(max_clock_skew_seconds, int):
+        raise ValueError(
+            f"max_clock_skew_seconds is {max_clock_skew_seconds!r}; give whole seconds."
+        )
+    if max_clock_skew_seconds < 0:
+        raise ValueError(f"max_clock_skew_seconds is {max_clock_skew_seconds}; give 0 or more.")
+    received = F.coalesce(F.col("kafka_timestamp").cast(TimestampType()), F.current_timestamp())
+    return F.unix_micros(event_time) > F.unix_micros(received) + F.lit(
+        max_clock_skew_seconds * 1_000_000
+    )
+
+
 def first_failing_reason(rules: Sequence[tuple[str, Column]]) -> Column:
     """The reason of the first rule whose condition holds, or NULL when the record passes them all.
 

@@ -25,7 +25,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from spark_jobs.transforms.cleansing import (
+    DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    EVENT_TIME_IN_FUTURE,
     SOURCE_COLUMNS,
+    event_time_in_future,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -73,14 +76,18 @@ _BLANK = r"(?U)^[\s\x1c-\x1f]*$"
 _DATETIME_YEARS = (1000, 9999)  # DATETIME's range
 
 
-def check_error_logs(raw: DataFrame) -> DataFrame:
+def check_error_logs(
+    raw: DataFrame, max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+) -> DataFrame:
     """Every Kafka record with its parsed fields and ``reason`` (NULL for a valid line, else the
     first rule it breaks). Columns are :data:`CHECKED_COLUMNS`.
 
     Reasons, in the order checked: ``invalid_utf8``, ``csv_bad_quoting``,
     ``csv_wrong_column_count``, ``bad_timestamp``, ``timestamp_out_of_range``, ``unknown_level``,
-    ``service_empty``, ``service_too_long``. ``level`` is normalised (upper case, ``WARNING`` →
-    ``WARN``, ``FATAL`` → ``CRITICAL``) and ``event_time`` is the UTC instant, to the millisecond.
+    ``service_empty``, ``service_too_long``, and ``event_time_in_future`` (the timestamp is more
+    than ``max_clock_skew_seconds`` after the Kafka timestamp). ``level`` is normalised (upper
+    case, ``WARNING`` → ``WARN``, ``FATAL`` → ``CRITICAL``) and ``event_time`` is the UTC instant,
+    to the millisecond.
     """
     decoded = read_text(raw).withColumn(
         "_line", F.when(F.col("_utf8"), F.regexp_replace("_text", _TRAILING_LINE_BREAK, ""))
@@ -115,7 +122,7 @@ def check_error_logs(raw: DataFrame) -> DataFrame:
         F.col("_level").alias("level"),
         F.col("_service").alias("service"),
         F.col("_message").alias("message"),
-        first_failing_reason(_line_rules()).alias("reason"),
+        first_failing_reason(_line_rules(max_clock_skew_seconds)).alias("reason"),
     )
 
 
@@ -144,7 +151,7 @@ def _field_count(line: Column) -> Column:
     return F.length(unquoted) - F.length(F.replace(unquoted, F.lit(","), F.lit(""))) + 1
 
 
-def _line_rules() -> list[tuple[str, Column]]:
+def _line_rules(max_clock_skew_seconds: int) -> list[tuple[str, Column]]:
     year = F.year(F.col("_event_time"))
     return [
         ("invalid_utf8", ~F.col("_utf8")),
@@ -155,4 +162,5 @@ def _line_rules() -> list[tuple[str, Column]]:
         ("unknown_level", F.col("_level").isNull()),
         ("service_empty", F.col("_service").rlike(_BLANK)),
         ("service_too_long", F.char_length(F.col("_service")) > SERVICE_MAX_LENGTH),
+        (EVENT_TIME_IN_FUTURE, event_time_in_future(F.col("_event_time"), max_clock_skew_seconds)),
     ]

@@ -29,7 +29,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
 
 from spark_jobs.transforms.cleansing import (
+    DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    EVENT_TIME_IN_FUTURE,
     SOURCE_COLUMNS,
+    event_time_in_future,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -119,9 +122,15 @@ _TABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64})?$")
 _TEXT_FIELDS = ("order_id", "customer_id", "product_id", "currency", "event_time")
 
 
-def check_orders(raw: DataFrame) -> DataFrame:
+def check_orders(
+    raw: DataFrame, max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+) -> DataFrame:
     """Every Kafka record with its parsed order fields and ``reason``: NULL for a valid order,
     else the first contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`.
+
+    An order whose event time is more than ``max_clock_skew_seconds`` after its Kafka timestamp
+    is rejected as ``event_time_in_future`` (:func:`~spark_jobs.transforms.cleansing.
+    event_time_in_future`), so it never reaches the revenue watermark.
 
     The typed fields (``quantity`` INT, ``unit_price`` DECIMAL(12,2), ``amount`` DECIMAL(14,2),
     ``event_time`` TIMESTAMP, ``currency`` upper case, EUR when absent) are exact where
@@ -181,7 +190,7 @@ def check_orders(raw: DataFrame) -> DataFrame:
         .alias("currency"),
         F.col("_amount_exact").try_cast(AMOUNT_TYPE).alias("amount"),
         F.col("_event_time").alias("event_time"),
-        first_failing_reason(_order_rules()).alias("reason"),
+        first_failing_reason(_order_rules(max_clock_skew_seconds)).alias("reason"),
     )
 
 
@@ -292,9 +301,10 @@ def _check_window_seconds(window_seconds: int) -> None:
 # --- the rules ----------------------------------------------------------------------------------
 
 
-def _order_rules() -> list[tuple[str, Column]]:
+def _order_rules(max_clock_skew_seconds: int) -> list[tuple[str, Column]]:
     """The contract's rules in the order the generator's validator checks them (record, then
-    fields in contract order), each followed by the limits of the table column it lands in."""
+    fields in contract order), each followed by the limits of the table column it lands in, and
+    last the receiving clock's."""
     quantity_kind = _kind("quantity")
     currency = _string("currency")
     event_seconds = F.unix_seconds(F.col("_event_time"))
@@ -330,6 +340,7 @@ def _order_rules() -> list[tuple[str, Column]]:
             ~event_seconds.between(EVENT_TIME_MIN_EPOCH_SECONDS, EVENT_TIME_END_EPOCH_SECONDS - 1),
         ),
         ("amount_too_large", F.coalesce(F.col("_amount_exact") > AMOUNT_MAX, F.lit(True))),
+        (EVENT_TIME_IN_FUTURE, event_time_in_future(F.col("_event_time"), max_clock_skew_seconds)),
     ]
 
 

@@ -17,7 +17,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType, StructField, StructType, VariantType
 
 from spark_jobs.transforms.cleansing import (
+    DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    EVENT_TIME_IN_FUTURE,
     SOURCE_COLUMNS,
+    event_time_in_future,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -74,9 +77,13 @@ VALID_PAYMENT_COLUMNS = (
 _TEXT_FIELDS = ("payment_id", "order_id", "status", "event_time")
 
 
-def check_payments(raw: DataFrame) -> DataFrame:
+def check_payments(
+    raw: DataFrame, max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+) -> DataFrame:
     """Every Kafka record with its parsed payment fields and ``reason``: NULL for a valid
     payment, else the first contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`.
+    An event time more than ``max_clock_skew_seconds`` after the Kafka timestamp is
+    ``event_time_in_future``.
 
     ``amount`` is DECIMAL(14,2) and ``event_time`` a TIMESTAMP, exact where ``reason`` is NULL
     and best effort, possibly NULL, elsewhere.
@@ -114,7 +121,7 @@ def check_payments(raw: DataFrame) -> DataFrame:
         F.col("_amount_exact").try_cast(AMOUNT_TYPE).alias("amount"),
         _string("status").alias("status"),
         F.col("_event_time").alias("event_time"),
-        first_failing_reason(_payment_rules()).alias("reason"),
+        first_failing_reason(_payment_rules(max_clock_skew_seconds)).alias("reason"),
     )
 
 
@@ -141,9 +148,10 @@ def rejected_payments(checked: DataFrame) -> DataFrame:
     return quarantine_rows(checked, PIPELINE)
 
 
-def _payment_rules() -> list[tuple[str, Column]]:
+def _payment_rules(max_clock_skew_seconds: int) -> list[tuple[str, Column]]:
     """The contract's rules in the order the generator's validator checks them (record, then
-    fields in contract order), each followed by the limits of the column it lands in."""
+    fields in contract order), each followed by the limits of the column it lands in, and last
+    the receiving clock's."""
     event_seconds = F.unix_seconds(F.col("_event_time"))
     return [
         ("missing_payload", F.col("raw_payload").isNull()),
@@ -165,4 +173,5 @@ def _payment_rules() -> list[tuple[str, Column]]:
             "event_time_out_of_range",
             ~event_seconds.between(EVENT_TIME_MIN_EPOCH_SECONDS, EVENT_TIME_END_EPOCH_SECONDS - 1),
         ),
+        (EVENT_TIME_IN_FUTURE, event_time_in_future(F.col("_event_time"), max_clock_skew_seconds)),
     ]

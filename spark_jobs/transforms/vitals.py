@@ -35,7 +35,10 @@ from pyspark.sql.types import (
 )
 
 from spark_jobs.transforms.cleansing import (
+    DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    EVENT_TIME_IN_FUTURE,
     SOURCE_COLUMNS,
+    event_time_in_future,
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
@@ -159,10 +162,14 @@ _EVENT_TIME_END_EPOCH_SECONDS = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp
 # --- parse and check ------------------------------------------------------------------------
 
 
-def check_vitals(raw: DataFrame) -> DataFrame:
+def check_vitals(
+    raw: DataFrame, max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+) -> DataFrame:
     """Every Kafka record with its fields and ``reason``: NULL for a valid record, else the first
     contract rule it breaks. Columns are :data:`CHECKED_COLUMNS`; vital signs are DOUBLE (NULL
-    when the reading omits one), ``discharged`` is never NULL for a valid record."""
+    when the reading omits one), ``discharged`` is never NULL for a valid record. A record (a
+    discharge too) whose event time is more than ``max_clock_skew_seconds`` after its Kafka
+    timestamp is ``event_time_in_future``: it would move the watermark and the silence timers."""
     parsed = read_one_json_value(raw)
     shaped = parsed.withColumn(
         "_fields",
@@ -202,7 +209,7 @@ def check_vitals(raw: DataFrame) -> DataFrame:
         F.col("_event_time").alias("event_time"),
         *(F.col(f"_number_{vital}").alias(vital) for vital in VITAL_SIGNS),
         F.coalesce(F.col("_discharged"), F.lit(False)).alias("discharged"),
-        first_failing_reason(_rules()).alias("reason"),
+        first_failing_reason(_rules(max_clock_skew_seconds)).alias("reason"),
     )
 
 
@@ -615,8 +622,9 @@ def _from_epoch_ms(value: int) -> datetime:
 # --- the rules --------------------------------------------------------------------------------
 
 
-def _rules() -> list[tuple[str, Column]]:
-    """In the order of the generator's validator: record, then fields in contract order."""
+def _rules(max_clock_skew_seconds: int) -> list[tuple[str, Column]]:
+    """In the order of the generator's validator: record, then fields in contract order, and
+    last the receiving clock's rule."""
     event_seconds = F.unix_seconds(F.col("_event_time"))
     rules: list[tuple[str, Column]] = [
         ("missing_payload", F.col("raw_payload").isNull()),
@@ -653,6 +661,9 @@ def _rules() -> list[tuple[str, Column]]:
             )
         )
     rules.append(("discharged_not_boolean", _present("discharged") & F.col("_discharged").isNull()))
+    rules.append(
+        (EVENT_TIME_IN_FUTURE, event_time_in_future(F.col("_event_time"), max_clock_skew_seconds))
+    )
     return rules
 
 

@@ -523,11 +523,13 @@ class TopicTruth(Generic[K, C]):
         return [copy for copies in self.copies.values() for copy in copies]
 
 
-def _reject_reason(topic: str, value: bytes | None) -> str | None:
-    """Why a record of ``topic`` is rejected, None when it is valid."""
+def _reject_reason(topic: str, value: bytes | None, timestamp_ms: int | None = None) -> str | None:
+    """Why a record of ``topic`` is rejected, None when it is valid. ``timestamp_ms`` (the
+    record's Kafka timestamp) is the receiving clock of the ``event_time_in_future`` rule."""
+    received_at = None if timestamp_ms is None else _ts_datetime(timestamp_ms).replace(tzinfo=UTC)
     if topic == VITALS_TOPIC:
-        return vitals_reason(value)
-    return "missing_payload" if value is None else validate(topic, value)
+        return vitals_reason(value, received_at)
+    return "missing_payload" if value is None else validate(topic, value, received_at=received_at)
 
 
 def _validated(
@@ -538,7 +540,10 @@ def _validated(
     valid: list[tuple[KafkaRecord, bytes]] = []
     rejects: set[Position] = set()
     for record in sorted(records, key=lambda r: r.position):
-        if record.value is None or _reject_reason(topic, record.value) is not None:
+        if (
+            record.value is None
+            or _reject_reason(topic, record.value, record.timestamp_ms) is not None
+        ):
             rejects.add(record.position)
         else:
             valid.append((record, record.value))
@@ -1003,14 +1008,17 @@ class VitalsTruth(TopicTruth[ReadingKey, Reading]):
     discharges: int = 0  # control records: valid, not readings
 
 
-def vitals_reason(value: bytes | None) -> str | None:
+def vitals_reason(value: bytes | None, received_at: datetime | None = None) -> str | None:
     """The contract's validator, plus the rule the vitals job adds for the ``discharged`` control
-    field (migration 0007): present and not a JSON boolean is a rejected record."""
+    field (migration 0007): present and not a JSON boolean is a rejected record. The receiving
+    clock's rule comes last, as in the job."""
     if value is None:
         return "missing_payload"
     reason = validate(VITALS_TOPIC, value)
     if reason is None and json.loads(value).get("discharged") not in (None, True, False):
         return "discharged_not_boolean"
+    if reason is None and received_at is not None:
+        return validate(VITALS_TOPIC, value, received_at=received_at)
     return reason
 
 

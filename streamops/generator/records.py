@@ -42,6 +42,10 @@ LATE_BY_SECONDS = (60.0, 600.0)
 PAYMENT_DELAY_MAX_MS = 120_000
 # Duplicates re-send one of the most recent records, like a producer retry or a replayed batch.
 DUPLICATE_HISTORY = 1000
+# How far an event time may run ahead of the record's Kafka timestamp (the receiving clock) before
+# the record is rejected as `event_time_in_future`; the jobs' Settings.max_clock_skew_seconds.
+DEFAULT_MAX_CLOCK_SKEW = timedelta(seconds=300)
+EVENT_TIME_IN_FUTURE = "event_time_in_future"
 
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"})
 ERROR_LOG_COLUMNS = ("timestamp", "level", "service", "message")
@@ -483,6 +487,11 @@ class _Model:
     def validate(cls, value: bytes) -> str | None:
         return _validate_json(cls.rules, value)
 
+    @classmethod
+    def event_time(cls, value: bytes) -> datetime | None:
+        """The event time of a record ``validate`` accepted."""
+        return parse_event_time(json.loads(value).get(cls.time_field))
+
 
 class Product(NamedTuple):
     product_id: str
@@ -713,6 +722,11 @@ class _ErrorLogs(_Model):
     def validate(cls, value: bytes) -> str | None:
         return _validate_csv(cls.rules, value)
 
+    @classmethod
+    def event_time(cls, value: bytes) -> datetime | None:
+        row = next(csv.reader(io.StringIO(value.decode("utf-8"), newline=""), strict=True))
+        return parse_event_time(row[ERROR_LOG_COLUMNS.index(cls.time_field)])
+
     def draft(self, index: int, slot_time: datetime) -> Fields:
         rng = self._rng
         if self._burst is None and rng.random() < 0.008:
@@ -864,10 +878,35 @@ assert set(_MODELS) == set(TOPICS), "every contract input topic needs a model"
 # --- public API -------------------------------------------------------------------------------
 
 
-def validate(topic: str, value: bytes) -> str | None:
-    """None when ``value`` conforms to the contract for ``topic``, else the reason it does not."""
+def validate(
+    topic: str,
+    value: bytes,
+    *,
+    received_at: datetime | None = None,
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+) -> str | None:
+    """None when ``value`` conforms to the contract for ``topic``, else the reason it does not.
+
+    With ``received_at`` (the record's Kafka timestamp), an event time later than it plus
+    ``max_clock_skew`` is ``event_time_in_future``, checked after every other rule, as the jobs
+    do.
+    """
     check_topic(topic)
-    return _MODELS[topic].validate(value)
+    if received_at is not None and received_at.tzinfo is None:
+        raise ValueError("received_at is a naive datetime; pass an aware one (UTC).")
+    model = _MODELS[topic]
+    reason = model.validate(value)
+    if reason is not None or received_at is None:
+        return reason
+    moment = model.event_time(value)
+    if moment is not None and _to_ms(moment) > received_at + max_clock_skew:
+        return EVENT_TIME_IN_FUTURE
+    return None
+
+
+def _to_ms(moment: datetime) -> datetime:
+    # The jobs keep event times to the millisecond (DATETIME(3)) before they compare.
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class RecordFactory(Iterator[GeneratedRecord]):

@@ -92,6 +92,9 @@ class Kafka(Component):
                 "auto.create.topics.enable=false",
                 "group.initial.rebalance.delay.ms=0",
                 "log.retention.hours=168",
+                # The receiving clock of the jobs' event_time_in_future rule: the broker's append
+                # time, not the producer's (streamops.topics sets it on every topic as well).
+                "log.message.timestamp.type=LogAppendTime",
                 "",
             ]
         )

@@ -183,6 +183,22 @@ def test_expected_orders_keeps_every_valid_copy_first_one_first_and_the_rejects(
     assert truth.rejects == {(0, 1), (1, 1), (1, 2)}
 
 
+def test_an_event_time_past_the_kafka_timestamp_and_the_skew_is_a_reject_as_in_the_jobs() -> None:
+    truth = expected_orders(
+        [
+            record(0, 0, order("a", 300), sent=0),  # exactly the 5-minute skew: valid
+            record(0, 1, order("b", 300.001), sent=0),  # event_time_in_future
+            record(0, 2, order("c", 10_000)),  # no timestamp: nothing to judge against
+        ]
+    )
+    assert set(truth.copies) == {"a", "c"}
+    assert truth.rejects == {(0, 1)}
+    readings = expected_readings(
+        [record(0, 0, vital("p", 301), sent=0), record(0, 1, vital("p", 299), sent=0)]
+    )
+    assert readings.rejects == {(0, 0)}
+
+
 def _orders_truth() -> tuple:
     truth = expected_orders(
         [

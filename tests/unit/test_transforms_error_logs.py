@@ -22,6 +22,8 @@ KAFKA_SCHEMA = (
     "timestamp timestamp, timestampType int"
 )
 TS = "2026-11-24T14:03:05.120Z"
+# When the broker appended the records: the receiving clock of event_time_in_future.
+KAFKA_TIME = datetime(2026, 11, 24, 14, 3, 6, tzinfo=UTC)
 LONG_MESSAGE = 'x, "y"\n' * 20_000  # 140,000 characters with commas, quotes and newlines
 
 
@@ -33,7 +35,7 @@ def csv_line(*fields: str) -> bytes:
 
 
 def check(spark: SparkSession, payloads: list[bytes]) -> list:
-    now = datetime(2026, 11, 24, tzinfo=UTC)
+    now = KAFKA_TIME
     raw = spark.createDataFrame(
         [(b"k", p, "error-logs", 0, i, now, 0) for i, p in enumerate(payloads)], KAFKA_SCHEMA
     )
@@ -82,6 +84,13 @@ CASES: list[tuple[bytes, tuple[str, str, str] | str]] = [
     (csv_line(TS, "ERROR", "", "m"), "service_empty"),
     (csv_line(TS, "ERROR", " \t", "m"), "service_empty"),
     (csv_line(TS, "ERROR", "s" * 129, "m"), "service_too_long"),
+    # The receiving clock: at most 5 minutes (the default skew) after the Kafka timestamp.
+    (csv_line("2026-11-24T14:08:06.000Z", "ERROR", "svc", "m"), ("ERROR", "svc", "m")),
+    (csv_line("2026-11-24T14:08:06.001Z", "ERROR", "svc", "m"), "event_time_in_future"),
+    (csv_line("2026-11-24T15:08:06.001+01:00", "ERROR", "svc", "m"), "event_time_in_future"),
+    (csv_line("9999-12-31T23:59:59.999Z", "ERROR", "svc", "m"), "event_time_in_future"),
+    # Rules of the line itself come first.
+    (csv_line("9999-12-31T23:59:59Z", "NOTICE", "svc", "m"), "unknown_level"),
 ]
 
 

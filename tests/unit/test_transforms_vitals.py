@@ -118,6 +118,10 @@ CASES: list[tuple[bytes | None, str | None]] = [
     (reading(event_time=...), "missing_field:event_time"),
     (reading(event_time="2026-11-24 14:03:05"), "bad_event_time"),
     (reading(event_time=1764000000000), "bad_event_time"),
+    (reading(event_time="2026-11-24T14:08:06Z"), None),
+    (reading(event_time="2026-11-24T14:08:06.001Z"), "event_time_in_future"),
+    (reading(event_time="9999-12-31T23:59:59Z", discharged=True), "event_time_in_future"),
+    (reading(event_time="9999-12-31T23:59:59Z", heart_rate="N/A"), "heart_rate_not_numeric"),
     (reading(heart_rate="N/A"), "heart_rate_not_numeric"),
     (reading(spo2=True), "spo2_not_numeric"),
     (reading(temperature_c="37.1"), "temperature_c_not_numeric"),
@@ -138,7 +142,7 @@ def test_the_cases_agree_with_the_generators_validator() -> None:
         if value is None or b"discharged" in value or (reason or "").endswith("_too_long"):
             # The generator knows no tombstones, no discharge field, and not the tables' limits.
             continue
-        assert validate("patient-vitals", value) == reason, value
+        assert validate("patient-vitals", value, received_at=KAFKA_TIME) == reason, value
 
 
 def test_generated_records_are_accepted_or_rejected_as_the_generator_made_them(
