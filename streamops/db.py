@@ -293,6 +293,104 @@ def schema_version(settings: Settings) -> int:
         return int(version)
 
 
+@dataclass(frozen=True)
+class SchemaComparison:
+    """A database's applied migrations against this code's files (:func:`compare_schema`)."""
+
+    # Files of this code the database has not applied, in order.
+    missing: tuple[str, ...] = ()
+    # Migrations the database applied that this code has no file for: it is older than the schema.
+    unknown: tuple[str, ...] = ()
+    # Applied migrations whose file was renamed or changed since, each as a sentence.
+    changed: tuple[str, ...] = ()
+
+    @property
+    def matches(self) -> bool:
+        return not (self.missing or self.unknown or self.changed)
+
+
+def compare_schema(
+    applied: Mapping[int, tuple[str, str]], migrations: Sequence[Migration]
+) -> SchemaComparison:
+    """What separates a database (``applied``: version -> (file name, sha256), as recorded in
+    ``schema_migrations``) from the code's migration files. Pure."""
+    by_version = {migration.version: migration for migration in migrations}
+    return SchemaComparison(
+        missing=tuple(m.name for m in migrations if m.version not in applied),
+        unknown=tuple(applied[v][0] for v in sorted(applied) if v not in by_version),
+        changed=tuple(_changed_migrations(applied, by_version)),
+    )
+
+
+class SchemaMismatchError(MigrationError):
+    """The database's schema is not the one this code was written for; a restart cannot fix it."""
+
+
+def schema_refusal(comparison: SchemaComparison, what: str, where: str) -> str | None:
+    """Why ``what`` (e.g. "the orders job") must not run against the database ``where``, with the
+    command that fixes it; None when the schema matches the code. Pure."""
+    if comparison.unknown:
+        behind = (
+            f" It also lacks {', '.join(comparison.missing)} of this code."
+            if comparison.missing
+            else ""
+        )
+        return (
+            f"{what} refuses to start: {where} has migrations this code does not know "
+            f"({', '.join(comparison.unknown)}), so the code is older than the schema.{behind} "
+            "Deploy the streamops version that added them (or newer); never roll a schema back "
+            "by hand."
+        )
+    if comparison.changed:
+        return (
+            f"{what} refuses to start: applied migrations of {where} no longer match their "
+            f"files: {'; '.join(comparison.changed)}. An applied migration must never change; "
+            "put the schema change in a new migration file."
+        )
+    if comparison.missing:
+        return (
+            f"{what} refuses to start: {where} lacks migration(s) "
+            f"{', '.join(comparison.missing)} of streamops/migrations, which this code needs. "
+            "Run `streamops db migrate` (or `streamops up`, which migrates too), then start the "
+            "job again."
+        )
+    return None
+
+
+def applied_migrations(settings: Settings) -> dict[int, tuple[str, str]]:
+    """version -> (file name, sha256) of every migration applied to the database; {} for a
+    database that was never migrated."""
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (MIGRATIONS_TABLE,),
+        )
+        (tables,) = cursor.fetchone()
+        if not tables:
+            return {}
+        return _applied_migrations(cursor)
+
+
+def check_schema(settings: Settings, what: str, *, migrations_dir: Path | None = None) -> None:
+    """Raise :class:`SchemaMismatchError` naming the fix when the database's applied migrations
+    are not exactly this code's files (``what`` names the caller in the message). For a job's
+    start: without it, a job against an older schema crash-loops on its first missing column.
+    Connection failures raise :class:`DatabaseUnavailableError` as usual (an outage, not a
+    mismatch)."""
+    comparison = compare_schema(applied_migrations(settings), list_migrations(migrations_dir))
+    refusal = schema_refusal(comparison, what, _where(settings))
+    if refusal is not None:
+        raise SchemaMismatchError(refusal)
+
+
+def _where(settings: Settings) -> str:
+    return (
+        f"database '{settings.mariadb_database}' at {settings.mariadb_host}:{settings.mariadb_port}"
+    )
+
+
 def migration_lock_name(database: str) -> str:
     """Name of the advisory lock; such locks are server-wide, hence the database in it."""
     return f"streamops.migrate.{database}"
@@ -333,22 +431,34 @@ def _applied_migrations(cursor: mariadb.Cursor) -> dict[int, tuple[str, str]]:
 def _verify_applied(
     applied: Mapping[int, tuple[str, str]], migrations: list[Migration], settings: Settings
 ) -> None:
-    where = (
-        f"database '{settings.mariadb_database}' at {settings.mariadb_host}:{settings.mariadb_port}"
-    )
-    by_version = {migration.version: migration for migration in migrations}
-    unknown = sorted(version for version in applied if version not in by_version)
-    if unknown:
-        names = ", ".join(applied[version][0] for version in unknown)
+    where = _where(settings)
+    comparison = compare_schema(applied, migrations)
+    if comparison.unknown:
+        names = ", ".join(comparison.unknown)
         raise MigrationError(
             f"{where} has migrations this checkout does not have ({names}): it was migrated by a "
             f"newer streamops (schema version {max(applied)}, these files go up to "
             f"{len(migrations)}). Update this checkout rather than running older code against it."
         )
     next_name = f"{len(migrations) + 1:04d}_<description>.sql"
+    if comparison.changed:
+        raise MigrationChecksumError(
+            f"Applied migrations of {where} no longer match their files: "
+            + "; ".join(comparison.changed)
+            + f". An applied migration must never change, because other databases already ran "
+            f"the old version. Put the schema change in a new migration, {next_name}."
+        )
+
+
+def _changed_migrations(
+    applied: Mapping[int, tuple[str, str]], by_version: Mapping[int, Migration]
+) -> list[str]:
+    """Applied migrations that were renamed or edited since, each as a sentence with its fix."""
     problems: list[str] = []
     for version, (name, checksum) in sorted(applied.items()):
-        migration = by_version[version]
+        migration = by_version.get(version)
+        if migration is None:
+            continue
         if migration.name != name:
             problems.append(
                 f"migration {version:04d} was applied as {name} but the file is now "
@@ -360,13 +470,7 @@ def _verify_applied(
                 f"{checksum[:12]}..., file now {migration.checksum[:12]}...); restore it, "
                 f"e.g. `git checkout -- {migration.path}`"
             )
-    if problems:
-        raise MigrationChecksumError(
-            f"Applied migrations of {where} no longer match their files: "
-            + "; ".join(problems)
-            + f". An applied migration must never change, because other databases already ran "
-            f"the old version. Put the schema change in a new migration, {next_name}."
-        )
+    return problems
 
 
 def _apply(connection: mariadb.Connection, cursor: mariadb.Cursor, migration: Migration) -> None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+# Exit code of a process that refuses to start for a reason no restart can fix (a database schema
+# that is not the code's): sysexits' EX_CONFIG. The supervisor opens the pipeline's breaker on it
+# at once instead of relaunching into the same refusal.
+EXIT_REFUSED = 78
+# Starts the line of the job's log that says why it refused; the supervisor quotes that line.
+REFUSAL_MARK = "streamops: refused to start:"
+
 
 class StreamopsError(Exception):
     """An error the CLI prints as a paragraph (no traceback) before exiting non-zero."""

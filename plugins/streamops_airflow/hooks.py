@@ -39,11 +39,16 @@ import psutil
 from airflow.sdk import BaseHook
 
 from streamops.config import Settings, load_settings
-from streamops.errors import StreamopsError
+from streamops.errors import EXIT_REFUSED, StreamopsError
 from streamops.pipelines import dependencies, jobs
 from streamops.pipelines import kubernetes as k8s
 from streamops.pipelines import lease as leases
-from streamops.pipelines.health import HealthStatus, JobHealth, classify_health
+from streamops.pipelines.health import (
+    HealthStatus,
+    JobHealth,
+    classify_health,
+    refusal_in_log,
+)
 from streamops.pipelines.jobs import EXIT_FILE, JobHandle
 from streamops.pipelines.platform_alerts import (
     PLATFORM_ALERTS_KEY,
@@ -409,6 +414,19 @@ class SparkJobHook(BaseHook):
             log.warning("%s: could not judge the leased job: %s", self.spec.name, exc)
             return None
         return (handle, health) if health.status is HealthStatus.FAILED else None
+
+    def refusal(self, handle: JobHandle) -> str | None:
+        """Why the job refused to start, when it exited with ``EXIT_REFUSED`` (a reason no
+        restart fixes, e.g. a schema that is not the code's); None for any other end. Local
+        mode: a driver pod's exit code goes with the pod, so there the breaker counts as usual."""
+        if handle.driver_pod or jobs.process_is_running(handle):
+            return None
+        if jobs.process_exit_code(handle) != EXIT_REFUSED:
+            return None
+        text = dependencies.since_launch(dependencies.log_tail(handle.log_file))
+        return refusal_in_log(text) or (
+            f"the job refused to start (exit {EXIT_REFUSED}); see its log {handle.log_file}"
+        )
 
     def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
         """Whether the job's failure is a dependency's outage rather than its own fault.

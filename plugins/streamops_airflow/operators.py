@@ -15,6 +15,8 @@ One task instance supervises for as long as the job runs:
    restart policy: wait out the backoff (in the worker when it is at most
    ``IN_WORKER_BACKOFF_SECONDS``, else deferred on a timer trigger), or — crash loop — open the
    breaker, alert, release the lease and fail.
+   A job that refused to start (exit ``EXIT_REFUSED``: its database's schema is not the code's)
+   opens the breaker at once: relaunching would only refuse again.
 3. ``restart_job`` (after the backoff or the outage): relaunch from the checkpoint under the same
    lease and defer to the health trigger again.
 
@@ -39,6 +41,7 @@ from streamops.pipelines.restart import (
     DependencyDown,
     Failed,
     Phase,
+    Refused,
     Started,
     Stopped,
     transition,
@@ -112,7 +115,20 @@ class StreamingJobOperator(BaseOperator):
 
     def _recover(self, hook: SparkJobHook, handle: JobHandle, reason: str) -> None:
         """Failed or stalled: stop what is left of the job, then the policy decides: wait for a
-        dependency that is (or was) down, restart after a backoff, or open the breaker."""
+        dependency that is (or was) down, restart after a backoff, or open the breaker. A job
+        that refused to start (``EXIT_REFUSED``) opens the breaker at once: it would refuse
+        again, and its reason may name MariaDB without MariaDB being down."""
+        refusal = hook.refusal(handle)
+        if refusal is not None:
+            state = hook.load_restart_state()
+            decision = transition(hook.spec.restart, state, Refused(refusal), time.time())
+            hook.save_restart_state(decision.state)
+            hook.publish_breaker_alert(decision.state)
+            hook.release(handle)
+            raise AirflowFailException(
+                f"{hook.spec.name}: the job refused to start, so it is not restarted; the "
+                f"breaker is open. {refusal}"
+            )
         hook.stop(handle, hook.spec.stop_timeout_seconds)
         outage = hook.outage(handle, reason)
         if outage is not None and "mariadb" in outage.dependencies and outage.confirmed:

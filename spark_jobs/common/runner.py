@@ -23,6 +23,7 @@ from spark_jobs.common.query_status import QueryStatusReporter
 from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
+from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ FAULT_ENV = "STREAMOPS_FAULT_KILL_AFTER_SINK"
 FAULT_MARKER_ENV = "STREAMOPS_FAULT_MARKER"
 DATA_LOSS_MARKERS = ("failOnDataLoss", "OffsetOutOfRange", "data loss", "KAFKA_DATA_LOSS")
 DATA_LOSS_RULE_ID = "streaming-data-loss"
+REFUSED_RULE_ID = "pipeline-refused-to-start"
 # How long the queries' last listener events (their terminations) may take to be delivered.
 LISTENER_DRAIN_SECONDS = 15.0
 
@@ -109,6 +111,11 @@ def run_job(
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
     settings = load_settings()
+    refusal = startup_refusal(settings, pipeline)
+    if refusal is not None:
+        log.error("%s %s", REFUSAL_MARK, refusal)
+        publish_refusal_alert(settings, pipeline, refusal)
+        return EXIT_REFUSED
     spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
     restarts = RestartPolicy()
     listener = ProgressPublisher(settings, pipeline, restarts=restarts)
@@ -125,6 +132,37 @@ def run_job(
     _drain_listener_bus(spark)
     spark.streams.removeListener(listener)
     return 0
+
+
+def startup_refusal(settings: Settings, pipeline: str) -> str | None:
+    """Why the job must not start, None when it may: the database's applied migrations must be
+    exactly the code's (:func:`streamops.db.check_schema`). Checked before the Spark session, so
+    a refusal costs no JVM start and no query ever meets a missing column. A database that does
+    not answer raises as before: an outage, which the supervisor waits out."""
+    from streamops.db import SchemaMismatchError, check_schema
+
+    try:
+        check_schema(settings, f"The {pipeline} job")
+    except SchemaMismatchError as mismatch:
+        return (
+            f"{mismatch} Under Airflow the breaker opened on this refusal (exit {EXIT_REFUSED}, "
+            f"never retried): after the fix, `streamops pipeline reset-breaker {pipeline}` and "
+            f"`streamops pipeline start {pipeline}`."
+        )
+    return None
+
+
+def publish_refusal_alert(settings: Settings, pipeline: str, refusal: str) -> dict[str, object]:
+    """The job refused to start: one platform alert (best effort, like every platform alert)."""
+    return publish_platform_alert(
+        settings,
+        platform_alert(
+            rule_id=REFUSED_RULE_ID,
+            service=pipeline,
+            identity=f"{pipeline}:{refusal}",
+            message=refusal,
+        ),
+    )
 
 
 def _log_to_job_log() -> None:

@@ -6,7 +6,8 @@ one: the job's driver reports each query's own status (trigger active, when the 
 started, how many rows it planned) every few seconds, beside the listener's progress heartbeat
 (see ``spark_jobs.common.runner``), and the rule reads both:
 
-- the process is gone → *stopped* with exit code 0 (the job's own SIGTERM path), else *failed*;
+- the process is gone → *stopped* with exit code 0 (the job's own SIGTERM path), else *failed*
+  (exit ``EXIT_REFUSED``: the job refused to start, which the supervisor never retries);
 - a query reports an exception → *failed*; but a query the driver restarts after a transient
   start failure (``spark_jobs.common.restarts``) is *starting* until its restart is due, and
   *stalled* once the restart is overdue by ``heartbeat_max_age_seconds``;
@@ -32,6 +33,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+
+from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
 
 
 class HealthStatus(StrEnum):
@@ -120,6 +123,11 @@ def classify_health(
     if not alive:
         if exit_code == 0:
             return JobHealth(HealthStatus.STOPPED, "the job stopped on request (exit 0)")
+        if exit_code == EXIT_REFUSED:
+            return JobHealth(
+                HealthStatus.FAILED,
+                f"the job refused to start (exit {exit_code}); its log says why and what to do",
+            )
         how = "was killed" if exit_code is None else f"exited with {exit_code}"
         return JobHealth(HealthStatus.FAILED, f"the job process {how}")
     verdicts = {
@@ -293,3 +301,13 @@ def float_field(value: str | None) -> float | None:
         return None if value is None or value == "" else float(value)
     except ValueError:
         return None
+
+
+def refusal_in_log(text: str) -> str | None:
+    """The reason a job gave for refusing to start (its last ``REFUSAL_MARK`` line of ``text``,
+    the job's log), None when it gave none."""
+    at = text.rfind(REFUSAL_MARK)
+    if at < 0:
+        return None
+    line = text[at + len(REFUSAL_MARK) :].split("\n", 1)[0].strip()
+    return line or None

@@ -12,6 +12,7 @@ States::
                             │  └─────Started──────┘
                             ├──Stopped──▶ stopped
                             ├──Failed (K within window)──▶ breaker_open ──OperatorReset──▶ stopped
+                            ├──Refused──▶ breaker_open
                             └──DependencyDown──▶ waiting ──Started──▶ running
 
 ``waiting``: the job failed because Kafka, MariaDB, Redis or the disk was down. The supervisor
@@ -71,6 +72,14 @@ class Stopped:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """The job refused to start for a reason no restart fixes (exit ``EXIT_REFUSED``, e.g. a
+    schema that is not the code's): the breaker opens at once, whatever the failure count."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class OperatorReset:
     """An operator closed the breaker (or cleared the failure history)."""
 
@@ -87,7 +96,7 @@ class DependencyDown:
     confirmed: bool = True
 
 
-Event = Started | Failed | Stopped | OperatorReset | DependencyDown
+Event = Started | Failed | Refused | Stopped | OperatorReset | DependencyDown
 
 
 class InvalidTransitionError(ValueError):
@@ -229,6 +238,25 @@ def transition(
             )
         case Failed(reason=reason):
             return _failed(policy, state, reason, now, rng)
+        case Refused(reason=reason):
+            if state.phase is Phase.BREAKER_OPEN:
+                return Decision(state)
+            return Decision(
+                replace(
+                    state,
+                    phase=Phase.BREAKER_OPEN,
+                    consecutive_failures=state.consecutive_failures + 1,
+                    failure_times=(*state.failure_times, now),
+                    running_since=None,
+                    next_restart_at=None,
+                    breaker_opened_at=now,
+                    last_failure_reason=reason,
+                    waiting_for=(),
+                    waiting_since=None,
+                ),
+                Action.OPEN_BREAKER,
+                notes=("the job refused to start: a restart would refuse again",),
+            )
         case DependencyDown():
             return _dependency_down(policy, state, event, now, rng)
     raise InvalidTransitionError(f"unknown event {event!r}")  # pragma: no cover

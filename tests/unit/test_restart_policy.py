@@ -13,6 +13,7 @@ from streamops.pipelines.restart import (
     InvalidTransitionError,
     OperatorReset,
     Phase,
+    Refused,
     RestartState,
     Started,
     Stopped,
@@ -242,3 +243,22 @@ def test_the_waiting_state_survives_a_round_trip_and_old_rows_still_load() -> No
     old_row = {"phase": "running", "consecutive_failures": 1, "restarts_total": 2}
     loaded = RestartState.from_dict(old_row)
     assert loaded.waiting_for == () and loaded.outages_total == 0
+
+
+def test_a_refusal_opens_the_breaker_at_once() -> None:
+    """A job that refused to start (its schema is not the code's) would refuse again: no
+    backoff, no second launch, whatever the failure count."""
+    running = _run(RestartState(), 100.0)
+
+    decision = transition(POLICY, running, Refused("lacks 0011_x.sql"), 101.0)
+
+    assert decision.action is Action.OPEN_BREAKER
+    assert decision.state.phase is Phase.BREAKER_OPEN
+    assert decision.state.breaker_opened_at == 101.0
+    assert decision.state.last_failure_reason == "lacks 0011_x.sql"
+    assert decision.state.failure_times == (101.0,)
+    with pytest.raises(InvalidTransitionError):
+        transition(POLICY, decision.state, Started(), 102.0)
+    # Only the operator's reset (after the migration) lets it start again.
+    reset = transition(POLICY, decision.state, OperatorReset(), 200.0).state
+    assert transition(POLICY, reset, Started(), 201.0).state.phase is Phase.RUNNING

@@ -94,6 +94,8 @@ class FakeHook:
         self.unwatched: tuple[JobHandle, JobHealth] | None = None
         # What the dependency probes and the failure's text say (None: the job's own fault).
         self.outage_found: DependencyDown | None = None
+        # Why the job refused to start (it exited with EXIT_REFUSED), None for any other end.
+        self.refused: str | None = None
 
     def load_restart_state(self) -> RestartState:
         return self.state
@@ -112,6 +114,9 @@ class FakeHook:
     def find_job(self) -> JobHandle | None:
         self.calls.append("find")
         return HANDLE
+
+    def refusal(self, handle: JobHandle) -> str | None:
+        return self.refused
 
     def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
         self.calls.append("probe")
@@ -221,6 +226,22 @@ def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.Mon
         _operator(monkeypatch, hook).execute({})
     assert hook.state.phase is Phase.BREAKER_OPEN
     assert hook.calls[-4:] == ["stop", "probe", "alert", "release"]
+    assert not any(call.startswith("start:") for call in hook.calls)
+
+
+def test_a_refusal_to_start_opens_the_breaker_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job exited with EXIT_REFUSED (its database lacks a migration): no probe of the
+    dependencies (the reason names MariaDB, which is up), no backoff, no relaunch."""
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    hook.refused = "The orders job refuses to start: lacks 0011_x.sql. Run `streamops db migrate`"
+    with pytest.raises(AirflowFailException, match=r"refused to start.*0011_x\.sql"):
+        _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
+    assert hook.state.phase is Phase.BREAKER_OPEN
+    assert hook.state.last_failure_reason == hook.refused
+    assert hook.calls == ["alert", "release"]
+    # The next run is refused with the reason until an operator resets the breaker.
+    with pytest.raises(AirflowFailException, match=r"circuit breaker is open.*0011_x\.sql"):
+        _operator(monkeypatch, hook).execute({})
     assert not any(call.startswith("start:") for call in hook.calls)
 
 
