@@ -376,6 +376,44 @@ def lost_offsets(committed: Offsets, watermarks: KafkaWatermarks) -> dict[str, d
     return lost
 
 
+def offsets_past_end(committed: Offsets, watermarks: KafkaWatermarks) -> dict[str, dict[int, int]]:
+    """Per partition whose committed offset is above Kafka's end offset: by how many records.
+
+    An offset is where the query reads next, so one equal to the end is caught up; above it, the
+    partition was deleted and recreated (it starts again at 0) or truncated. A partition Kafka
+    does not have is :func:`missing_partitions`' business."""
+    ahead: dict[str, dict[int, int]] = {}
+    for topic, partitions in committed.items():
+        for partition, position in partitions.items():
+            marks = watermarks.get(topic, {}).get(partition)
+            if marks is not None and position > marks[1]:
+                ahead.setdefault(topic, {})[partition] = position - marks[1]
+    return ahead
+
+
+def missing_partitions(committed: Offsets, watermarks: KafkaWatermarks) -> dict[str, list[int]]:
+    """The partitions the checkpoint has offsets for that Kafka no longer has: the topic was
+    deleted (``watermarks`` gives it no partitions, as :func:`kafka_watermarks` does for a topic
+    the broker does not know), or recreated with fewer partitions. A topic absent from
+    ``watermarks`` was not asked about: nothing is known of it, so nothing is reported."""
+    missing: dict[str, list[int]] = {}
+    for topic, partitions in committed.items():
+        if topic not in watermarks:
+            continue
+        gone = sorted(p for p in partitions if p not in watermarks[topic])
+        if gone:
+            missing[topic] = gone
+    return missing
+
+
+# What the two findings of a recreated topic tell the operator to do (docs/maintenance.md).
+RECREATED_TOPIC_ADVICE = (
+    "Stop the pipeline (`streamops pipeline stop <pipeline>`), back up and move its checkpoint "
+    "aside, then start it: a new checkpoint reads the topic from its start. See "
+    "docs/maintenance.md, 'Recreated or truncated topic'."
+)
+
+
 def evaluate(
     snapshot: CheckpointSnapshot,
     watermarks: KafkaWatermarks,
@@ -398,6 +436,32 @@ def evaluate(
                 "data_lost",
                 "critical",
                 f"committed offsets are below Kafka's log start, records deleted unread: {lost}",
+            )
+        )
+    ahead = offsets_past_end(snapshot.committed_offsets, watermarks)
+    if ahead:
+        findings.append(
+            Finding(
+                "offsets_past_end",
+                "critical",
+                f"committed offsets are past Kafka's end offset (records ahead per partition: "
+                f"{ahead}): the topic was deleted and recreated, or truncated. The query fails on "
+                "it, or skips the new topic's records up to the old offsets. "
+                + RECREATED_TOPIC_ADVICE,
+            )
+        )
+    gone = missing_partitions(snapshot.committed_offsets, watermarks)
+    if gone:
+        findings.append(
+            Finding(
+                "partitions_missing",
+                "critical",
+                f"Kafka no longer has partitions the checkpoint reads ({gone}): the topic was "
+                "deleted, or recreated with fewer partitions; the query cannot resume from them. "
+                "Recreate the topic with its partitions (`streamops up` creates missing topics) "
+                "if it was deleted by mistake; then "
+                + RECREATED_TOPIC_ADVICE[0].lower()
+                + RECREATED_TOPIC_ADVICE[1:],
             )
         )
     stall_after = max(
@@ -472,7 +536,8 @@ def worst(findings: list[Finding]) -> str:
 
 
 def kafka_watermarks(settings: Settings, topics: list[str]) -> KafkaWatermarks:
-    """(log start, end) offset of every partition of the topics."""
+    """(log start, end) offset of every partition of the topics; a topic the broker does not
+    have maps to no partitions (deleted: see :func:`missing_partitions`)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from streamops.topics import LIBRDKAFKA_LOGGER
@@ -490,6 +555,7 @@ def kafka_watermarks(settings: Settings, topics: list[str]) -> KafkaWatermarks:
         metadata = consumer.list_topics(timeout=10)
         for topic in topics:
             if topic not in metadata.topics:
+                result[topic] = {}
                 continue
             for partition in metadata.topics[topic].partitions:
                 low, high = consumer.get_watermark_offsets(
@@ -567,8 +633,9 @@ def _record(settings: Settings, result: dict[str, Any]) -> None:
             "INSERT INTO checkpoint_health (pipeline, query_name, checked_at, checkpoint_path, "
             "status, query_state, last_offsets_batch, last_committed_batch, last_commit_at, "
             "commit_age_seconds, uncommitted_batches, total_lag, lag_by_partition, lost_offsets, "
-            "checkpoint_bytes, state_bytes, temp_files_removed, findings) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "offsets_past_end, missing_partitions, checkpoint_bytes, state_bytes, "
+            "temp_files_removed, findings) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 result["pipeline"],
                 result["query_name"],
@@ -586,6 +653,8 @@ def _record(settings: Settings, result: dict[str, Any]) -> None:
                 result["total_lag"],
                 json.dumps(result["lag_by_partition"]),
                 result["lost_offsets"],
+                result["offsets_past_end"],
+                result["missing_partitions"],
                 result["checkpoint_bytes"],
                 result["state_bytes"],
                 len(result["temp_files_removed"]),
@@ -688,6 +757,8 @@ def check_checkpoint(
         )
     lag = partition_lag(snapshot.committed_offsets, watermarks) if snapshot.exists else {}
     lost = lost_offsets(snapshot.committed_offsets, watermarks)
+    ahead = offsets_past_end(snapshot.committed_offsets, watermarks)
+    gone = missing_partitions(snapshot.committed_offsets, watermarks)
     return {
         "pipeline": target.pipeline,
         "query_name": target.query_name,
@@ -710,6 +781,8 @@ def check_checkpoint(
         else None,
         "lag_by_partition": {t: {str(p): v for p, v in parts.items()} for t, parts in lag.items()},
         "lost_offsets": sum(v for parts in lost.values() for v in parts.values()),
+        "offsets_past_end": sum(v for parts in ahead.values() for v in parts.values()),
+        "missing_partitions": sum(len(parts) for parts in gone.values()),
         "checkpoint_bytes": snapshot.checkpoint_bytes,
         "state_bytes": snapshot.state_bytes,
         "temp_files_removed": removed,

@@ -17,6 +17,8 @@ from streamops.maintenance.checkpoints import (
     find_stale_temp_files,
     inspect_checkpoint,
     lost_offsets,
+    missing_partitions,
+    offsets_past_end,
     parse_commit,
     parse_offsets,
     partition_lag,
@@ -137,6 +139,78 @@ def test_lag_and_lost_offsets_per_partition() -> None:
     watermarks = {"orders": {0: (0, 15), 1: (12, 20), 2: (3, 7)}}
     assert partition_lag(committed, watermarks) == {"orders": {0: 5, 1: 12, 2: 4}}
     assert lost_offsets(committed, watermarks) == {"orders": {1: 4}}
+
+
+def test_an_offset_at_the_end_is_caught_up_and_one_past_it_is_flagged() -> None:
+    committed = {"orders": {0: 15, 1: 21, 2: 0}}
+    watermarks = {"orders": {0: (0, 15), 1: (12, 20), 2: (0, 0)}}
+    assert offsets_past_end(committed, watermarks) == {"orders": {1: 1}}
+    assert missing_partitions(committed, watermarks) == {}
+    # Past the end is not also "lost": the log start (12) is below the offset.
+    assert lost_offsets(committed, watermarks) == {}
+
+
+def test_a_recreated_topic_is_past_the_end_but_not_lost() -> None:
+    """Deleted and recreated: every partition starts again at 0, far below the checkpoint."""
+    committed = {"orders": {0: 1125, 1: 1120}}
+    watermarks = {"orders": {0: (0, 3), 1: (0, 0)}}
+    assert offsets_past_end(committed, watermarks) == {"orders": {0: 1122, 1: 1120}}
+    assert lost_offsets(committed, watermarks) == {}
+    assert partition_lag(committed, watermarks) == {"orders": {0: 0, 1: 0}}
+
+
+def test_partitions_that_kafka_no_longer_has_are_missing() -> None:
+    committed = {"orders": {0: 5, 1: 5, 2: 5}, "payments": {0: 1}, "vitals": {0: 2}}
+    # orders came back with one partition, payments is gone, vitals was not asked about.
+    watermarks: dict[str, dict[int, tuple[int, int]]] = {
+        "orders": {0: (0, 9)},
+        "payments": {},
+    }
+    assert missing_partitions(committed, watermarks) == {"orders": [1, 2], "payments": [0]}
+    assert offsets_past_end(committed, watermarks) == {}
+
+
+def test_a_recreated_topic_is_critical_with_what_to_do(tmp_path: Path) -> None:
+    found = evaluate(
+        inspect_checkpoint(
+            build_checkpoint(tmp_path / "cp", [{"orders": {"0": 10, "1": 4}}], committed=0), NOW
+        ),
+        {"orders": {0: (0, 2)}},
+        None,
+        CheckpointThresholds(),
+        NOW,
+        "failed",
+    )
+    by_name = {f.finding: f for f in found}
+    assert by_name["offsets_past_end"].severity == "critical"
+    assert "deleted and recreated" in by_name["offsets_past_end"].detail
+    assert "{'orders': {0: 8}}" in by_name["offsets_past_end"].detail
+    assert "`streamops pipeline stop <pipeline>`" in by_name["offsets_past_end"].detail
+    assert by_name["partitions_missing"].severity == "critical"
+    assert "{'orders': [1]}" in by_name["partitions_missing"].detail
+    assert worst(found) == "critical"
+    alerts = alerts_for(
+        {
+            "pipeline": "orders",
+            "query_name": "orders_records",
+            "checked_at": "2026-11-25T10:05:00+00:00",
+            "findings": [
+                {"finding": f.finding, "severity": f.severity, "detail": f.detail} for f in found
+            ],
+        },
+        CheckpointThresholds(),
+    )
+    assert {"checkpoint-offsets-past-end", "checkpoint-partitions-missing"} <= {
+        a["rule_id"] for a in alerts
+    }
+
+
+def test_a_caught_up_checkpoint_has_no_recreated_topic_finding(tmp_path: Path) -> None:
+    found = _findings(tmp_path, 10, "running", watermarks={"orders": {0: (0, 10)}})
+    assert not {"offsets_past_end:critical", "partitions_missing:critical"} & found
+    assert "offsets_past_end:critical" in _findings(
+        tmp_path / "b", 10, "running", watermarks={"orders": {0: (0, 9)}}
+    )
 
 
 def _findings(tmp_path: Path, committed_age: float, state: str | None, **kwargs) -> set[str]:  # type: ignore[no-untyped-def]
