@@ -1,5 +1,6 @@
 """Hourly: roll revenue windows up (5 s -> 1 min -> 1 h), reconcile late windows, apply retention
-and ANALYZE/OPTIMIZE, verifying totals around every step (docs/maintenance.md)."""
+and ANALYZE/OPTIMIZE, verifying totals around every step, and expire the Parquet archive's old
+days (docs/maintenance.md)."""
 
 from streamops_airflow.maintenance import CompactionDagSpec, build_compaction_dag
 

@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     archive_uri: str | None = Field(
         None, description="Root of the raw Parquet archive (path or s3a:// URI); <state>/archive"
     )
+    archive_retention_days: int = Field(
+        30,
+        ge=1,
+        le=36_500,
+        description="Day partitions of the Parquet archive older than this many whole days are "
+        "deleted by the compaction DAG (local roots only; docs/maintenance.md).",
+    )
 
     # --- start-up -----------------------------------------------------------------------------
     startup_timeout_seconds: float = Field(

@@ -60,7 +60,8 @@ class CheckpointHealthDagSpec:
 
 def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
     """partitions -> reconcile -> rollup -> retention -> analyze; each task idempotent, so a
-    retry or the next run after a failure anywhere finishes the work."""
+    retry or the next run after a failure anywhere finishes the work. archive_retention (the
+    Parquet archive's expired days) touches no table, so it runs beside them."""
     config = spec.config
     with streamops_dag(
         dag_id=spec.dag_id,
@@ -74,7 +75,8 @@ def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
         doc_md=(
             "Rolls order_revenue_5s up into 1-minute and 1-hour tables, reconciles late windows, "
             "applies retention (partition drops or chunked deletes) and ANALYZE/OPTIMIZE, "
-            "verifying totals around every step. See docs/maintenance.md."
+            "verifying totals around every step; deletes the Parquet archive's day partitions "
+            "older than archive_retention_days. See docs/maintenance.md."
         ),
     ) as dag:
 
@@ -115,10 +117,18 @@ def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
 
             return analyze_and_optimize(load_settings(), config)
 
+        @task
+        def archive_retention() -> dict[str, Any]:
+            from streamops.config import load_settings
+            from streamops.maintenance.archive import apply_archive_retention
+
+            return apply_archive_retention(load_settings())
+
         reconciled = reconcile()
         rolled = rollup(reconciled)  # type: ignore[arg-type]
         partitions() >> reconciled
         rolled >> retention() >> analyze()
+        archive_retention()
     return dag
 
 

@@ -4,8 +4,9 @@
   partition drop or chunked delete, ANALYZE/OPTIMIZE, each step verified against totals.
 - :mod:`streamops.maintenance.checkpoints`: health of the Spark checkpoints, read from disk and
   compared with Kafka.
+- :mod:`streamops.maintenance.archive`: retention of the raw Parquet archive, by whole days.
 
-Both are plain functions of :class:`streamops.config.Settings` and a config dataclass, so they run
+All are plain functions of :class:`streamops.config.Settings` and a config dataclass, so they run
 the same from a task, a test or a shell. See docs/maintenance.md.
 """
 

@@ -38,9 +38,12 @@ def test_defaults_hourly_compaction_and_five_minute_checks() -> None:
 def test_compaction_dag_runs_its_steps_in_order() -> None:
     dag = build_compaction_dag(CompactionDagSpec(dag_id="c", retries=3))
     order = ["partitions", "reconcile", "rollup", "retention", "analyze"]
-    assert {t.task_id for t in dag.tasks} == set(order)
+    assert {t.task_id for t in dag.tasks} == {*order, "archive_retention"}
     for before, after in itertools.pairwise(order):
         assert before in dag.get_task(after).upstream_task_ids
+    # The archive's retention touches no table: it waits for nothing and holds nothing up.
+    archive = dag.get_task("archive_retention")
+    assert archive.upstream_task_ids == set() and archive.downstream_task_ids == set()
     assert all(t.retries == 3 and t.owner == "streamops" for t in dag.tasks)
     assert dag.max_active_runs == 1
 
