@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="MariaDB schema: migrations and version.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+maintenance_app = typer.Typer(
+    help="Maintenance by hand (the Airflow DAGs run it on schedule).", no_args_is_help=True
+)
+app.add_typer(maintenance_app, name="maintenance")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -175,24 +179,40 @@ def down() -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Each component: pid, ports, health and version. Exits 1 when a service is not healthy."""
+    """Each component: pid, ports, health and version, then the state folder's free space.
+    Exits 1 when a service is not healthy or the disk is critical (90 % used or more)."""
+    from streamops.disk import state_dir_status
     from streamops.stack import Stack
 
-    stack = Stack(settings())
+    cfg = settings()
+    stack = Stack(cfg)
     statuses = stack.status()
+    disk = state_dir_status(cfg.state_dir)
     if as_json:
         console.print_json(
             json.dumps(
                 [
+                    *(
+                        {
+                            "name": s.name,
+                            "pid": s.pid,
+                            "ports": s.ports,
+                            "healthy": s.health.healthy,
+                            "detail": s.health.detail,
+                            "version": s.version,
+                        }
+                        for s in statuses
+                    ),
+                    # The same keys as a component, so a reader of the list needs no special case.
                     {
-                        "name": s.name,
-                        "pid": s.pid,
-                        "ports": s.ports,
-                        "healthy": s.health.healthy,
-                        "detail": s.health.detail,
-                        "version": s.version,
-                    }
-                    for s in statuses
+                        "name": "disk",
+                        "pid": None,
+                        "ports": {},
+                        "healthy": disk.level != "critical",
+                        "detail": disk.message,
+                        "version": "",
+                        **disk.as_dict(),
+                    },
                 ]
             )
         )
@@ -209,10 +229,18 @@ def status(
                 f"{mark} {s.health.detail}",
                 s.version,
             )
+        table.add_row("disk", "-", "-", f"{_DISK_MARKS[disk.level]} {disk.message}", "")
         console.print(table)
     core = {c.name for c in [*stack.services, *stack.airflow]}
-    if not all(s.health.healthy for s in statuses if s.name in core):
+    if not all(s.health.healthy for s in statuses if s.name in core) or disk.level == "critical":
         raise typer.Exit(1)
+
+
+_DISK_MARKS = {
+    "ok": "[green]ok[/]",
+    "warning": "[yellow]warning[/]",
+    "critical": "[red]critical[/]",
+}
 
 
 @app.command()
@@ -367,6 +395,41 @@ def db_version() -> None:
     from streamops.db import schema_version
 
     console.print(str(schema_version(settings())))
+
+
+@maintenance_app.command("archive-retention")
+@_handle
+def maintenance_archive_retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Delete the Parquet archive's day partitions older than archive_retention_days."""
+    from streamops.maintenance.archive import apply_archive_retention
+
+    report = apply_archive_retention(settings(), dry_run=dry_run)
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    if not report["supported"]:
+        console.print(f"nothing done: {report['reason']}", highlight=False)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for entry in report["deleted"]:
+        console.print(
+            f"{verb} {entry['pipeline']}/{entry['partition']}: "
+            f"{entry['files']} file(s), {entry['bytes']:,} bytes",
+            highlight=False,
+        )
+    console.print(
+        f"{verb} {report['deleted_partitions']} partition(s), {report['deleted_bytes']:,} bytes "
+        f"(days before {report['delete_before']}, retention {report['retention_days']} days) "
+        f"under {report['root']}; kept {report['kept_partitions']}",
+        highlight=False,
+    )
+    for name in report["unrecognised"]:
+        console.print(f"left alone (not a date= partition): {name}", highlight=False)
 
 
 # Sub-command modules import this one's helpers lazily, so they are mounted once those exist.

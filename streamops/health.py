@@ -52,7 +52,22 @@ def check_redis(settings: Settings) -> str:
     return "PONG"
 
 
-CHECKS = {"kafka": check_kafka, "mariadb": check_mariadb, "redis": check_redis}
+def check_disk(settings: Settings) -> str:
+    """Free space of the state folder's filesystem: a warning is reported, critical fails."""
+    from streamops.disk import state_dir_status
+
+    status = state_dir_status(settings.state_dir)
+    if status.level == "critical":
+        raise StreamopsError(f"disk critical: {status.message}")
+    return status.message if status.level == "ok" else f"disk warning: {status.message}"
+
+
+CHECKS = {
+    "kafka": check_kafka,
+    "mariadb": check_mariadb,
+    "redis": check_redis,
+    "disk": check_disk,
+}
 
 
 def publish_health(settings: Settings, results: dict[str, str]) -> None:

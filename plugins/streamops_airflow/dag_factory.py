@@ -54,7 +54,7 @@ class HealthCheckSpec:
 
     dag_id: str
     schedule: str = "*/5 * * * *"
-    checks: tuple[str, ...] = ("kafka", "mariadb", "redis")
+    checks: tuple[str, ...] = ("kafka", "mariadb", "redis", "disk")
     owner: str = DEFAULT_OWNER
     retries: int = 1
     retry_delay: timedelta = timedelta(seconds=30)

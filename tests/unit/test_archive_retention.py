@@ -3,6 +3,7 @@ a temporary archive of real Parquet files laid out as spark_jobs/common/archive.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
+from streamops.cli import app
 from streamops.config import Settings
 from streamops.maintenance.archive import (
     apply_archive_retention,
@@ -175,3 +178,27 @@ def test_a_missing_archive_is_nothing_to_do(tmp_path: Path) -> None:
     report = apply_archive_retention(Settings(state_dir=tmp_path), now=NOW)
     assert report["root"] == str(tmp_path / "archive")
     assert (report["deleted_partitions"], report["kept_partitions"]) == (0, 0)
+
+
+def test_cli_dry_run_then_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state"
+    old_day = (datetime.now(UTC) - timedelta(days=40)).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
+    write_partition(state / "archive", "orders", old_day, 1, 1, 3)
+    write_partition(state / "archive", "orders", today, 1, 2, 3)
+    monkeypatch.delenv("STREAMOPS_ARCHIVE_URI", raising=False)
+    monkeypatch.setenv("STREAMOPS_ARCHIVE_RETENTION_DAYS", "30")
+    runner = CliRunner()
+    base = ["--state-dir", str(state), "maintenance", "archive-retention"]
+
+    dry = runner.invoke(app, [*base, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"would delete orders/date={old_day}: 1 file(s)" in dry.output
+    assert (state / "archive" / "orders" / f"date={old_day}").is_dir()
+
+    done = runner.invoke(app, [*base, "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert [d["partition"] for d in report["deleted"]] == [f"date={old_day}"]
+    assert report["kept_partitions"] == 1
+    assert not (state / "archive" / "orders" / f"date={old_day}").exists()

@@ -1,0 +1,93 @@
+"""Free space of the filesystem that holds the state folder (Kafka logs, MariaDB, checkpoints,
+the Parquet archive): one verdict, shown by `streamops status`, the dashboard and the
+platform-health DAG alike (docs/operations.md).
+
+Used space is measured as ``df`` does: ``used / (used + free)``, where ``free`` is what an
+unprivileged process may still write. Blocks the filesystem reserves for root are in neither, so
+100 % means the services can write nothing more, whatever ``total`` says.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+WARNING_PERCENT = 80
+CRITICAL_PERCENT = 90
+GIB = 1024**3
+
+Level = Literal["ok", "warning", "critical"]
+
+
+@dataclass(frozen=True)
+class DiskStatus:
+    """The verdict on one filesystem, as JSON-ready fields."""
+
+    level: Level
+    path: str
+    used_percent: float
+    free_bytes: int
+    total_bytes: int
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def disk_status(path: str | Path, total: int, used: int, free: int) -> DiskStatus:
+    """The level of a filesystem from ``shutil.disk_usage``'s three figures (pure).
+
+    ``ok`` below 80 % used, ``warning`` from 80 %, ``critical`` from 90 %. A filesystem that
+    reports no space at all (``used + free == 0``) can hold nothing and is critical.
+    """
+    writable = used + free
+    level: Level
+    # Compared in whole bytes, exactly: a float ratio could land a hair under 80 at 80 %.
+    if writable <= 0 or used * 100 >= CRITICAL_PERCENT * writable:
+        level = "critical"
+    elif used * 100 >= WARNING_PERCENT * writable:
+        level = "warning"
+    else:
+        level = "ok"
+    free_gib = free / GIB
+    # Rounded down in whole numbers, so a figure shown as 80.0 is never one below 80 %.
+    shown = 100.0 if writable <= 0 else (used * 1000 // writable) / 10
+    if writable <= 0:
+        message = (
+            f"the filesystem of {path} reports 0 bytes of space: nothing can be written there. "
+            "Point STREAMOPS_STATE_DIR at a real filesystem."
+        )
+    else:
+        message = f"{shown:.1f} % used, {free_gib:.1f} GiB free on the filesystem of {path}"
+        if level != "ok":
+            threshold = CRITICAL_PERCENT if level == "critical" else WARNING_PERCENT
+            message += (
+                f" (at or over {threshold} %): free space before Kafka, MariaDB or the "
+                "checkpoints fail to write. Run `streamops maintenance archive-retention` "
+                "(or lower archive_retention_days), let the compaction DAG apply MariaDB "
+                "retention, or delete what is not needed; docs/operations.md."
+            )
+    return DiskStatus(
+        level=level,
+        path=str(path),
+        used_percent=shown,
+        free_bytes=free,
+        total_bytes=total,
+        message=message,
+    )
+
+
+def measured_path(path: Path) -> Path:
+    """The folder, or until it is created, its nearest existing parent (where it will be)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def state_dir_status(state_dir: Path) -> DiskStatus:
+    """The verdict on the filesystem holding ``state_dir``, measured now."""
+    usage = shutil.disk_usage(measured_path(state_dir))
+    return disk_status(state_dir, usage.total, usage.used, usage.free)
