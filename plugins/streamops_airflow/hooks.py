@@ -417,9 +417,17 @@ class SparkJobHook(BaseHook):
 
     def refusal(self, handle: JobHandle) -> str | None:
         """Why the job refused to start, when it exited with ``EXIT_REFUSED`` (a reason no
-        restart fixes, e.g. a schema that is not the code's); None for any other end. Local
-        mode: a driver pod's exit code goes with the pod, so there the breaker counts as usual."""
-        if handle.driver_pod or jobs.process_is_running(handle):
+        restart fixes, e.g. a schema that is not the code's); None for any other end."""
+        if handle.driver_pod:
+            pod = self._driver_pod(handle)
+            if pod is None or pod.alive or pod.exit_code != EXIT_REFUSED:
+                return None
+            return (
+                f"the job refused to start (exit {EXIT_REFUSED}); `kubectl logs {pod.name}` in "
+                f"{self.spec.kubernetes.namespace if self.spec.kubernetes else 'its namespace'} "
+                "says why"
+            )
+        if jobs.process_is_running(handle):
             return None
         if jobs.process_exit_code(handle) != EXIT_REFUSED:
             return None
