@@ -13,6 +13,11 @@ rule, and asserts:
 - no sample said stalled or failed; a query the rule calls stalled must really have made no
   progress, so every such verdict is checked against the query's progress rows and reported.
 
+While it watches, hostile records arrive on every input topic (issue 18): an event time in year
+9999 (with a 1,000,000-byte key) and a 1,000,000-byte value. Each must be quarantined whole with
+its reason, and every output must keep getting rows after the last of them: one such order used
+to move the watermark for good and crash-loop the revenue query.
+
 Then the bounded form of the chaos suite (``streamops chaos``, docs/operations.md) runs on the same
 platform: three faults (a job's JVM killed, the Kafka broker restarted, the orders driver killed
 between a revenue batch's MariaDB and Redis writes), each awaited to recovery; at the end every
@@ -25,14 +30,16 @@ The long forms are ``streamops soak`` and ``streamops chaos --duration 30m``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +51,7 @@ from streamops.pipelines import jobs
 from streamops.pipelines.health import HealthStatus, JobHealth
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from streamops.topics import TOPIC_CONFIG, topic_config
 from tests.integration.support import execute, query, wait_until
 
 # How long the platform is watched once every pipeline has reported healthy.
@@ -98,6 +106,132 @@ def _fresh_rows(settings: Settings, since: datetime) -> dict[str, int]:
         )
         for table, column in OUTPUTS.items()
     }
+
+
+# --- hostile input: what the broker accepts, the pipelines must quarantine and ride over ---------
+
+FAR_FUTURE = "9999-12-31T23:59:59Z"
+ONE_MB = 1_000_000
+# Under the broker's message.max.bytes (1,048,588) with the record's own overhead.
+PRODUCER_MAX_BYTES = 1_048_000
+
+
+def _json(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+# topic -> (a valid record but for its year-9999 event time, a 1 MB value and its reason)
+HOSTILE: dict[str, tuple[bytes, bytes, str]] = {
+    "orders": (
+        _json(
+            order_id="hostile-future",
+            customer_id="c",
+            product_id="SKU-10001",
+            quantity=1,
+            unit_price="1.00",
+            event_time=FAR_FUTURE,
+        ),
+        _json(
+            order_id="hostile-big",
+            customer_id="c" * ONE_MB,
+            product_id="SKU-10001",
+            quantity=1,
+            unit_price="1.00",
+            event_time="2026-01-01T00:00:00Z",
+        ),
+        "customer_id_too_long",
+    ),
+    "payments": (
+        _json(
+            payment_id="hostile-future",
+            order_id="hostile-future",
+            amount="1.00",
+            status="captured",
+            event_time=FAR_FUTURE,
+        ),
+        _json(
+            payment_id="p" * ONE_MB,
+            order_id="hostile-big",
+            amount="1.00",
+            status="captured",
+            event_time="2026-01-01T00:00:00Z",
+        ),
+        "payment_id_too_long",
+    ),
+    "patient-vitals": (
+        _json(patient_id="hostile-future", event_time=FAR_FUTURE, heart_rate=70),
+        _json(patient_id="p" * ONE_MB, event_time="2026-01-01T00:00:00Z", heart_rate=70),
+        "patient_id_too_long",
+    ),
+    "error-logs": (
+        f"{FAR_FUTURE},ERROR,hostile-service,far future".encode(),
+        f"2026-01-01T00:00:00Z,ERROR,{'s' * ONE_MB},too long a service".encode(),
+        "service_too_long",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    reason: str
+
+
+def _send_hostile(settings: Settings) -> list[Sent]:
+    """Every HOSTILE record, each future one under a 1 MB key; their positions as acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "message.max.bytes": PRODUCER_MAX_BYTES,
+            "enable.idempotence": True,
+        }
+    )
+    sent: list[Sent] = []
+    failures: list[str] = []
+
+    def delivered(reason: str, key: bytes | None, value: bytes) -> Callable[[Any, Any], None]:
+        def report(error: Any, message: Any) -> None:
+            if error is not None:
+                failures.append(f"{message.topic()}: {error}")
+            else:
+                sent.append(
+                    Sent(message.topic(), message.partition(), message.offset(), key, value, reason)
+                )
+
+        return report
+
+    for topic, (future, big, big_reason) in HOSTILE.items():
+        big_key = os.urandom(ONE_MB)
+        for key, value, reason in (
+            (big_key, future, "event_time_in_future"),
+            (b"hostile", big, big_reason),
+        ):
+            producer.produce(topic, value, key, on_delivery=delivered(reason, key, value))
+            producer.poll(0)
+    assert producer.flush(60) == 0, "hostile records not acknowledged within 60 s"
+    assert not failures, f"the broker refused hostile records: {failures}"
+    return sent
+
+
+def _quarantined(settings: Settings, record: Sent) -> tuple[str, datetime] | None:
+    """(reason, quarantined_at) of ``record`` when quarantine holds it byte for byte."""
+    rows = query(
+        settings,
+        "SELECT reason, quarantined_at, record_key = ? AND raw_payload = ? FROM quarantine "
+        "WHERE source_topic = ? AND source_partition = ? AND source_offset = ?",
+        (record.key, record.value, record.topic, record.partition, record.offset),
+    )
+    if not rows:
+        return None
+    reason, at, intact = rows[0]
+    assert intact, f"{record.topic}@{record.partition}:{record.offset} quarantined, not intact"
+    return str(reason), at
 
 
 def _batches_between(settings: Settings, pipeline: str, start: float, end: float) -> int:
@@ -177,6 +311,9 @@ def _sample(settings: Settings, pipelines: list[SupervisedPipeline], watch: Watc
 def test_every_pipeline_holds_steady_together(
     platform: Watch, stack: Stack, settings: Settings
 ) -> None:
+    for topic in HOSTILE:
+        assert topic_config(settings, topic) == TOPIC_CONFIG, f"{topic}: not the broker's clock"
+    hostile = _send_hostile(settings)
     deadline = time.monotonic() + WATCH_SECONDS
     while time.monotonic() < deadline:
         _sample(settings, stack.pipelines, platform)
@@ -202,6 +339,32 @@ def test_every_pipeline_holds_steady_together(
     print(f"rows written while watching: {fresh}")
     empty = [table for table, count in fresh.items() if count == 0]
     assert not empty, f"no fresh rows in {empty}: {fresh}"
+
+    # Every hostile record in quarantine, whole, with its reason; and the outputs went on after
+    # the last of them: no watermark moved to year 9999 (new orders would all be late, and the
+    # joins would close every pending order as unpaid).
+    outcomes = {record: _quarantined(settings, record) for record in hostile}
+    missing = [f"{r.topic}@{r.partition}:{r.offset}" for r, got in outcomes.items() if not got]
+    assert not missing, f"hostile records not in quarantine: {missing}"
+    wrong_reasons = {
+        f"{r.topic}: {r.reason}": got[0]
+        for r, got in outcomes.items()
+        if got is not None and got[0] != r.reason
+    }
+    assert not wrong_reasons, f"quarantined with other reasons: {wrong_reasons}"
+    last_hostile = max(got[1] for got in outcomes.values() if got is not None)
+    wait_until(
+        lambda: all(_fresh_rows(settings, last_hostile).values()),
+        timeout=120,
+        what=f"rows in every output after the last hostile record ({last_hostile})",
+        interval=10,
+    )
+    paid_after = query(
+        settings,
+        "SELECT COUNT(*) FROM order_payments WHERE updated_at >= ? AND status <> 'unpaid'",
+        (last_hostile,),
+    )[0][0]
+    assert paid_after > 0, "after the hostile records, the joins matched no payment"
 
 
 # Redis stopped (every job rides it out inside its batches), the broker restarted, the orders
