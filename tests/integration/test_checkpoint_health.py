@@ -165,6 +165,66 @@ def test_offsets_aged_out_of_the_topic_are_data_lost(
     assert result["lost_offsets"] == 6
 
 
+def test_a_recreated_topic_is_past_the_end_and_alerted(
+    settings: Settings, target: CheckpointTarget
+) -> None:
+    """A topic deleted and recreated with fewer partitions and fewer records than the checkpoint
+    read: the check flags offsets past the end and the lost partition, records, publishes and
+    fails the task."""
+    topic = f"maint-recreated-{uuid.uuid4().hex[:8]}"
+    admin = admin_client(settings)
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for partition in (0, 0, 0, 0, 0, 0, 0, 0, 1, 1):
+        producer.produce(topic, value=b"{}", partition=partition)
+    assert producer.flush(30) == 0
+    ends = _end_offsets(settings, topic)
+    assert ends == {0: 8, 1: 2}
+    batch = max(int(p.name) for p in Path(target.path, "commits").iterdir() if p.name.isdigit())
+    offsets_file = Path(target.path, "offsets", str(batch))
+    lines = offsets_file.read_text().split("\n")
+    offsets_file.write_text(
+        "\n".join([*lines[:2], json.dumps({topic: {str(p): e for p, e in ends.items()}})])
+    )
+    caught_up = check_checkpoint(settings, target, CheckpointThresholds())
+    assert not {"offsets_past_end:critical", "partitions_missing:critical"} & kinds(caught_up)
+    assert caught_up["offsets_past_end"] == 0 and caught_up["missing_partitions"] == 0
+
+    admin.delete_topics([topic])[topic].result(30)
+    deadline = time.monotonic() + 60
+    while True:  # deletion finishes in the background; the name is taken until then
+        try:
+            admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, f"{topic} could not be recreated"
+            time.sleep(1)
+    for _ in range(3):
+        producer.produce(topic, value=b"{}", partition=0)
+    assert producer.flush(30) == 0
+
+    with pytest.raises(CriticalCheckpointFinding, match=r"offsets_past_end.*partitions_missing"):
+        run_checkpoint_check(settings, target, CheckpointThresholds())
+
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT status, offsets_past_end, missing_partitions, lost_offsets "
+            "FROM checkpoint_health WHERE pipeline = ? ORDER BY checked_at DESC LIMIT 1",
+            (target.pipeline,),
+        )
+        assert cursor.fetchone() == ("critical", 5, 1, 0)
+    published = redis.Redis.from_url(settings.redis_url).hgetall(
+        redis_key(target.pipeline, target.query_name)
+    )
+    assert published[b"status"] == b"critical"
+    assert int(published[b"offsets_past_end"]) == 5
+    findings = {f["finding"]: f["detail"] for f in json.loads(published[b"findings"])}
+    assert "deleted and recreated" in findings["offsets_past_end"]
+    assert f"{{'{topic}': [1]}}" in findings["partitions_missing"]
+    admin.delete_topics([topic])
+
+
 def test_a_corrupted_copy_fails_the_dag_task(settings: Settings, target: CheckpointTarget) -> None:
     batch = max(int(p.name) for p in Path(target.path, "offsets").iterdir() if p.name.isdigit())
     offsets_file = Path(target.path, "offsets", str(batch))

@@ -329,7 +329,9 @@ def test_quarantine_keys_longer_than_a_blob_survive_the_upgrade(
     empty_database: Settings, migrations_copy: Path
 ) -> None:
     """0011 widens quarantine.record_key on a database that already holds rejected records."""
-    (migrations_copy / "0011_quarantine_long_keys.sql").unlink()
+    later = [m.name for m in db.list_migrations() if m.version >= 11]
+    for name in later:  # the copy stops at 0010, without a gap
+        (migrations_copy / name).unlink()
     db.migrate(empty_database, migrations_dir=migrations_copy)
     insert = (
         "INSERT INTO quarantine (source_topic, source_partition, source_offset, record_key, "
@@ -341,7 +343,8 @@ def test_quarantine_keys_longer_than_a_blob_survive_the_upgrade(
     kept_key = blob_sized_key[:65_535]
     db.execute(empty_database, insert, (2, kept_key, b"{"))
 
-    assert db.migrate(empty_database) == ["0011_quarantine_long_keys.sql"]
+    assert db.migrate(empty_database) == later
+    assert later[0] == "0011_quarantine_long_keys.sql"
 
     column_type = db.execute(
         empty_database,
@@ -356,3 +359,59 @@ def test_quarantine_keys_longer_than_a_blob_survive_the_upgrade(
         "SELECT source_offset, record_key FROM quarantine ORDER BY source_offset",
     )
     assert stored == [(2, kept_key), (3, megabyte_key)]
+
+
+def test_a_job_refuses_to_start_against_a_database_behind_or_ahead_of_the_code(
+    empty_database: Settings, migrations_copy: Path
+) -> None:
+    """The start-up check of every job (spark_jobs.common.runner.startup_refusal) against the
+    real server: a database one migration behind, then current, then ahead."""
+    from spark_jobs.common.runner import startup_refusal
+
+    latest = db.list_migrations()[-1]
+    (migrations_copy / latest.name).unlink()
+    db.migrate(empty_database, migrations_dir=migrations_copy)
+
+    behind = startup_refusal(empty_database, "orders")
+
+    assert behind is not None
+    assert behind.startswith("The orders job refuses to start:")
+    assert latest.name in behind and "`streamops db migrate`" in behind
+    assert "`streamops pipeline reset-breaker orders`" in behind
+
+    assert db.migrate(empty_database) == [latest.name]
+    assert startup_refusal(empty_database, "orders") is None
+
+    future = f"{latest.version + 1:04d}_from_the_future.sql"
+    db.execute(
+        empty_database,
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+        "VALUES (?, ?, REPEAT('f', 64), UTC_TIMESTAMP(3))",
+        (latest.version + 1, future),
+    )
+    ahead = startup_refusal(empty_database, "orders")
+    db.execute(empty_database, "DELETE FROM schema_migrations WHERE name = ?", (future,))
+
+    assert ahead is not None
+    assert future in ahead and "code is older than the schema" in ahead
+
+
+def test_checkpoint_health_gains_the_high_end_columns_on_a_filled_table(
+    empty_database: Settings, migrations_copy: Path
+) -> None:
+    """0012 adds offsets_past_end and missing_partitions; rows recorded before it read 0."""
+    (migrations_copy / "0012_checkpoint_offsets_past_end.sql").unlink()
+    db.migrate(empty_database, migrations_dir=migrations_copy)
+    db.execute(
+        empty_database,
+        "INSERT INTO checkpoint_health (pipeline, query_name, checked_at, checkpoint_path, status, "
+        "lag_by_partition, findings) VALUES ('orders', 'orders_records', UTC_TIMESTAMP(3), "
+        "'/c', 'ok', '{}', '[]')",
+    )
+
+    assert db.migrate(empty_database) == ["0012_checkpoint_offsets_past_end.sql"]
+
+    assert db.execute(
+        empty_database,
+        "SELECT lost_offsets, offsets_past_end, missing_partitions FROM checkpoint_health",
+    ) == [(0, 0, 0)]
