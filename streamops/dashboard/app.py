@@ -1,9 +1,11 @@
 """The dashboard's web app: the page, its snapshot, and a server-sent event stream fed by Redis.
 
 GET /                 the page (plain ES modules from ./static, no build step)
-GET /api/snapshot     everything the page shows, read from Redis
+GET /api/snapshot     everything the page shows, read from Redis, and the free space of the
+                      state folder's disk (``disk``: level, used %, free bytes, message)
 GET /api/events       text/event-stream: ``snapshot`` first, then ``orders``, ``alert``,
-                      ``health``, ``vitals`` and ``status`` events as Redis publishes them
+                      ``health``, ``vitals`` and ``status`` events as Redis publishes them, and
+                      ``disk`` when the disk's figure or level changes
 GET /healthz          200 when Redis answers and the subscription is live, else 503
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ from redis.exceptions import RedisError
 from streamops.config import Settings
 from streamops.dashboard import state
 from streamops.dashboard.redis_feed import RedisFeed, snapshot
+from streamops.disk import state_dir_status
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # A comment line this often keeps proxies from closing an idle stream and lets the server notice
@@ -33,17 +39,44 @@ KEEPALIVE_SECONDS = 15.0
 SUBSCRIBE_WAIT_SECONDS = 5.0
 # EventSource reconnects after this many milliseconds when the stream drops.
 RETRY_MILLISECONDS = 1000
+# The state folder's disk is measured this often; a page hears of a change within one interval.
+DISK_POLL_SECONDS = 30.0
 
 
 def create_app(settings: Settings) -> FastAPI:
     feed = RedisFeed(settings.redis_url)
 
+    async def disk() -> dict[str, Any]:
+        # statvfs is quick on a local disk but may hang on a network mount: off the event loop.
+        status = await asyncio.to_thread(state_dir_status, settings.state_dir)
+        return status.as_dict()
+
+    async def page_snapshot() -> dict[str, Any]:
+        return {**await snapshot(feed.client, feed.ranges), "disk": await disk()}
+
+    async def watch_disk() -> None:
+        last: dict[str, Any] | None = None
+        while True:
+            await asyncio.sleep(DISK_POLL_SECONDS)
+            try:
+                current = await disk()
+            except OSError as error:
+                log.warning("could not measure the state folder's disk: %s", error)
+                continue
+            if current != last:
+                feed.broadcast(("disk", current))
+                last = current
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await feed.start()
+        watcher = asyncio.create_task(watch_disk(), name="disk-watch")
         try:
             yield
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await feed.stop()
 
     app = FastAPI(title="streamops dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -74,12 +107,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/snapshot")
     async def api_snapshot() -> dict[str, Any]:
-        return await snapshot(feed.client, feed.ranges)
+        return await page_snapshot()
 
     @app.get("/api/events")
     async def api_events(request: Request) -> StreamingResponse:
         return StreamingResponse(
-            _event_stream(feed, request),
+            _event_stream(feed, request, page_snapshot),
             media_type="text/event-stream",
             # No buffering by a reverse proxy (nginx honours X-Accel-Buffering), no caching.
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -88,7 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-async def _event_stream(feed: RedisFeed, request: Request) -> AsyncIterator[bytes]:
+async def _event_stream(
+    feed: RedisFeed, request: Request, page_snapshot: Callable[[], Awaitable[dict[str, Any]]]
+) -> AsyncIterator[bytes]:
     # Listen before reading the snapshot, so nothing published in between is lost (a window
     # seen twice is harmless: events carry absolute values).
     async with feed.listen() as queue:
@@ -98,7 +133,7 @@ async def _event_stream(feed: RedisFeed, request: Request) -> AsyncIterator[byte
         yield state.sse_message(
             "status", {"redis": "connected" if feed.subscribed.is_set() else "reconnecting"}
         )
-        yield state.sse_message("snapshot", await snapshot(feed.client, feed.ranges))
+        yield state.sse_message("snapshot", await page_snapshot())
         sequence = 0
         while not await request.is_disconnected():
             try:

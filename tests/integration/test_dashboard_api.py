@@ -31,6 +31,7 @@ from spark_jobs.transforms.alerts import Alert
 from spark_jobs.transforms.vitals import VITAL_SIGNS
 from streamops.config import Settings
 from streamops.dashboard.redis_feed import VITALS_POLL_SECONDS
+from streamops.disk import state_dir_status
 
 # ISO 4217's code for testing: no pipeline writes it, so the test's windows and totals are its own.
 TEST_CURRENCY = "XTS"
@@ -323,3 +324,17 @@ def test_health_endpoint_and_page(settings: Settings) -> None:
         script = httpx.get(f"{settings.dashboard_url}/static/{module}", timeout=10)
         assert script.status_code == 200
         assert "javascript" in script.headers["content-type"]
+
+
+def test_snapshot_and_page_show_the_state_folders_disk(settings: Settings) -> None:
+    disk = httpx.get(f"{settings.dashboard_url}/api/snapshot", timeout=10).json()["disk"]
+    # The dashboard measures the same folder as `streamops status`, from its own settings.
+    expected = state_dir_status(settings.state_dir)
+    assert disk["path"] == str(settings.state_dir)
+    assert (disk["level"], disk["total_bytes"]) == (expected.level, expected.total_bytes)
+    assert 0.0 <= disk["used_percent"] <= 100.0
+    assert disk["message"].startswith(f"{disk['used_percent']:.1f} % used")
+    page = httpx.get(settings.dashboard_url, timeout=10).text
+    assert '<span id="disk" class="badge"' in page
+    script = httpx.get(f"{settings.dashboard_url}/static/app.js", timeout=10).text
+    assert "renderDisk(data.disk)" in script

@@ -91,6 +91,16 @@ function renderVitals() {
       node("div", { class: "meta" }, `${(t.event_time ?? "").slice(0, 19).replace("T", " ")} ${t.device_id ?? ""}`))));
 }
 
+// The state folder's disk: ok below 80 % used, warning from 80 %, critical from 90 %.
+function renderDisk(disk) {
+  if (!disk) return;
+  const badge = $("#disk");
+  const freeGiB = disk.free_bytes / 1024 ** 3;
+  badge.textContent = `disk ${disk.level}: ${disk.used_percent.toFixed(1)} % used · ${fmtNumber(freeGiB, 1)} GiB free`;
+  badge.dataset.level = disk.level;
+  badge.title = disk.message;
+}
+
 function setConnection(label, stateName) {
   const badge = $("#connection");
   badge.textContent = label;
@@ -106,7 +116,7 @@ const handlers = {
     for (const alert of [...data.alerts.alerts, ...data.alerts.platform].reverse()) mergeAlert(alert);
     state.health = new Map(data.health.map((h) => [`${h.pipeline}/${h.query_name}`, h]));
     state.vitals = new Map(data.vitals.map((t) => [t.patient_id, t]));
-    renderOrders(); renderAlerts(); renderHealth(); renderVitals();
+    renderOrders(); renderAlerts(); renderHealth(); renderVitals(); renderDisk(data.disk);
     document.body.dataset.ready = "true";
   },
   orders(data) {
@@ -118,6 +128,7 @@ const handlers = {
   health(data) { state.health.set(`${data.pipeline}/${data.query_name}`, data); renderHealth(); },
   vitals(data) { state.vitals.set(data.patient_id, data); renderVitals(); },
   vitals_removed(data) { state.vitals.delete(data.patient_id); renderVitals(); },
+  disk(data) { renderDisk(data); },
   status(data) { setConnection(data.redis === "connected" ? "live" : "Redis reconnecting…", data.redis === "connected" ? "live" : "down"); },
 };
 
