@@ -12,6 +12,7 @@ import redis
 
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
+from streamops.disk import state_dir_status
 from streamops.health import REDIS_HEALTH_KEY
 from tests.unit.test_dags import EXPECTED_DAGS
 
@@ -69,5 +70,10 @@ def test_health_dag_run_succeeds_and_publishes_to_redis(
     _, state = api.trigger_and_wait("streamops_platform_health", timeout_seconds=180)
     assert state == "success"
     published = json.loads(client.get(REDIS_HEALTH_KEY))
-    assert set(published["results"]) == {"kafka", "mariadb", "redis"}
+    assert set(published["results"]) == {"kafka", "mariadb", "redis", "disk"}
     assert published["results"]["redis"] == "PONG"
+    # The state folder's disk as the task measured it (below 90 % used, or the run would have
+    # failed), with the same verdict as `streamops status`.
+    disk = published["results"]["disk"]
+    assert f"GiB free on the filesystem of {settings.state_dir}" in disk
+    assert disk.startswith("disk warning: ") == (state_dir_status(settings.state_dir).level != "ok")

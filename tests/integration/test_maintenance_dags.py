@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from spark_jobs.jobs import PIPELINE_QUERIES
@@ -43,6 +46,13 @@ def database_now(settings: Settings, clock: str = "UTC_TIMESTAMP(3)") -> datetim
 def test_the_compaction_dag_runs_every_step_in_airflow(
     api: AirflowRest, settings: Settings
 ) -> None:
+    # An archive folder no pipeline writes: a day far past the retention, and today.
+    archive = Path(settings.archive_root) / "retention_test"
+    expired = archive / "date=2000-01-01" / "hour=0" / "batch_id=0"
+    current = archive / f"date={datetime.now(UTC).date().isoformat()}" / "hour=0" / "batch_id=1"
+    for folder in (expired, current):
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"order_id": ["a", "b"]}), folder / "part-00000.parquet")
     # updated_at is the server's CURRENT_TIMESTAMP, so the run's start is read on the same clock.
     started = database_now(settings, "NOW(3)")
     run_id, state = api.trigger_and_wait(COMPACTION_DAG, timeout_seconds=600)
@@ -53,7 +63,11 @@ def test_the_compaction_dag_runs_every_step_in_airflow(
         "rollup": "success",
         "retention": "success",
         "analyze": "success",
+        "archive_retention": "success",
     }
+    # The archive's retention ran in the task's own process, with the stack's settings.
+    assert not (archive / "date=2000-01-01").exists()
+    assert (current / "part-00000.parquet").is_file()
     # The rollup task moved its high-water mark during this run, from its own process.
     mark = scalar(
         settings, "SELECT updated_at FROM maintenance_state WHERE name = ?", (ROLLUP_STATE,)
