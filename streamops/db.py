@@ -276,17 +276,21 @@ def migrate(
             return applied_now
 
 
+def _has_migrations_table(cursor: Any) -> bool:
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        (MIGRATIONS_TABLE,),
+    )
+    (tables,) = cursor.fetchone()
+    return bool(tables)
+
+
 def schema_version(settings: Settings) -> int:
     """Highest applied migration version; 0 for a database that was never migrated."""
     with closing(connect(settings)) as connection:
         cursor = connection.cursor()
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            (MIGRATIONS_TABLE,),
-        )
-        (tables,) = cursor.fetchone()
-        if not tables:
+        if not _has_migrations_table(cursor):
             return 0
         cursor.execute(f"SELECT COALESCE(MAX(version), 0) FROM {MIGRATIONS_TABLE}")
         (version,) = cursor.fetchone()
@@ -362,13 +366,7 @@ def applied_migrations(settings: Settings) -> dict[int, tuple[str, str]]:
     database that was never migrated."""
     with closing(connect(settings)) as connection:
         cursor = connection.cursor()
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            (MIGRATIONS_TABLE,),
-        )
-        (tables,) = cursor.fetchone()
-        if not tables:
+        if not _has_migrations_table(cursor):
             return {}
         return _applied_migrations(cursor)
 
