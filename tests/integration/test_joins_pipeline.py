@@ -3,9 +3,10 @@
 One scenario, in the order it happens:
 
 1. Orders and payments of one generator seed go to Kafka (5 % malformed, 5 % duplicates; the
-   last orders get no payment), with event times two days back so that no other test's records
-   share their windows (not ahead: an event time more than `max_clock_skew_seconds` after its
-   Kafka timestamp is quarantined as `event_time_in_future`).
+   last orders get no payment), with event times 12 hours ahead, past every other test's records
+   on the shared topics (behind them, the watermark would drop this test's later records as
+   late). The job runs with `max_clock_skew_seconds` at its maximum, a day, so these are not
+   `event_time_in_future`.
 2. The job runs as its own driver and is killed with SIGKILL after the first batch of
    ``joins_category_revenue`` wrote and before Spark committed it.
 3. The queries are restarted from the same checkpoints in this process (so their progress
@@ -66,6 +67,8 @@ RANKING = ("failed", "authorized", "captured")
 CATEGORY_BY_PREFIX = {"SKU-1": "electronics", "SKU-2": "coffee", "SKU-3": "office"}
 CATEGORY_BY_PREFIX["SKU-4"] = "sports"
 REFRESH_SECONDS = 3
+# The setting's maximum: this test's event times run 12 hours ahead of the broker's clock.
+CLOCK_SKEW_SECONDS = 86_400
 
 
 # --- reading back -----------------------------------------------------------------------------
@@ -252,7 +255,7 @@ def _join_state(queries: list[StreamingQuery]) -> list[tuple[int, int]]:
 def test_matched_mismatched_and_unpaid_orders_land_exactly_once_with_bounded_state(
     settings: Settings, spark: SparkSession, tmp_path: Path, clean_joins_tables: None
 ) -> None:
-    start_at = (datetime.now(UTC) - timedelta(days=2)).replace(second=0, microsecond=0)
+    start_at = (datetime.now(UTC) + timedelta(hours=12)).replace(second=0, microsecond=0)
     expected = Expected()
     for topic, count in (("orders", ORDERS), ("payments", PAID)):
         summary = run_generator(
@@ -299,6 +302,7 @@ def test_matched_mismatched_and_unpaid_orders_land_exactly_once_with_bounded_sta
         env={
             **os.environ,
             "STREAMOPS_CHECKPOINT_URI": str(checkpoints),
+            "STREAMOPS_MAX_CLOCK_SKEW_SECONDS": str(CLOCK_SKEW_SECONDS),
             FAULT_ENV: f"{CATEGORY_REVENUE_QUERY}:0",
             FAULT_MARKER_ENV: str(marker),
         },
@@ -321,7 +325,9 @@ def test_matched_mismatched_and_unpaid_orders_land_exactly_once_with_bounded_sta
     assert before_restart > 0, "batch 0's sink should have written before the kill"
 
     # 3. Restarted from the same checkpoints, in this process.
-    job_settings = load_settings(checkpoint_uri=str(checkpoints))
+    job_settings = load_settings(
+        checkpoint_uri=str(checkpoints), max_clock_skew_seconds=CLOCK_SKEW_SECONDS
+    )
     config = JoinsJobConfig(products_refresh_seconds=REFRESH_SECONDS)
     queries = start(spark, job_settings, config)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
