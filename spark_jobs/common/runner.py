@@ -154,15 +154,7 @@ def startup_refusal(settings: Settings, pipeline: str) -> str | None:
 
 def publish_refusal_alert(settings: Settings, pipeline: str, refusal: str) -> dict[str, object]:
     """The job refused to start: one platform alert (best effort, like every platform alert)."""
-    return publish_platform_alert(
-        settings,
-        platform_alert(
-            rule_id=REFUSED_RULE_ID,
-            service=pipeline,
-            identity=f"{pipeline}:{refusal}",
-            message=refusal,
-        ),
-    )
+    return _publish_pipeline_alert(settings, pipeline, REFUSED_RULE_ID, refusal)
 
 
 def _log_to_job_log() -> None:
@@ -455,12 +447,16 @@ def _drain_listener_bus(spark: SparkSession) -> None:
 
 def publish_data_loss_alert(settings: Settings, pipeline: str, message: str) -> dict[str, object]:
     """Offsets aged out of Kafka: an alert on the `alerts` topic and in Redis, never silence."""
+    return _publish_pipeline_alert(settings, pipeline, DATA_LOSS_RULE_ID, message)
+
+
+def _publish_pipeline_alert(
+    settings: Settings, pipeline: str, rule_id: str, message: str
+) -> dict[str, object]:
+    """One platform alert about ``pipeline``, identified by its rule and message."""
     return publish_platform_alert(
         settings,
         platform_alert(
-            rule_id=DATA_LOSS_RULE_ID,
-            service=pipeline,
-            identity=f"{pipeline}:{message}",
-            message=message,
+            rule_id=rule_id, service=pipeline, identity=f"{pipeline}:{message}", message=message
         ),
     )
