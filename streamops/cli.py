@@ -432,6 +432,36 @@ def maintenance_archive_retention(
         console.print(f"left alone (not a date= partition): {name}", highlight=False)
 
 
+@maintenance_app.command("rotate-logs")
+@_handle
+def maintenance_rotate_logs(
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List what would be rotated or deleted; change nothing."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Rotate every log under the state folder over log_max_mb (keeping log_keep copies), delete
+    Airflow task logs older than task_log_retention_days and launch logs beyond job_logs_keep."""
+    from streamops.maintenance.logs import rotate_logs
+
+    def progress(line: str) -> None:
+        if not as_json:
+            console.print(line, highlight=False)
+
+    report = rotate_logs(settings(), dry_run=dry_run, report=progress)
+    if as_json:
+        console.print_json(json.dumps(report))
+        return
+    rotate, delete = ("would rotate", "would delete") if dry_run else ("rotated", "deleted")
+    console.print(
+        f"{rotate} {len(report['rotated'])} log(s) over {report['max_bytes'] // 1048576} MiB, "
+        f"{delete} {len(report['deleted'])} old file(s) ({report['freed_bytes']:,} bytes), "
+        f"skipped {len(report['skipped'])} under {report['state_dir']}",
+        highlight=False,
+    )
+
+
 # Sub-command modules import this one's helpers lazily, so they are mounted once those exist.
 from streamops.rules_cli import rules_app  # noqa: E402
 

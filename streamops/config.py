@@ -141,6 +141,33 @@ class Settings(BaseSettings):
         "deleted by the compaction DAG (local roots only; docs/maintenance.md).",
     )
 
+    # --- logs under the state folder (docs/operations.md#logs) -------------------------------
+    log_max_mb: int = Field(
+        50,
+        ge=1,
+        le=10_240,
+        description="A log over this many MiB is rotated (Kafka's log4j2 rolls at this size; "
+        "every other log by `streamops maintenance rotate-logs` and the health DAG).",
+    )
+    log_keep: int = Field(
+        5, ge=1, le=100, description="Rotated copies kept per log (<log>.1 is the newest)."
+    )
+    log_compress: bool = Field(False, description="Gzip rotated copies (<log>.1.gz, ...).")
+    task_log_retention_days: int = Field(
+        7,
+        ge=1,
+        le=3_650,
+        description="Airflow's task and DAG-processor log files untouched this many days are "
+        "deleted.",
+    )
+    job_logs_keep: int = Field(
+        5,
+        ge=1,
+        le=1_000,
+        description="Launch logs kept per pipeline (<state>/pipelines/<name>/token-N.log, the "
+        "newest tokens); older ones are deleted unless a process still writes them.",
+    )
+
     # --- start-up -----------------------------------------------------------------------------
     startup_timeout_seconds: float = Field(
         120.0, gt=0, description="How long `up` waits for one service to become healthy."

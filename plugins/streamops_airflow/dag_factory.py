@@ -61,6 +61,9 @@ class HealthCheckSpec:
     tags: tuple[str, ...] = field(default=("streamops", "health"))
     # A health check is only useful when it runs: unpaused from the first parse.
     paused_upon_creation: bool = False
+    # Every 5 minutes is also how often the state folder's logs are rotated and pruned
+    # (streamops.maintenance.logs): a busy job's log stays near log_max_mb.
+    rotate_logs: bool = True
 
     def __post_init__(self) -> None:
         from streamops.health import CHECKS
@@ -81,7 +84,8 @@ def build_health_dag(spec: HealthCheckSpec) -> DAG:
         owner=spec.owner,
         retries=spec.retries,
         retry_delay=spec.retry_delay,
-        doc_md=f"Checks {', '.join(spec.checks)} and publishes the results to Redis.",
+        doc_md=f"Checks {', '.join(spec.checks)} and publishes the results to Redis"
+        + ("; rotates and prunes the state folder's logs." if spec.rotate_logs else "."),
     ) as dag:
 
         @task
@@ -102,4 +106,21 @@ def build_health_dag(spec: HealthCheckSpec) -> DAG:
 
         # At run time the mapped results arrive as a list; the XComArg stands in for it here.
         publish(check.expand(service=list(spec.checks)))  # type: ignore[arg-type]
+
+        if spec.rotate_logs:
+
+            @task
+            def rotate_logs() -> dict[str, int]:
+                from streamops.config import load_settings
+                from streamops.maintenance.logs import rotate_logs as rotate
+
+                report = rotate(load_settings(), report=print)
+                return {
+                    "rotated": len(report["rotated"]),
+                    "deleted": len(report["deleted"]),
+                    "skipped": len(report["skipped"]),
+                    "freed_bytes": report["freed_bytes"],
+                }
+
+            rotate_logs()
     return dag

@@ -9,18 +9,43 @@ from pathlib import Path
 from streamops.errors import StreamopsError
 from streamops.stack.base import Component, Health
 
-LOG4J2_CONFIG = """\
+
+def log4j2_config(log_dir: Path, max_bytes: int, keep: int, compress: bool = False) -> str:
+    """The broker's log4j2 configuration (YAML), a pure function of the log settings.
+
+    Everything goes to ``<log_dir>/server.log``, rolled by log4j2 itself at ``max_bytes`` with
+    ``keep`` copies (``server.log.1`` the newest). Only warnings and errors also go to stdout,
+    the stack's ``kafka.log``, so a failed start still shows in `streamops logs kafka` and in
+    `up`'s error, while that file stays small.
+    """
+    suffix = ".gz" if compress else ""
+    pattern = "[%d] %p %m (%c)%n"
+    return f"""\
 Configuration:
   Appenders:
     Console:
       name: STDOUT
       PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
+        pattern: "{pattern}"
+    RollingFile:
+      name: SERVER
+      fileName: "{log_dir / "server.log"}"
+      filePattern: "{log_dir / "server.log"}.%i{suffix}"
+      PatternLayout:
+        pattern: "{pattern}"
+      Policies:
+        SizeBasedTriggeringPolicy:
+          size: "{max_bytes}"
+      DefaultRolloverStrategy:
+        max: {keep}
+        fileIndex: min
   Loggers:
     Root:
       level: INFO
       AppenderRef:
         - ref: STDOUT
+          level: WARN
+        - ref: SERVER
     Logger:
       - name: kafka.request.logger
         level: WARN
@@ -55,6 +80,15 @@ class Kafka(Component):
     @property
     def log_dirs(self) -> Path:
         return self.data_dir / "data"
+
+    @property
+    def server_log_dir(self) -> Path:
+        """Kafka's own log (server.log and its rolled copies), as opposed to its data."""
+        return self.data_dir / "logs"
+
+    @property
+    def server_log_max_bytes(self) -> int:
+        return self.settings.log_max_mb * 1024 * 1024
 
     def requires(self) -> list[tuple[str, str]]:
         return [("java", "Install a JDK 17 or newer (`apt-get install openjdk-17-jre-headless`).")]
@@ -102,7 +136,14 @@ class Kafka(Component):
     def prepare(self) -> None:
         self._check_jars()
         self.config_path.write_text(self.server_properties())
-        (self.data_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
+        (self.data_dir / "log4j2.yaml").write_text(
+            log4j2_config(
+                self.server_log_dir,
+                self.server_log_max_bytes,
+                self.settings.log_keep,
+                self.settings.log_compress,
+            )
+        )
         if (self.log_dirs / "meta.properties").exists():
             return
         # Formatting is once per data folder: the cluster id then stays with the data.
@@ -141,7 +182,7 @@ class Kafka(Component):
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.yaml'}",
-            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            f"-Dkafka.logs.dir={self.server_log_dir}",
             "-cp",
             self.classpath,
             "kafka.Kafka",

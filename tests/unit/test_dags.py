@@ -62,7 +62,7 @@ def test_owners_tags_and_retries(dagbag) -> None:  # type: ignore[no-untyped-def
 
 def test_health_dag_checks_every_service_then_publishes(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags["streamops_platform_health"]
-    assert {t.task_id for t in dag.tasks} == {"check", "publish"}
+    assert {t.task_id for t in dag.tasks} == {"check", "publish", "rotate_logs"}
     assert dag.get_task("publish").upstream_task_ids == {"check"}
 
 
