@@ -529,7 +529,9 @@ def _reject_reason(topic: str, value: bytes | None, timestamp_ms: int | None = N
     received_at = None if timestamp_ms is None else _ts_datetime(timestamp_ms).replace(tzinfo=UTC)
     if topic == VITALS_TOPIC:
         return vitals_reason(value, received_at)
-    return "missing_payload" if value is None else validate(topic, value, received_at=received_at)
+    if value is None:
+        return "missing_payload"
+    return validate(topic, value, received_at=received_at, column_limits=True)
 
 
 def _validated(
@@ -1009,16 +1011,16 @@ class VitalsTruth(TopicTruth[ReadingKey, Reading]):
 
 
 def vitals_reason(value: bytes | None, received_at: datetime | None = None) -> str | None:
-    """The contract's validator, plus the rule the vitals job adds for the ``discharged`` control
-    field (migration 0007): present and not a JSON boolean is a rejected record. The receiving
-    clock's rule comes last, as in the job."""
+    """The contract's validator with the columns' limits, plus the rule the vitals job adds for the
+    ``discharged`` control field (migration 0007): present and not a JSON boolean is a rejected
+    record. The receiving clock's rule comes last, as in the job."""
     if value is None:
         return "missing_payload"
-    reason = validate(VITALS_TOPIC, value)
+    reason = validate(VITALS_TOPIC, value, column_limits=True)
     if reason is None and json.loads(value).get("discharged") not in (None, True, False):
         return "discharged_not_boolean"
     if reason is None and received_at is not None:
-        return validate(VITALS_TOPIC, value, received_at=received_at)
+        return validate(VITALS_TOPIC, value, received_at=received_at, column_limits=True)
     return reason
 
 

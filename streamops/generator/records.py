@@ -309,8 +309,20 @@ def _validate_csv(rules: Sequence[_Rule], value: bytes) -> str | None:
     return _check_fields(rules, dict(zip((rule.name for rule in rules), rows[0], strict=True)))
 
 
+# The longest text each identifier may be, in characters. order_id's 64 is the contract's; the
+# others are the widths of the MariaDB columns the jobs write to, beyond the contract: the jobs
+# reject longer ones with ``<field>_too_long`` (``validate(..., column_limits=True)`` does too;
+# tests/unit/test_generator_records.py checks the transforms use the same numbers).
+ORDER_ID_MAX_LENGTH = 64
+CUSTOMER_ID_MAX_LENGTH = 128
+PRODUCT_ID_MAX_LENGTH = 128
+PAYMENT_ID_MAX_LENGTH = 64
+PATIENT_ID_MAX_LENGTH = 64
+DEVICE_ID_MAX_LENGTH = 128
+SERVICE_MAX_LENGTH = 128
+
 _ORDER_RULES = (
-    _Rule("order_id", _text(max_length=64)),
+    _Rule("order_id", _text(max_length=ORDER_ID_MAX_LENGTH)),
     _Rule("customer_id", _text()),
     _Rule("product_id", _text()),
     _Rule("quantity", _positive_integer),
@@ -320,7 +332,7 @@ _ORDER_RULES = (
 )
 _PAYMENT_RULES = (
     _Rule("payment_id", _text()),
-    _Rule("order_id", _text(max_length=64)),
+    _Rule("order_id", _text(max_length=ORDER_ID_MAX_LENGTH)),
     _Rule("amount", _money),
     _Rule("status", _one_of(PAYMENT_STATUSES)),
     _Rule("event_time", _timestamp),
@@ -338,6 +350,26 @@ _ERROR_LOG_RULES = (
     _Rule("message", _anything),
 )
 assert tuple(rule.name for rule in _ERROR_LOG_RULES) == ERROR_LOG_COLUMNS
+
+# topic -> {field: its column's width}: the limits the jobs add to the contract's rules.
+_COLUMN_LIMITS: dict[str, dict[str, int]] = {
+    "orders": {"customer_id": CUSTOMER_ID_MAX_LENGTH, "product_id": PRODUCT_ID_MAX_LENGTH},
+    "payments": {"payment_id": PAYMENT_ID_MAX_LENGTH},
+    "patient-vitals": {"patient_id": PATIENT_ID_MAX_LENGTH, "device_id": DEVICE_ID_MAX_LENGTH},
+    "error-logs": {"service": SERVICE_MAX_LENGTH},
+}
+
+
+def _with_column_limits(topic: str, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
+    """``rules`` with each limited field's text check bounded, in the same order (so the first
+    failing rule, the reason, is the job's)."""
+    limits = _COLUMN_LIMITS[topic]
+    return tuple(
+        _Rule(rule.name, _text(max_length=limits[rule.name]), rule.required)
+        if rule.name in limits
+        else rule
+        for rule in rules
+    )
 
 
 # --- contract violations (malformed records) --------------------------------------------------
@@ -484,8 +516,8 @@ class _Model:
         raise NotImplementedError
 
     @classmethod
-    def validate(cls, value: bytes) -> str | None:
-        return _validate_json(cls.rules, value)
+    def validate(cls, value: bytes, rules: tuple[_Rule, ...] | None = None) -> str | None:
+        return _validate_json(cls.rules if rules is None else rules, value)
 
     @classmethod
     def event_time(cls, value: bytes) -> datetime | None:
@@ -719,8 +751,8 @@ class _ErrorLogs(_Model):
         self._burst: _Burst | None = None
 
     @classmethod
-    def validate(cls, value: bytes) -> str | None:
-        return _validate_csv(cls.rules, value)
+    def validate(cls, value: bytes, rules: tuple[_Rule, ...] | None = None) -> str | None:
+        return _validate_csv(cls.rules if rules is None else rules, value)
 
     @classmethod
     def event_time(cls, value: bytes) -> datetime | None:
@@ -884,18 +916,23 @@ def validate(
     *,
     received_at: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
+    column_limits: bool = False,
 ) -> str | None:
     """None when ``value`` conforms to the contract for ``topic``, else the reason it does not.
 
     With ``received_at`` (the record's Kafka timestamp), an event time later than it plus
     ``max_clock_skew`` is ``event_time_in_future``, checked after every other rule, as the jobs
-    do.
+    do. With ``column_limits``, an identifier wider than its MariaDB column is
+    ``<field>_too_long`` too, as the jobs judge it (a 1 MB customer_id conforms to the contract,
+    which sets no length, but no job stores it).
     """
     check_topic(topic)
     if received_at is not None and received_at.tzinfo is None:
         raise ValueError("received_at is a naive datetime; pass an aware one (UTC).")
     model = _MODELS[topic]
-    reason = model.validate(value)
+    reason = model.validate(
+        value, _with_column_limits(topic, model.rules) if column_limits else None
+    )
     if reason is not None or received_at is None:
         return reason
     moment = model.event_time(value)

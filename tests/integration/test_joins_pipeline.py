@@ -111,7 +111,7 @@ class Expected:
         self.categories: dict[str, str] = {}
 
     def add_order(self, value: bytes) -> None:
-        if validate("orders", value) is not None:
+        if validate("orders", value, column_limits=True) is not None:
             return
         fields = json.loads(value, parse_float=Decimal)
         amount = fields["quantity"] * Decimal(str(fields["unit_price"]))
@@ -126,7 +126,7 @@ class Expected:
         )
 
     def add_payment(self, value: bytes) -> None:
-        if validate("payments", value) is not None:
+        if validate("payments", value, column_limits=True) is not None:
             return
         fields = json.loads(value, parse_float=Decimal)
         self.payments.setdefault(

@@ -454,3 +454,71 @@ def test_factory_rejects_bad_options(options: dict[str, Any], message: str) -> N
 def test_validate_rejects_an_unknown_topic() -> None:
     with pytest.raises(ValueError, match="Unknown topic 'alerts'"):
         validate("alerts", b"{}")
+
+
+# --- identifier lengths: the validator and the jobs draw the line at the same character ----------
+
+# (topic, field, the constant in records and in the transform module, that module)
+ID_LIMITS = [
+    ("orders", "order_id", "ORDER_ID_MAX_LENGTH", "orders"),
+    ("orders", "customer_id", "CUSTOMER_ID_MAX_LENGTH", "orders"),
+    ("orders", "product_id", "PRODUCT_ID_MAX_LENGTH", "orders"),
+    ("payments", "payment_id", "PAYMENT_ID_MAX_LENGTH", "payments"),
+    ("payments", "order_id", "ORDER_ID_MAX_LENGTH", "orders"),
+    ("patient-vitals", "patient_id", "PATIENT_ID_MAX_LENGTH", "vitals"),
+    ("patient-vitals", "device_id", "DEVICE_ID_MAX_LENGTH", "vitals"),
+]
+# The contract's own limit; the rest are the columns' widths, which it does not set.
+CONTRACT_LIMITS = {("orders", "order_id"), ("payments", "order_id")}
+
+
+@pytest.mark.parametrize(("topic", "field", "constant", "module"), ID_LIMITS)
+def test_identifier_limits_match_the_jobs(
+    topic: str, field: str, constant: str, module: str
+) -> None:
+    """A record the job quarantines as ``<field>_too_long`` is one ``validate(...,
+    column_limits=True)`` rejects too: the integration tests' ground truth and the chaos truth
+    come from it (a 1 MB customer_id from the chaos run once made them expect a stored order)."""
+    import importlib
+
+    from streamops.generator import records
+
+    limit = getattr(records, constant)
+    transform = importlib.import_module(f"spark_jobs.transforms.{module}")
+    assert getattr(transform, constant) == limit
+
+    valid = next(
+        r for r in generate(topic, 50, seed=3, now=NOW) if validate(topic, r.value) is None
+    )
+    fields = json.loads(valid.value)
+    at_limit = json.dumps({**fields, field: "é" * limit}).encode()
+    beyond = json.dumps({**fields, field: "é" * (limit + 1)}).encode()
+    assert validate(topic, at_limit, column_limits=True) is None
+    assert validate(topic, beyond, column_limits=True) == f"{field}_too_long"
+    contract = validate(topic, beyond)
+    assert contract == (f"{field}_too_long" if (topic, field) in CONTRACT_LIMITS else None)
+
+
+def test_service_limit_matches_the_error_logs_job() -> None:
+    from spark_jobs.transforms import error_logs
+    from streamops.generator import records
+
+    assert error_logs.SERVICE_MAX_LENGTH == records.SERVICE_MAX_LENGTH
+    line = "2026-11-24T14:00:00Z,ERROR,{service},disk full\r\n"
+    at_limit = line.format(service="s" * records.SERVICE_MAX_LENGTH).encode()
+    beyond = line.format(service="s" * (records.SERVICE_MAX_LENGTH + 1)).encode()
+    assert validate("error-logs", at_limit, column_limits=True) is None
+    assert validate("error-logs", beyond, column_limits=True) == "service_too_long"
+    assert validate("error-logs", beyond) is None
+
+
+def test_column_limits_keep_the_jobs_order_of_reasons() -> None:
+    """Two faults: the first rule in the job's order names the record (customer_id before
+    quantity), so the chaos truth's reasons are the job's."""
+    valid = next(
+        r for r in generate("orders", 50, seed=3, now=NOW) if validate("orders", r.value) is None
+    )
+    fields = json.loads(valid.value)
+    both = json.dumps({**fields, "customer_id": "c" * 1_000_000, "quantity": 0}).encode()
+    assert validate("orders", both, column_limits=True) == "customer_id_too_long"
+    assert validate("orders", both) == "quantity_not_positive"
