@@ -286,6 +286,52 @@ def reset_breaker(name: NameArgument, as_json: JsonOption = False) -> None:
     _run(run)
 
 
+@pipeline_app.command("reset-offsets")
+def reset_offsets(
+    name: NameArgument,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Where to move the offsets: earliest-available (the log start of each "
+            "partition whose checkpointed offset retention deleted).",
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the lost ranges; change nothing.")
+    ] = False,
+) -> None:
+    """Recover a pipeline whose checkpointed offsets aged out of Kafka: print the lost ranges,
+    then move its query checkpoints to the earliest available offsets, record the loss in
+    offset_resets and raise a platform alert. Refused while a job of the pipeline runs
+    (`streamops pipeline stop NAME` first). Does not start the pipeline."""
+    import getpass
+    import socket
+    import sys
+
+    from streamops.maintenance.offset_reset import TO_EARLIEST_AVAILABLE
+    from streamops.maintenance.offset_reset import reset_offsets as run_reset
+
+    def run() -> None:
+        if to != TO_EARLIEST_AVAILABLE:
+            raise StreamopsError(f"--to {to!r} is not supported; use --to {TO_EARLIEST_AVAILABLE}.")
+        spec = _spec(name)
+        settings: Settings = _cli().settings()
+        run_reset(
+            settings,
+            spec,
+            dry_run=dry_run,
+            yes=yes,
+            interactive=sys.stdin.isatty(),
+            confirm=lambda question: typer.confirm(question, default=False),
+            say=lambda line: _cli().console.print(line, highlight=False),
+            reset_by=f"{getpass.getuser()}@{socket.gethostname()}",
+        )
+
+    _run(run)
+
+
 # --- output -------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@
 - :mod:`streamops.maintenance.checkpoints`: health of the Spark checkpoints, read from disk and
   compared with Kafka.
 - :mod:`streamops.maintenance.archive`: retention of the raw Parquet archive, by whole days.
+- :mod:`streamops.maintenance.offset_reset`: by hand (``streamops pipeline reset-offsets``), a
+  checkpoint whose offsets aged out of Kafka moved to the earliest available, the loss recorded.
 
 All are plain functions of :class:`streamops.config.Settings` and a config dataclass, so they run
 the same from a task, a test or a shell. See docs/maintenance.md.
