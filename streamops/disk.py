@@ -9,6 +9,7 @@ unprivileged process may still write. Blocks the filesystem reserves for root ar
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,13 @@ from typing import Any, Literal
 WARNING_PERCENT = 80
 CRITICAL_PERCENT = 90
 GIB = 1024**3
+MIB = 1024**2
+# Where the jobs write (checkpoints, state stores, the archive), a filesystem is *full* below
+# this much free space, or below this fraction of its size when that is less (a small volume
+# would otherwise never count as recovered): a job does not start on it, and the supervisor
+# waits until it is no longer full (docs/operations.md#a-full-disk).
+FULL_MIN_FREE_BYTES = 256 * MIB
+FULL_MIN_FREE_FRACTION = 0.05
 
 Level = Literal["ok", "warning", "critical"]
 
@@ -91,3 +99,51 @@ def state_dir_status(state_dir: Path) -> DiskStatus:
     """The verdict on the filesystem holding ``state_dir``, measured now."""
     usage = shutil.disk_usage(measured_path(state_dir))
     return disk_status(state_dir, usage.total, usage.used, usage.free)
+
+
+def full_below_bytes(total_bytes: int) -> int:
+    """The free space under which a filesystem of ``total_bytes`` counts as full (pure)."""
+    return max(1, min(FULL_MIN_FREE_BYTES, int(total_bytes * FULL_MIN_FREE_FRACTION)))
+
+
+def is_full(total_bytes: int, free_bytes: int) -> bool:
+    """Too little free space for a job to write its checkpoints and archive (pure)."""
+    return free_bytes < full_below_bytes(total_bytes)
+
+
+def human_bytes(count: int) -> str:
+    """``count`` bytes as people read them: '0 B', '812 KiB', '2.4 MiB', '17.0 GiB'."""
+    if count < 1024:
+        return f"{count} B"
+    if count < MIB:
+        return f"{count // 1024} KiB"
+    if count < GIB:
+        return f"{count / MIB:.1f} MiB"
+    return f"{count / GIB:.1f} GiB"
+
+
+def local_path(uri: str) -> Path | None:
+    """The local folder a checkpoint or archive root names (a path or ``file:`` URI); None for
+    a remote one (``s3a://…``, ``hdfs://…``), whose space is not this machine's to measure."""
+    if uri.startswith("file:"):
+        return Path("/" + uri.removeprefix("file:").lstrip("/"))
+    if "://" in uri:
+        return None
+    return Path(uri)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` as the whole of ``path``, or ``path`` left as it was: written to a hidden file
+    beside it, flushed to the disk, then renamed over it. On a full disk the write raises
+    (``OSError``) instead of leaving an empty or cut-short file that a reader would take for
+    garbage (a pid file read as garbage is removed, and the service it named forgotten)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(partial, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

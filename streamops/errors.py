@@ -8,6 +8,12 @@ from __future__ import annotations
 EXIT_REFUSED = 78
 # Starts the line of the job's log that says why it refused; the supervisor quotes that line.
 REFUSAL_MARK = "streamops: refused to start:"
+# Exit code of a job that stopped, or did not start, because the filesystem of its checkpoints or
+# archive is full (sysexits' EX_IOERR): not the job's fault, so the supervisor waits for free
+# space instead of counting a crash (docs/adr/0005-full-disk.md).
+EXIT_DISK_FULL = 74
+# Starts the line of the job's log that says which filesystem is full and how much is free.
+DISK_FULL_MARK = "streamops: disk full:"
 
 
 class StreamopsError(Exception):

@@ -39,7 +39,7 @@ import psutil
 from airflow.sdk import BaseHook
 
 from streamops.config import Settings, load_settings
-from streamops.errors import EXIT_REFUSED, StreamopsError
+from streamops.errors import EXIT_DISK_FULL, EXIT_REFUSED, StreamopsError
 from streamops.pipelines import dependencies, jobs
 from streamops.pipelines import kubernetes as k8s
 from streamops.pipelines import lease as leases
@@ -98,6 +98,14 @@ class SparkJobHook(BaseHook):
         self.spec = spec
         self.settings = settings or load_settings()
         self.host = socket.gethostname()
+
+    @property
+    def probe_settings(self) -> Settings:
+        """The settings the dependency probes read: with the spec's own checkpoint root, if it
+        has one, so that the disk probe measures where this job writes its checkpoints."""
+        if self.spec.checkpoint_root is None:
+            return self.settings
+        return self.settings.model_copy(update={"checkpoint_uri": self.spec.checkpoint_root})
 
     # --- MariaDB ------------------------------------------------------------------------------
     @contextmanager
@@ -442,7 +450,7 @@ class SparkJobHook(BaseHook):
         Down now (a probe) is confirmed; otherwise the failure's text (``reason``, the queries'
         exceptions in Redis, the end of this launch's log) may still name one that is back.
         """
-        found = dependencies.probe(self.settings)
+        found = dependencies.probe(self.probe_settings)
         if found:
             return DependencyDown(
                 tuple(o.dependency for o in found), "; ".join(map(str, found)), confirmed=True
@@ -455,6 +463,10 @@ class SparkJobHook(BaseHook):
         else:
             texts += [fields.get("last_exception", "") for fields in states.values()]
         causes = dependencies.causes_in("\n".join(texts))
+        # Exit 74: a full disk stopped the job, or it did not start on one (no such text).
+        exit_code = None if handle.driver_pod else jobs.process_exit_code(handle)
+        if exit_code == EXIT_DISK_FULL and "disk" not in causes:
+            causes.append("disk")
         if not causes:
             return None
         return DependencyDown(

@@ -227,7 +227,7 @@ class DependencyWaitTrigger(BaseTrigger):
         delay = self.initial_poll_seconds
         await asyncio.sleep(self.initial_delay_seconds)
         while True:
-            outages = await asyncio.to_thread(probe, hook.settings)
+            outages = await asyncio.to_thread(probe, hook.probe_settings)
             waited = time.monotonic() - began
             if not outages:
                 yield TriggerEvent(

@@ -17,13 +17,14 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from spark_jobs.common.disk_full import disk_full_cause, disk_full_message, startup_disk_full
 from spark_jobs.common.listener import ProgressPublisher
 from spark_jobs.common.priority import lower_session_priority, settled_nice
 from spark_jobs.common.query_status import QueryStatusReporter
 from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
-from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
+from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL, EXIT_REFUSED, REFUSAL_MARK
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ FAULT_MARKER_ENV = "STREAMOPS_FAULT_MARKER"
 DATA_LOSS_MARKERS = ("failOnDataLoss", "OffsetOutOfRange", "data loss", "KAFKA_DATA_LOSS")
 DATA_LOSS_RULE_ID = "streaming-data-loss"
 REFUSED_RULE_ID = "pipeline-refused-to-start"
+DISK_FULL_RULE_ID = "pipeline-disk-full"
 # How long the queries' last listener events (their terminations) may take to be delivered.
 LISTENER_DRAIN_SECONDS = 15.0
 
@@ -116,6 +118,10 @@ def run_job(
         log.error("%s %s", REFUSAL_MARK, refusal)
         publish_refusal_alert(settings, pipeline, refusal)
         return EXIT_REFUSED
+    full = startup_disk_full(settings, pipeline)
+    if full is not None:
+        log.error("%s %s", DISK_FULL_MARK, full)
+        return EXIT_DISK_FULL
     spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
     restarts = RestartPolicy()
     listener = ProgressPublisher(settings, pipeline, restarts=restarts)
@@ -247,6 +253,8 @@ def _run_until_stopped(
         log.info("%s: stopping on request", pipeline)
         return 0
     except StreamingQueryException as error:
+        if (cause := disk_full_cause(error)) is not None:
+            return _stopped_on_full_disk(settings, pipeline, cause)
         message = str(error)
         log.error("%s: a query failed: %s", pipeline, message)
         if any(marker in message for marker in DATA_LOSS_MARKERS):
@@ -254,9 +262,22 @@ def _run_until_stopped(
         return 1
     except _EndedOnItsOwn:
         return 1
+    except Exception as error:  # e.g. a query's start, writing its checkpoint's metadata
+        if (cause := disk_full_cause(error)) is not None:
+            return _stopped_on_full_disk(settings, pipeline, cause)
+        raise
     finally:
         _stop_all(_running(slots))
         _drain_listener_bus(spark)
+
+
+def _stopped_on_full_disk(settings: Settings, pipeline: str, cause: str) -> int:
+    """A write failed on a full disk: one clear line and one platform alert, then the
+    ``EXIT_DISK_FULL`` the supervisor waits out (the caller stops the other queries)."""
+    message = disk_full_message(settings, pipeline, cause)
+    log.error("%s %s", DISK_FULL_MARK, message)
+    _publish_pipeline_alert(settings, pipeline, DISK_FULL_RULE_ID, message)
+    return EXIT_DISK_FULL
 
 
 class _EndedOnItsOwn(Exception):

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamops.config import Settings
+from streamops.disk import full_below_bytes, human_bytes, local_path
 
 DEPENDENCIES = ("kafka", "mariadb", "redis", "disk")
 PROBE_TIMEOUT_SECONDS = 5.0
-# Below this much free space where checkpoints and state live, the disk counts as full.
-DISK_MIN_FREE_BYTES = 256 * 1024 * 1024
 # How much of the end of a job's log is read for the cause of its failure.
 LOG_TAIL_BYTES = 64 * 1024
 # The line the launcher writes into the job's log before each launch: relaunches under one lease
@@ -115,24 +114,30 @@ def probe_redis(settings: Settings) -> None:
 
 
 def disk_paths(settings: Settings) -> list[Path]:
-    """Where jobs write locally: the state folder, and the checkpoints when they are a path."""
+    """Where jobs write locally: the state folder, and the checkpoints and the Parquet archive
+    when they are paths."""
     paths = [settings.state_dir]
-    root = str(settings.checkpoint_root)
-    if "://" not in root or root.startswith("file://"):
-        paths.append(Path(root.removeprefix("file://")))
+    for root in (settings.checkpoint_root, settings.archive_root):
+        path = local_path(str(root))
+        if path is not None:
+            paths.append(path)
     return paths
 
 
-def probe_disk(settings: Settings, min_free_bytes: int = DISK_MIN_FREE_BYTES) -> None:
+def probe_disk(settings: Settings, min_free_bytes: int | None = None) -> None:
+    """Down while any filesystem the jobs write is full: below ``min_free_bytes`` free, by
+    default the rule a job's start applies too (:func:`streamops.disk.full_below_bytes`), so a
+    relaunch after the wait is never refused for the same disk."""
     for path in disk_paths(settings):
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is None:
             continue
-        free = shutil.disk_usage(existing).free
-        if free < min_free_bytes:
+        usage = shutil.disk_usage(existing)
+        needed = full_below_bytes(usage.total) if min_free_bytes is None else min_free_bytes
+        if usage.free < needed:
             raise OSError(
-                f"{free / 2**20:.0f} MiB free on {existing} (at least "
-                f"{min_free_bytes / 2**20:.0f} MiB needed)"
+                f"{human_bytes(usage.free)} free on {existing} (at least "
+                f"{human_bytes(needed)} needed)"
             )
 
 

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
+from streamops.errors import EXIT_DISK_FULL, EXIT_REFUSED, REFUSAL_MARK
 
 
 class HealthStatus(StrEnum):
@@ -127,6 +127,12 @@ def classify_health(
             return JobHealth(
                 HealthStatus.FAILED,
                 f"the job refused to start (exit {exit_code}); its log says why and what to do",
+            )
+        if exit_code == EXIT_DISK_FULL:
+            return JobHealth(
+                HealthStatus.FAILED,
+                f"the job stopped on a full disk (exit {exit_code}); its log names the "
+                "filesystem and its free space",
             )
         how = "was killed" if exit_code is None else f"exited with {exit_code}"
         return JobHealth(HealthStatus.FAILED, f"the job process {how}")

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from streamops.config import Settings
+from streamops.disk import write_atomically
 from streamops.errors import StreamopsError
 from streamops.processes import is_same_process, process_stamp, session_members
 
@@ -230,7 +231,8 @@ class Component(ABC):
             "stamp": process_stamp(proc.pid),
             "create_time": psutil.Process(proc.pid).create_time(),  # for people reading it
         }
-        self.pid_path.write_text(json.dumps(record))
+        # Atomic: on a full disk an empty pid file would make the running service a stranger.
+        write_atomically(self.pid_path, json.dumps(record))
         return True
 
     def wait_healthy(self, timeout: float | None = None) -> Health:

@@ -427,7 +427,7 @@ def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.M
     renewed: list[int] = []
 
     class Hook:
-        settings = None
+        probe_settings = None
 
         def renew(self, handle: JobHandle) -> None:
             renewed.append(handle.fencing_token)
@@ -462,7 +462,7 @@ def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stop
     calls: list[str] = []
 
     class Hook:
-        settings = None
+        probe_settings = None
 
         def renew(self, handle: JobHandle) -> None:
             calls.append("renew")
