@@ -32,6 +32,10 @@ STALE_AFTER_OUTAGE_SECONDS = 30.0
 # resumed virtual machine) holds "stalled" verdicts as an outage does: the heartbeats written
 # before the step read as that much older, though the job never paused.
 CLOCK_STEP_SECONDS = 2.0
+# A poll's verdict is logged when the status changes, and otherwise once in this many seconds:
+# one line every poll grew each supervision task's trigger log by megabytes a day, and Airflow
+# writes that file without O_APPEND, so it cannot be rotated while the trigger runs.
+HEALTH_LOG_EVERY_SECONDS = 300.0
 DEPENDENCIES_UP = "dependencies_up"
 
 
@@ -82,6 +86,7 @@ class SparkJobHealthTrigger(BaseTrigger):
         unreadable = False
         trust_stalls_after = 0.0
         offset = clock_offset()
+        logged: tuple[HealthStatus | None, float] = (None, 0.0)
         while True:
             previous, offset = offset, clock_offset()
             step = offset - previous
@@ -113,7 +118,9 @@ class SparkJobHealthTrigger(BaseTrigger):
                         health.detail,
                     )
                     health = JobHealth(HealthStatus.STARTING, f"held: {health.detail}")
-                self.log.info("%s: %s (%s)", self.pipeline, health.status, health.detail)
+                if should_log_health(health.status, logged, time.monotonic()):
+                    self.log.info("%s: %s (%s)", self.pipeline, health.status, health.detail)
+                    logged = (health.status, time.monotonic())
                 is_overloaded = health.status is HealthStatus.OVERLOADED
                 if is_overloaded and not overloaded:
                     # Once per episode: the job is left running, an operator hears of it.
@@ -276,3 +283,12 @@ def _hook(pipeline: str, specs_path: str | None) -> Any:
     from streamops_airflow.hooks import SparkJobHook
 
     return SparkJobHook(load_spec(pipeline, Path(specs_path) if specs_path else None))
+
+
+def should_log_health(
+    status: HealthStatus, logged: tuple[HealthStatus | None, float], now: float
+) -> bool:
+    """Whether a poll's verdict is worth a line: its status differs from the last one logged
+    (``logged``: that status and when, on the monotonic clock), or that line is old."""
+    last_status, last_at = logged
+    return status is not last_status or now - last_at >= HEALTH_LOG_EVERY_SECONDS
