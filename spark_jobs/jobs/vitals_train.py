@@ -45,6 +45,7 @@ from spark_jobs.transforms.vitals import (
 )
 from streamops.config import Settings, load_settings
 from streamops.db import connect
+from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     config = parse_args(argv)
     settings = load_settings()
+    # As every streaming job: a database whose migrations are not the code's is refused before a
+    # JVM starts, with the migration to run (the model reads vitals_summary_1m and thresholds).
+    from streamops.db import SchemaMismatchError, check_schema
+
+    try:
+        check_schema(settings, "The vitals model training")
+    except SchemaMismatchError as mismatch:
+        log.error("%s %s", REFUSAL_MARK, mismatch)
+        return EXIT_REFUSED
     spark = build_spark_session("streamops-vitals-train", settings)
     try:
         model = train(spark, settings, config)

@@ -208,3 +208,21 @@ def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
     assert hook.refusal(handle) == "lacks 0012_x.sql"
     log_file.write_text("")
     assert "refused to start (exit 78)" in str(hook.refusal(handle))
+
+
+def test_the_vitals_training_refuses_a_database_behind_before_any_spark(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spark_jobs.jobs import vitals_train
+
+    code = db.list_migrations()
+    behind = {m.version: (m.name, m.checksum) for m in code[:-1]}
+    monkeypatch.setattr(db, "applied_migrations", lambda settings: behind)
+
+    def no_session(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a Spark session was started against a database behind the code")
+
+    monkeypatch.setattr(vitals_train, "build_spark_session", no_session)
+    with caplog.at_level("ERROR", logger=vitals_train.log.name):
+        assert vitals_train.main([]) == EXIT_REFUSED
+    assert REFUSAL_MARK in caplog.text and code[-1].name in caplog.text
