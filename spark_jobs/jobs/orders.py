@@ -41,6 +41,8 @@ BatchWriter = Callable[[DataFrame, int], None]
 
 @dataclass(frozen=True)
 class OrdersJobConfig:
+    # The input topic: the contract's, unless records are replayed from another (a scratch topic).
+    topic: str = PIPELINE
     watermark: str = "10 seconds"
     window_seconds: int = 5
     max_offsets_per_trigger: int | None = 100_000
@@ -50,6 +52,8 @@ class OrdersJobConfig:
     def __post_init__(self) -> None:
         if self.window_seconds < 1:
             raise ValueError(f"window_seconds is {self.window_seconds}; give 1 or more.")
+        if not self.topic.strip():
+            raise ValueError("topic is empty; name the Kafka topic to read orders from.")
 
 
 def records_writer(settings: Settings) -> BatchWriter:
@@ -93,7 +97,9 @@ def writers(
     spark: SparkSession, settings: Settings, config: OrdersJobConfig
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them)."""
-    source = KafkaSourceOptions(PIPELINE, max_offsets_per_trigger=config.max_offsets_per_trigger)
+    source = KafkaSourceOptions(
+        config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
+    )
     checked = check_orders(
         read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
     )
@@ -128,6 +134,11 @@ def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> l
 def parse_args(argv: list[str] | None) -> OrdersJobConfig:
     defaults = OrdersJobConfig()
     parser = argparse.ArgumentParser(prog="orders", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--topic",
+        default=defaults.topic,
+        help=f"the Kafka topic to read (default: {defaults.topic}, the contract's)",
+    )
     parser.add_argument("--watermark", default=defaults.watermark)
     parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
     parser.add_argument(
@@ -136,6 +147,7 @@ def parse_args(argv: list[str] | None) -> OrdersJobConfig:
     parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
     args = parser.parse_args(argv)
     return OrdersJobConfig(
+        topic=args.topic,
         watermark=args.watermark,
         window_seconds=args.window_seconds,
         max_offsets_per_trigger=args.max_offsets_per_trigger,

@@ -73,10 +73,19 @@ def topic_contents(settings: Settings) -> list:
     return records
 
 
-def start_job(settings: Settings, tmp_path: Path, extra_env: dict[str, str]) -> subprocess.Popen:
+def start_job(
+    settings: Settings, tmp_path: Path, extra_env: dict[str, str], args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     log = (tmp_path / f"job-{time.time_ns()}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "spark_jobs.jobs.orders", "--max-offsets-per-trigger", "600"],
+        [
+            sys.executable,
+            "-m",
+            "spark_jobs.jobs.orders",
+            "--max-offsets-per-trigger",
+            "600",
+            *args,
+        ],
         cwd=PROJECT_ROOT,
         env={
             **os.environ,

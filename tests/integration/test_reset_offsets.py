@@ -1,6 +1,8 @@
 """`streamops pipeline reset-offsets` on real Kafka, Spark, MariaDB and Redis.
 
-The orders job commits a first load and stops; more orders arrive; Kafka's log start moves past
+On a topic of its own (``--topic``; deleting records of the shared `orders` topic would take them
+from later tests, and the job would first read every earlier test's orders), the orders job
+commits a first load and stops; more orders arrive; Kafka's log start moves past
 part of them (``delete_records``, what retention does), so the job fails on data loss and alerts.
 The reset moves both query checkpoints (one stateless, one with window state) to the log start,
 records the exact lost ranges and alerts; the job then runs again and writes every order Kafka
@@ -15,9 +17,11 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,10 +31,11 @@ from streamops.generator.producer import run_generator
 from streamops.maintenance.checkpoints import inspect_checkpoint
 from streamops.maintenance.offset_reset import OFFSETS_RESET_RULE_ID
 from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
+from streamops.topics import admin_client, ensure_topics
 from tests.integration.support import empty_orders_outputs, kill_group, query, wait_until
 from tests.integration.test_orders_pipeline import start_job
 
-TOPIC = "orders"
+TOPIC = f"orders-reset-{uuid.uuid4().hex[:8]}"
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
@@ -82,7 +87,8 @@ def committed(checkpoint: Path) -> dict[int, int]:
 
 def produce(settings: Settings, count: int, seed: int) -> None:
     summary = run_generator(
-        TOPIC,
+        "orders",
+        target_topic=TOPIC,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         rate=0,
         count=count,
@@ -95,7 +101,7 @@ def produce(settings: Settings, count: int, seed: int) -> None:
 
 def run_until_caught_up(settings: Settings, tmp_path: Path, ends: dict[int, int]) -> None:
     """Run the job until both queries committed the topic up to ``ends``; stop it gracefully."""
-    job = start_job(settings, tmp_path, {})
+    job = start_job(settings, tmp_path, {}, ("--topic", TOPIC))
     try:
         wait_until(
             lambda: all(
@@ -140,8 +146,18 @@ def platform_alerts(settings: Settings, rule_id: str) -> list[dict[str, object]]
     return [e for e in entries if e["rule_id"] == rule_id and e["service"] == "orders"]
 
 
+@pytest.fixture
+def scratch_topic(settings: Settings) -> Iterator[str]:
+    """TOPIC, made as the contract's topics are (partitions, LogAppendTime), deleted after."""
+    assert ensure_topics(settings, (TOPIC,)) == [TOPIC]
+    yield TOPIC
+    admin = admin_client(settings)
+    for future in admin.delete_topics([TOPIC], operation_timeout=30).values():
+        future.result(60)
+
+
 def test_reset_offsets_recovers_a_job_whose_offsets_aged_out(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, scratch_topic: str
 ) -> None:
     empty_orders_outputs(settings)
     redis.Redis.from_url(settings.redis_url).delete(PLATFORM_ALERTS_KEY)
@@ -162,7 +178,7 @@ def test_reset_offsets_recovers_a_job_whose_offsets_aged_out(
     for future in admin.delete_records(requests).values():
         future.result(30)
 
-    failing = start_job(settings, tmp_path, {})
+    failing = start_job(settings, tmp_path, {}, ("--topic", TOPIC))
     try:
         assert failing.wait(timeout=600) != 0
     finally:
