@@ -18,10 +18,10 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -38,16 +38,18 @@ from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from streamops.topics import admin_client, ensure_topics
 from tests.integration.support import (
     empty_orders_outputs,
     execute,
     kill_group,
-    query,
     wait_until,
 )
 from tests.integration.test_orders_pipeline import (
     RATIOS,
+    assert_orders_exactly_once,
     expected_from_topic,
+    orders_landed,
     reject_reason,
     topic_contents,
 )
@@ -81,10 +83,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def start_job(disk: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_job(disk: Path, log_path: Path, topic: str) -> subprocess.Popen[bytes]:
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "spark_jobs.jobs.orders", "--max-offsets-per-trigger", "600"],
+        [
+            sys.executable,
+            "-m",
+            "spark_jobs.jobs.orders",
+            "--max-offsets-per-trigger",
+            "600",
+            "--topic",
+            topic,
+        ],
         cwd=PROJECT_ROOT,
         env={
             **os.environ,
@@ -117,9 +127,10 @@ def fill(path: Path) -> int:
 class Orders(threading.Thread):
     """Orders sent in chunks, one seed each, until told to stop: records keep flowing."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topic: str) -> None:
         super().__init__(daemon=True)
         self.settings = settings
+        self.topic = topic
         self.halt = threading.Event()
         self.chunks = 0
         self.failed = 0
@@ -128,6 +139,7 @@ class Orders(threading.Thread):
         while not self.halt.is_set():
             summary = run_generator(
                 "orders",
+                target_topic=self.topic,
                 bootstrap_servers=self.settings.kafka_bootstrap_servers,
                 rate=0,
                 count=CHUNK,
@@ -177,12 +189,25 @@ def assert_checkpoint_readable(root: Path) -> None:
     assert all(".tmp" in p.name or p.name.endswith(".crc") for p in hidden), hidden
 
 
+@pytest.fixture
+def scratch_topic(settings: Settings) -> Iterator[str]:
+    """A topic of this test's own, made as the contract's are (the shared `orders` holds every
+    earlier test's records, which the job would read first), deleted after."""
+    topic = f"orders-full-disk-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(settings, (topic,)) == [topic]
+    yield topic
+    admin = admin_client(settings)  # held: a collected client cancels its futures
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(60)
+
+
 def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
-    settings: Settings, tmp_path: Path, small_disk: Path
+    settings: Settings, tmp_path: Path, small_disk: Path, scratch_topic: str
 ) -> None:
     empty_orders_outputs(settings)
     first = run_generator(
         "orders",
+        target_topic=scratch_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         rate=0,
         count=FIRST_ORDERS,
@@ -193,8 +218,8 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     )
     assert (first.sent, first.failed) == (FIRST_ORDERS, 0)
     log_path = tmp_path / "job.log"
-    orders = Orders(settings)
-    job = start_job(small_disk, log_path)
+    orders = Orders(settings, scratch_topic)
+    job = start_job(small_disk, log_path, scratch_topic)
     try:
         # Each query has committed a batch: the disk fills mid-stream, with history to keep.
         checkpoint = small_disk / "checkpoints" / "orders"
@@ -227,7 +252,7 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     # Still full: the job does not start, and says so in one line with the same exit code.
     fill(small_disk / "ballast-2")
     refused_log = tmp_path / "refused.log"
-    refused = start_job(small_disk, refused_log)
+    refused = start_job(small_disk, refused_log, scratch_topic)
     try:
         assert refused.wait(timeout=120) == EXIT_DISK_FULL
     finally:
@@ -241,17 +266,13 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     assert not orders.is_alive() and orders.failed == 0
     (small_disk / "ballast").unlink()
     (small_disk / "ballast-2").unlink()
-    records = topic_contents(settings)
+    records = topic_contents(settings, scratch_topic)
     expected_orders, expected_rejects = expected_from_topic(records)
     assert len(records) == FIRST_ORDERS + CHUNK * orders.chunks
-    job = start_job(small_disk, log_path)
+    job = start_job(small_disk, log_path, scratch_topic)
     try:
         wait_until(
-            lambda: (
-                query(settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
-                and query(settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
-                >= len(expected_rejects)
-            ),
+            lambda: orders_landed(settings, expected_orders, expected_rejects),
             timeout=300,
             what="every record to land after space was freed",
             job=job,
@@ -261,15 +282,7 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     finally:
         kill_group(job)
 
-    rows = query(settings, "SELECT order_id, amount FROM orders")
-    assert len(rows) == len(expected_orders), "lost or duplicated orders"
-    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
-    rejects = query(
-        settings,
-        "SELECT source_partition, source_offset FROM quarantine "
-        "WHERE pipeline='orders' AND source_topic='orders'",
-    )
-    assert len(rejects) == len(expected_rejects) and set(rejects) == expected_rejects
+    assert_orders_exactly_once(settings, expected_orders, expected_rejects, scratch_topic)
     # The archive, whose write met the full disk: each valid record once, none lost.
     archived = ds.dataset(small_disk / "archive" / "orders", format="parquet", partitioning="hive")
     table = archived.to_table(columns=["source_partition", "source_offset"]).to_pydict()
@@ -359,23 +372,11 @@ def test_under_supervision_a_full_disk_is_waited_out_and_the_job_relaunched_once
     records = topic_contents(settings)
     expected_orders, expected_rejects = expected_from_topic(records)
     wait_for(
-        lambda: (
-            query(settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
-            and query(settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
-            >= len(expected_rejects)
-        ),
+        lambda: orders_landed(settings, expected_orders, expected_rejects),
         timeout=300,
         what="every record to land after the relaunch",
     )
-    rows = query(settings, "SELECT order_id, amount FROM orders")
-    assert len(rows) == len(expected_orders), "lost or duplicated orders"
-    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
-    rejects = query(
-        settings,
-        "SELECT source_partition, source_offset FROM quarantine "
-        "WHERE pipeline='orders' AND source_topic='orders'",
-    )
-    assert len(rejects) == len(expected_rejects) and set(rejects) == expected_rejects
+    assert_orders_exactly_once(settings, expected_orders, expected_rejects)
     after = hook.load_restart_state()
     assert after.phase is Phase.RUNNING, after
     assert after.failure_times == before.failure_times, "the full disk was counted"

@@ -45,9 +45,9 @@ SEED = 4242
 RATIOS = {"malformed_ratio": 0.1, "duplicate_ratio": 0.1, "late_ratio": 0.05}
 
 
-def topic_contents(settings: Settings) -> list:
-    """Every record `orders` still holds, read back from Kafka: the ground truth of what a job
-    on a new checkpoint reads (from the log start, which test_reset_offsets moves)."""
+def topic_contents(settings: Settings, topic: str = "orders") -> list:
+    """Every record ``topic`` still holds, read back from Kafka: the ground truth of what a job
+    on a new checkpoint reads (from the log start, which retention moves)."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -55,13 +55,13 @@ def topic_contents(settings: Settings) -> list:
             "enable.auto.commit": False,
         }
     )
-    partitions = consumer.list_topics("orders", timeout=10).topics["orders"].partitions
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     bounds = {
-        p: consumer.get_watermark_offsets(TopicPartition("orders", p), timeout=10, cached=False)
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
         for p in partitions
     }
     held = sum(end - start for start, end in bounds.values())
-    consumer.assign([TopicPartition("orders", p, start) for p, (start, _) in bounds.items()])
+    consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in bounds.items()])
     records: list = []
     deadline = time.monotonic() + 60
     while len(records) < held and time.monotonic() < deadline:
@@ -123,6 +123,36 @@ def expected_from_topic(records: list) -> tuple[dict[str, Decimal], set[tuple[in
     return expected_orders, expected_rejects
 
 
+def orders_landed(
+    settings: Settings, expected_orders: dict[str, Decimal], expected_rejects: set[tuple[int, int]]
+) -> bool:
+    """Whether `orders` and the orders quarantine hold at least as many rows as expected."""
+    (stored,) = query(settings, "SELECT COUNT(*) FROM orders")[0]
+    (rejected,) = query(settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0]
+    return stored >= len(expected_orders) and rejected >= len(expected_rejects)
+
+
+def assert_orders_exactly_once(
+    settings: Settings,
+    expected_orders: dict[str, Decimal],
+    expected_rejects: set[tuple[int, int]],
+    topic: str = "orders",
+) -> None:
+    """`orders` holds each expected order once with its amount, and the quarantine each rejected
+    record of ``topic`` once: nothing lost, nothing doubled."""
+    rows = query(settings, "SELECT order_id, amount FROM orders")
+    assert len(rows) == len(expected_orders), "lost or duplicated orders"
+    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
+    rejects = query(
+        settings,
+        "SELECT source_partition, source_offset FROM quarantine "
+        "WHERE pipeline='orders' AND source_topic=?",
+        (topic,),
+    )
+    assert len(rejects) == len(expected_rejects), "lost or duplicated rejects"
+    assert set(rejects) == expected_rejects
+
+
 @pytest.fixture
 def empty_order_tables(settings: Settings) -> None:
     empty_orders_outputs(settings)
@@ -181,11 +211,7 @@ def test_exactly_once_across_a_kill(
     job = start_job(settings, tmp_path, {})
     try:
         wait_until(
-            lambda: (
-                query(settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
-                and query(settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
-                >= len(expected_rejects)
-            ),
+            lambda: orders_landed(settings, expected_orders, expected_rejects),
             timeout=300,
             what="every record to land",
             job=job,
@@ -196,16 +222,7 @@ def test_exactly_once_across_a_kill(
     finally:
         kill_group(job)
 
-    rows = query(settings, "SELECT order_id, amount FROM orders")
-    assert len(rows) == len(expected_orders), "lost or duplicated orders"
-    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
-    rejects = query(
-        settings,
-        "SELECT source_partition, source_offset FROM quarantine "
-        "WHERE pipeline='orders' AND source_topic='orders'",
-    )
-    assert set(rejects) == expected_rejects
-    assert len(rejects) == len(expected_rejects)
+    assert_orders_exactly_once(settings, expected_orders, expected_rejects)
 
     # Windows: every difference from the SQL aggregate over `orders` is explained by records that
     # arrived behind the watermark; after reconciliation there is none.

@@ -54,7 +54,13 @@ from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from tests.integration.support import empty_orders_outputs
-from tests.integration.test_orders_pipeline import expected_from_topic, query, topic_contents
+from tests.integration.test_orders_pipeline import (
+    assert_orders_exactly_once,
+    expected_from_topic,
+    orders_landed,
+    query,
+    topic_contents,
+)
 
 T = TypeVar("T")
 
@@ -307,23 +313,11 @@ def assert_exactly_once(s: Supervision) -> None:
     """
     expected_orders, expected_rejects = expected_from_topic(topic_contents(s.settings))
     wait_for(
-        lambda: (
-            query(s.settings, "SELECT COUNT(*) FROM orders")[0][0] >= len(expected_orders)
-            and query(s.settings, "SELECT COUNT(*) FROM quarantine WHERE pipeline='orders'")[0][0]
-            >= len(expected_rejects)
-        ),
+        lambda: orders_landed(s.settings, expected_orders, expected_rejects),
         timeout=300,
         what="every record to land after the restart",
     )
-    rows = query(s.settings, "SELECT order_id, amount FROM orders")
-    assert len(rows) == len(expected_orders), "lost or duplicated orders"
-    assert {order_id: Decimal(amount) for order_id, amount in rows} == expected_orders
-    rejects = query(
-        s.settings,
-        "SELECT source_partition, source_offset FROM quarantine "
-        "WHERE pipeline='orders' AND source_topic='orders'",
-    )
-    assert len(rejects) == len(expected_rejects) and set(rejects) == expected_rejects
+    assert_orders_exactly_once(s.settings, expected_orders, expected_rejects)
 
     # The revenue query replayed its batch too: Redis totals still equal the stored windows.
     def totals_match() -> bool:
