@@ -94,7 +94,15 @@ ORDER_COLUMNS = tuple(c for c in VALID_ORDER_COLUMNS if c != "kafka_timestamp")
 QUARANTINE_TABLE = "quarantine"
 QUARANTINE_KEY = ("source_topic", "source_partition", "source_offset")
 # Written when the batch has them.
-QUARANTINE_OPTIONAL_COLUMNS = ("record_key", "source_timestamp")
+QUARANTINE_OPTIONAL_COLUMNS = (
+    "record_key",
+    "source_timestamp",
+    # A payload or key longer than QUARANTINE_KEEP_BYTES: its size and hash (migration 0014).
+    "raw_payload_bytes",
+    "raw_payload_sha256",
+    "record_key_bytes",
+    "record_key_sha256",
+)
 
 REVENUE_TABLE = "order_revenue_5s"
 REVENUE_KEY = ("window_start", "currency")

@@ -31,7 +31,17 @@ QUARANTINE_OUTPUT_COLUMNS = (
     "record_key",
     "source_timestamp",
     "quarantined_at",
+    "raw_payload_bytes",
+    "raw_payload_sha256",
+    "record_key_bytes",
+    "record_key_sha256",
 )
+# A quarantined payload or key is kept whole up to this many bytes (every record a broker takes
+# at its default 1 MB cap); a longer one (a topic with a raised cap, or a compressed batch that
+# inflates) keeps its first bytes, with its size and SHA-256 in ``<column>_bytes`` and
+# ``<column>_sha256`` (NULL when kept whole). A row then stays far below MariaDB's
+# max_allowed_packet (16 MiB), so no single record can fail its batch on every retry.
+QUARANTINE_KEEP_BYTES = 1024 * 1024
 # quarantine.pipeline is VARCHAR(64).
 PIPELINE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -137,16 +147,36 @@ def quarantine_rows(checked: DataFrame, pipeline: str) -> DataFrame:
             f"Pipeline name {pipeline!r} does not fit quarantine.pipeline: use 1-64 lower-case "
             "letters, digits, '-' or '_', starting with a letter or digit."
         )
+    payload = F.col("raw_payload").cast("binary")
+    key = F.col("record_key").cast("binary")
     return checked.where(F.col("reason").isNotNull()).select(
         F.col("source_topic").cast("string").alias("source_topic"),
         F.col("source_partition").cast("int").alias("source_partition"),
         F.col("source_offset").cast("long").alias("source_offset"),
-        F.col("raw_payload").cast("binary").alias("raw_payload"),
+        _kept(payload).alias("raw_payload"),
         F.col("reason").cast("string").alias("reason"),
         F.lit(pipeline).alias("pipeline"),
-        F.col("record_key").cast("binary").alias("record_key"),
+        _kept(key).alias("record_key"),
         F.col("kafka_timestamp").cast(TimestampType()).alias("source_timestamp"),
         F.current_timestamp().alias("quarantined_at"),
+        *_cut_off(payload, "raw_payload"),
+        *_cut_off(key, "record_key"),
+    )
+
+
+def _kept(raw: Column) -> Column:
+    """``raw`` whole up to :data:`QUARANTINE_KEEP_BYTES`, else its first that many bytes."""
+    return F.when(
+        F.octet_length(raw) > QUARANTINE_KEEP_BYTES, F.substring(raw, 1, QUARANTINE_KEEP_BYTES)
+    ).otherwise(raw)
+
+
+def _cut_off(raw: Column, name: str) -> tuple[Column, Column]:
+    """``<name>_bytes`` and ``<name>_sha256`` of a value longer than it was kept, else NULLs."""
+    cut = F.octet_length(raw) > QUARANTINE_KEEP_BYTES
+    return (
+        F.when(cut, F.octet_length(raw).cast("long")).alias(f"{name}_bytes"),
+        F.when(cut, F.sha2(raw, 256)).alias(f"{name}_sha256"),
     )
 
 

@@ -62,6 +62,8 @@ PLATFORM_TABLES = (
     "error_counts_1m",
     "error_counts_1h",
     "vitals_summary_1h",
+    # recovery after offsets aged out (0013)
+    "offset_resets",
 )
 
 
@@ -400,7 +402,9 @@ def test_checkpoint_health_gains_the_high_end_columns_on_a_filled_table(
     empty_database: Settings, migrations_copy: Path
 ) -> None:
     """0012 adds offsets_past_end and missing_partitions; rows recorded before it read 0."""
-    (migrations_copy / "0012_checkpoint_offsets_past_end.sql").unlink()
+    later = [m.name for m in db.list_migrations() if m.version >= 12]
+    for name in later:  # the copy stops at 0011, without a gap
+        (migrations_copy / name).unlink()
     db.migrate(empty_database, migrations_dir=migrations_copy)
     db.execute(
         empty_database,
@@ -409,9 +413,43 @@ def test_checkpoint_health_gains_the_high_end_columns_on_a_filled_table(
         "'/c', 'ok', '{}', '[]')",
     )
 
-    assert db.migrate(empty_database) == ["0012_checkpoint_offsets_past_end.sql"]
+    assert db.migrate(empty_database) == later
+    assert later[0] == "0012_checkpoint_offsets_past_end.sql"
 
     assert db.execute(
         empty_database,
         "SELECT lost_offsets, offsets_past_end, missing_partitions FROM checkpoint_health",
     ) == [(0, 0, 0)]
+
+
+def test_quarantine_gains_the_cut_off_columns_on_a_filled_table(
+    empty_database: Settings, migrations_copy: Path
+) -> None:
+    """0014 adds the size and hash columns of a cut-off key or payload; rows quarantined before
+    it read NULL (kept whole), and the job's rows with the new columns are taken."""
+    later = [m.name for m in db.list_migrations() if m.version >= 14]
+    for name in later:  # the copy stops at 0013, without a gap
+        (migrations_copy / name).unlink()
+    db.migrate(empty_database, migrations_dir=migrations_copy)
+    db.execute(
+        empty_database,
+        "INSERT INTO quarantine (source_topic, source_partition, source_offset, raw_payload, "
+        "reason, pipeline) VALUES ('orders', 0, 1, '{', 'invalid_json', 'orders')",
+    )
+
+    assert db.migrate(empty_database) == later
+    assert later[0] == "0014_quarantine_cut_off.sql"
+
+    cut_off = "raw_payload_bytes, raw_payload_sha256, record_key_bytes, record_key_sha256"
+    assert db.execute(empty_database, f"SELECT {cut_off} FROM quarantine") == [
+        (None, None, None, None)
+    ]
+    db.execute(
+        empty_database,
+        "INSERT INTO quarantine (source_topic, source_partition, source_offset, raw_payload, "
+        f"reason, pipeline, {cut_off}) VALUES ('orders', 0, 2, 'x', 'invalid_json', 'orders', "
+        "20971520, REPEAT('a', 64), NULL, NULL)",
+    )
+    assert db.execute(
+        empty_database, f"SELECT {cut_off} FROM quarantine WHERE source_offset = 2"
+    ) == [(20971520, "a" * 64, None, None)]

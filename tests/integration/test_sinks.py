@@ -6,6 +6,7 @@ and Redis are shared by the whole test session.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import string
@@ -33,6 +34,7 @@ from spark_jobs.sinks.mariadb import (
     upsert_rows,
 )
 from spark_jobs.sinks.redis import revenue_redis_writer
+from spark_jobs.transforms.cleansing import QUARANTINE_KEEP_BYTES, quarantine_rows, with_source
 from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
 from streamops.db import connect
@@ -283,6 +285,47 @@ def test_quarantine_keeps_a_megabyte_key_and_value_byte_for_byte(
     assert stored[0][3] == value, "the payload came back changed"
     assert stored[1] == (3, 42, b"k-42", b"{}", "missing_field:order_id")
     assert replayed == stored
+
+
+def test_a_record_past_max_allowed_packet_is_quarantined_cut_with_its_size_and_hash(
+    spark: SparkSession, settings: Settings, uid: str
+) -> None:
+    """One record larger than the server takes in a packet (a compressed batch that inflates, or
+    a topic with a raised cap): through the real transform and sink it is stored as its first
+    QUARANTINE_KEEP_BYTES with its size and SHA-256 (migration 0014), not a batch that fails on
+    every retry; a replay changes nothing."""
+    topic = f"test-quarantine-huge-{uid}"
+    ((max_allowed_packet,),) = query(settings, "SELECT @@max_allowed_packet")
+    generator = random.Random(uid)
+    value = generator.randbytes(max_allowed_packet + 4 * 1024 * 1024)
+    key = generator.randbytes(2 * 1024 * 1024)
+    sent = utc("2031-05-06 07:08:09.123")
+    kafka = spark.createDataFrame(
+        [(key, value, topic, 0, 7, sent, 1)],
+        "key binary, value binary, topic string, partition int, offset long, "
+        "timestamp timestamp, timestampType int",
+    )
+    rows = quarantine_rows(with_source(kafka).withColumn("reason", F.lit("invalid_json")), "orders")
+    write = quarantine_writer(settings)
+    try:
+        write(rows, 0)
+        write(rows, 0)  # replayed
+        stored = query(
+            settings,
+            "SELECT raw_payload, raw_payload_bytes, raw_payload_sha256, record_key, "
+            "record_key_bytes, record_key_sha256, reason FROM quarantine WHERE source_topic = ?",
+            (topic,),
+        )
+    finally:
+        query(settings, "DELETE FROM quarantine WHERE source_topic = ?", (topic,))
+
+    assert len(stored) == 1
+    payload, payload_bytes, payload_hash, stored_key, key_bytes, key_hash, reason = stored[0]
+    assert payload == value[:QUARANTINE_KEEP_BYTES] and payload_bytes == len(value)
+    assert payload_hash == hashlib.sha256(value).hexdigest()
+    assert stored_key == key[:QUARANTINE_KEEP_BYTES] and key_bytes == len(key)
+    assert key_hash == hashlib.sha256(key).hexdigest()
+    assert reason == "invalid_json"
 
 
 def test_quarantine_splits_a_batch_larger_than_max_allowed_packet(

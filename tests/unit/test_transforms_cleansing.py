@@ -3,6 +3,7 @@ event-time parsing. Each test builds one small DataFrame and runs one action."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -13,6 +14,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.transforms.cleansing import (
     QUARANTINE_COLUMNS,
+    QUARANTINE_KEEP_BYTES,
     QUARANTINE_OUTPUT_COLUMNS,
     first_failing_reason,
     parse_event_time,
@@ -112,7 +114,54 @@ def test_quarantine_rows_are_the_rejected_records_in_the_quarantine_table_shape(
         "reason string, pipeline string, record_key binary, source_timestamp timestamp, "
         "stamped boolean",
     )
-    assertDataFrameEqual(quarantined.drop("quarantined_at"), expected)
+    assertDataFrameEqual(quarantined.drop("quarantined_at", *CUT_OFF_COLUMNS), expected)
+    # Kept whole: nothing was cut off.
+    assert quarantined.where(F.coalesce(*CUT_OFF_COLUMNS).isNotNull()).count() == 0
+
+
+CUT_OFF_COLUMNS = (
+    "raw_payload_bytes",
+    "raw_payload_sha256",
+    "record_key_bytes",
+    "record_key_sha256",
+)
+
+
+def test_a_payload_or_key_over_the_keep_limit_keeps_its_head_size_and_hash(
+    spark: SparkSession,
+) -> None:
+    """A record past what MariaDB takes in one packet (a 20 MB payload that a compressed batch
+    let through) is quarantined, not a batch that fails on every retry: its first
+    QUARANTINE_KEEP_BYTES, its size and its SHA-256. At the limit it is kept whole."""
+    huge = bytes(range(256)) * (20 * 1024 * 1024 // 256) + b"tail"
+    at_limit = b"k" * QUARANTINE_KEEP_BYTES
+    rows = [
+        (at_limit, b"x" * QUARANTINE_KEEP_BYTES, "orders", 0, 0, KAFKA_TIME, 0),
+        (at_limit + b"!", huge, "orders", 0, 1, KAFKA_TIME, 0),
+    ]
+    checked = with_source(spark.createDataFrame(rows, KAFKA_SCHEMA)).withColumn(
+        "reason", F.lit("invalid_json")
+    )
+
+    kept = {
+        row.source_offset: row
+        for row in quarantine_rows(checked, "orders")
+        .select("source_offset", "raw_payload", "record_key", *CUT_OFF_COLUMNS)
+        .collect()
+    }
+
+    whole = kept[0]
+    assert bytes(whole.raw_payload) == b"x" * QUARANTINE_KEEP_BYTES
+    assert bytes(whole.record_key) == at_limit
+    assert (whole.raw_payload_bytes, whole.raw_payload_sha256) == (None, None)
+    assert (whole.record_key_bytes, whole.record_key_sha256) == (None, None)
+    cut = kept[1]
+    assert bytes(cut.raw_payload) == huge[:QUARANTINE_KEEP_BYTES]
+    assert cut.raw_payload_bytes == len(huge)
+    assert cut.raw_payload_sha256 == hashlib.sha256(huge).hexdigest()
+    assert bytes(cut.record_key) == at_limit
+    assert cut.record_key_bytes == QUARANTINE_KEEP_BYTES + 1
+    assert cut.record_key_sha256 == hashlib.sha256(at_limit + b"!").hexdigest()
 
 
 @pytest.mark.parametrize("pipeline", ["", "Orders", "orders!", "x" * 65])
