@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
@@ -30,7 +29,7 @@ import yaml
 from streamops_airflow.hooks import SparkJobHook
 
 from streamops.airflow_rest import AirflowRest
-from streamops.config import PROJECT_ROOT, Settings
+from streamops.config import Settings
 from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL
 from streamops.generator.producer import run_generator
 from streamops.pipelines import jobs
@@ -38,11 +37,11 @@ from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
-from streamops.topics import admin_client, ensure_topics
 from tests.integration.support import (
     empty_orders_outputs,
     execute,
     kill_group,
+    own_topic,
     wait_until,
 )
 from tests.integration.test_orders_pipeline import (
@@ -51,6 +50,7 @@ from tests.integration.test_orders_pipeline import (
     expected_from_topic,
     orders_landed,
     reject_reason,
+    start_job,
     topic_contents,
 )
 from tests.integration.test_supervision import (
@@ -81,30 +81,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def start_job(disk: Path, log_path: Path, topic: str) -> subprocess.Popen[bytes]:
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "spark_jobs.jobs.orders",
-            "--max-offsets-per-trigger",
-            "600",
-            "--topic",
-            topic,
-        ],
-        cwd=PROJECT_ROOT,
-        env={
-            **os.environ,
-            "STREAMOPS_CHECKPOINT_URI": str(disk / "checkpoints"),
-            "STREAMOPS_ARCHIVE_URI": str(disk / "archive"),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def fill(path: Path) -> int:
@@ -193,12 +169,8 @@ def assert_checkpoint_readable(root: Path) -> None:
 def scratch_topic(settings: Settings) -> Iterator[str]:
     """A topic of this test's own, made as the contract's are (the shared `orders` holds every
     earlier test's records, which the job would read first), deleted after."""
-    topic = f"orders-full-disk-{uuid.uuid4().hex[:8]}"
-    assert ensure_topics(settings, (topic,)) == [topic]
-    yield topic
-    admin = admin_client(settings)  # held: a collected client cancels its futures
-    for future in admin.delete_topics([topic], operation_timeout=30).values():
-        future.result(60)
+    with own_topic(settings, f"orders-full-disk-{uuid.uuid4().hex[:8]}") as topic:
+        yield topic
 
 
 def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
@@ -219,7 +191,7 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     assert (first.sent, first.failed) == (FIRST_ORDERS, 0)
     log_path = tmp_path / "job.log"
     orders = Orders(settings, scratch_topic)
-    job = start_job(small_disk, log_path, scratch_topic)
+    job = start_job(settings, small_disk, {}, ("--topic", scratch_topic), log_path)
     try:
         # Each query has committed a batch: the disk fills mid-stream, with history to keep.
         checkpoint = small_disk / "checkpoints" / "orders"
@@ -252,7 +224,7 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     # Still full: the job does not start, and says so in one line with the same exit code.
     fill(small_disk / "ballast-2")
     refused_log = tmp_path / "refused.log"
-    refused = start_job(small_disk, refused_log, scratch_topic)
+    refused = start_job(settings, small_disk, {}, ("--topic", scratch_topic), refused_log)
     try:
         assert refused.wait(timeout=120) == EXIT_DISK_FULL
     finally:
@@ -269,7 +241,7 @@ def test_a_full_disk_stops_the_job_cleanly_and_it_recovers_once_space_is_freed(
     records = topic_contents(settings, scratch_topic)
     expected_orders, expected_rejects = expected_from_topic(records)
     assert len(records) == FIRST_ORDERS + CHUNK * orders.chunks
-    job = start_job(small_disk, log_path, scratch_topic)
+    job = start_job(settings, small_disk, {}, ("--topic", scratch_topic), log_path)
     try:
         wait_until(
             lambda: orders_landed(settings, expected_orders, expected_rejects),

@@ -74,9 +74,15 @@ def topic_contents(settings: Settings, topic: str = "orders") -> list:
 
 
 def start_job(
-    settings: Settings, tmp_path: Path, extra_env: dict[str, str], args: tuple[str, ...] = ()
+    settings: Settings,
+    tmp_path: Path,
+    extra_env: dict[str, str],
+    args: tuple[str, ...] = (),
+    log_path: Path | None = None,
 ) -> subprocess.Popen:
-    log = (tmp_path / f"job-{time.time_ns()}.log").open("wb")
+    """The orders job as its own driver, its checkpoints and archive under ``tmp_path``, its
+    output appended to ``log_path`` (a new file under ``tmp_path`` by default)."""
+    log = (log_path or tmp_path / f"job-{time.time_ns()}.log").open("ab")
     return subprocess.Popen(
         [
             sys.executable,

@@ -31,8 +31,13 @@ from streamops.generator.producer import run_generator
 from streamops.maintenance.checkpoints import inspect_checkpoint
 from streamops.maintenance.offset_reset import OFFSETS_RESET_RULE_ID
 from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
-from streamops.topics import admin_client, ensure_topics
-from tests.integration.support import empty_orders_outputs, kill_group, query, wait_until
+from tests.integration.support import (
+    empty_orders_outputs,
+    kill_group,
+    own_topic,
+    query,
+    wait_until,
+)
 from tests.integration.test_orders_pipeline import start_job
 
 TOPIC = f"orders-reset-{uuid.uuid4().hex[:8]}"
@@ -149,11 +154,8 @@ def platform_alerts(settings: Settings, rule_id: str) -> list[dict[str, object]]
 @pytest.fixture
 def scratch_topic(settings: Settings) -> Iterator[str]:
     """TOPIC, made as the contract's topics are (partitions, LogAppendTime), deleted after."""
-    assert ensure_topics(settings, (TOPIC,)) == [TOPIC]
-    yield TOPIC
-    admin = admin_client(settings)
-    for future in admin.delete_topics([TOPIC], operation_timeout=30).values():
-        future.result(60)
+    with own_topic(settings, TOPIC) as topic:
+        yield topic
 
 
 def test_reset_offsets_recovers_a_job_whose_offsets_aged_out(
