@@ -132,15 +132,16 @@ def local_path(uri: str) -> Path | None:
     return Path(uri)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """``text`` as the whole of ``path``, or ``path`` left as it was: written to a hidden file
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """``content`` as the whole of ``path``, or ``path`` left as it was: written to a hidden file
     beside it, flushed to the disk, then renamed over it. On a full disk the write raises
     (``OSError``) instead of leaving an empty or cut-short file that a reader would take for
     garbage (a pid file read as garbage is removed, and the service it named forgotten)."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(partial, "w") as stream:
-            stream.write(text)
+        data = content.encode() if isinstance(content, str) else content
+        with open(partial, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(partial, path)

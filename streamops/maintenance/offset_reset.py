@@ -40,6 +40,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streamops.disk import local_path, write_atomically
 from streamops.maintenance import MaintenanceError
 from streamops.maintenance.checkpoints import (
     CheckpointCorruptError,
@@ -215,15 +216,6 @@ def backup_offsets(plan: QueryPlan, now: datetime | None = None) -> Path:
     return target
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.reset-offsets.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def apply_plan(plan: QueryPlan) -> None:
     """Rewrite the planned offsets files, each with its checksum, each replaced atomically.
 
@@ -237,8 +229,8 @@ def apply_plan(plan: QueryPlan) -> None:
                 "checkpoint? Nothing more was rewritten; run the command again."
             )
         data = rewrite.after.encode("utf-8")
-        _write_atomically(rewrite.path.with_name(f".{rewrite.path.name}.crc"), hadoop_crc(data))
-        _write_atomically(rewrite.path, data)
+        write_atomically(rewrite.path.with_name(f".{rewrite.path.name}.crc"), hadoop_crc(data))
+        write_atomically(rewrite.path, data)
 
 
 class Decision(Enum):
@@ -263,13 +255,13 @@ def decide(*, lost_records: int, dry_run: bool, yes: bool, interactive: bool) ->
 def query_checkpoints(location: str, queries: tuple[str, ...], pipeline: str) -> dict[str, Path]:
     """Each query's checkpoint folder under the pipeline's (``orders_records`` ->
     ``<location>/records``, as the jobs lay them out); local paths and ``file:`` URIs only."""
-    if "://" in location and not location.startswith("file:"):
+    root = local_path(location)
+    if root is None:
         raise OffsetResetError(
             f"The checkpoint {location} is not on a local file system; reset-offsets rewrites "
             "local checkpoints only. Stop the pipeline and move its checkpoint aside instead "
             "(a new checkpoint reads the topics from their earliest records)."
         )
-    root = Path(location.removeprefix("file://").removeprefix("file:"))
     return {query: root / query.removeprefix(f"{pipeline}_") for query in queries}
 
 
