@@ -52,7 +52,7 @@ from streamops.pipelines.health import HealthStatus, JobHealth
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.topics import TOPIC_CONFIG, topic_config
-from tests.integration.support import execute, query, wait_until
+from tests.integration.support import end_supervision, execute, query, wait_until
 
 # How long the platform is watched once every pipeline has reported healthy.
 WATCH_SECONDS = 180
@@ -289,13 +289,7 @@ def platform(stack: Stack, settings: Settings) -> Iterator[Watch]:
         for generator in stack.generators:
             generator.stop()
         for pipeline in stack.pipelines:
-            dag_id = pipeline.spec.dag_id
-            try:
-                for run in api.active_runs(dag_id):
-                    api.fail_run(dag_id, run["dag_run_id"])
-                api.set_paused(dag_id, True)
-            except Exception as exc:  # teardown goes on: the job is stopped below anyway
-                print(f"teardown: {dag_id}: {exc}")
+            end_supervision(api, pipeline.spec.dag_id)
             pipeline.stop()
         api.close()
 

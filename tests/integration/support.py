@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from streamops import db
+from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.topics import admin_client, ensure_topics
 
@@ -77,3 +78,14 @@ def own_topic(settings: Settings, name: str) -> Iterator[str]:
         admin = admin_client(settings)  # held: a collected client cancels its futures
         for future in admin.delete_topics([name], operation_timeout=30).values():
             future.result(60)
+
+
+def end_supervision(api: AirflowRest, dag_id: str) -> None:
+    """Fail the supervision DAG's active runs and pause it, as an operator stops a pipeline. For
+    teardowns: a failure is printed and the teardown goes on (it stops the job itself after)."""
+    try:
+        for run in api.active_runs(dag_id):
+            api.fail_run(dag_id, run["dag_run_id"])
+        api.set_paused(dag_id, True)
+    except Exception as exc:
+        print(f"teardown: {dag_id}: {exc}")

@@ -39,6 +39,7 @@ from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from tests.integration.support import (
     empty_orders_outputs,
+    end_supervision,
     execute,
     kill_group,
     own_topic,
@@ -285,13 +286,7 @@ def supervised_orders(
         execute(settings, "DELETE FROM pipeline_restart_state WHERE pipeline = 'orders'")
         yield load_spec("orders")
     finally:
-        dag_id = "streamops_supervise_orders"
-        try:
-            for run in api.active_runs(dag_id):
-                api.fail_run(dag_id, run["dag_run_id"])
-            api.set_paused(dag_id, True)
-        except Exception as exc:  # teardown goes on: the job is stopped below anyway
-            print(f"teardown: {dag_id}: {exc}")
+        end_supervision(api, "streamops_supervise_orders")
         handle = SparkJobHook(load_spec("orders"), settings).find_job()
         if handle is not None:
             jobs.stop_process(handle, 30)

@@ -53,7 +53,7 @@ from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
-from tests.integration.support import empty_orders_outputs
+from tests.integration.support import empty_orders_outputs, end_supervision
 from tests.integration.test_orders_pipeline import (
     assert_orders_exactly_once,
     expected_from_topic,
@@ -282,12 +282,7 @@ def supervision(
         yield Supervision(settings, stack, api, orders, crashloop, crash_run_id, alerts_start)
     finally:
         for dag_id in ("streamops_supervise_orders", "streamops_supervise_crashloop"):
-            try:
-                for run in api.active_runs(dag_id):
-                    api.fail_run(dag_id, run["dag_run_id"])
-                api.set_paused(dag_id, True)
-            except Exception as exc:  # teardown goes on: the job is stopped below anyway
-                print(f"teardown: {dag_id}: {exc}")
+            end_supervision(api, dag_id)
         for name in ("orders", "crashloop"):
             lease = _lease(settings, load_spec(name))
             if lease is not None and lease.pid:
