@@ -4,11 +4,12 @@ Keys (documented with types and TTLs in docs/redis-keys.md), ``<prefix>`` = ``st
 
 - ``<prefix>:window:<CUR>:<window_start>`` hash: one window's absolute values; TTL.
 - ``<prefix>:windows:<CUR>`` sorted set: window starts (ISO) scored by epoch seconds, the latest
-  ``max_windows`` kept.
+  ``max_windows`` kept; TTL.
 - ``<prefix>:contributions:<CUR>`` hash: window start → the values that window added to the
-  totals, for the windows still in the sorted set.
-- ``<prefix>:totals`` hash: ``<CUR>:order_count``, ``<CUR>:item_count``, ``<CUR>:revenue`` and the
-  last ``batch_id``.
+  totals, for the windows still in the sorted set; TTL.
+- ``<prefix>:totals`` hash: ``<CUR>:order_count``, ``<CUR>:item_count``, ``<CUR>:revenue``,
+  ``<CUR>:floor`` and ``<CUR>:newest`` (epoch seconds), and the last ``batch_id``. The only key
+  without a TTL: 5 fields for each of at most 26³ currencies.
 
 The maintenance's reconciliation of late windows (``spark_jobs.common.reconcile``) writes the
 windows it corrected here too, the same way, with no batch id (``"reconciled"`` in the window's
@@ -17,9 +18,16 @@ hash, the totals' ``batch_id`` left alone): the totals stay equal to ``order_rev
 Idempotent under replay: each batch carries the *absolute* values of the windows it changed, and
 the totals move by the difference between a window's new values and its recorded contribution,
 so writing the same batch twice moves them by zero. A window trimmed from the sorted set keeps
-its share of the totals but loses its contribution record; a later batch holding a window older
-than everything kept (only a replay from long ago, far behind any watermark) is skipped, since
-adding it again would count it twice. MariaDB's ``order_revenue_5s`` stays the system of record.
+its share of the totals but loses its contribution record, and the currency's ``floor`` rises to
+it: a later window without a record at or before the floor (only a replay from long ago, far
+behind any watermark) is skipped, since adding it again would count it twice.
+
+An idle currency's sorted set and contributions expire together after the TTL, and under memory
+pressure Redis may evict them (they carry a TTL, so ``volatile-lru`` may take them): the totals
+stay, and the next write finds no records, raises the floor to ``newest`` and starts over. A
+replay of anything already counted is then skipped; the one loss is a late update to a window
+already counted, which Redis no longer follows. MariaDB's ``order_revenue_5s`` stays the system
+of record.
 
 All writes of a batch and the ``PUBLISH`` that announces them go in one ``MULTI``/``EXEC``,
 guarded by ``WATCH`` on the keys the totals are computed from.
@@ -27,6 +35,7 @@ guarded by ``WATCH`` on the keys the totals are computed from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -57,7 +66,11 @@ DEFAULT_MAX_WINDOWS = 720
 DEFAULT_WINDOW_TTL_SECONDS = 6 * 3600
 # The message lists at most this many windows (the latest); window_count says how many changed.
 MAX_WINDOWS_IN_MESSAGE = 50
-WATCH_ATTEMPTS = 5
+WATCH_ATTEMPTS = 8
+# Doubled after each aborted attempt, up to 1 s.
+WATCH_BACKOFF_SECONDS = 0.05
+# Currencies per transaction (see write_windows).
+TRANSACTION_CURRENCIES = 256
 WINDOW_COLUMNS = REVENUE_COLUMNS
 CENT = Decimal("0.01")
 # The batch id of a window the maintenance's reconciliation wrote.
@@ -163,45 +176,98 @@ def write_windows(
     ttl_seconds: int,
     max_windows: int,
 ) -> dict[str, Any]:
-    """Apply one batch of windows in one transaction; return the message published.
-    ``batch_id`` None: a reconciliation's corrected windows, not a batch of the stream."""
+    """Apply one batch of windows; return the message published.
+    ``batch_id`` None: a reconciliation's corrected windows, not a batch of the stream.
+
+    One transaction per ``TRANSACTION_CURRENCIES`` currencies (a live batch has a handful: one
+    transaction). Each is replay-safe on its own, so a crash between two leaves nothing a replay
+    does not mend; the last one sets ``batch_id`` and publishes the message of the whole batch.
+    Small transactions also watch few keys: under memory pressure Redis evicts before it runs
+    ``EXEC``, and a watched key it evicts aborts the transaction."""
     # The last copy of a window in the batch wins, as in MariaDB.
     latest = {(w.currency, w.member): w for w in windows}
     by_currency: dict[str, list[Window]] = {}
     for window in latest.values():
         by_currency.setdefault(window.currency, []).append(window)
     currencies = sorted(by_currency)
-    watched = [keys.totals]
-    for currency in currencies:
-        watched += [keys.windows(currency), keys.contributions(currency)]
+    done = _Applied()
+    # An empty batch still runs one transaction: it publishes, and moves batch_id.
+    for first in range(0, max(len(currencies), 1), TRANSACTION_CURRENCIES):
+        chunk = {c: by_currency[c] for c in currencies[first : first + TRANSACTION_CURRENCIES]}
+        last = first + TRANSACTION_CURRENCIES >= len(currencies)
+        done = _transaction(
+            client, keys, chunk, done, batch_id, channel if last else None, ttl_seconds, max_windows
+        )
+    if done.skipped:
+        log.warning(
+            "batch %s: %s windows at or before the newest window Redis no longer tracks were "
+            "skipped (MariaDB has them)",
+            batch_id,
+            done.skipped,
+        )
+    return done.message
 
+
+@dataclass(frozen=True)
+class _Applied:
+    """What the transactions of a batch applied so far, and the message the last one sent."""
+
+    accepted: tuple[Window, ...] = ()
+    skipped: int = 0
+    totals: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    message: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _transaction(
+    client: redis.Redis,
+    keys: OrdersRedisKeys,
+    by_currency: Mapping[str, list[Window]],
+    earlier: _Applied,
+    batch_id: int | None,
+    channel: str | None,
+    ttl_seconds: int,
+    max_windows: int,
+) -> _Applied:
+    """One WATCHed transaction over the currencies of ``by_currency``; ``channel``: the last of
+    the batch, which publishes."""
+    # Every writer of these keys (the job, the reconciliation) writes the totals in every
+    # transaction, so watching them alone catches any other writer. The per-currency keys carry
+    # a TTL and may be evicted at any moment, which would abort every transaction under memory
+    # pressure; a record evicted between our read and EXEC is caught on the next read instead
+    # (``<CUR>:records``).
+    watched = [keys.totals]
     for attempt in range(1, WATCH_ATTEMPTS + 1):
         with client.pipeline(transaction=True) as transaction:
             try:
                 transaction.watch(*watched)
-                message = _apply(
+                applied = _apply(
                     client,
                     transaction,
                     keys,
                     by_currency,
+                    earlier,
                     batch_id,
                     channel,
                     ttl_seconds,
                     max_windows,
                 )
                 transaction.execute()
-                return message
+                return applied
             except redis.WatchError:
-                # Another writer changed the keys between our read and EXEC: read again.
+                # Another writer (the reconciliation) changed the keys between our read and EXEC,
+                # or Redis evicted one to make room: read again.
                 log.warning(
-                    "redis keys of %s changed during batch %s (attempt %s)",
+                    "redis keys of %s changed during batch %s (attempt %s of %s)",
                     keys.prefix,
                     batch_id,
                     attempt,
+                    WATCH_ATTEMPTS,
                 )
+                time.sleep(min(WATCH_BACKOFF_SECONDS * 2 ** (attempt - 1), 1.0))
     raise RuntimeError(
         f"Redis keys under {keys.prefix} kept changing during batch {batch_id}; is a second "
-        f"writer running with the same keys? Gave up after {WATCH_ATTEMPTS} attempts."
+        f"writer running with the same keys, or is Redis evicting them as fast as they are "
+        f"written (INFO stats: evicted_keys)? Gave up after {WATCH_ATTEMPTS} attempts."
     )
 
 
@@ -210,104 +276,153 @@ def _apply(
     transaction: redis.client.Pipeline,
     keys: OrdersRedisKeys,
     by_currency: Mapping[str, list[Window]],
+    earlier: _Applied,
     batch_id: int | None,
-    channel: str,
+    channel: str | None,
     ttl_seconds: int,
     max_windows: int,
-) -> dict[str, Any]:
+) -> _Applied:
     currencies = sorted(by_currency)
     # Reads on a second connection, in one round trip: WATCH is already armed, so anything they
     # miss that changes before EXEC aborts the transaction.
     reads = client.pipeline(transaction=False)
     for currency in currencies:
-        reads.zrange(keys.windows(currency), 0, -1, withscores=True)
-        reads.hmget(keys.contributions(currency), [w.member for w in by_currency[currency]])
-        reads.hmget(keys.totals, _total_fields(currency))
+        reads.hgetall(keys.contributions(currency))
+        reads.exists(keys.windows(currency))
+        reads.hmget(keys.totals, _total_fields(currency) + _bookkeeping_fields(currency))
     replies = reads.execute()
 
     transaction.multi()
+    gone: list[str] = []
     accepted: list[Window] = []
     skipped = 0
     totals: dict[str, dict[str, str]] = {}
     for index, currency in enumerate(currencies):
-        kept, contributions, total = replies[3 * index : 3 * index + 3]
-        kept_scores = {_text(member): score for member, score in kept}
-        order_count, item_count, revenue = _parse_total(total)
-        oldest_kept = min(kept_scores.values(), default=None)
-        merged = dict(kept_scores)
+        recorded_all, listed, stored = replies[3 * index : 3 * index + 3]
+        recorded = {_text(member): value for member, value in recorded_all.items()}
+        order_count, item_count, revenue = _parse_total(stored[:3])
+        floor, newest, records = (None if v is None else float(_text(v)) for v in stored[3:])
+        lost = records is not None and len(recorded) != records
+        if lost and newest is not None:
+            # Fewer records than the last write left: the hash expired after the currency was
+            # idle for the TTL, or Redis evicted it (perhaps while a write was on its way, which
+            # then made it anew with its own records alone). Every window up to the newest one
+            # counted is in the totals already; those without a record can no longer be told
+            # apart from new ones, so only newer windows are added from here on. The sorted set,
+            # if it is still there, may list windows nothing trims any more: it starts over.
+            gone.append(f"{currency} ({int(records or 0) - len(recorded)} of {int(records or 0)})")
+            floor = newest if floor is None else max(floor, newest)
+            if listed:
+                transaction.delete(keys.windows(currency))
+        merged = {member: _score(member) for member in recorded}
         added: dict[str, float] = {}
-        for window, recorded in zip(by_currency[currency], contributions, strict=True):
-            is_new = window.member not in kept_scores
-            if (
-                is_new
-                and len(kept_scores) >= max_windows
-                and oldest_kept is not None
-                and window.score < oldest_kept
-            ):
-                # Older than every window kept: its share is already in the totals, or it came
-                # so late that Redis no longer tracks that time. MariaDB has it either way.
+        for window in by_currency[currency]:
+            contribution = recorded.get(window.member)
+            if contribution is None and floor is not None and window.score <= floor:
+                # No record of it, and at or before a window the totals already hold and no
+                # longer track: counting it could count it twice. MariaDB has it either way.
                 skipped += 1
                 continue
-            old = (0, 0, Decimal(0)) if recorded is None else _parse_contribution(recorded)
+            old = (0, 0, Decimal(0)) if contribution is None else _parse_contribution(contribution)
             order_count += window.order_count - old[0]
             item_count += window.item_count - old[1]
             revenue += window.revenue - old[2]
-            merged[window.member] = window.score
-            if is_new:
+            if contribution is None:
                 added[window.member] = window.score
+            merged[window.member] = window.score
+            newest = window.score if newest is None else max(newest, window.score)
             accepted.append(window)
             transaction.hset(keys.window(currency, window.member), mapping=window.as_hash(batch_id))
             transaction.expire(keys.window(currency, window.member), ttl_seconds)
             transaction.hset(keys.contributions(currency), window.member, window.contribution())
-        if added:
-            transaction.zadd(keys.windows(currency), added)
-        # Trim to the newest max_windows: the trimmed windows' shares stay in the totals.
+        # The sorted set is the dashboards' index: rebuilt from the records if it went alone.
+        listing = merged if lost or not listed else added
+        if listing:
+            transaction.zadd(keys.windows(currency), listing)
+        # Trim to the newest max_windows: the trimmed windows' shares stay in the totals, and
+        # the floor rises to the newest of them.
         trimmed = sorted(merged, key=lambda member: (merged[member], member))[:-max_windows]
         if trimmed:
             transaction.zrem(keys.windows(currency), *trimmed)
             transaction.hdel(keys.contributions(currency), *trimmed)
             transaction.delete(*(keys.window(currency, member) for member in trimmed))
+            highest = max(merged[member] for member in trimmed)
+            floor = highest if floor is None else max(floor, highest)
+        if merged:
+            # Idle currencies leave nothing behind but their totals: both keys expire together
+            # (a batch that changes nothing for the currency does not refresh them).
+            transaction.expire(keys.windows(currency), ttl_seconds)
+            transaction.expire(keys.contributions(currency), ttl_seconds)
+        records = len(merged) - len(trimmed)
         totals[currency] = {
             "order_count": str(order_count),
             "item_count": str(item_count),
             "revenue": str(revenue.quantize(CENT)),
         }
-        transaction.hset(
-            keys.totals,
-            mapping={
-                field: totals[currency][name]
-                for field, name in zip(
-                    _total_fields(currency), ("order_count", "item_count", "revenue"), strict=True
-                )
-            },
+        fields: dict[FieldT, EncodableT] = {
+            field: totals[currency][name]
+            for field, name in zip(
+                _total_fields(currency), ("order_count", "item_count", "revenue"), strict=True
+            )
+        }
+        floor_field, newest_field, records_field = _bookkeeping_fields(currency)
+        if floor is not None:
+            fields[floor_field] = _epoch_text(floor)
+        if newest is not None:
+            fields[newest_field] = _epoch_text(newest)
+        fields[records_field] = str(records)
+        transaction.hset(keys.totals, mapping=fields)
+    if gone:
+        log.warning(
+            "contribution records of %s currencies under %s are gone (expired after the TTL, or "
+            "evicted): %s; each one's windows without a record up to its newest counted are "
+            "taken as counted",
+            len(gone),
+            keys.prefix,
+            ", ".join(gone[:10]) + (", …" if len(gone) > 10 else ""),
         )
+    applied = _Applied(
+        accepted=(*earlier.accepted, *accepted),
+        skipped=earlier.skipped + skipped,
+        totals={**earlier.totals, **totals},
+    )
+    if channel is None:
+        return applied
     if batch_id is not None:
         transaction.hset(keys.totals, "batch_id", str(batch_id))
-    newest_first = sorted(accepted, key=lambda w: (w.score, w.currency), reverse=True)
+    newest_first = sorted(applied.accepted, key=lambda w: (w.score, w.currency), reverse=True)
     message = {
         "batch_id": batch_id,
         "published_at": round(time.time(), 3),
-        "window_count": len(accepted),
-        "skipped_windows": skipped,
+        "window_count": len(applied.accepted),
+        "skipped_windows": applied.skipped,
         "windows": [
             {k: v for k, v in w.as_hash(batch_id).items() if k != "batch_id"}
             for w in newest_first[:MAX_WINDOWS_IN_MESSAGE]
         ],
-        "totals": totals,
+        "totals": applied.totals,
     }
     transaction.publish(channel, json.dumps(message, separators=(",", ":")))
-    if skipped:
-        log.warning(
-            "batch %s: %s windows older than the last %s kept in Redis were skipped",
-            batch_id,
-            skipped,
-            max_windows,
-        )
-    return message
+    return dataclasses.replace(applied, message=message)
 
 
 def _total_fields(currency: str) -> list[str]:
     return [f"{currency}:order_count", f"{currency}:item_count", f"{currency}:revenue"]
+
+
+def _bookkeeping_fields(currency: str) -> list[str]:
+    """``<CUR>:floor``: windows at or before it (epoch seconds) without a contribution record
+    are in the totals already; ``<CUR>:newest``: the newest window the totals hold;
+    ``<CUR>:records``: how many contribution records the last write left."""
+    return [f"{currency}:floor", f"{currency}:newest", f"{currency}:records"]
+
+
+def _score(member: str) -> float:
+    return datetime.fromisoformat(member).timestamp()
+
+
+def _epoch_text(seconds: float) -> str:
+    return repr(float(seconds))
 
 
 def _parse_total(values: Sequence[Any]) -> tuple[int, int, Decimal]:

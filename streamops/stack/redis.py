@@ -9,9 +9,9 @@ from pathlib import Path
 from streamops.config import Settings
 from streamops.stack.base import Component, Health
 
-# Only keys with a TTL are evicted: the fencing tokens and the orders writer's totals and
-# contributions have none, and losing one breaks the one-writer guarantee or counts a window
-# twice. Once only such keys are left, writes fail with OOM instead (docs/redis-keys.md).
+# Only keys with a TTL are evicted: the fencing tokens and the orders writer's totals have none,
+# and losing one breaks the one-writer guarantee or the running sums. Once only such keys are
+# left, writes fail with OOM instead (docs/redis-keys.md).
 EVICTION_POLICY = "volatile-lru"
 
 

@@ -2,8 +2,8 @@
 written by the real Redis writers into the test stack's Redis under a small maxmemory.
 
 Redis' memory stays under its bound (keys with a TTL are evicted), no write fails, the keys that
-must never go (fencing tokens, the orders writer's totals and contributions) survive, and the
-orders totals in Redis and the windows in MariaDB stay exact.
+must never go (fencing tokens, the orders writer's totals) survive, and the orders totals in
+Redis and the windows in MariaDB stay exact, while every currency has orders in every window.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ SERVICES = 100_000
 CURRENCIES = ["".join(c) for c in itertools.product(string.ascii_uppercase, repeat=3)]
 CHUNK = 5_000
 CURRENCIES_PER_BATCH = 3_000
+# Windows of every currency: ~500 bytes each with their hash, index and record, so the orders
+# keys alone (~70 MB) take more than the headroom.
+ORDERS_WINDOWS = 8
 # What the test adds to the memory Redis already uses: far less than the keys it writes.
-HEADROOM_BYTES = 64 * 2**20
+HEADROOM_BYTES = 48 * 2**20
 LIMITS = {"ttl_seconds": DEFAULT_WINDOW_TTL_SECONDS, "max_windows": DEFAULT_MAX_WINDOWS}
 WINDOW_SCHEMA = (
     "window_start TIMESTAMP, window_end TIMESTAMP, currency STRING, order_count BIGINT, "
@@ -121,7 +124,7 @@ def test_distinct_patients_services_and_currencies_stay_within_maxmemory(
     for lease, token in leases.items():
         raise_mirror(client, lease, token)
 
-    # Orders first: their bookkeeping has no TTL, so it must fit; then the volatile flood.
+    # Orders first: every currency active in every window, more than the headroom by itself.
     window_start = datetime(2041, 1, 1, tzinfo=UTC) + timedelta(
         seconds=5 * random.randrange(1_000_000)
     )
@@ -140,19 +143,42 @@ def test_distinct_patients_services_and_currencies_stay_within_maxmemory(
     started = time.monotonic()
     revenue_writer(settings)(spark.createDataFrame(rows, WINDOW_SCHEMA).drop("batch"), 0)
     timings = {"mariadb windows": time.monotonic() - started}
-    # What revenue_redis_writer does with a batch once collected, without Spark's overhead.
+    # What revenue_redis_writer does with a batch once collected, without Spark's overhead:
+    # the first window as MariaDB has it, then ORDERS_WINDOWS - 1 more of every currency.
     keys = OrdersRedisKeys(f"{prefix}:orders")
-    batches: dict[int, list[Window]] = {}
-    for start, end, currency, order_count, item_count, revenue, batch in rows:
-        window = Window(currency, start, end, order_count, item_count, revenue)
-        batches.setdefault(batch, []).append(window)
+    channel = f"{prefix}:orders:updates"
+    batches: list[list[Window]] = []
+    expected: dict[str, tuple[int, int, Decimal]] = {}
+    for step in range(ORDERS_WINDOWS):
+        start = window_start + timedelta(seconds=5 * step)
+        for first in range(0, len(CURRENCIES), CURRENCIES_PER_BATCH):
+            batch = []
+            for n in range(first, min(first + CURRENCIES_PER_BATCH, len(CURRENCIES))):
+                _, _, currency, order_count, item_count, revenue, _ = rows[n]
+                window = Window(
+                    currency,
+                    start,
+                    start + timedelta(seconds=5),
+                    order_count + step,
+                    item_count + step,
+                    revenue + step,
+                )
+                batch.append(window)
+                counted = expected.get(currency, (0, 0, Decimal(0)))
+                expected[currency] = (
+                    counted[0] + window.order_count,
+                    counted[1] + window.item_count,
+                    counted[2] + window.revenue,
+                )
+            batches.append(batch)
     started = time.monotonic()
-    for batch_id, batch_windows in batches.items():
-        write_windows(client, keys, batch_windows, batch_id, f"{prefix}:orders:updates", **LIMITS)
+    for batch_id, batch_windows in enumerate(batches):
+        write_windows(client, keys, batch_windows, batch_id, channel, **LIMITS)
         sample()
-    # A replayed batch moves nothing.
-    write_windows(client, keys, batches[0], 0, f"{prefix}:orders:updates", **LIMITS)
+    # A replayed batch moves nothing, whether its records are still there or were evicted.
+    write_windows(client, keys, batches[0], 0, channel, **LIMITS)
     timings["redis orders"] = time.monotonic() - started
+    evicted_by_orders = int(client.info("stats")["evicted_keys"]) - evicted_before
 
     started = time.monotonic()
     vitals = VitalsRedis(settings, key_prefix=f"{prefix}:vitals")
@@ -217,19 +243,27 @@ def test_distinct_patients_services_and_currencies_stay_within_maxmemory(
     stream_length = client.xlen(f"{prefix}:alerts:stream")
     assert 10_000 <= stream_length < 11_000
 
-    # The orders bookkeeping, which has no TTL, is whole and the totals exact.
+    # The orders totals, the one orders key without a TTL, are exact, and small.
     totals = client.hgetall(f"{prefix}:orders:totals")
     assert totals.pop("batch_id") == "0"  # the replay came last
-    expected = {}
-    for _, _, currency, order_count, item_count, revenue, _ in rows:
-        expected[f"{currency}:order_count"] = str(order_count)
-        expected[f"{currency}:item_count"] = str(item_count)
-        expected[f"{currency}:revenue"] = str(revenue)
-    assert totals == expected
-    contributions = client.pipeline(transaction=False)
+    last_window = (window_start + timedelta(seconds=5 * (ORDERS_WINDOWS - 1))).timestamp()
+    for currency, (order_count, item_count, revenue) in expected.items():
+        assert totals.pop(f"{currency}:order_count") == str(order_count), currency
+        assert totals.pop(f"{currency}:item_count") == str(item_count), currency
+        assert totals.pop(f"{currency}:revenue") == str(revenue), currency
+        assert totals.pop(f"{currency}:newest") == repr(last_window), currency
+        assert 0 <= int(totals.pop(f"{currency}:records")) <= ORDERS_WINDOWS, currency
+        floor = totals.pop(f"{currency}:floor", None)
+        assert floor is None or float(floor) <= last_window, currency
+    assert totals == {}
+    assert (client.memory_usage(f"{prefix}:orders:totals") or 0) < 16 * 2**20
+    assert evicted_by_orders > 0, "the orders windows alone should have needed eviction"
+    ttls = client.pipeline(transaction=False)
     for currency in CURRENCIES:
-        contributions.hlen(f"{prefix}:orders:contributions:{currency}")
-    assert set(contributions.execute()) == {1}
+        ttls.ttl(keys.windows(currency))
+        ttls.ttl(keys.contributions(currency))
+    # -2: evicted; otherwise a TTL, never -1 (no TTL).
+    assert -1 not in set(ttls.execute())
 
     # MariaDB, the system of record, has every window exactly.
     naive_start = window_start.replace(tzinfo=None)

@@ -77,6 +77,7 @@ def currency(settings: Settings) -> Iterator[str]:
         client.hdel(
             "streamops:orders:totals",
             *(f"{code}:{f}" for f in ("order_count", "item_count", "revenue")),
+            *(f"{code}:{f}" for f in ("floor", "newest", "records")),
         )
     finally:
         client.close()
@@ -548,10 +549,16 @@ def test_redis_writer_keys_ttls_message_and_replay(
             "USD:order_count": "1",
             "USD:item_count": "4",
             "USD:revenue": "8.00",
+            "EUR:newest": repr(epoch + 5),
+            "USD:newest": repr(epoch),
+            "EUR:records": "2",
+            "USD:records": "1",
             "batch_id": "0",
         }
-        # Keys the writer maintains itself live on; only window hashes expire.
+        # Only the totals live on; an idle currency's index and records expire with its windows.
         assert redis_client.ttl(f"{redis_prefix}:totals") == -1
+        for key in ("windows:EUR", "contributions:EUR", "windows:USD", "contributions:USD"):
+            assert 0 < redis_client.ttl(f"{redis_prefix}:{key}") <= 600, key
         assert message["batch_id"] == 0 and message["window_count"] == 3
         assert message["totals"]["EUR"] == {
             "order_count": "3",
@@ -608,6 +615,57 @@ def test_redis_writer_keeps_the_latest_windows_and_totals_survive_trimming(
     ]
     totals = redis_client.hgetall(f"{redis_prefix}:totals")
     assert totals["EUR:order_count"] == "7" and totals["EUR:revenue"] == "7.00"
+    # The floor is the newest window trimmed: 07:08:10, pushed out by 07:08:25.
+    assert totals["EUR:floor"] == repr(utc("2031-05-06 07:08:10").timestamp())
+
+
+def test_redis_writer_counts_nothing_twice_after_its_records_expire_or_are_evicted(
+    spark: SparkSession,
+    settings: Settings,
+    redis_client: redis.Redis,
+    redis_prefix: str,
+) -> None:
+    write = revenue_redis_writer(settings, ttl_seconds=600, key_prefix=redis_prefix, channel="x")
+    first = window_rows(("EUR", "07:08:05", 2, 2, "4.00"), ("EUR", "07:08:10", 1, 1, "2.00"))
+    write(frame(spark, first, WINDOW_SCHEMA), 0)
+    # What an idle hour past the TTL (or an eviction) leaves: the totals alone.
+    redis_client.delete(f"{redis_prefix}:contributions:EUR", f"{redis_prefix}:windows:EUR")
+
+    write(frame(spark, first, WINDOW_SCHEMA), 0)  # a replay of what is counted already
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("3", "6.00")
+    assert totals["EUR:floor"] == repr(utc("2031-05-06 07:08:10").timestamp())
+    assert not redis_client.exists(f"{redis_prefix}:contributions:EUR")
+
+    # A newer window counts, and the index and records start over from it.
+    write(frame(spark, window_rows(("EUR", "07:08:15", 4, 4, "8.00")), WINDOW_SCHEMA), 1)
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("7", "14.00")
+    assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1) == ["2031-05-06T07:08:15.000Z"]
+    assert 0 < redis_client.ttl(f"{redis_prefix}:contributions:EUR") <= 600
+
+    # The sorted set alone evicted: rebuilt from the records, nothing counted again.
+    write(frame(spark, window_rows(("EUR", "07:08:20", 1, 1, "1.00")), WINDOW_SCHEMA), 2)
+    redis_client.delete(f"{redis_prefix}:windows:EUR")
+    write(frame(spark, window_rows(("EUR", "07:08:20", 2, 2, "3.00")), WINDOW_SCHEMA), 3)
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("9", "17.00")
+    assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1) == [
+        "2031-05-06T07:08:15.000Z",
+        "2031-05-06T07:08:20.000Z",
+    ]
+
+    # Evicted between a writer's read and its EXEC: the write made the hash anew with its own
+    # record alone. The window whose record went is not counted again; the other stays exact.
+    redis_client.delete(f"{redis_prefix}:contributions:EUR")
+    redis_client.hset(
+        f"{redis_prefix}:contributions:EUR", "2031-05-06T07:08:20.000Z", '[2, 2, "3.00"]'
+    )
+    write(frame(spark, window_rows(("EUR", "07:08:15", 4, 4, "8.00")), WINDOW_SCHEMA), 1)
+    write(frame(spark, window_rows(("EUR", "07:08:20", 3, 3, "5.00")), WINDOW_SCHEMA), 4)
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("10", "19.00")
+    assert totals["EUR:records"] == "1"
 
 
 # --- reconciliation -----------------------------------------------------------------------------
