@@ -4,8 +4,9 @@ The streaming aggregate drops orders that arrive behind the watermark; ``orders`
 contract says a final window equals the aggregate over ``orders``, so a reconciliation (an Airflow
 task, or by hand) recomputes windows from ``orders`` and overwrites what the stream wrote. The
 windows it corrected go to Redis as the stream's would (``spark_jobs.sinks.redis``), so the live
-totals keep equal to ``order_revenue_5s``: before, they stayed short by every late order the
-maintenance counted (the chaos run's totals check failed on it after an hourly compaction).
+totals keep equal to ``order_revenue_5s`` while the currency's records in Redis are whole:
+before, they stayed short by every late order the maintenance counted (the chaos run's totals
+check failed on it after an hourly compaction).
 """
 
 from __future__ import annotations

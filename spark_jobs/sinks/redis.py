@@ -8,12 +8,14 @@ Keys (documented with types and TTLs in docs/redis-keys.md), ``<prefix>`` = ``st
 - ``<prefix>:contributions:<CUR>`` hash: window start → the values that window added to the
   totals, for the windows still in the sorted set; TTL.
 - ``<prefix>:totals`` hash: ``<CUR>:order_count``, ``<CUR>:item_count``, ``<CUR>:revenue``,
-  ``<CUR>:floor`` and ``<CUR>:newest`` (epoch seconds), and the last ``batch_id``. The only key
-  without a TTL: 5 fields for each of at most 26³ currencies.
+  the writer's bookkeeping ``<CUR>:floor`` and ``<CUR>:newest`` (epoch seconds) and
+  ``<CUR>:records``, and the last ``batch_id``. The one key here without a TTL: 6 fields for each
+  of at most 26³ currencies.
 
 The maintenance's reconciliation of late windows (``spark_jobs.common.reconcile``) writes the
 windows it corrected here too, the same way, with no batch id (``"reconciled"`` in the window's
-hash, the totals' ``batch_id`` left alone): the totals stay equal to ``order_revenue_5s``.
+hash, the totals' ``batch_id`` left alone): while a currency's records are whole, the totals stay
+equal to ``order_revenue_5s``.
 
 Idempotent under replay: each batch carries the *absolute* values of the windows it changed, and
 the totals move by the difference between a window's new values and its recorded contribution,
@@ -23,14 +25,25 @@ it: a later window without a record at or before the floor (only a replay from l
 behind any watermark) is skipped, since adding it again would count it twice.
 
 An idle currency's sorted set and contributions expire together after the TTL, and under memory
-pressure Redis may evict them (they carry a TTL, so ``volatile-lru`` may take them): the totals
-stay, and the next write finds no records, raises the floor to ``newest`` and starts over. A
-replay of anything already counted is then skipped; the one loss is a late update to a window
-already counted, which Redis no longer follows. MariaDB's ``order_revenue_5s`` stays the system
-of record.
+pressure Redis may evict them (they carry a TTL, so ``volatile-lru`` may take them), even between
+a writer's read and its ``EXEC``: the totals stay, and the next write finds fewer records than
+``<CUR>:records`` says, raises the floor to ``newest`` and goes on with the records left. Nothing
+is counted twice. What Redis no longer follows from then on: any window at or before that floor
+without a record, whether an update of one already counted or one never counted (a window first
+emitted late and out of order, or one a reconciliation inserts); the batch's message counts them
+in ``skipped_windows``. MariaDB's ``order_revenue_5s`` stays the system of record.
 
-All writes of a batch and the ``PUBLISH`` that announces them go in one ``MULTI``/``EXEC``,
-guarded by ``WATCH`` on the keys the totals are computed from.
+The writes of up to ``TRANSACTION_CURRENCIES`` currencies go in one ``MULTI``/``EXEC``, guarded
+by ``WATCH`` on the totals, which every writer changes in every transaction; the last
+transaction of a batch sets ``batch_id`` and carries the ``PUBLISH`` that announces it. A live
+batch has a handful of currencies: one transaction. A larger one can be half-applied if the job
+dies between two transactions, until the replay of the batch applies the rest.
+
+Keys an earlier version of this writer left (no TTLs, no bookkeeping) get both on their
+currency's next write: ``newest`` from the records kept, and ``floor`` from the oldest record
+when ``max_windows`` are kept (the old rule skipped windows older than those). Until then they
+keep no TTL: an idle currency's keys from that version stay until deleted.
+
 """
 
 from __future__ import annotations
@@ -180,10 +193,9 @@ def write_windows(
     ``batch_id`` None: a reconciliation's corrected windows, not a batch of the stream.
 
     One transaction per ``TRANSACTION_CURRENCIES`` currencies (a live batch has a handful: one
-    transaction). Each is replay-safe on its own, so a crash between two leaves nothing a replay
-    does not mend; the last one sets ``batch_id`` and publishes the message of the whole batch.
-    Small transactions also watch few keys: under memory pressure Redis evicts before it runs
-    ``EXEC``, and a watched key it evicts aborts the transaction."""
+    transaction), which bounds what Redis queues for one ``EXEC``. Each is replay-safe on its own,
+    so a crash between two leaves nothing a replay does not mend; the last one sets ``batch_id``
+    and publishes the message of the whole batch."""
     # The last copy of a window in the batch wins, as in MariaDB.
     latest = {(w.currency, w.member): w for w in windows}
     by_currency: dict[str, list[Window]] = {}
@@ -191,7 +203,7 @@ def write_windows(
         by_currency.setdefault(window.currency, []).append(window)
     currencies = sorted(by_currency)
     done = _Applied()
-    # An empty batch still runs one transaction: it publishes, and moves batch_id.
+    # Called with no windows, it still runs one transaction: it publishes, and moves batch_id.
     for first in range(0, max(len(currencies), 1), TRANSACTION_CURRENCIES):
         chunk = {c: by_currency[c] for c in currencies[first : first + TRANSACTION_CURRENCIES]}
         last = first + TRANSACTION_CURRENCIES >= len(currencies)
@@ -232,9 +244,9 @@ def _transaction(
     the batch, which publishes."""
     # Every writer of these keys (the job, the reconciliation) writes the totals in every
     # transaction, so watching them alone catches any other writer. The per-currency keys carry
-    # a TTL and may be evicted at any moment, which would abort every transaction under memory
-    # pressure; a record evicted between our read and EXEC is caught on the next read instead
-    # (``<CUR>:records``).
+    # a TTL: under memory pressure Redis evicts before it runs EXEC, and watching them would
+    # abort nearly every transaction then. A record evicted between our read and EXEC is caught
+    # on the next read instead (``<CUR>:records``).
     watched = [keys.totals]
     for attempt in range(1, WATCH_ATTEMPTS + 1):
         with client.pipeline(transaction=True) as transaction:
@@ -254,8 +266,8 @@ def _transaction(
                 transaction.execute()
                 return applied
             except redis.WatchError:
-                # Another writer (the reconciliation) changed the keys between our read and EXEC,
-                # or Redis evicted one to make room: read again.
+                # Another writer (the reconciliation) changed the totals between our read and
+                # EXEC: read again.
                 log.warning(
                     "redis keys of %s changed during batch %s (attempt %s of %s)",
                     keys.prefix,
@@ -263,11 +275,11 @@ def _transaction(
                     attempt,
                     WATCH_ATTEMPTS,
                 )
-                time.sleep(min(WATCH_BACKOFF_SECONDS * 2 ** (attempt - 1), 1.0))
+                if attempt < WATCH_ATTEMPTS:
+                    time.sleep(min(WATCH_BACKOFF_SECONDS * 2 ** (attempt - 1), 1.0))
     raise RuntimeError(
         f"Redis keys under {keys.prefix} kept changing during batch {batch_id}; is a second "
-        f"writer running with the same keys, or is Redis evicting them as fast as they are "
-        f"written (INFO stats: evicted_keys)? Gave up after {WATCH_ATTEMPTS} attempts."
+        f"writer running with the same keys? Gave up after {WATCH_ATTEMPTS} attempts."
     )
 
 
@@ -288,7 +300,7 @@ def _apply(
     reads = client.pipeline(transaction=False)
     for currency in currencies:
         reads.hgetall(keys.contributions(currency))
-        reads.exists(keys.windows(currency))
+        reads.zcard(keys.windows(currency))
         reads.hmget(keys.totals, _total_fields(currency) + _bookkeeping_fields(currency))
     replies = reads.execute()
 
@@ -302,6 +314,13 @@ def _apply(
         recorded = {_text(member): value for member, value in recorded_all.items()}
         order_count, item_count, revenue = _parse_total(stored[:3])
         floor, newest, records = (None if v is None else float(_text(v)) for v in stored[3:])
+        merged = {member: _score(member) for member in recorded}
+        if records is None and merged:
+            # Written before the bookkeeping: what the old rule knew, from the records kept.
+            newest = max(merged.values()) if newest is None else max(newest, *merged.values())
+            if len(merged) >= max_windows:
+                oldest = min(merged.values())
+                floor = oldest if floor is None else max(floor, oldest)
         lost = records is not None and len(recorded) != records
         if lost and newest is not None:
             # Fewer records than the last write left: the hash expired after the currency was
@@ -312,9 +331,6 @@ def _apply(
             # if it is still there, may list windows nothing trims any more: it starts over.
             gone.append(f"{currency} ({int(records or 0) - len(recorded)} of {int(records or 0)})")
             floor = newest if floor is None else max(floor, newest)
-            if listed:
-                transaction.delete(keys.windows(currency))
-        merged = {member: _score(member) for member in recorded}
         added: dict[str, float] = {}
         for window in by_currency[currency]:
             contribution = recorded.get(window.member)
@@ -335,8 +351,13 @@ def _apply(
             transaction.hset(keys.window(currency, window.member), mapping=window.as_hash(batch_id))
             transaction.expire(keys.window(currency, window.member), ttl_seconds)
             transaction.hset(keys.contributions(currency), window.member, window.contribution())
-        # The sorted set is the dashboards' index: rebuilt from the records if it went alone.
-        listing = merged if lost or not listed else added
+        # The sorted set is the dashboards' index, in step with the records: if it went alone
+        # (evicted, perhaps while a write was on its way) or lists what no record does any more,
+        # it is made anew from the records.
+        stale = lost or listed != len(recorded)
+        if stale and listed:
+            transaction.delete(keys.windows(currency))
+        listing = merged if stale else added
         if listing:
             transaction.zadd(keys.windows(currency), listing)
         # Trim to the newest max_windows: the trimmed windows' shares stay in the totals, and

@@ -618,6 +618,17 @@ def test_redis_writer_keeps_the_latest_windows_and_totals_survive_trimming(
     # The floor is the newest window trimmed: 07:08:10, pushed out by 07:08:25.
     assert totals["EUR:floor"] == repr(utc("2031-05-06 07:08:10").timestamp())
 
+    # Keys an earlier writer left (no TTL, no bookkeeping): a trimmed window is still skipped.
+    redis_client.hdel(f"{redis_prefix}:totals", "EUR:floor", "EUR:newest", "EUR:records")
+    redis_client.persist(f"{redis_prefix}:windows:EUR")
+    redis_client.persist(f"{redis_prefix}:contributions:EUR")
+    write(frame(spark, window_rows(("EUR", "07:08:05", 1, 1, "1.00")), WINDOW_SCHEMA), 2)
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert totals["EUR:order_count"] == "7" and totals["EUR:revenue"] == "7.00"
+    assert totals["EUR:newest"] == repr(utc("2031-05-06 07:08:25").timestamp())
+    assert totals["EUR:records"] == "3"
+    assert redis_client.ttl(f"{redis_prefix}:contributions:EUR") > 0
+
 
 def test_redis_writer_counts_nothing_twice_after_its_records_expire_or_are_evicted(
     spark: SparkSession,
@@ -666,6 +677,23 @@ def test_redis_writer_counts_nothing_twice_after_its_records_expire_or_are_evict
     totals = redis_client.hgetall(f"{redis_prefix}:totals")
     assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("10", "19.00")
     assert totals["EUR:records"] == "1"
+
+    # The sorted set evicted while a write was on its way, which made it anew with its own
+    # window alone: the next write lists every record again.
+    write(frame(spark, window_rows(("EUR", "07:08:25", 1, 1, "1.00")), WINDOW_SCHEMA), 5)
+    redis_client.delete(f"{redis_prefix}:windows:EUR")
+    redis_client.zadd(
+        f"{redis_prefix}:windows:EUR",
+        {"2031-05-06T07:08:25.000Z": utc("2031-05-06 07:08:25").timestamp()},
+    )
+    write(frame(spark, window_rows(("EUR", "07:08:30", 1, 1, "1.00")), WINDOW_SCHEMA), 6)
+    assert redis_client.zrange(f"{redis_prefix}:windows:EUR", 0, -1) == [
+        "2031-05-06T07:08:20.000Z",
+        "2031-05-06T07:08:25.000Z",
+        "2031-05-06T07:08:30.000Z",
+    ]
+    totals = redis_client.hgetall(f"{redis_prefix}:totals")
+    assert (totals["EUR:order_count"], totals["EUR:revenue"]) == ("12", "21.00")
 
 
 # --- reconciliation -----------------------------------------------------------------------------
