@@ -5,7 +5,7 @@ STREAMOPS = $(VENV)/bin/streamops
 # Tests run their own stack: its own state folder and ports, so a running `make up` is untouched.
 TEST_ENV = STREAMOPS_STATE_DIR=$(CURDIR)/.streamops-test
 
-.PHONY: install up down status test test-unit lint typecheck bench soak chaos
+.PHONY: install up down status test test-tools test-unit lint typecheck bench soak chaos
 
 install:
 	$(PYTHON) -m streamops install
@@ -26,7 +26,12 @@ lint:
 typecheck:
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+# Tools only the tests use, built once and cached (helm for the chart tests: a few minutes from
+# source the first time), so the suite's own time is the tests'.
+test-tools: install
+	$(VENV)/bin/python -m tests.deploy.helm_binary
+
+test: install test-tools lint typecheck
 	$(TEST_ENV) $(VENV)/bin/python -m pytest tests --durations=25
 
 test-unit: install

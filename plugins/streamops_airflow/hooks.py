@@ -68,6 +68,7 @@ ORPHAN_RULE_ID = "pipeline-orphan"
 OUTAGE_RULE_ID = "pipeline-waiting-for-dependency"
 # spark-submit in cluster mode only creates the driver pod; it must not take longer than this.
 _CLUSTER_SUBMIT_TIMEOUT_SECONDS = 300.0
+AWAIT_EXIT_POLL_SECONDS = 0.5
 # Re-exported: tests, the trigger and the operations page import them from here.
 __all__ = [
     "BREAKER_RULE_ID",
@@ -373,6 +374,19 @@ class SparkJobHook(BaseHook):
             pod = self._driver_pod(handle)
             return pod is not None and pod.alive
         return jobs.process_is_running(handle)
+
+    def await_exit(self, handle: JobHandle, timeout_seconds: float) -> bool:
+        """Wait up to ``timeout_seconds`` for the job to end by itself; True once it has.
+
+        A job whose query failed stops its other queries and exits with a code that says why
+        (``EXIT_DISK_FULL``, ``EXIT_REFUSED``, 1): stopping it first would leave only the
+        signal's code, and cut its own clean stop short."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.is_alive(handle):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(AWAIT_EXIT_POLL_SECONDS)
+        return True
 
     def stop(self, handle: JobHandle, timeout_seconds: float | None = None) -> int | None:
         """Graceful stop, then a kill after ``timeout_seconds`` (default: the spec's).

@@ -57,6 +57,8 @@ from streamops_airflow.triggers import (
 
 # Backoffs up to this long are waited out in the worker instead of on a timer trigger.
 IN_WORKER_BACKOFF_SECONDS = 10.0
+# A job whose query failed stops the others (at most 8 s, spark_jobs.common.runner) and its JVM.
+FAILED_EXIT_GRACE_SECONDS = 30.0
 
 
 class StreamingJobOperator(BaseOperator):
@@ -91,7 +93,12 @@ class StreamingJobOperator(BaseOperator):
                 self.log.warning(
                     "%s: the job failed while no task watched it: %s", self.pipeline, health.detail
                 )
-                self._recover(hook, handle, f"{health.status}: {health.detail}")
+                self._recover(
+                    hook,
+                    handle,
+                    f"{health.status}: {health.detail}",
+                    exits_itself=health.status == HealthStatus.FAILED,
+                )
                 return
         self._start_and_watch(hook)
 
@@ -111,13 +118,27 @@ class StreamingJobOperator(BaseOperator):
                 transition(hook.spec.restart, state, Stopped(), time.time()).state
             )
             return
-        self._recover(hook, handle, f"{status}: {detail}")
+        self._recover(
+            hook, handle, f"{status}: {detail}", exits_itself=status == HealthStatus.FAILED
+        )
 
-    def _recover(self, hook: SparkJobHook, handle: JobHandle, reason: str) -> None:
+    def _recover(
+        self, hook: SparkJobHook, handle: JobHandle, reason: str, *, exits_itself: bool = False
+    ) -> None:
         """Failed or stalled: stop what is left of the job, then the policy decides: wait for a
         dependency that is (or was) down, restart after a backoff, or open the breaker. A job
         that refused to start (``EXIT_REFUSED``) opens the breaker at once: it would refuse
-        again, and its reason may name MariaDB without MariaDB being down."""
+        again, and its reason may name MariaDB without MariaDB being down.
+
+        ``exits_itself``: a query failed, and a job that is still alive then stops its other
+        queries and exits with the code that says why; it gets ``FAILED_EXIT_GRACE_SECONDS``
+        for that before it is stopped (a stalled job is stopped at once)."""
+        if exits_itself and not hook.await_exit(handle, FAILED_EXIT_GRACE_SECONDS):
+            self.log.warning(
+                "%s: a query failed and the job did not exit within %.0f s: stopping it",
+                self.pipeline,
+                FAILED_EXIT_GRACE_SECONDS,
+            )
         refusal = hook.refusal(handle)
         if refusal is not None:
             state = hook.load_restart_state()

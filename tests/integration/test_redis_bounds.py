@@ -48,10 +48,10 @@ CURRENCIES = ["".join(c) for c in itertools.product(string.ascii_uppercase, repe
 CHUNK = 5_000
 CURRENCIES_PER_BATCH = 3_000
 # Windows of every currency: ~500 bytes each with their hash, index and record, so the orders
-# keys alone (~70 MB) take more than the headroom.
-ORDERS_WINDOWS = 8
+# keys alone (~35 MB) take more than the headroom.
+ORDERS_WINDOWS = 4
 # What the test adds to the memory Redis already uses: far less than the keys it writes.
-HEADROOM_BYTES = 48 * 2**20
+HEADROOM_BYTES = 32 * 2**20
 LIMITS = {"ttl_seconds": DEFAULT_WINDOW_TTL_SECONDS, "max_windows": DEFAULT_MAX_WINDOWS}
 WINDOW_SCHEMA = (
     "window_start TIMESTAMP, window_end TIMESTAMP, currency STRING, order_count BIGINT, "

@@ -96,6 +96,8 @@ class FakeHook:
         self.outage_found: DependencyDown | None = None
         # Why the job refused to start (it exited with EXIT_REFUSED), None for any other end.
         self.refused: str | None = None
+        # Whether a job whose query failed exits by itself within the grace.
+        self.exits_itself = True
 
     def load_restart_state(self) -> RestartState:
         return self.state
@@ -121,6 +123,10 @@ class FakeHook:
     def outage(self, handle: JobHandle, reason: str) -> DependencyDown | None:
         self.calls.append("probe")
         return self.outage_found
+
+    def await_exit(self, handle: JobHandle, timeout_seconds: float) -> bool:
+        self.calls.append(f"await_exit:{timeout_seconds:.0f}")
+        return self.exits_itself
 
     def stop(self, handle: JobHandle, timeout: float) -> int:
         self.calls.append("stop")
@@ -205,8 +211,31 @@ def test_a_short_backoff_is_waited_out_in_the_worker(monkeypatch: pytest.MonkeyP
     # No timer trigger: relaunched after the sleep, straight back to the health trigger.
     assert slept == [2.0]
     assert isinstance(deferred.value.trigger, SparkJobHealthTrigger)
-    assert hook.calls == ["stop", "probe", "start:airflow:adhoc_airflow.supervise"]
+    assert hook.calls == ["await_exit:30", "stop", "probe", "start:airflow:adhoc_airflow.supervise"]
     assert hook.state.phase is Phase.RUNNING and hook.state.restarts_total == 1
+
+
+def test_a_failed_query_lets_the_job_exit_with_its_own_code_before_it_is_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job whose query failed exits by itself with the code that says why (74: a full disk,
+    78: a refusal): the supervisor waits for that before its stop, whose signal would leave 143.
+    A stalled job is stopped at once, and one that does not exit in time is stopped too."""
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    with pytest.raises(TaskDeferred):
+        _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
+    assert hook.calls[:2] == ["await_exit:30", "stop"]
+
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    with pytest.raises(TaskDeferred):
+        _operator(monkeypatch, hook).on_health_event({}, _event("stalled"))
+    assert hook.calls[0] == "stop"
+
+    hook = FakeHook(RestartState(phase=Phase.RUNNING, running_since=1.0))
+    hook.exits_itself = False
+    with pytest.raises(TaskDeferred):
+        _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
+    assert hook.calls[:3] == ["await_exit:30", "stop", "probe"]
 
 
 def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,7 +246,12 @@ def test_a_retried_try_counts_the_failure_nobody_watched(monkeypatch: pytest.Mon
     with pytest.raises(TaskDeferred) as deferred:
         _operator(monkeypatch, hook).execute({})
     assert deferred.value.method_name == "restart_job"
-    assert hook.calls == ["unwatched:airflow:adhoc_airflow.supervise", "stop", "probe"]
+    assert hook.calls == [
+        "unwatched:airflow:adhoc_airflow.supervise",
+        "await_exit:30",
+        "stop",
+        "probe",
+    ]
     assert hook.state.phase is Phase.BACKING_OFF
     assert hook.state.last_failure_reason == "failed: the job process exited with 1"
     # The second unwatched death opens the breaker (max_failures 2) instead of a launch.
@@ -238,7 +272,7 @@ def test_a_refusal_to_start_opens_the_breaker_at_once(monkeypatch: pytest.Monkey
         _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
     assert hook.state.phase is Phase.BREAKER_OPEN
     assert hook.state.last_failure_reason == hook.refused
-    assert hook.calls == ["alert", "release"]
+    assert hook.calls == ["await_exit:30", "alert", "release"]
     # The next run is refused with the reason until an operator resets the breaker.
     with pytest.raises(AirflowFailException, match=r"circuit breaker is open.*0011_x\.sql"):
         _operator(monkeypatch, hook).execute({})
@@ -290,7 +324,7 @@ def test_mariadb_down_waits_without_touching_the_restart_state(
     with pytest.raises(TaskDeferred) as deferred:
         _operator(monkeypatch, hook).on_health_event({}, _event("failed"))
     assert isinstance(deferred.value.trigger, DependencyWaitTrigger)
-    assert hook.calls == ["stop", "probe"]
+    assert hook.calls == ["await_exit:30", "stop", "probe"]
 
 
 def test_a_new_try_while_waiting_looks_at_the_dependencies_before_a_launch(
