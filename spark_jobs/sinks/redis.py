@@ -49,6 +49,7 @@ keep no TTL: an idle currency's keys from that version stay until deleted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -207,9 +208,18 @@ def write_windows(
     for first in range(0, max(len(currencies), 1), TRANSACTION_CURRENCIES):
         chunk = {c: by_currency[c] for c in currencies[first : first + TRANSACTION_CURRENCIES]}
         last = first + TRANSACTION_CURRENCIES >= len(currencies)
-        done = _transaction(
-            client, keys, chunk, done, batch_id, channel if last else None, ttl_seconds, max_windows
+        apply = functools.partial(
+            _apply,
+            client,
+            keys=keys,
+            by_currency=chunk,
+            earlier=done,
+            batch_id=batch_id,
+            channel=channel if last else None,
+            ttl_seconds=ttl_seconds,
+            max_windows=max_windows,
         )
+        done = _transaction(client, keys, batch_id, apply)
     if done.skipped:
         log.warning(
             "batch %s: %s windows at or before the newest window Redis no longer tracks were "
@@ -233,15 +243,10 @@ class _Applied:
 def _transaction(
     client: redis.Redis,
     keys: OrdersRedisKeys,
-    by_currency: Mapping[str, list[Window]],
-    earlier: _Applied,
     batch_id: int | None,
-    channel: str | None,
-    ttl_seconds: int,
-    max_windows: int,
+    apply: Callable[[redis.client.Pipeline], _Applied],
 ) -> _Applied:
-    """One WATCHed transaction over the currencies of ``by_currency``; ``channel``: the last of
-    the batch, which publishes."""
+    """One WATCHed transaction: ``apply`` reads and queues the writes of some currencies."""
     # Every writer of these keys (the job, the reconciliation) writes the totals in every
     # transaction, so watching them alone catches any other writer. The per-currency keys carry
     # a TTL: under memory pressure Redis evicts before it runs EXEC, and watching them would
@@ -252,17 +257,7 @@ def _transaction(
         with client.pipeline(transaction=True) as transaction:
             try:
                 transaction.watch(*watched)
-                applied = _apply(
-                    client,
-                    transaction,
-                    keys,
-                    by_currency,
-                    earlier,
-                    batch_id,
-                    channel,
-                    ttl_seconds,
-                    max_windows,
-                )
+                applied = apply(transaction)
                 transaction.execute()
                 return applied
             except redis.WatchError:
@@ -286,6 +281,7 @@ def _transaction(
 def _apply(
     client: redis.Redis,
     transaction: redis.client.Pipeline,
+    *,
     keys: OrdersRedisKeys,
     by_currency: Mapping[str, list[Window]],
     earlier: _Applied,
@@ -294,6 +290,8 @@ def _apply(
     ttl_seconds: int,
     max_windows: int,
 ) -> _Applied:
+    """The currencies of ``by_currency``, read and queued in ``transaction``; ``channel``: the
+    last transaction of the batch, which publishes."""
     currencies = sorted(by_currency)
     # Reads on a second connection, in one round trip: WATCH is already armed, so anything they
     # miss that changes before EXEC aborts the transaction.
