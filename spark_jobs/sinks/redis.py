@@ -293,8 +293,9 @@ def _apply(
     """The currencies of ``by_currency``, read and queued in ``transaction``; ``channel``: the
     last transaction of the batch, which publishes."""
     currencies = sorted(by_currency)
-    # Reads on a second connection, in one round trip: WATCH is already armed, so anything they
-    # miss that changes before EXEC aborts the transaction.
+    # Reads on a second connection, in one round trip. WATCH on the totals is already armed, so
+    # another writer's commit before EXEC aborts the transaction; an eviction of these keys
+    # does not, and the next write finds it by ``<CUR>:records``.
     reads = client.pipeline(transaction=False)
     for currency in currencies:
         reads.hgetall(keys.contributions(currency))
