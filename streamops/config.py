@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     def spark_kafka_jars_dir(self, spark_version: str) -> Path:
         return self.cache_dir / f"spark-kafka-{spark_version}"
 
+    def spark_class_archive(self, spark_version: str) -> Path:
+        """The drivers' class-data archive (`streamops install`, streamops.pipelines.submit). In
+        the virtual environment, not the shared cache: it names the jars of this environment's
+        PySpark by their paths, and a JVM given another environment's ignores it."""
+        return self.venv_dir / "share" / "streamops" / f"spark-class-archive-{spark_version}.jsa"
+
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMOPS_*`` variables, for child processes (Airflow, jobs)."""
         env: dict[str, str] = {}

@@ -47,6 +47,8 @@ SPARK_CONNECTOR_ARTIFACTS = (
     "commons-pool2",
 )
 COMPLETE_MARKER = ".complete"
+# The drivers' collector (pipelines.yaml); the class-data archive is recorded under the same one.
+DRIVER_GC_OPTION = "-XX:+UseSerialGC"
 
 
 class InstallError(Exception):
@@ -204,11 +206,74 @@ def install_jars() -> None:
     )
 
 
+def install_class_archive() -> None:
+    """The drivers' class-data archive: one run of spark_jobs/jobs/warm_classes.py records the
+    classes a driver loads, and every job maps them instead of loading them again (about a quarter
+    of a cold start, docs/performance.md). An archive this JDK cannot use (another JDK, other
+    Spark jars) is made again. Not fatal when it fails: the jobs start without it, only slower."""
+    import pyspark
+
+    from streamops.config import load_settings
+
+    settings = load_settings()
+    archive = settings.spark_class_archive(pyspark.__version__)
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    env = {**os.environ, "SPARK_HOME": str(spark_submit.parent.parent)}
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    if archive.exists():
+        if _class_archive_usable(spark_submit, archive, env):
+            say(f"class-data archive: present in {archive}")
+            return
+        say(f"class-data archive: {archive} does not fit this JDK and Spark; making it again")
+        archive.unlink()
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    partial.unlink(missing_ok=True)
+    say("class-data archive: one short Spark run records the classes a driver loads (~1 min)")
+    argv = [
+        str(spark_submit),
+        "--master",
+        "local[2]",
+        "--driver-java-options",
+        f"{DRIVER_GC_OPTION} -XX:ArchiveClassesAtExit={partial}",
+        str(PROJECT_ROOT / "spark_jobs" / "jobs" / "warm_classes.py"),
+    ]
+    result = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0 or not partial.exists():
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        say(
+            f"class-data archive: not made (exit {result.returncode}); the jobs start without "
+            f"it, only slower. The run's last lines:\n{tail}"
+        )
+        partial.unlink(missing_ok=True)
+        return
+    partial.rename(archive)
+    if not _class_archive_usable(spark_submit, archive, env):
+        archive.unlink()
+        say("class-data archive: made, but this JDK cannot map it; the jobs start without it")
+        return
+    say(f"class-data archive: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
+
+
+def _class_archive_usable(spark_submit: Path, archive: Path, env: dict[str, str]) -> bool:
+    """Whether a driver's JVM maps ``archive``: with ``-Xshare:on`` a JVM that cannot (another
+    JDK, other jars on the class path) refuses to start instead of ignoring it."""
+    options = f"{DRIVER_GC_OPTION} -Xshare:on -XX:SharedArchiveFile={archive}"
+    result = subprocess.run(
+        [str(spark_submit), "--driver-java-options", options, "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="streamops install",
         description="Install what is missing: Debian packages, the Python virtual environment, "
-        "and the Kafka and Spark connector jars. Does nothing for what is already there.",
+        "the Kafka and Spark connector jars, and the Spark drivers' class-data archive. Does "
+        "nothing for what is already there.",
     )
     parser.add_argument("--phase", choices=("all", "system", "jars"), default="all")
     parser.add_argument("--skip-apt", action="store_true", help="do not check Debian packages")
@@ -223,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             run([str(python), "-m", "streamops.installer", "--phase", "jars"], cwd=PROJECT_ROOT)
         elif args.phase == "jars":
             install_jars()
+            install_class_archive()
     except InstallError as exc:
         print(f"streamops install: {exc}", file=sys.stderr)
         return 1

@@ -347,12 +347,14 @@ class SparkJobHook(BaseHook):
     def submit_command(self, connector_jars: list[Path] | None = None) -> list[str]:
         import pyspark
 
+        archive = self.settings.spark_class_archive(pyspark.__version__)
         return build_submit_command(
             self.spec,
             self.settings,
             connector_jars=connector_jars or [],
             spark_home=_spark_home(),
             spark_version=pyspark.__version__,
+            class_archive=archive if archive.is_file() else None,
         )
 
     def _handle(self, lease: leases.Lease, *, reattached: bool) -> JobHandle:

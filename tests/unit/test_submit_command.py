@@ -129,6 +129,29 @@ def test_spec_conf_overrides_defaults_but_each_key_appears_once(settings: Settin
     assert _confs(command)["spark.sql.session.timeZone"] == "Europe/Paris"
 
 
+def test_a_local_driver_maps_the_class_archive_after_the_specs_java_options(
+    settings: Settings, tmp_path: Path
+) -> None:
+    archive = settings.spark_class_archive("4.2.0")
+    spec = _spec(spark_conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC"})
+    command = build_submit_command(spec, settings, class_archive=archive)
+    assert _confs(command)["spark.driver.extraJavaOptions"] == (
+        f"-XX:+UseSerialGC -XX:SharedArchiveFile={archive}"
+    )
+    # Inside the environment whose jars it names, never in the cache another checkout shares.
+    assert archive.is_relative_to(settings.venv_dir)
+    # A spec without JVM options gets the archive alone; without an archive nothing changes.
+    bare = build_submit_command(_spec(), settings, class_archive=archive)
+    assert _confs(bare)["spark.driver.extraJavaOptions"] == f"-XX:SharedArchiveFile={archive}"
+    assert "spark.driver.extraJavaOptions" not in _confs(build_submit_command(_spec(), settings))
+
+
+def test_a_cluster_driver_never_gets_this_machines_class_archive(settings: Settings) -> None:
+    archive = settings.spark_class_archive("4.2.0")
+    command = build_submit_command(_spec(kubernetes=K8S), settings, class_archive=archive)
+    assert not any("SharedArchiveFile" in arg for arg in command)
+
+
 def test_environment_carries_master_and_checkpoint(settings: Settings) -> None:
     env = build_submit_environment(_spec(master="local[2]", checkpoint_root="/ck"), settings)
     assert env[MASTER_ENV] == "local[2]"
