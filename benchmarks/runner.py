@@ -88,6 +88,10 @@ RATIO_BASELINES = {
         "median latency, crossing line acknowledged → alert visible, with the real-time query / "
         "in micro-batch mode, per place (below 1 = real-time is faster)"
     ),
+    "ratio_start_with_archive_to_without": (
+        "seconds (CPU seconds for `cpu`) of a cold Spark driver with the class-data archive of "
+        "`streamops install` / without it, same probe, alternating, same run (below 1 = faster)"
+    ),
     "ratio_to_produce_rate": (
         "lines/s counted end to end by the micro-batch job / lines/s the producer sent"
     ),

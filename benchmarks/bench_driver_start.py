@@ -1,0 +1,111 @@
+"""How long a cold Spark driver takes to start, with and without the class-data archive that
+`streamops install` records (streamops.installer.install_class_archive): a relaunched job pays
+this start after every crash, so it is most of a recovery (docs/performance.md).
+
+Each round submits ``driver_start_probe.py`` twice, without and with the archive, in alternating
+order, through the same spark-submit, JVM options and master as a pipeline's job. Reported per
+mode: the medians of seconds to the session, to the first and to the third batch, of wall time
+for the whole submit (the JVM's exit included), and of CPU seconds of the whole process tree.
+Run it once on a quiet machine and once with the whole platform running (``make up``): the
+difference is what a relaunch on a busy machine gains.
+
+    BENCH_DRIVER_START_ROUNDS=5 .venv/bin/python -m benchmarks.runner driver_start
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyspark
+
+from benchmarks import BenchmarkError, int_env
+from streamops.config import Settings
+
+PROBE = Path(__file__).resolve().parent / "driver_start_probe.py"
+# The pipelines' driver options (pipelines.yaml): the serial collector, a 768 MiB heap.
+JAVA_OPTIONS = "-XX:+UseSerialGC"
+MODES = ("without_archive", "with_archive")
+MEASURES = ("session", "first_batch", "third_batch", "wall", "cpu")
+
+
+def _submit(spark_submit: Path, java_options: str, settings: Settings) -> dict[str, float]:
+    env = {**os.environ, "SPARK_HOME": str(spark_submit.parent.parent)}
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            str(spark_submit),
+            "--master",
+            settings.spark_master,
+            "--driver-memory",
+            "768m",
+            "--driver-java-options",
+            java_options,
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.sql.shuffle.partitions=2",
+            str(PROBE),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        tail = "\n".join(result.stderr.splitlines()[-10:])
+        raise BenchmarkError(f"the probe driver failed (exit {result.returncode}):\n{tail}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(lines[-1]), "wall": wall, "cpu": cpu}
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    rounds = int_env("BENCH_DRIVER_START_ROUNDS", 3)
+    archive = settings.spark_class_archive(pyspark.__version__)
+    if not archive.is_file():
+        raise BenchmarkError(
+            f"no class-data archive at {archive}: run `streamops install`, which records it."
+        )
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    options = {
+        "without_archive": JAVA_OPTIONS,
+        "with_archive": f"{JAVA_OPTIONS} -XX:SharedArchiveFile={archive}",
+    }
+    samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    for round_number in range(rounds):
+        order = MODES if round_number % 2 == 0 else tuple(reversed(MODES))
+        for mode in order:
+            samples[mode].append(_submit(spark_submit, options[mode], settings))
+    medians = {
+        mode: {
+            f"{measure}_seconds": statistics.median(s[measure] for s in runs)
+            for measure in MEASURES
+        }
+        for mode, runs in samples.items()
+    }
+    load = os.getloadavg()
+    return {
+        "rounds": rounds,
+        "archive": str(archive),
+        "archive_mib": round(archive.stat().st_size / 2**20, 1),
+        "load_average_1m_at_end": round(load[0], 2),
+        "median": medians,
+        "ratio_start_with_archive_to_without": {
+            measure: medians["with_archive"][f"{measure}_seconds"]
+            / medians["without_archive"][f"{measure}_seconds"]
+            for measure in MEASURES
+        },
+        "runs": samples,
+    }
