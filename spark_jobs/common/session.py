@@ -11,6 +11,10 @@ from pyspark.sql import SparkSession
 
 from streamops.config import Settings
 from streamops.errors import StreamopsError
+from streamops.pipelines.submit import DRIVER_JAVA_OPTIONS, with_class_archive
+
+# Set by spark-submit for the Python driver it starts: the JVM runs already.
+GATEWAY_ENV = "PYSPARK_GATEWAY_PORT"
 
 
 def kafka_connector_jars(settings: Settings) -> list[Path]:
@@ -45,6 +49,19 @@ def build_spark_session(
         # job instead of one partition first and the rest in a second job.
         .config("spark.sql.limit.initialNumPartitions", "64")
     )
-    for key, value in (conf or {}).items():
+    for key, value in _with_class_archive(settings, conf or {}).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def _with_class_archive(settings: Settings, conf: Mapping[str, str]) -> dict[str, str]:
+    """``conf``, plus the drivers' class-data archive when this interpreter is about to start the
+    JVM itself (`streamops run`, tests) and the archive exists. Under spark-submit (the supervised
+    jobs) the JVM already runs: the hook put the archive on its command line."""
+    import pyspark
+
+    archive = settings.spark_class_archive(pyspark.__version__)
+    if GATEWAY_ENV in os.environ or not archive.is_file():
+        return dict(conf)
+    options = with_class_archive(conf.get(DRIVER_JAVA_OPTIONS, ""), archive)
+    return {**conf, DRIVER_JAVA_OPTIONS: options}
