@@ -19,10 +19,10 @@ its reason, and every output must keep getting rows after the last of them: one 
 to move the watermark for good and crash-loop the revenue query.
 
 Then the bounded form of the chaos suite (``streamops chaos``, docs/operations.md) runs on the same
-platform: three faults (a job's JVM killed, the Kafka broker restarted, the orders driver killed
-between a revenue batch's MariaDB and Redis writes), each awaited to recovery; at the end every
-output is checked against the topics, and the supervisor's word, sampled every second, against
-the process table and the heartbeats.
+platform: three faults (Redis stopped for 30 s, the Kafka broker restarted, the orders driver
+killed between a revenue batch's MariaDB and Redis writes), each awaited to recovery; at the end
+every output is checked against the topics, and the supervisor's word, sampled every second,
+against the process table and the heartbeats.
 
 The long forms are ``streamops soak`` and ``streamops chaos --duration 30m``
 (docs/performance.md, docs/operations.md); these are their bounded forms for CI.
@@ -54,8 +54,10 @@ from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.topics import TOPIC_CONFIG, topic_config
 from tests.integration.support import end_supervision, execute, query, wait_until
 
-# How long the platform is watched once every pipeline has reported healthy.
-WATCH_SECONDS = 180
+# How long the platform is watched once every pipeline has reported healthy: 24 samples of each
+# pipeline and every query's batches; `streamops soak` is the long form. Two minutes, not three,
+# keep the whole suite inside CI's 45-minute budget.
+WATCH_SECONDS = 120
 FIRST_ROWS_TIMEOUT_SECONDS = 420
 SAMPLE_SECONDS = 5
 # Each output and the column that says when a row was written (UTC).
@@ -337,7 +339,13 @@ def test_every_pipeline_holds_steady_together(
     # Every hostile record in quarantine, whole, with its reason; and the outputs went on after
     # the last of them: no watermark moved to year 9999 (new orders would all be late, and the
     # joins would close every pending order as unpaid).
+    # Sent as the watch began; a job may still be writing the last of them (1 MB each) when it
+    # ends, so they get up to two minutes more.
+    deadline = time.monotonic() + 120
     outcomes = {record: _quarantined(settings, record) for record in hostile}
+    while not all(outcomes.values()) and time.monotonic() < deadline:
+        time.sleep(10)
+        outcomes = {record: _quarantined(settings, record) for record in hostile}
     missing = [f"{r.topic}@{r.partition}:{r.offset}" for r, got in outcomes.items() if not got]
     assert not missing, f"hostile records not in quarantine: {missing}"
     wrong_reasons = {
