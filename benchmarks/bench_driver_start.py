@@ -109,3 +109,31 @@ def run(settings: Settings) -> dict[str, Any]:
         },
         "runs": samples,
     }
+
+
+def plot(results: dict[str, Path], chart: Path) -> Path:
+    """One panel per labelled result file (say, alone and with the platform): each measure's
+    median without and with the archive."""
+    from benchmarks import plots
+
+    panels = {}
+    for label, path in results.items():
+        medians = json.loads(path.read_text())["results"]["median"]
+        panels[label] = {
+            mode.replace("_", " "): [medians[mode][f"{m}_seconds"] for m in MEASURES]
+            for mode in MODES
+        }
+    return plots.grouped_bars(
+        chart,
+        title="A cold Spark driver's start, medians (seconds; cpu: CPU seconds)",
+        panels=panels,
+        groups=[measure.replace("_", " ") for measure in MEASURES],
+        ylabel="seconds",
+        label=lambda value: f"{value:.1f}",
+    )
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.bench_driver_start CHART LABEL=RESULT.json [LABEL=RESULT.json ...]
+    labelled = dict(argument.split("=", 1) for argument in sys.argv[2:])
+    print(plot({label: Path(path) for label, path in labelled.items()}, Path(sys.argv[1])))
