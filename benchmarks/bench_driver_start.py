@@ -28,17 +28,16 @@ import pyspark
 
 from benchmarks import BenchmarkError, int_env
 from streamops.config import Settings
+from streamops.installer import DRIVER_GC_OPTION, pyspark_submit
+from streamops.pipelines.submit import with_class_archive
 
 PROBE = Path(__file__).resolve().parent / "driver_start_probe.py"
-# The pipelines' driver options (pipelines.yaml): the serial collector, a 768 MiB heap.
-JAVA_OPTIONS = "-XX:+UseSerialGC"
 MODES = ("without_archive", "with_archive")
 MEASURES = ("session", "first_batch", "third_batch", "wall", "cpu")
 
 
-def _submit(spark_submit: Path, java_options: str, settings: Settings) -> dict[str, float]:
-    env = {**os.environ, "SPARK_HOME": str(spark_submit.parent.parent)}
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
+def _submit(java_options: str, settings: Settings) -> dict[str, float]:
+    spark_submit, env = pyspark_submit()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = subprocess.run(
@@ -46,6 +45,7 @@ def _submit(spark_submit: Path, java_options: str, settings: Settings) -> dict[s
             str(spark_submit),
             "--master",
             settings.spark_master,
+            # The pipelines' driver heap (pipelines.yaml).
             "--driver-memory",
             "768m",
             "--driver-java-options",
@@ -78,16 +78,15 @@ def run(settings: Settings) -> dict[str, Any]:
         raise BenchmarkError(
             f"no class-data archive at {archive}: run `streamops install`, which records it."
         )
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
     options = {
-        "without_archive": JAVA_OPTIONS,
-        "with_archive": f"{JAVA_OPTIONS} -XX:SharedArchiveFile={archive}",
+        "without_archive": DRIVER_GC_OPTION,
+        "with_archive": with_class_archive(DRIVER_GC_OPTION, archive),
     }
     samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for round_number in range(rounds):
         order = MODES if round_number % 2 == 0 else tuple(reversed(MODES))
         for mode in order:
-            samples[mode].append(_submit(spark_submit, options[mode], settings))
+            samples[mode].append(_submit(options[mode], settings))
     medians = {
         mode: {
             f"{measure}_seconds": statistics.median(s[measure] for s in runs)

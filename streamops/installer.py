@@ -217,9 +217,7 @@ def install_class_archive() -> None:
 
     settings = load_settings()
     archive = settings.spark_class_archive(pyspark.__version__)
-    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
-    env = {**os.environ, "SPARK_HOME": str(spark_submit.parent.parent)}
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark_submit, env = pyspark_submit()
     if archive.exists():
         if _class_archive_usable(spark_submit, archive, env):
             say(f"class-data archive: present in {archive}")
@@ -253,6 +251,19 @@ def install_class_archive() -> None:
         say("class-data archive: made, but this JDK cannot map it; the jobs start without it")
         return
     say(f"class-data archive: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
+
+
+def pyspark_submit() -> tuple[Path, dict[str, str]]:
+    """The venv's PySpark ``spark-submit`` and the environment to run it in, for a run outside a
+    pipeline's job (the archive's recording and check, ``benchmarks/bench_driver_start``)."""
+    import pyspark
+
+    from streamops.pipelines.submit import spark_submit_path
+
+    spark_home = Path(pyspark.__file__).resolve().parent
+    env = {**os.environ, "SPARK_HOME": str(spark_home)}
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    return spark_submit_path(spark_home), env
 
 
 def _class_archive_usable(spark_submit: Path, archive: Path, env: dict[str, str]) -> bool:

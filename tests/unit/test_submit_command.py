@@ -130,7 +130,7 @@ def test_spec_conf_overrides_defaults_but_each_key_appears_once(settings: Settin
 
 
 def test_a_local_driver_maps_the_class_archive_after_the_specs_java_options(
-    settings: Settings, tmp_path: Path
+    settings: Settings,
 ) -> None:
     archive = settings.spark_class_archive("4.2.0")
     spec = _spec(spark_conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC"})
