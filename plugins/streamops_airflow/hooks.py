@@ -377,6 +377,12 @@ class SparkJobHook(BaseHook):
             return pod is not None and pod.alive
         return jobs.process_is_running(handle)
 
+    @staticmethod
+    def exit_watch_pids(handle: JobHandle) -> list[int]:
+        """The local job's processes whose exit ends it (none for a driver pod): the trigger
+        wakes when one exits instead of at its next poll."""
+        return jobs.exit_watch_pids(handle)
+
     def await_exit(self, handle: JobHandle, timeout_seconds: float) -> bool:
         """Wait up to ``timeout_seconds`` for the job to end by itself; True once it has.
 

@@ -119,11 +119,21 @@ class StreamingJobOperator(BaseOperator):
             )
             return
         self._recover(
-            hook, handle, f"{status}: {detail}", exits_itself=status == HealthStatus.FAILED
+            hook,
+            handle,
+            f"{status}: {detail}",
+            exits_itself=status == HealthStatus.FAILED,
+            after_healthy=bool(event.get("ran_healthy", False)),
         )
 
     def _recover(
-        self, hook: SparkJobHook, handle: JobHandle, reason: str, *, exits_itself: bool = False
+        self,
+        hook: SparkJobHook,
+        handle: JobHandle,
+        reason: str,
+        *,
+        exits_itself: bool = False,
+        after_healthy: bool = False,
     ) -> None:
         """Failed or stalled: stop what is left of the job, then the policy decides: wait for a
         dependency that is (or was) down, restart after a backoff, or open the breaker. A job
@@ -132,7 +142,10 @@ class StreamingJobOperator(BaseOperator):
 
         ``exits_itself``: a query failed, and a job that is still alive then stops its other
         queries and exits with the code that says why; it gets ``FAILED_EXIT_GRACE_SECONDS``
-        for that before it is stopped (a stalled job is stopped at once)."""
+        for that before it is stopped (a stalled job is stopped at once).
+
+        ``after_healthy``: the trigger saw the job healthy before it failed; the policy then
+        restarts it without the backoff (``RestartPolicy.restart_after_healthy_seconds``)."""
         if exits_itself and not hook.await_exit(handle, FAILED_EXIT_GRACE_SECONDS):
             self.log.warning(
                 "%s: a query failed and the job did not exit within %.0f s: stopping it",
@@ -157,7 +170,7 @@ class StreamingJobOperator(BaseOperator):
             self._wait_for_dependencies(hook, handle, outage)
             return
         state = hook.load_restart_state()
-        event = Failed(reason) if outage is None else outage
+        event = Failed(reason, after_healthy=after_healthy) if outage is None else outage
         decision = transition(hook.spec.restart, state, event, time.time())
         hook.save_restart_state(decision.state)
         if decision.action is Action.WAIT_FOR_DEPENDENCIES:

@@ -15,6 +15,8 @@ loop serves many triggers and must never wait on one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,11 +39,45 @@ CLOCK_STEP_SECONDS = 2.0
 # writes that file without O_APPEND, so it cannot be rotated while the trigger runs.
 HEALTH_LOG_EVERY_SECONDS = 300.0
 DEPENDENCIES_UP = "dependencies_up"
+MIN_POLL_SECONDS = 0.5
 
 
 def clock_offset() -> float:
     """The wall clock minus the monotonic clock: constant until the wall clock is stepped."""
     return time.time() - time.monotonic()
+
+
+async def sleep_until_exit(pids: list[int], timeout_seconds: float) -> None:
+    """Sleep ``timeout_seconds``, or less: until one of ``pids`` exits. A killed JVM or driver
+    is then looked at within moments instead of at the next poll (up to a poll interval later,
+    all of it added to the recovery). Linux pidfds, read by the event loop: no thread, no
+    polling. A pid already gone (or reused meanwhile: then its exit is merely seen late, at the
+    next poll) ends the sleep at once."""
+    if not pids or not hasattr(os, "pidfd_open"):
+        await asyncio.sleep(timeout_seconds)
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:  # gone already
+                return
+            fds.append(fd)
+            loop.add_reader(fd, wake)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited, timeout_seconds)
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+            os.close(fd)
 
 
 # The triggerer gives on_kill ~30 s ([triggerer] on_kill_timeout): SIGKILL comes before that.
@@ -87,7 +123,13 @@ class SparkJobHealthTrigger(BaseTrigger):
         trust_stalls_after = 0.0
         offset = clock_offset()
         logged: tuple[HealthStatus | None, float] = (None, 0.0)
+        # Seen healthy since this trigger began: a failure after that is no crash loop (the
+        # operator restarts it without the backoff). Not serialized: a triggerer restart forgets
+        # it, and the failure then backs off as before.
+        ran_healthy = False
+        watched: list[int] = []
         while True:
+            began = time.monotonic()
             previous, offset = offset, clock_offset()
             step = offset - previous
             if abs(step) > CLOCK_STEP_SECONDS:
@@ -126,12 +168,14 @@ class SparkJobHealthTrigger(BaseTrigger):
                     # Once per episode: the job is left running, an operator hears of it.
                     await asyncio.to_thread(hook.publish_overload_alert, health)
                 overloaded = is_overloaded
+                ran_healthy = ran_healthy or health.status is HealthStatus.HEALTHY
                 if health.status.needs_action:
                     yield TriggerEvent(
                         {
                             "status": str(health.status),
                             "detail": health.detail,
                             "handle": self.handle,
+                            "ran_healthy": ran_healthy,
                         }
                     )
                     return
@@ -144,7 +188,12 @@ class SparkJobHealthTrigger(BaseTrigger):
                     return
                 except Exception as exc:  # MariaDB away: the lease's TTL covers a few polls
                     self.log.warning("%s: could not renew the lease: %s", self.pipeline, exc)
-            await asyncio.sleep(self.poll_interval_seconds)
+                watched = await asyncio.to_thread(hook.exit_watch_pids, handle)
+            await sleep_until_exit(watched, self.poll_interval_seconds)
+            # A process that exits leaves the others of the job a moment to follow: at most a
+            # look every MIN_POLL_SECONDS, however often one of them ends.
+            least = min(MIN_POLL_SECONDS, self.poll_interval_seconds)
+            await asyncio.sleep(max(0.0, least - (time.monotonic() - began)))
 
     async def on_kill(self) -> None:
         """The user stopped the run or marked the task failed: stop the job, free the lease.

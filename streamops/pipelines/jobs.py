@@ -263,6 +263,20 @@ def python_drivers(members: Iterable[psutil.Process]) -> list[psutil.Process]:
     return drivers
 
 
+def exit_watch_pids(handle: JobHandle) -> list[int]:
+    """The processes whose exit ends the job on this host: the ``sh`` wrapper, spark-submit's
+    JVM and the Python driver (not the Python workers, which Spark starts and ends as it
+    pleases). The supervisor wakes when one of them exits (``triggers.sleep_until_exit``)."""
+    members = job_processes(handle)
+    drivers = {process.pid for process in python_drivers(members)}
+    watched = []
+    for process in members:
+        with _quietly():
+            if process.pid == handle.pid or process.pid in drivers or process.name() == "java":
+                watched.append(process.pid)
+    return watched
+
+
 @dataclass(frozen=True)
 class StrayJob:
     """Processes of a pipeline on this host that share one session (one launch)."""

@@ -61,9 +61,15 @@ class Started:
 
 @dataclass(frozen=True)
 class Failed:
-    """The job died, stalled or reported an exception."""
+    """The job died, stalled or reported an exception.
+
+    ``after_healthy``: the supervisor saw the job healthy (every query reporting) before this
+    failure. Such a job is no crash loop: it restarts after ``restart_after_healthy_seconds``
+    (by default at once) instead of the exponential backoff, and the breaker counts the failure
+    all the same."""
 
     reason: str = ""
+    after_healthy: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,8 +242,8 @@ def transition(
                     waiting_since=None,
                 )
             )
-        case Failed(reason=reason):
-            return _failed(policy, state, reason, now, rng)
+        case Failed(reason=reason, after_healthy=after_healthy):
+            return _failed(policy, state, reason, now, rng, after_healthy=after_healthy)
         case Refused(reason=reason):
             if state.phase is Phase.BREAKER_OPEN:
                 return Decision(state)
@@ -263,7 +269,13 @@ def transition(
 
 
 def _failed(
-    policy: RestartPolicy, state: RestartState, reason: str, now: float, rng: Random
+    policy: RestartPolicy,
+    state: RestartState,
+    reason: str,
+    now: float,
+    rng: Random,
+    *,
+    after_healthy: bool = False,
 ) -> Decision:
     if state.phase is Phase.BREAKER_OPEN:
         return Decision(state)
@@ -273,6 +285,9 @@ def _failed(
     if is_stable(policy, state, now):
         consecutive = 0
         notes.append("the run was stable: the failure counter starts again")
+    elif after_healthy:
+        consecutive = 0
+        notes.append("the job ran healthy before it failed: restarted without the backoff")
     window_start = now - policy.failure_window_seconds
     failure_times = (*(t for t in state.failure_times if t > window_start), now)
     consecutive += 1
@@ -294,7 +309,11 @@ def _failed(
                 f"{len(failure_times)} failures within {policy.failure_window_seconds:g} s",
             ),
         )
-    delay = backoff_seconds(policy, consecutive, rng)
+    delay = (
+        policy.restart_after_healthy_seconds
+        if after_healthy
+        else backoff_seconds(policy, consecutive, rng)
+    )
     return Decision(
         replace(
             state,

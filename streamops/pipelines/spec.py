@@ -65,6 +65,10 @@ class RestartPolicy(_Strict):
     initial_backoff_seconds: float = Field(default=5.0, gt=0)
     max_backoff_seconds: float = Field(default=300.0, gt=0)
     backoff_multiplier: float = Field(default=2.0, ge=1)
+    # A job that failed after it ran healthy (every query reporting) is no crash loop: it restarts
+    # after this, not after the backoff, and the failures in a row count from it again. The
+    # breaker counts the failure all the same.
+    restart_after_healthy_seconds: float = Field(default=0.0, ge=0)
     # ±ratio of the delay, so restarts of many pipelines after one outage spread out.
     jitter_ratio: float = Field(default=0.2, ge=0, le=1)
     # A run this long without failure forgets the earlier failures.

@@ -199,3 +199,33 @@ def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: 
         pytest.skip("pytest leads its own session here; the case needs a non-leader")
     handle = _handle(me.pid, me.create_time(), tmp_path)
     assert [p.pid for p in jobs.job_processes(handle)] == [me.pid]
+
+
+def test_the_supervisor_watches_the_wrapper_and_the_driver(
+    launched: tuple[JobHandle, int],
+) -> None:
+    """Their exit wakes the health trigger at once: a kill is seen in moments, not at the next
+    poll (``triggers.sleep_until_exit`` over pidfds)."""
+    import asyncio
+
+    from streamops_airflow.triggers import sleep_until_exit
+
+    handle, driver = launched
+    watched = jobs.exit_watch_pids(handle)
+    assert sorted(watched) == sorted([handle.pid, driver])
+
+    async def killed_during_sleep() -> float:
+        began = time.monotonic()
+        asyncio.get_running_loop().call_later(0.3, os.kill, driver, signal.SIGKILL)
+        await sleep_until_exit(watched, 30.0)
+        return time.monotonic() - began
+
+    waited = asyncio.run(killed_during_sleep())
+    assert 0.25 <= waited < 10.0, waited  # woken by the kill, not by the 30-s timeout
+
+    async def already_gone() -> float:
+        began = time.monotonic()
+        await sleep_until_exit([driver], 30.0)
+        return time.monotonic() - began
+
+    assert asyncio.run(already_gone()) < 10.0

@@ -262,3 +262,29 @@ def test_a_refusal_opens_the_breaker_at_once() -> None:
     # Only the operator's reset (after the migration) lets it start again.
     reset = transition(POLICY, decision.state, OperatorReset(), 200.0).state
     assert transition(POLICY, reset, Started(), 201.0).state.phase is Phase.RUNNING
+
+
+def test_a_failure_after_a_healthy_run_restarts_at_once_and_still_counts() -> None:
+    """A job that ran healthy is no crash loop: no backoff, but the breaker counts it."""
+    state = _run(RestartState(), 0.0)
+    state = _crash(state, 10.0).state  # failed before it got healthy: 5 s
+    state = _run(state, 15.0)
+    decision = transition(POLICY, state, Failed("killed", after_healthy=True), 60.0)
+    assert decision.action is Action.RESTART_LATER
+    assert decision.delay_seconds == 0.0
+    assert decision.state.consecutive_failures == 1  # counted again from this failure
+    assert decision.state.failure_times == (10.0, 60.0)
+    # The next failure before the job got healthy backs off from the counter kept.
+    again = _crash(_run(decision.state, 60.0), 70.0)
+    assert again.delay_seconds == 10.0
+    # Healthy before each failure or not, the breaker opens at max_failures (4 here).
+    last = transition(POLICY, _run(again.state, 75.0), Failed("killed", after_healthy=True), 80.0)
+    assert last.action is Action.OPEN_BREAKER
+    assert last.state.phase is Phase.BREAKER_OPEN
+
+
+def test_restart_after_healthy_is_a_setting() -> None:
+    policy = POLICY.model_copy(update={"restart_after_healthy_seconds": 3.0})
+    state = transition(policy, RestartState(), Started(), 0.0).state
+    decision = transition(policy, state, Failed("killed", after_healthy=True), 30.0)
+    assert decision.delay_seconds == 3.0

@@ -547,6 +547,9 @@ def _scripted_health_trigger(
         def renew(self, handle: JobHandle) -> None:
             renewed.append(1)
 
+        def exit_watch_pids(self, handle: JobHandle) -> list[int]:
+            return []
+
         def publish_overload_alert(self, health: JobHealth) -> None:
             raise AssertionError("not overloaded")
 

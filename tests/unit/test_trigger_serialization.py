@@ -69,6 +69,9 @@ class FakeHook:
     def read_health(self, handle: JobHandle) -> JobHealth:
         return self.healths.pop(0)
 
+    def exit_watch_pids(self, handle: JobHandle) -> list[int]:
+        return []
+
     def renew(self, handle: JobHandle) -> None:
         self.renewed += 1
         if self.renew_error:
@@ -98,8 +101,26 @@ def test_run_renews_while_healthy_and_fires_on_a_stall(monkeypatch: pytest.Monke
         "status": "stalled",
         "detail": "no progress for 99 s",
         "handle": HANDLE.to_dict(),
+        "ran_healthy": True,
     }
     assert hook.renewed == 2
+
+
+def test_a_job_that_never_got_healthy_is_reported_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator backs such a failure off (a crash loop in the making)."""
+    hook = FakeHook(
+        [
+            JobHealth(HealthStatus.STARTING, "waiting"),
+            JobHealth(HealthStatus.FAILED, "the job process was killed"),
+        ]
+    )
+    trigger = SparkJobHealthTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
+    )
+    monkeypatch.setattr(trigger, "_hook", lambda: hook)
+    payload = asyncio.run(_first_event(trigger))
+    assert payload["status"] == "failed"
+    assert payload["ran_healthy"] is False
 
 
 def test_run_fires_when_the_lease_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
