@@ -15,7 +15,10 @@ Keys (documented with types and TTLs in docs/redis-keys.md), ``<prefix>`` = ``st
 The maintenance's reconciliation of late windows (``spark_jobs.common.reconcile``) writes the
 windows it corrected here too, the same way, with no batch id (``"reconciled"`` in the window's
 hash, the totals' ``batch_id`` left alone): while a currency's records are whole, the totals stay
-equal to ``order_revenue_5s``.
+equal to ``order_revenue_5s``. A window it corrected that Redis no longer tracks (at or before
+the floor: older than the newest ``max_windows``, as after the platform was down for an hour and
+the hourly reconciliation catches up) carries MariaDB's row from before the correction, and the
+totals move by the difference; such a window gets no record and no place in the sorted set.
 
 Idempotent under replay: each batch carries the *absolute* values of the windows it changed, and
 the totals move by the difference between a window's new values and its recorded contribution,
@@ -30,8 +33,8 @@ a writer's read and its ``EXEC``: the totals stay, and the next write finds fewe
 ``<CUR>:records`` says, raises the floor to ``newest`` and goes on with the records left. Nothing
 is counted twice. What Redis no longer follows from then on: any window at or before that floor
 without a record, whether an update of one already counted or one never counted (a window first
-emitted late and out of order, or one a reconciliation inserts); the batch's message counts them
-in ``skipped_windows``. MariaDB's ``order_revenue_5s`` stays the system of record.
+emitted late and out of order); the batch's message counts them in ``skipped_windows``.
+MariaDB's ``order_revenue_5s`` stays the system of record.
 
 The writes of up to ``TRANSACTION_CURRENCIES`` currencies go in one ``MULTI``/``EXEC``, guarded
 by ``WATCH`` on the totals, which every writer changes in every transaction; the last
@@ -99,6 +102,11 @@ class Window:
     order_count: int
     item_count: int
     revenue: Decimal
+    # A reconciliation's window: what the totals hold for it, MariaDB's row before the
+    # correction ((0, 0, 0) for a window it had not). Used when Redis keeps no record of the
+    # window any more (at or before the floor): the totals then move by the difference instead
+    # of skipping it. None from the stream, whose windows there are skipped.
+    counted_before: tuple[int, int, Decimal] | None = None
 
     @property
     def member(self) -> str:
@@ -334,6 +342,15 @@ def _apply(
         for window in by_currency[currency]:
             contribution = recorded.get(window.member)
             if contribution is None and floor is not None and window.score <= floor:
+                if window.counted_before is not None:
+                    # A reconciliation's correction of a window no longer tracked: the totals
+                    # hold its old row, so they move by the difference. No record, no listing:
+                    # it stays out of the tracked (newest) windows.
+                    order_count += window.order_count - window.counted_before[0]
+                    item_count += window.item_count - window.counted_before[1]
+                    revenue += window.revenue - window.counted_before[2]
+                    accepted.append(window)
+                    continue
                 # No record of it, and at or before a window the totals already hold and no
                 # longer track: counting it could count it twice. MariaDB has it either way.
                 skipped += 1

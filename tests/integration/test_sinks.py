@@ -809,3 +809,81 @@ def test_reconcile_fixes_wrong_windows_and_deletes_empty_ones(
         live.close()
     assert reconcile_revenue_windows(settings, at(0).replace(tzinfo=UTC), at(15)) == 0
     assert len(windows()) == 3
+
+
+def test_reconcile_moves_the_totals_for_a_window_redis_no_longer_tracks(
+    settings: Settings, currency: str, uid: str
+) -> None:
+    """A late order in a window older than those Redis keeps (the platform was down for an hour
+    and the hourly reconciliation catches up): the totals move by the correction, not by
+    nothing (they stayed short of ``order_revenue_5s`` before) and not by the whole window
+    (it is counted already)."""
+    from spark_jobs.sinks.redis import (
+        DEFAULT_WINDOW_TTL_SECONDS,
+        OrdersRedisKeys,
+        Window,
+        write_windows,
+    )
+
+    base = naive("2037-01-01 00:00:00") + timedelta(minutes=random.randrange(500_000))
+
+    def at(seconds: float) -> datetime:
+        return base + timedelta(seconds=seconds)
+
+    # What the stream stored: window [0, 5) with one order, window [5, 10) with one.
+    streamed = [
+        Window(currency, at(0), at(5), 1, 2, Decimal("3.00")),
+        Window(currency, at(5), at(10), 1, 1, Decimal("1.50")),
+    ]
+    orders = [
+        (f"{uid}-1", 2, Decimal("1.50"), at(1)),
+        (f"{uid}-2", 1, Decimal("1.50"), at(6)),
+        (f"{uid}-late", 4, Decimal("0.25"), at(2)),  # behind the watermark: not in the stream
+    ]
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.executemany(
+            "INSERT INTO orders (order_id, customer_id, product_id, quantity, unit_price, "
+            "currency, amount, event_time) VALUES (?, 'c', 'p', ?, ?, ?, ?, ?)",
+            [(oid, qty, price, currency, qty * price, when) for oid, qty, price, when in orders],
+        )
+        cursor.executemany(
+            "INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, "
+            "item_count, revenue) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (w.window_start, currency, w.window_end, w.order_count, w.item_count, w.revenue)
+                for w in streamed
+            ],
+        )
+        connection.commit()
+    live = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = OrdersRedisKeys()
+    try:
+        # Redis keeps the newest window only: [0, 5) is counted, then trimmed (the floor).
+        write_windows(live, keys, streamed, 1, "x", DEFAULT_WINDOW_TTL_SECONDS, 1)
+        assert live.hexists(keys.contributions(currency), streamed[0].member) is False
+
+        def totals() -> tuple[str, str, str]:
+            values = live.hmget(
+                keys.totals,
+                [f"{currency}:order_count", f"{currency}:item_count", f"{currency}:revenue"],
+            )
+            return (values[0], values[1], values[2])
+
+        assert totals() == ("2", "3", "4.50")
+        assert reconcile_revenue_windows(settings, at(0), at(10)) == 1  # [0, 5) corrected
+        stored = query(
+            settings,
+            "SELECT SUM(order_count), SUM(item_count), SUM(revenue) FROM order_revenue_5s "
+            "WHERE currency = ?",
+            (currency,),
+        )[0]
+        assert stored == (3, 7, Decimal("5.50"))
+        assert totals() == ("3", "7", "5.50")  # equal to MariaDB again
+        # Not tracked again: no record, no listing; a second run changes nothing.
+        assert live.hexists(keys.contributions(currency), streamed[0].member) is False
+        assert live.zscore(keys.windows(currency), streamed[0].member) is None
+        assert reconcile_revenue_windows(settings, at(0), at(10)) == 0
+        assert totals() == ("3", "7", "5.50")
+    finally:
+        live.close()
