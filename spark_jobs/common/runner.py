@@ -305,12 +305,14 @@ class _Yield:
         self.nice = nice
         self.started = time.monotonic()
         self.done = nice <= 0
+        # The queries (by id) that read input rows in this run.
+        self.fed: set[int] = set()
 
     def once_settled(self, slots: list[_Slot]) -> None:
         if self.done:
             return
         waited = time.monotonic() - self.started
-        if waited < SETTLE_LIMIT_SECONDS and not all(_caught_up(slot) for slot in slots):
+        if waited < SETTLE_LIMIT_SECONDS and not all(_caught_up(slot, self.fed) for slot in slots):
             return
         self.done = True
         try:
@@ -328,15 +330,24 @@ class _Yield:
         )
 
 
-def _caught_up(slot: _Slot) -> bool:
-    """The slot's query finished a batch that read its sources up to their latest offsets. A
-    source that reports none (Kafka's, in the batch a restart replays from the offset log)
-    is not caught up yet."""
+def _caught_up(slot: _Slot, fed: set[int]) -> bool:
+    """The slot's query read input rows in this run (noted in ``fed``) and finished a batch
+    that read its sources up to their latest offsets. A source that reports none (Kafka's, in
+    the batch a restart replays from the offset log) is not caught up yet.
+
+    Idle since its start is not caught up: the first batch with data still plans, and for
+    ``transformWithState`` that starts a Python worker Spark gives a fixed 10 s to connect back.
+    A vitals job niced while its topic was still quiet (the generators start after the jobs)
+    starved that worker on a busy machine, and the query failed on it five times in a row."""
     if slot.query is None:
         return False
     try:
         progress = slot.query._jsq.lastProgress()
         if progress is None:
+            return False
+        if progress.numInputRows() > 0:
+            fed.add(id(slot.query))
+        if id(slot.query) not in fed:
             return False
         for source in progress.sources():
             latest = source.latestOffset()

@@ -744,6 +744,29 @@ def test_reconcile_windows_agree_with_spark_at_the_boundaries(
     ]
 
 
+def _store_orders_and_windows(
+    settings: Settings,
+    currency: str,
+    orders: list[tuple[str, int, Decimal, datetime]],
+    windows: list[tuple[Any, ...]],
+) -> None:
+    """``orders`` (id, quantity, unit price, event time) and ``order_revenue_5s`` rows, as the
+    stream would have stored them."""
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.executemany(
+            "INSERT INTO orders (order_id, customer_id, product_id, quantity, unit_price, "
+            "currency, amount, event_time) VALUES (?, 'c', 'p', ?, ?, ?, ?, ?)",
+            [(oid, qty, price, currency, qty * price, when) for oid, qty, price, when in orders],
+        )
+        cursor.executemany(
+            "INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, "
+            "item_count, revenue) VALUES (?, ?, ?, ?, ?, ?)",
+            windows,
+        )
+        connection.commit()
+
+
 def test_reconcile_fixes_wrong_windows_and_deletes_empty_ones(
     settings: Settings, currency: str, uid: str
 ) -> None:
@@ -759,23 +782,16 @@ def test_reconcile_fixes_wrong_windows_and_deletes_empty_ones(
         (f"{uid}-3", 3, Decimal("0.10"), at(9.999)),
         (f"{uid}-4", 1, Decimal("9.99"), at(20.0)),  # outside the range: left alone
     ]
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.executemany(
-            "INSERT INTO orders (order_id, customer_id, product_id, quantity, unit_price, "
-            "currency, amount, event_time) VALUES (?, 'c', 'p', ?, ?, ?, ?, ?)",
-            [(oid, qty, price, currency, qty * price, when) for oid, qty, price, when in orders],
-        )
-        cursor.executemany(
-            "INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, "
-            "item_count, revenue) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (at(5), currency, at(10), 1, 2, Decimal("2.00")),  # wrong: misses order 3
-                (at(10), currency, at(15), 4, 4, Decimal("4.00")),  # no orders: must go
-                (at(20), currency, at(25), 7, 7, Decimal("7.00")),  # outside: must stay
-            ],
-        )
-        connection.commit()
+    _store_orders_and_windows(
+        settings,
+        currency,
+        orders,
+        [
+            (at(5), currency, at(10), 1, 2, Decimal("2.00")),  # wrong: misses order 3
+            (at(10), currency, at(15), 4, 4, Decimal("4.00")),  # no orders: must go
+            (at(20), currency, at(25), 7, 7, Decimal("7.00")),  # outside: must stay
+        ],
+    )
 
     def windows() -> list[tuple[Any, ...]]:
         return query(
@@ -840,22 +856,15 @@ def test_reconcile_moves_the_totals_for_a_window_redis_no_longer_tracks(
         (f"{uid}-2", 1, Decimal("1.50"), at(6)),
         (f"{uid}-late", 4, Decimal("0.25"), at(2)),  # behind the watermark: not in the stream
     ]
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.executemany(
-            "INSERT INTO orders (order_id, customer_id, product_id, quantity, unit_price, "
-            "currency, amount, event_time) VALUES (?, 'c', 'p', ?, ?, ?, ?, ?)",
-            [(oid, qty, price, currency, qty * price, when) for oid, qty, price, when in orders],
-        )
-        cursor.executemany(
-            "INSERT INTO order_revenue_5s (window_start, currency, window_end, order_count, "
-            "item_count, revenue) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (w.window_start, currency, w.window_end, w.order_count, w.item_count, w.revenue)
-                for w in streamed
-            ],
-        )
-        connection.commit()
+    _store_orders_and_windows(
+        settings,
+        currency,
+        orders,
+        [
+            (w.window_start, currency, w.window_end, w.order_count, w.item_count, w.revenue)
+            for w in streamed
+        ],
+    )
     live = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     keys = OrdersRedisKeys()
     try:

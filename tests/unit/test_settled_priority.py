@@ -121,9 +121,12 @@ class _Query:
 
     def __init__(self) -> None:
         self.progress: list[_Source] | None = None
+        self.rows = 1  # input rows of the last batch
         self._jsq = SimpleNamespace(
             lastProgress=lambda: (
-                None if self.progress is None else SimpleNamespace(sources=lambda: self.progress)
+                None
+                if self.progress is None
+                else SimpleNamespace(sources=lambda: self.progress, numInputRows=lambda: self.rows)
             )
         )
 
@@ -159,6 +162,20 @@ def test_a_job_yields_once_every_query_caught_up(monkeypatch: pytest.MonkeyPatch
     second.progress = [CAUGHT_UP]
     yielding.once_settled(slots)
     yielding.once_settled(slots)
+    assert calls == [10]
+
+
+def test_a_query_idle_since_its_start_is_not_caught_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first batch of data is still to come (for transformWithState: a Python worker)."""
+    calls: list[int] = []
+    monkeypatch.setattr(runner, "lower_session_priority", lambda nice: calls.append(nice) or 3)
+    query = _Query()
+    query.progress, query.rows = [CAUGHT_UP], 0
+    yielding = runner._Yield("vitals", 10)
+    yielding.once_settled([_slot(query)])
+    assert calls == []
+    query.rows = 25  # the first batch with data
+    yielding.once_settled([_slot(query)])
     assert calls == [10]
 
 

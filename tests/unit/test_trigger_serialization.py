@@ -84,6 +84,15 @@ async def _first_event(trigger: SparkJobHealthTrigger) -> dict[str, Any]:
     raise AssertionError("the trigger ended without an event")
 
 
+def _payload(hook: FakeHook, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The first event of a trigger (polling without a pause) whose hook is ``hook``."""
+    trigger = SparkJobHealthTrigger(
+        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
+    )
+    monkeypatch.setattr(trigger, "_hook", lambda: hook)
+    return asyncio.run(_first_event(trigger))
+
+
 def test_run_renews_while_healthy_and_fires_on_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
     hook = FakeHook(
         [
@@ -92,11 +101,7 @@ def test_run_renews_while_healthy_and_fires_on_a_stall(monkeypatch: pytest.Monke
             JobHealth(HealthStatus.STALLED, "no progress for 99 s"),
         ]
     )
-    trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
-    )
-    monkeypatch.setattr(trigger, "_hook", lambda: hook)
-    payload = asyncio.run(_first_event(trigger))
+    payload = _payload(hook, monkeypatch)
     assert payload == {
         "status": "stalled",
         "detail": "no progress for 99 s",
@@ -114,11 +119,7 @@ def test_a_job_that_never_got_healthy_is_reported_so(monkeypatch: pytest.MonkeyP
             JobHealth(HealthStatus.FAILED, "the job process was killed"),
         ]
     )
-    trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
-    )
-    monkeypatch.setattr(trigger, "_hook", lambda: hook)
-    payload = asyncio.run(_first_event(trigger))
+    payload = _payload(hook, monkeypatch)
     assert payload["status"] == "failed"
     assert payload["ran_healthy"] is False
 
