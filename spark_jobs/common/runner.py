@@ -100,13 +100,11 @@ def run_job(
     spark_conf: Mapping[str, str] | None = None,
     *,
     until_done: bool = False,
-    first_alone: bool = False,
 ) -> int:
     """The ``main`` of every streaming job: a session named after ``pipeline`` (plus the job's
     ``spark_conf``), the progress listener, then ``build(spark, settings, config)``'s queries
     run until a stop request (:func:`run_queries`). ``until_done``: the queries end by themselves
-    (an ``availableNow`` trigger) and the job with them. ``first_alone``: the first query starts
-    alone, the others once it settled (:func:`run_queries`)."""
+    (an ``availableNow`` trigger) and the job with them."""
     # A stop asked for while the session starts (tens of seconds on a loaded machine) is a
     # graceful stop too: no query starts, the job exits 0.
     stop = _StopRequest()
@@ -133,9 +131,7 @@ def run_job(
         if stop.requested:
             log.info("%s: stopped on request before its queries started", pipeline)
             return 0
-        return run_queries(
-            spark, settings, pipeline, writers, restarts, stop, first_alone=first_alone
-        )
+        return run_queries(spark, settings, pipeline, writers, restarts, stop)
     for query in start_all(writers):
         query.awaitTermination()  # raises the query's exception if it failed
     # Otherwise the JVM may still call the listener while this interpreter exits.
@@ -211,19 +207,16 @@ def run_queries(
     writers: list[DataStreamWriter],
     restarts: RestartPolicy,
     stop: _StopRequest | None = None,
-    *,
-    first_alone: bool = False,
 ) -> int:
     """Start the queries, then wait for them; SIGTERM/SIGINT stop them gracefully (exit 0), a
     failure exits 1, and a transient start failure restarts that query alone (``restarts``).
 
-    Every query starts at once, unless ``first_alone``: then the first query starts alone and
-    the others once it settled (:func:`_start_due`). Every query at once on a small machine
-    starved ``transformWithState``'s Python pre-init worker past Spark's fixed 10 s
-    (``spark_jobs.common.restarts``), so the vitals job, whose first query is that one, starts
-    it alone. For the others, waiting for the first query's first batch only delayed their
-    catch-up after a relaunch (issue 16); one query after another throughout made a relaunch
-    of three queries take over a minute."""
+    The first query starts alone and the others once it settled (:func:`_start_due`): its first
+    batch plans and compiles while the JVM is still cold, and every query at once on a small
+    machine starved ``transformWithState``'s Python pre-init worker past Spark's fixed 10 s
+    (``spark_jobs.common.restarts``); so a job whose first query is that one keeps it first.
+    One query after another throughout made a relaunch of three queries take over a minute
+    to start them all (issue 16)."""
     if stop is None:
         stop = _StopRequest()
         signal.signal(signal.SIGTERM, stop)
@@ -232,9 +225,7 @@ def run_queries(
     # Busy is not stalled: each query's own status goes to Redis for the supervisor.
     status = QueryStatusReporter(settings, pipeline, [])
     try:
-        return _run_until_stopped(
-            spark, settings, pipeline, slots, stop, status, restarts, first_alone
-        )
+        return _run_until_stopped(spark, settings, pipeline, slots, stop, status, restarts)
     finally:
         status.close()
 
@@ -247,13 +238,12 @@ def _run_until_stopped(
     stop: _StopRequest,
     status: QueryStatusReporter,
     restarts: RestartPolicy,
-    first_alone: bool,
 ) -> int:
     yielding = _Yield(pipeline, settled_nice())
     try:
         while not stop.requested:
             # A short wait keeps signals handled between JVM calls, never inside one.
-            _start_due(pipeline, slots, status, first_alone=first_alone)
+            _start_due(pipeline, slots, status)
             yielding.once_settled(slots)
             for slot in slots:
                 if slot.query is not None and not slot.query.isActive:
@@ -362,12 +352,9 @@ def _running(slots: list[_Slot]) -> list[StreamingQuery]:
     return [slot.query for slot in slots if slot.query is not None]
 
 
-def _start_due(
-    pipeline: str, slots: list[_Slot], status: QueryStatusReporter, *, first_alone: bool = True
-) -> None:
-    """Start every query not started yet, together; with ``first_alone`` the first one alone,
-    and the others once it settled (or waits for a restart of its own). Start a query whose
-    restart is due."""
+def _start_due(pipeline: str, slots: list[_Slot], status: QueryStatusReporter) -> None:
+    """Start the first query; the others, together, once the first settled (or waits for a
+    restart of its own); start a query whose restart is due."""
     now = time.time()
     for slot in slots:
         if slot.restart is not None and now >= slot.restart.at:
@@ -386,9 +373,6 @@ def _start_due(
         if slot.query is not None or slot.restart is not None:
             continue
         assert first is not None
-        if not first_alone:
-            _start(pipeline, slot, status)
-            continue
         if index > 0 and not (first.settled or first.restart is not None):
             break
         _start(pipeline, slot, status)

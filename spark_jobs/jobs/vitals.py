@@ -249,8 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         config,
         {"spark.sql.streaming.stateStore.providerClass": STATE_STORE_PROVIDER},
         until_done=config.available_now,
-        # transformWithState's Python pre-init worker must not starve (runner.run_queries).
-        first_alone=True,
     )
 
 

@@ -89,12 +89,3 @@ def test_the_job_s_own_info_messages_reach_the_job_log() -> None:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, lines  # once, however often it is set up, and only the jobs' own
     assert lines[0].endswith("INFO spark_jobs.common.runner: orders: started query a")
-
-
-def test_without_first_alone_every_query_starts_at_once() -> None:
-    started: list[str] = []
-    job = slots(["records", "revenue", "summary"], started)
-    runner._start_due("p", job, FakeStatus(), first_alone=False)  # type: ignore[arg-type]
-    assert started == ["records", "revenue", "summary"]
-    runner._start_due("p", job, FakeStatus(), first_alone=False)  # type: ignore[arg-type]
-    assert started == ["records", "revenue", "summary"], "none is started twice"
