@@ -341,29 +341,30 @@ def _apply(
         added: dict[str, float] = {}
         for window in by_currency[currency]:
             contribution = recorded.get(window.member)
-            if contribution is None and floor is not None and window.score <= floor:
-                if window.counted_before is not None:
-                    # A reconciliation's correction of a window no longer tracked: the totals
-                    # hold its old row, so they move by the difference. No record, no listing:
-                    # it stays out of the tracked (newest) windows.
-                    order_count += window.order_count - window.counted_before[0]
-                    item_count += window.item_count - window.counted_before[1]
-                    revenue += window.revenue - window.counted_before[2]
-                    accepted.append(window)
-                    continue
+            untracked = contribution is None and floor is not None and window.score <= floor
+            if contribution is not None:
+                old = _parse_contribution(contribution)
+            elif not untracked:
+                old = (0, 0, Decimal(0))
+            elif window.counted_before is not None:
+                # A reconciliation's correction of a window no longer tracked: the totals hold
+                # its old row, so they move by the difference.
+                old = window.counted_before
+            else:
                 # No record of it, and at or before a window the totals already hold and no
                 # longer track: counting it could count it twice. MariaDB has it either way.
                 skipped += 1
                 continue
-            old = (0, 0, Decimal(0)) if contribution is None else _parse_contribution(contribution)
             order_count += window.order_count - old[0]
             item_count += window.item_count - old[1]
             revenue += window.revenue - old[2]
+            accepted.append(window)
+            if untracked:
+                continue  # no record, no listing: it stays out of the tracked (newest) windows
             if contribution is None:
                 added[window.member] = window.score
             merged[window.member] = window.score
             newest = window.score if newest is None else max(newest, window.score)
-            accepted.append(window)
             transaction.hset(keys.window(currency, window.member), mapping=window.as_hash(batch_id))
             transaction.expire(keys.window(currency, window.member), ttl_seconds)
             transaction.hset(keys.contributions(currency), window.member, window.contribution())
