@@ -186,6 +186,8 @@ class _Slot:
     query: StreamingQuery | None = None
     started_at: float | None = None
     restart: Restart | None = None
+    # The running query read input rows (its first batch of data planned and ran).
+    fed: bool = False
 
     @property
     def settled(self) -> bool:
@@ -295,14 +297,12 @@ class _Yield:
         self.nice = nice
         self.started = time.monotonic()
         self.done = nice <= 0
-        # The queries (by id) that read input rows in this run.
-        self.fed: set[int] = set()
 
     def once_settled(self, slots: list[_Slot]) -> None:
         if self.done:
             return
         waited = time.monotonic() - self.started
-        if waited < SETTLE_LIMIT_SECONDS and not all(_caught_up(slot, self.fed) for slot in slots):
+        if waited < SETTLE_LIMIT_SECONDS and not all(_caught_up(slot) for slot in slots):
             return
         self.done = True
         try:
@@ -320,8 +320,8 @@ class _Yield:
         )
 
 
-def _caught_up(slot: _Slot, fed: set[int]) -> bool:
-    """The slot's query read input rows in this run (noted in ``fed``) and finished a batch
+def _caught_up(slot: _Slot) -> bool:
+    """The slot's query read input rows (noted in ``slot.fed``) and finished a batch
     that read its sources up to their latest offsets. A source that reports none (Kafka's, in
     the batch a restart replays from the offset log) is not caught up yet.
 
@@ -335,9 +335,8 @@ def _caught_up(slot: _Slot, fed: set[int]) -> bool:
         progress = slot.query._jsq.lastProgress()
         if progress is None:
             return False
-        if progress.numInputRows() > 0:
-            fed.add(id(slot.query))
-        if id(slot.query) not in fed:
+        slot.fed = slot.fed or progress.numInputRows() > 0
+        if not slot.fed:
             return False
         for source in progress.sources():
             latest = source.latestOffset()
@@ -383,6 +382,7 @@ def _start_due(pipeline: str, slots: list[_Slot], status: QueryStatusReporter) -
 def _start(pipeline: str, slot: _Slot, status: QueryStatusReporter) -> None:
     slot.query = slot.writer.start()
     slot.started_at = time.monotonic()
+    slot.fed = False
     status.track(slot.query)
     log.info("%s: started query %s", pipeline, slot.query.name)
 

@@ -132,7 +132,7 @@ class _Query:
 
 
 def _slot(query: _Query | None) -> Any:
-    return SimpleNamespace(query=query)
+    return SimpleNamespace(query=query, fed=False)
 
 
 BEHIND = _Source('{"orders":{"0":100,"1":90}}', '{"orders":{"1":400,"0":380}}')
@@ -171,11 +171,12 @@ def test_a_query_idle_since_its_start_is_not_caught_up(monkeypatch: pytest.Monke
     monkeypatch.setattr(runner, "lower_session_priority", lambda nice: calls.append(nice) or 3)
     query = _Query()
     query.progress, query.rows = [CAUGHT_UP], 0
+    slots = [_slot(query)]
     yielding = runner._Yield("vitals", 10)
-    yielding.once_settled([_slot(query)])
+    yielding.once_settled(slots)
     assert calls == []
     query.rows = 25  # the first batch with data
-    yielding.once_settled([_slot(query)])
+    yielding.once_settled(slots)
     assert calls == [10]
 
 
