@@ -128,11 +128,7 @@ def test_run_fires_when_the_lease_is_lost(monkeypatch: pytest.MonkeyPatch) -> No
     from streamops.pipelines.lease import LeaseLostError
 
     hook = FakeHook([JobHealth(HealthStatus.HEALTHY, "fine")], LeaseLostError("taken by x"))
-    trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
-    )
-    monkeypatch.setattr(trigger, "_hook", lambda: hook)
-    payload = asyncio.run(_first_event(trigger))
+    payload = _payload(hook, monkeypatch)
     assert payload["status"] == LEASE_LOST
     assert "taken by x" in payload["detail"]
 
@@ -147,11 +143,7 @@ def test_overload_is_reported_once_and_never_restarted(monkeypatch: pytest.Monke
             JobHealth(HealthStatus.STALLED, "q: one batch running for 999 s"),
         ]
     )
-    trigger = SparkJobHealthTrigger(
-        pipeline="orders", handle=HANDLE.to_dict(), poll_interval_seconds=0
-    )
-    monkeypatch.setattr(trigger, "_hook", lambda: hook)
-    payload = asyncio.run(_first_event(trigger))
+    payload = _payload(hook, monkeypatch)
     # The lease was renewed through both overload episodes; one alert per episode.
     assert hook.renewed == 4
     assert hook.overload_alerts == ["machine overloaded: slow", "machine overloaded: again"]
