@@ -13,6 +13,15 @@ from airflow.sdk import DAG, task
 
 DEFAULT_OWNER = "streamops"
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+# Every streamops DAG runs one task at a time (a supervision DAG has one anyway): with four
+# executor slots (AIRFLOW__CORE__PARALLELISM), the three maintenance and health DAGs leave one
+# free for a supervisor. Their ten checkpoint checks and four health checks at once, every five
+# minutes, held all four slots for about 12 s, and a job killed then waited that long for its
+# supervisor to relaunch it (issue 16).
+MAX_ACTIVE_TASKS = 1
+# A supervisor's task goes first whenever tasks wait for a slot: the scheduler queues by
+# priority weight, and every other streamops task has the default weight, 1.
+SUPERVISION_PRIORITY_WEIGHT = 100
 
 
 def streamops_dag(
@@ -26,8 +35,12 @@ def streamops_dag(
     retry_delay: timedelta,
     doc_md: str,
     execution_timeout: timedelta | None = None,
+    supervision: bool = False,
 ) -> DAG:
-    """What every streamops DAG shares: no catch-up, one run at a time, owner and retries."""
+    """What every streamops DAG shares: no catch-up, one run at a time, owner and retries.
+
+    One task at a time (``MAX_ACTIVE_TASKS``), so that a supervisor always finds a slot; a
+    ``supervision`` DAG's task is queued before any other waiting task."""
     default_args: dict[str, object] = {
         "owner": owner,
         "retries": retries,
@@ -35,12 +48,16 @@ def streamops_dag(
     }
     if execution_timeout is not None:
         default_args["execution_timeout"] = execution_timeout
+    if supervision:
+        default_args["priority_weight"] = SUPERVISION_PRIORITY_WEIGHT
+        default_args["weight_rule"] = "absolute"
     return DAG(
         dag_id=dag_id,
         schedule=schedule,
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
+        max_active_tasks=MAX_ACTIVE_TASKS,
         is_paused_upon_creation=paused,
         tags=list(tags),
         default_args=default_args,

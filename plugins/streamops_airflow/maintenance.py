@@ -61,7 +61,8 @@ class CheckpointHealthDagSpec:
 def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
     """partitions -> reconcile -> rollup -> retention -> analyze; each task idempotent, so a
     retry or the next run after a failure anywhere finishes the work. archive_retention (the
-    Parquet archive's expired days) touches no table, so it runs beside them."""
+    Parquet archive's expired days) touches no table, so it has no order among them (the DAG runs
+    one task at a time)."""
     config = spec.config
     with streamops_dag(
         dag_id=spec.dag_id,

@@ -31,6 +31,7 @@ def build_supervision_dag(spec: PipelineSpec, *, specs_path: str | None = None) 
         owner=spec.owner,
         retries=spec.retries,
         retry_delay=timedelta(seconds=30),
+        supervision=True,
         doc_md=(
             f"Keeps `{spec.job_module}` running on `{spec.name}`'s checkpoint: restarts it with "
             f"backoff, opens the breaker after {spec.restart.max_failures} failures within "

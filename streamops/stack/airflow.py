@@ -70,6 +70,12 @@ def metadata_database_url(settings: Settings) -> str:
     )
 
 
+# Executor slots. Supervision tasks defer (no slot while a job runs); only maintenance and health
+# tasks, one per DAG at a time, and a supervisor's restart step hold one. Each slot's worker
+# process costs ~170 MB.
+PARALLELISM = 4
+
+
 def airflow_environment(settings: Settings) -> dict[str, str]:
     """The environment of every Airflow process and CLI call of the local stack."""
     home = airflow_home(settings)
@@ -84,9 +90,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        # Supervision tasks defer (no slot while a job runs); only maintenance and health tasks
-        # and a supervisor's restart step hold one. Each slot's worker process costs ~170 MB.
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_admin_user}:admin",

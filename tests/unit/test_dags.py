@@ -60,6 +60,21 @@ def test_owners_tags_and_retries(dagbag) -> None:  # type: ignore[no-untyped-def
             assert task.retries >= 1
 
 
+def test_a_supervisor_always_finds_an_executor_slot(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Every DAG runs one task at a time, so the maintenance and health DAGs together hold fewer
+    slots than the local stack's four, and a supervisor's task outranks every other task."""
+    from streamops.stack.airflow import PARALLELISM
+
+    others = [d for d in dagbag.dag_ids if d not in SUPERVISION_DAGS]
+    assert all(dagbag.dags[d].max_active_tasks == 1 for d in dagbag.dag_ids)
+    assert len(others) < PARALLELISM
+    top = max(t.priority_weight for d in others for t in dagbag.dags[d].tasks)
+    for dag_id in SUPERVISION_DAGS:
+        (task,) = dagbag.dags[dag_id].tasks
+        assert task.weight_rule == "absolute"
+        assert task.priority_weight > top
+
+
 def test_health_dag_checks_every_service_then_publishes(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags["streamops_platform_health"]
     assert {t.task_id for t in dag.tasks} == {"check", "publish", "rotate_logs"}
