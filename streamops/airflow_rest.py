@@ -25,7 +25,7 @@ error names the api-server, the HTTP status and the api-server's log with its la
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +326,74 @@ class AirflowRest:
             last_run_end=last.get("end_date"),
         )
 
+    def dags_info(self, dag_ids: Sequence[str]) -> dict[str, DagInfo]:
+        """:meth:`dag_info` of several DAGs in three requests in all, not three each.
+
+        The DAGs (their common id prefix), the active runs and the latest runs of all of them
+        come from Airflow's list endpoints, which leave out what the caller may not read. A DAG
+        missing from those answers, or whose latest run the newest hundred runs of them all did
+        not include, is read on its own by :meth:`dag_info`, which raises a 403 or says
+        exists=False as before. The operations page asks for this every few seconds: twelve
+        requests for four pipelines cost the api-server ~0.6 s of CPU each time (issue 16)."""
+        wanted = list(dict.fromkeys(dag_ids))
+        if not wanted:
+            return {}
+        listed = self._dags_by_prefix(_common_prefix(wanted), set(wanted))
+        present = [dag_id for dag_id in wanted if dag_id in listed]
+        active, active_all = self._newest_runs(present, sorted(ACTIVE_RUN_STATES))
+        latest, latest_all = self._newest_runs(present, None)
+        infos: dict[str, DagInfo] = {}
+        for dag_id in wanted:
+            unsure = (dag_id not in active and not active_all) or (
+                dag_id not in latest and not latest_all
+            )
+            if dag_id not in listed or unsure:
+                infos[dag_id] = self.dag_info(dag_id)
+                continue
+            run, last = active.get(dag_id, {}), latest.get(dag_id, {})
+            infos[dag_id] = DagInfo(
+                dag_id=dag_id,
+                exists=True,
+                is_paused=bool(listed[dag_id].get("is_paused")),
+                active_run_id=run.get("dag_run_id"),
+                active_run_state=run.get("state"),
+                last_run_id=last.get("dag_run_id"),
+                last_run_state=last.get("state"),
+                last_run_end=last.get("end_date"),
+            )
+        return infos
+
+    def _dags_by_prefix(self, prefix: str, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            params: dict[str, Any] = {"limit": _PAGE_LIMIT, "offset": offset}
+            if prefix:
+                params["dag_id_prefix_pattern"] = prefix
+            page = self.request("GET", "/dags", params=params).json()
+            dags = page.get("dags", [])
+            found.update({d["dag_id"]: dict(d) for d in dags if d.get("dag_id") in wanted})
+            offset += len(dags)
+            if not dags or offset >= int(page.get("total_entries", 0)) or wanted <= set(found):
+                return found
+
+    def _newest_runs(
+        self, dag_ids: list[str], states: list[str] | None
+    ) -> tuple[dict[str, dict[str, Any]], bool]:
+        """The newest run of each DAG among the newest ``_PAGE_LIMIT`` runs of them all (only
+        runs in ``states``, when given), and whether those were all their runs: if not, a DAG
+        without a run here may still have an older one."""
+        if not dag_ids:
+            return {}, True
+        body: dict[str, Any] = {"dag_ids": dag_ids, "order_by": "-id", "page_limit": _PAGE_LIMIT}
+        if states is not None:
+            body["states"] = states
+        runs = self.request("POST", "/dags/~/dagRuns/list", json=body).json()["dag_runs"]
+        newest: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            newest.setdefault(run["dag_id"], dict(run))
+        return newest, len(runs) < _PAGE_LIMIT
+
     def active_runs(self, dag_id: str) -> list[dict[str, Any]]:
         """Queued and running runs of ``dag_id``, newest first."""
         response = self.request(
@@ -497,6 +565,15 @@ def _unreachable(base_url: str, exc: Exception) -> str:
 
 
 # Words that mark the line of a log worth quoting when a request failed.
+def _common_prefix(texts: Sequence[str]) -> str:
+    """The longest string every one of ``texts`` starts with."""
+    first, last = min(texts), max(texts)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
 _ERROR_MARKERS = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception")
 
 

@@ -185,6 +185,14 @@ def test_up_with_generators_and_the_supervised_orders_job_feeds_mariadb(
         assert job is not None and jobs.process_is_running(job), job
         for generator in stack.generators:
             assert generator.health().healthy, (generator.name, generator.health().detail)
+        # The operations page reads every DAG at once; it agrees with the DAG-by-DAG read, and
+        # an unknown DAG still reads as not existing.
+        with AirflowRest.login(settings) as api:
+            ids = [dag_id, "streamops_no_such_dag"]
+            batch = api.dags_info(ids)
+            assert batch == {d: api.dag_info(d) for d in ids}
+            assert batch[dag_id].active_run_state == "running", batch
+            assert batch["streamops_no_such_dag"].exists is False
         assert _within(180, lambda: _count_orders(settings) > before), (
             "generated orders never reached MariaDB"
         )
@@ -199,6 +207,7 @@ def test_up_with_generators_and_the_supervised_orders_job_feeds_mariadb(
     with AirflowRest.login(settings) as api:
         assert api.dag_info(dag_id).is_paused is True
         assert api.active_runs(dag_id) == []
+        assert api.dags_info([dag_id]) == {dag_id: api.dag_info(dag_id)}
     assert all(g.running_pid() is None for g in stack.generators)
     # The failed run's on_kill stops the job gracefully and hands the checkpoint back.
     assert _within(
