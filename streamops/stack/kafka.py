@@ -148,7 +148,8 @@ class Kafka(Component):
             return
         # Formatting is once per data folder: the cluster id then stays with the data.
         cluster_id_file = self.data_dir / "cluster.id"
-        if not cluster_id_file.exists():
+        # An id from before this fix could start with "-", which the format never accepted.
+        if not cluster_id_file.exists() or cluster_id_file.read_text().startswith("-"):
             cluster_id_file.write_text(_kafka_cluster_id())
         result = subprocess.run(
             [
@@ -207,7 +208,12 @@ class Kafka(Component):
 
 
 def _kafka_cluster_id() -> str:
-    # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
+    """16 random bytes in URL-safe base64 without padding, as Kafka's own ids, and like Kafka's
+    ``Uuid.randomUuid`` never starting with "-": ``kafka-storage format -t -…`` reads such an id
+    as an option and fails ("expected one argument"), one format in 64 (a CI run hit it)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
