@@ -24,6 +24,7 @@ error names the api-server, the HTTP status and the api-server's log with its la
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -314,17 +315,7 @@ class AirflowRest:
         latest = self.request(
             "GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-id", "limit": 1}
         ).json()["dag_runs"]
-        last = latest[0] if latest else {}
-        return DagInfo(
-            dag_id=dag_id,
-            exists=True,
-            is_paused=bool(dag.get("is_paused")),
-            active_run_id=active[0]["dag_run_id"] if active else None,
-            active_run_state=active[0]["state"] if active else None,
-            last_run_id=last.get("dag_run_id"),
-            last_run_state=last.get("state"),
-            last_run_end=last.get("end_date"),
-        )
+        return _dag_info(dag, active[0] if active else {}, latest[0] if latest else {})
 
     def dags_info(self, dag_ids: Sequence[str]) -> dict[str, DagInfo]:
         """:meth:`dag_info` of several DAGs in three requests in all, not three each.
@@ -338,7 +329,9 @@ class AirflowRest:
         wanted = list(dict.fromkeys(dag_ids))
         if not wanted:
             return {}
-        listed = self._dags_by_prefix(_common_prefix(wanted), set(wanted))
+        # A prefix of characters, not of path components: what Airflow's prefix search wants.
+        prefix = os.path.commonprefix(wanted)  # noqa: RUF071
+        listed = self._dags_by_prefix(prefix, set(wanted))
         present = [dag_id for dag_id in wanted if dag_id in listed]
         active, active_all = self._newest_runs(present, sorted(ACTIVE_RUN_STATES))
         latest, latest_all = self._newest_runs(present, None)
@@ -350,16 +343,8 @@ class AirflowRest:
             if dag_id not in listed or unsure:
                 infos[dag_id] = self.dag_info(dag_id)
                 continue
-            run, last = active.get(dag_id, {}), latest.get(dag_id, {})
-            infos[dag_id] = DagInfo(
-                dag_id=dag_id,
-                exists=True,
-                is_paused=bool(listed[dag_id].get("is_paused")),
-                active_run_id=run.get("dag_run_id"),
-                active_run_state=run.get("state"),
-                last_run_id=last.get("dag_run_id"),
-                last_run_state=last.get("state"),
-                last_run_end=last.get("end_date"),
+            infos[dag_id] = _dag_info(
+                listed[dag_id], active.get(dag_id, {}), latest.get(dag_id, {})
             )
         return infos
 
@@ -564,16 +549,21 @@ def _unreachable(base_url: str, exc: Exception) -> str:
     )
 
 
+def _dag_info(dag: dict[str, Any], active: dict[str, Any], last: dict[str, Any]) -> DagInfo:
+    """A known DAG's info from its REST record, its active run and its latest run ({}: none)."""
+    return DagInfo(
+        dag_id=str(dag["dag_id"]),
+        exists=True,
+        is_paused=bool(dag.get("is_paused")),
+        active_run_id=active.get("dag_run_id"),
+        active_run_state=active.get("state"),
+        last_run_id=last.get("dag_run_id"),
+        last_run_state=last.get("state"),
+        last_run_end=last.get("end_date"),
+    )
+
+
 # Words that mark the line of a log worth quoting when a request failed.
-def _common_prefix(texts: Sequence[str]) -> str:
-    """The longest string every one of ``texts`` starts with."""
-    first, last = min(texts), max(texts)
-    size = 0
-    while size < min(len(first), len(last)) and first[size] == last[size]:
-        size += 1
-    return first[:size]
-
-
 _ERROR_MARKERS = ("ERROR", "CRITICAL", "Traceback", "Error:", "Exception")
 
 
