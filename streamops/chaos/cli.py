@@ -1,6 +1,6 @@
-"""`streamops chaos`: mounted by ``streamops.cli`` with ``app.command("chaos")(chaos)``. The CLI's
-helpers (console, settings, fail) and the run itself are imported lazily: that module imports
-this one, and ``streamops --help`` should not load psutil, Kafka and Airflow clients."""
+"""`streamops chaos`: mounted by ``streamops.cli`` with ``app.command("chaos")(chaos)``. The run
+itself and the CLI's helpers are imported inside the command: ``streamops --help`` should not
+load psutil, Kafka and Airflow clients."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def chaos(
     services down) and prove it recovers within 60 s, loses and duplicates nothing, and that the
     supervisor's word matched the truth. Exit code: 0 passed, 1 a check failed (or the run could
     not start), 2 bad options, 130 interrupted."""
-    from streamops.cli import console, err_console, fail, settings
+    from streamops.cli._app import console, err_console, fail, settings
 
     try:
         options = parse_options(

@@ -229,7 +229,7 @@ class _Platform:
 
     def _login(self) -> Any:
         from streamops.airflow_rest import fetch_token
-        from streamops.pipeline_cli import PluginClient
+        from streamops.cli.pipeline import PluginClient
 
         settings = self.settings
         token = fetch_token(

@@ -1,5 +1,6 @@
-"""`streamops soak`: mounted by ``streamops.cli`` with ``app.command("soak")(soak)``; the CLI's
-helpers (console, settings, fail) are imported lazily because that module imports this one."""
+"""`streamops soak`: mounted by ``streamops.cli`` with ``app.command("soak")(soak)``. The soak's
+own modules and the CLI's helpers are imported inside the command, so ``streamops --help`` loads
+none of them."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def soak(
     """Soak the running platform: probe every output's latency, sample each component's CPU and
     memory and each pipeline's health, and report targets (pass/fail; the exit code is 0 when
     the soak ran, whatever the targets say)."""
-    from streamops.cli import console, err_console, fail, settings
+    from streamops.cli._app import console, err_console, fail, settings
     from streamops.soak.probes import SoakError
     from streamops.soak.run import SoakOptions, run_soak
     from streamops.soak.stats import parse_duration

@@ -1,4 +1,4 @@
-"""The pure parts of `streamops bench`'s report (benchmarks/runner.py, streamops/bench_cli.py) on
+"""The pure parts of `streamops bench`'s report (benchmarks/runner.py, streamops/cli/bench.py) on
 hand-made results shaped like the benchmarks' own: state over time, headline numbers, ratios and
 the markdown summary. Also the shared graceful stop of the benchmarks' streaming queries."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import runner
 from spark_jobs.common.runner import _stop_all, stop_between_batches
-from streamops.bench_cli import QuerySample, QuerySampler, _state_over_time
+from streamops.cli.bench import QuerySample, QuerySampler, _state_over_time
 
 BENCHMARKS = Path(runner.__file__).resolve().parent
 
@@ -239,7 +239,7 @@ def test_summary_lists_the_vitals_ratio_with_its_baseline_and_no_samples(
     assert "![report-vitals-state](report-vitals-state.png)" in summary
 
 
-# --- bench_cli: which state series are charted ---------------------------------------------------
+# --- cli.bench: which state series are charted ---------------------------------------------------
 
 
 def test_state_chart_uses_the_json_series_and_drops_stateless_queries() -> None:

@@ -17,7 +17,7 @@ from streamops_airflow.ui.pipeline_status import (
 )
 from typer.testing import CliRunner
 
-from streamops.pipeline_cli import format_duration
+from streamops.cli.pipeline import format_duration
 from streamops.pipelines.restart import Phase, RestartState
 from streamops.pipelines.spec import PipelineSpec
 

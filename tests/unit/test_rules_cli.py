@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from streamops.rules_cli import normalise_rule_level, rules_app
+from streamops.cli.rules import normalise_rule_level, rules_app
 
 runner = CliRunner()
 

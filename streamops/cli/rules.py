@@ -2,8 +2,8 @@
 
 The running alerts job re-reads the enabled rules at least every 30 s (``--rules-refresh-seconds``
 of ``streamops run alerts``), so a change here applies within a minute without a restart.
-Mounted by ``streamops.cli`` as ``app.add_typer(rules_app, name="rules")``; the shared helpers of
-``streamops.cli`` are imported lazily because that module imports this one.
+The MariaDB driver is imported where a command talks to the database, so that loading the CLI
+(every `streamops --help`) does not pay for it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import re
 from contextlib import closing
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import mariadb
 import typer
 from rich.table import Table
 
-from spark_jobs.transforms.error_logs import LEVEL_ALIASES, LEVELS, SERVICE_MAX_LENGTH
+from streamops.cli._app import console, exit_on_streamops_error, settings
+from streamops.contract.error_logs import LEVEL_ALIASES, LEVELS, SERVICE_MAX_LENGTH
 from streamops.errors import StreamopsError
+
+if TYPE_CHECKING:
+    import mariadb
 
 rules_app = typer.Typer(
     help="Alert rules of the error-log pipeline (MariaDB alert_rules).", no_args_is_help=True
@@ -37,20 +40,10 @@ _COLUMNS = (
 )
 
 
-def _cli() -> Any:
-    from streamops import cli
-
-    return cli
-
-
 def _connection() -> mariadb.Connection:
     from streamops.db import connect
 
-    return connect(_cli().settings())
-
-
-def _handled(func: Any) -> Any:
-    return _cli()._handle(func)
+    return connect(settings())
 
 
 def normalise_rule_level(level: str) -> str:
@@ -88,7 +81,7 @@ def list_rules(
 ) -> None:
     """List the alert rules, ordered by rule id."""
 
-    @_handled
+    @exit_on_streamops_error
     def run() -> None:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM alert_rules"
         if enabled_only:
@@ -99,7 +92,6 @@ def list_rules(
             rules = [dict(zip(_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
         for rule in rules:
             rule["enabled"] = bool(rule["enabled"])
-        console = _cli().console
         if as_json:
             console.print_json(json.dumps(rules))
             return
@@ -138,8 +130,10 @@ def add_rule(
 ) -> None:
     """Add a rule; it applies to the running job within a minute."""
 
-    @_handled
+    @exit_on_streamops_error
     def run() -> None:
+        import mariadb
+
         canonical = normalise_rule_level(level)
         check_rule(rule_id, service, description)
         with closing(_connection()) as connection:
@@ -158,7 +152,7 @@ def add_rule(
                     "with `streamops rules enable|disable`."
                 ) from error
         scope = f"service {service}" if service else "any service"
-        _cli().console.print(
+        console.print(
             f"added rule {rule_id}: ≥ {threshold} {canonical} lines from {scope} in "
             f"{window_seconds} s ({'enabled' if enabled else 'disabled'})"
         )
@@ -179,16 +173,16 @@ def _set_enabled(rule_id: str, enabled: bool) -> None:
         connection.commit()
     state = "enabled" if enabled else "disabled"
     note = " (it already was)" if bool(row[0]) == enabled else ""
-    _cli().console.print(f"rule {rule_id} {state}{note}")
+    console.print(f"rule {rule_id} {state}{note}")
 
 
 @rules_app.command("enable")
 def enable_rule(rule_id: Annotated[str, typer.Argument(help="The rule to enable.")]) -> None:
     """Enable a rule; the running job starts alerting on it within a minute."""
-    _handled(_set_enabled)(rule_id, True)
+    exit_on_streamops_error(_set_enabled)(rule_id, True)
 
 
 @rules_app.command("disable")
 def disable_rule(rule_id: Annotated[str, typer.Argument(help="The rule to disable.")]) -> None:
     """Disable a rule; the running job stops alerting on it within a minute."""
-    _handled(_set_enabled)(rule_id, False)
+    exit_on_streamops_error(_set_enabled)(rule_id, False)

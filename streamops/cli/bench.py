@@ -10,8 +10,7 @@ Benchmarks are found by the runner's discovery (``bench_*.py``), so a new one is
 without an edit here. While they run, a sampler reads the queries' progress hashes in Redis
 (``streamops:query:*``, written by every job's listener, benchmarks' scratch jobs included) once
 a second: it feeds the progress line, and the state-size chart of a benchmark whose JSON holds
-no state time series of its own (see ``runner.state_series``). Mounted by ``streamops.cli`` with
-``app.command("bench")(bench)``; the CLI's helpers are imported lazily (that module imports this).
+no state time series of its own (see ``runner.state_series``).
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
+from streamops.cli._app import console, fail, settings
 
 SAMPLE_INTERVAL_SECONDS = 1.0
 # A query hash counts as "this run's" when its heartbeat is newer than the run's start.
@@ -145,8 +146,6 @@ def bench(
 ) -> None:
     """Run the benchmarks on the local stack; write JSON, PNG charts and a markdown summary."""
     runner = _runner()
-    from streamops.cli import console, fail, settings
-
     available = runner.discover()
     if list_only:
         for name in available:
@@ -162,7 +161,7 @@ def bench(
             code=2,
         )
     cfg = settings()
-    _require_stack(cfg, fail)
+    _require_stack(cfg)
     run = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}" + ("-quick" if quick else "")
     folder = (output or runner.DEFAULT_OUTPUT) / run
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,7 +193,7 @@ def _runner() -> Any:
     return runner
 
 
-def _require_stack(cfg: Any, fail: Any) -> None:
+def _require_stack(cfg: Any) -> None:
     from streamops.stack.kafka import Kafka
     from streamops.stack.mariadb import MariaDB
     from streamops.stack.redis import Redis
@@ -229,7 +228,6 @@ def _run_all(
     )
 
     from benchmarks import BenchmarkError
-    from streamops.cli import console
 
     reports: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}

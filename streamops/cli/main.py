@@ -1,4 +1,5 @@
-"""The `streamops` command line: install, run and inspect the local platform, and feed it data."""
+"""`streamops install|up|down|status|logs|reset|generate|run` and the `db` and `maintenance` groups:
+install, run and inspect the local platform, and feed it data."""
 
 from __future__ import annotations
 
@@ -8,89 +9,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, ClassVar, NoReturn, Optional, ParamSpec, TypeVar
+from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from spark_jobs.jobs import PIPELINE_QUERIES
-from streamops.config import INPUT_TOPICS, Settings, load_settings
-from streamops.errors import StreamopsError
+from streamops.cli._app import app, console, err_console, exit_on_streamops_error, fail, settings
+from streamops.contract.topics import INPUT_TOPICS
 
-app = typer.Typer(
-    help="streamops: Kafka → Spark Structured Streaming → MariaDB and Redis, run by Airflow.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 db_app = typer.Typer(help="MariaDB schema: migrations and version.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
 maintenance_app = typer.Typer(
     help="Maintenance by hand (the Airflow DAGs run it on schedule).", no_args_is_help=True
 )
-app.add_typer(maintenance_app, name="maintenance")
-
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-class _Overrides:
-    """Global options of this invocation (set by the callback, read by every command)."""
-
-    values: ClassVar[dict[str, object]] = {}
-
-
-def settings() -> Settings:
-    try:
-        return load_settings(**_Overrides.values)
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"])
-            lines.append(
-                f"  STREAMOPS_{field.upper()}: {error['msg']} (got {error.get('input')!r})"
-            )
-        fail("The settings are not valid:\n" + "\n".join(lines))
-    except FileNotFoundError as exc:
-        fail(str(exc))
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-@app.callback()
-def main(
-    state_dir: Annotated[
-        Optional[Path],  # noqa: UP045 - typer needs Optional here
-        typer.Option(help="State folder (default .streamops/; env STREAMOPS_STATE_DIR)."),
-    ] = None,
-) -> None:
-    """Global options apply to every command and beat env vars and streamops.toml."""
-    _Overrides.values = {"state_dir": state_dir}
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _handle(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Print a StreamopsError as its paragraph (no traceback) and exit 1."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return func(*args, **kwargs)
-        except StreamopsError as exc:
-            fail(str(exc))
-
-    return wrapper
 
 
 @app.command()
@@ -107,7 +37,7 @@ def install(
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def up(
     with_generator: Annotated[
         bool, typer.Option(help="Also feed every input topic with generated data.")
@@ -165,7 +95,7 @@ def up(
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def down() -> None:
     """Stop every service gracefully; all data stays in the state folder."""
     from streamops.stack import Stack
@@ -175,7 +105,7 @@ def down() -> None:
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -244,7 +174,7 @@ _DISK_MARKS = {
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def logs(
     component: Annotated[str, typer.Argument(help="kafka, mariadb, redis, airflow-…, generator-…")],
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Lines to show.")] = 50,
@@ -266,7 +196,7 @@ def logs(
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def reset(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
@@ -284,7 +214,7 @@ def reset(
 
 
 @app.command()
-@_handle
+@exit_on_streamops_error
 def generate(
     topic: Annotated[str, typer.Argument(help=f"One of: {', '.join(INPUT_TOPICS)}.")],
     rate: Annotated[
@@ -345,17 +275,14 @@ def generate(
         fail(f"{summary.failed} record(s) were not delivered to {topic}; see the errors above.")
 
 
-PIPELINES = tuple(PIPELINE_QUERIES)
-
-
 @app.command(
     "run",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
-@_handle
+@exit_on_streamops_error
 def run_pipeline(
     ctx: typer.Context,
-    pipeline: Annotated[str, typer.Argument(help=f"One of: {', '.join(PIPELINES)}.")],
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name from pipelines.yaml.")],
 ) -> None:
     """Run a pipeline's Spark job in the foreground (Ctrl-C stops it gracefully).
 
@@ -365,21 +292,23 @@ def run_pipeline(
     Options after the pipeline go to the job, e.g. `streamops run orders --watermark "30 seconds"`;
     `streamops run orders --help` lists them. The same module is the spark-submit entry point.
     """
-    if pipeline not in PIPELINES:
-        fail(f"Unknown pipeline {pipeline!r}; the pipelines are: {', '.join(PIPELINES)}.", code=2)
+    from streamops.pipelines.spec import load_specs
+
+    specs = load_specs()
+    if pipeline not in specs:
+        fail(f"Unknown pipeline {pipeline!r}; the pipelines are: {', '.join(specs)}.", code=2)
     cfg = settings()
     command = [sys.executable, "-m", f"spark_jobs.jobs.{pipeline}", *ctx.args]
     env = {**os.environ, **cfg.as_env()}
     if any(arg in ("-h", "--help") for arg in ctx.args):
         raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
     from streamops.pipelines.foreground import run_in_foreground
-    from streamops.pipelines.spec import load_specs
 
-    raise typer.Exit(run_in_foreground(cfg, load_specs()[pipeline], command, env))
+    raise typer.Exit(run_in_foreground(cfg, specs[pipeline], command, env))
 
 
 @db_app.command("migrate")
-@_handle
+@exit_on_streamops_error
 def db_migrate() -> None:
     """Apply pending MariaDB migrations (idempotent)."""
     from streamops.db import migrate
@@ -389,7 +318,7 @@ def db_migrate() -> None:
 
 
 @db_app.command("version")
-@_handle
+@exit_on_streamops_error
 def db_version() -> None:
     """Print the schema version (number of the last applied migration)."""
     from streamops.db import schema_version
@@ -398,7 +327,7 @@ def db_version() -> None:
 
 
 @maintenance_app.command("archive-retention")
-@_handle
+@exit_on_streamops_error
 def maintenance_archive_retention(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
@@ -433,7 +362,7 @@ def maintenance_archive_retention(
 
 
 @maintenance_app.command("rotate-logs")
-@_handle
+@exit_on_streamops_error
 def maintenance_rotate_logs(
     dry_run: Annotated[
         bool,
@@ -460,33 +389,3 @@ def maintenance_rotate_logs(
         f"skipped {len(report['skipped'])} under {report['state_dir']}",
         highlight=False,
     )
-
-
-# Sub-command modules import this one's helpers lazily, so they are mounted once those exist.
-from streamops.rules_cli import rules_app  # noqa: E402
-
-app.add_typer(rules_app, name="rules")
-
-from streamops.pipeline_cli import pipeline_app  # noqa: E402
-
-app.add_typer(pipeline_app, name="pipeline")
-
-from streamops.bench_cli import bench  # noqa: E402
-
-app.command("bench")(bench)
-
-from streamops.soak.cli import soak  # noqa: E402
-
-app.command("soak")(soak)
-
-from streamops.chaos.cli import chaos  # noqa: E402
-
-app.command("chaos")(chaos)
-
-
-def run() -> None:
-    app(prog_name="streamops")
-
-
-if __name__ == "__main__":
-    run()

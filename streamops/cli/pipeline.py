@@ -4,8 +4,8 @@ Every action goes through Airflow, never to the job directly: start/stop/restart
 API (``/api/v2``) on the supervision DAG ``streamops_supervise_<name>``, status and reset-breaker
 through the streamops plugin's endpoints (``/streamops/api/pipelines``) in the same api-server.
 The login is the stack's Airflow user (``STREAMOPS_AIRFLOW_ADMIN_USER`` / ``…_PASSWORD``).
-Mounted by ``streamops.cli`` as ``app.add_typer(pipeline_app, name="pipeline")``; the shared
-helpers of ``streamops.cli`` are imported lazily because that module imports this one.
+httpx and the REST client are imported where a command calls Airflow, so that loading the CLI
+(every `streamops --help`) does not pay for them.
 """
 
 from __future__ import annotations
@@ -14,23 +14,18 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-import httpx
 import typer
 from rich.table import Table
 
-from streamops.airflow_rest import (
-    AirflowRest,
-    AirflowUnavailableError,
-    fetch_token,
-    restart_pipeline,
-    start_pipeline,
-    stop_pipeline,
-)
-from streamops.config import Settings
+from streamops.cli._app import console, err_console, exit_on_streamops_error, settings
 from streamops.errors import StreamopsError
-from streamops.pipelines.spec import PipelineSpec, load_specs
+
+if TYPE_CHECKING:
+    from streamops.airflow_rest import AirflowRest
+    from streamops.config import Settings
+    from streamops.pipelines.spec import PipelineSpec
 
 pipeline_app = typer.Typer(
     help="Supervised streaming pipelines: status, start, stop, restart (through Airflow).",
@@ -56,16 +51,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 NameArgument = Annotated[str, typer.Argument(help="Pipeline name from pipelines.yaml.")]
 
 
-def _cli() -> Any:
-    from streamops import cli
-
-    return cli
-
-
 class PluginClient:
     """The streamops plugin's JSON endpoints in Airflow's api-server, with a bearer token."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+        import httpx
+
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=f"{self.base_url}{PLUGIN_PREFIX}/api",
@@ -77,6 +68,10 @@ class PluginClient:
         self._client.close()
 
     def request(self, method: str, path: str, *, timeout: float | None = None) -> Any:
+        import httpx
+
+        from streamops.airflow_rest import AirflowUnavailableError
+
         try:
             extra = {} if timeout is None else {"timeout": timeout}
             response = self._client.request(method, path, **extra)  # type: ignore[arg-type]
@@ -109,20 +104,22 @@ class PluginClient:
 @contextmanager
 def _airflow() -> Iterator[tuple[AirflowRest, PluginClient, Settings]]:
     """A REST client of /api/v2 and the plugin client, both logged in as the stack's user."""
-    settings: Settings = _cli().settings()
-    token = fetch_token(
-        settings.airflow_url, settings.airflow_admin_user, settings.airflow_admin_password
-    )
-    api = AirflowRest(settings.airflow_url, token)
-    plugin = PluginClient(settings.airflow_url, token)
+    from streamops.airflow_rest import AirflowRest, fetch_token
+
+    cfg = settings()
+    token = fetch_token(cfg.airflow_url, cfg.airflow_admin_user, cfg.airflow_admin_password)
+    api = AirflowRest(cfg.airflow_url, token)
+    plugin = PluginClient(cfg.airflow_url, token)
     try:
-        yield api, plugin, settings
+        yield api, plugin, cfg
     finally:
         api.close()
         plugin.close()
 
 
 def _spec(name: str) -> PipelineSpec:
+    from streamops.pipelines.spec import load_specs
+
     specs = load_specs()
     if name not in specs:
         raise StreamopsError(
@@ -132,7 +129,7 @@ def _spec(name: str) -> PipelineSpec:
 
 
 def _run(func: Callable[[], None]) -> None:
-    _cli()._handle(func)()
+    exit_on_streamops_error(func)()
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -143,14 +140,14 @@ def list_pipelines(as_json: JsonOption = False) -> None:
     """Every pipeline of pipelines.yaml with its state, rates, lag, restarts and breaker."""
 
     def run() -> None:
-        with _airflow() as (_, plugin, _settings):
+        with _airflow() as (_, plugin, _cfg):
             data = plugin.pipelines()
         if as_json:
-            _cli().console.print_json(json.dumps(data["pipelines"]))
+            console.print_json(json.dumps(data["pipelines"]))
             return
         _print_table(data["pipelines"])
         for warning in data["warnings"]:
-            _cli().err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
     _run(run)
 
@@ -167,18 +164,18 @@ def status(
 
     def run() -> None:
         if name is None:
-            with _airflow() as (_, plugin, _settings):
+            with _airflow() as (_, plugin, _cfg):
                 rows = plugin.pipelines()["pipelines"]
             if as_json:
-                _cli().console.print_json(json.dumps(rows))
+                console.print_json(json.dumps(rows))
             else:
                 _print_table(rows)
             return
         _spec(name)
-        with _airflow() as (_, plugin, _settings):
+        with _airflow() as (_, plugin, _cfg):
             row = plugin.pipeline(name)
         if as_json:
-            _cli().console.print_json(json.dumps(row))
+            console.print_json(json.dumps(row))
         else:
             _print_detail(row)
 
@@ -202,44 +199,47 @@ def start(
     checkpoint); refused while the circuit breaker is open, or while an orphan job of the
     pipeline runs on this host (without the lease)."""
 
+    from streamops.airflow_rest import start_pipeline
+
     def run() -> None:
         spec = _spec(name)
-        with _airflow() as (api, plugin, settings):
+        with _airflow() as (api, plugin, cfg):
             _refuse_while_breaker_open(plugin.pipeline(name))
             if spec.kubernetes is None:
-                _orphans_first(settings, spec, stop_orphans)
-            result = start_pipeline(api, name, spec.dag_id, by=_by(settings))
+                _orphans_first(cfg, spec, stop_orphans)
+            result = start_pipeline(api, name, spec.dag_id, by=_by(cfg))
         _print_result(result.to_dict(), as_json)
 
     _run(run)
 
 
-def _orphans_first(settings: Settings, spec: PipelineSpec, stop: bool) -> None:
+def _orphans_first(cfg: Settings, spec: PipelineSpec, stop: bool) -> None:
     """Refuse to start beside an orphan job, or stop it first when asked to."""
     from streamops.pipelines import jobs
     from streamops.pipelines.foreground import lease_holder_job, refuse_stray_jobs
 
     if not stop:
         refuse_stray_jobs(
-            settings,
+            cfg,
             spec,
             f"Stop it first: `kill -TERM <the python pid>` stops it gracefully, or run "
             f"`streamops pipeline start {spec.name} --stop-orphans`.",
         )
         return
-    holder = lease_holder_job(settings, spec)
-    for stray in jobs.stray_jobs(settings, spec.name, holder):
-        _cli().console.print(f"{spec.name}: stopping the orphan job {stray.describe()}")
+    holder = lease_holder_job(cfg, spec)
+    for stray in jobs.stray_jobs(cfg, spec.name, holder):
+        console.print(f"{spec.name}: stopping the orphan job {stray.describe()}")
         jobs.stop_stray_job(stray, spec.stop_timeout_seconds)
 
 
 @pipeline_app.command("stop")
 def stop(name: NameArgument, as_json: JsonOption = False) -> None:
     """Pause the supervision DAG and fail its active run: the job stops gracefully."""
+    from streamops.airflow_rest import stop_pipeline
 
     def run() -> None:
         spec = _spec(name)
-        with _airflow() as (api, _plugin, _settings):
+        with _airflow() as (api, _plugin, _cfg):
             result = stop_pipeline(api, name, spec.dag_id)
         _print_result(result.to_dict(), as_json)
 
@@ -249,22 +249,23 @@ def stop(name: NameArgument, as_json: JsonOption = False) -> None:
 @pipeline_app.command("restart")
 def restart(name: NameArgument, as_json: JsonOption = False) -> None:
     """Stop, wait until the job is gone, start again from the checkpoint."""
+    from streamops.airflow_rest import restart_pipeline
 
     def run() -> None:
         spec = _spec(name)
-        with _airflow() as (api, plugin, settings):
+        with _airflow() as (api, plugin, cfg):
             _refuse_while_breaker_open(plugin.pipeline(name))
 
             def job_gone() -> bool:
                 row = plugin.pipeline(name)
                 return row["job_pid"] is None or row["job_alive"] is False
 
-            with _cli().console.status(f"{name}: stopping, then starting again"):
+            with console.status(f"{name}: stopping, then starting again"):
                 result = restart_pipeline(
                     api,
                     name,
                     spec.dag_id,
-                    by=_by(settings),
+                    by=_by(cfg),
                     job_gone=job_gone,
                     timeout_seconds=spec.stop_timeout_seconds + RESTART_MARGIN_SECONDS,
                 )
@@ -279,7 +280,7 @@ def reset_breaker(name: NameArgument, as_json: JsonOption = False) -> None:
 
     def run() -> None:
         _spec(name)
-        with _airflow() as (_, plugin, _settings):
+        with _airflow() as (_, plugin, _cfg):
             result = plugin.request("POST", f"/pipelines/{name}/reset-breaker")
         _print_result(result, as_json)
 
@@ -317,15 +318,14 @@ def reset_offsets(
         if to != TO_EARLIEST_AVAILABLE:
             raise StreamopsError(f"--to {to!r} is not supported; use --to {TO_EARLIEST_AVAILABLE}.")
         spec = _spec(name)
-        settings: Settings = _cli().settings()
         run_reset(
-            settings,
+            settings(),
             spec,
             dry_run=dry_run,
             yes=yes,
             interactive=sys.stdin.isatty(),
             confirm=lambda question: typer.confirm(question, default=False),
-            say=lambda line: _cli().console.print(line, highlight=False),
+            say=lambda line: console.print(line, highlight=False),
             reset_by=f"{getpass.getuser()}@{socket.gethostname()}",
         )
 
@@ -344,15 +344,15 @@ def _refuse_while_breaker_open(row: dict[str, Any]) -> None:
         )
 
 
-def _by(settings: Settings) -> str:
-    return f"{settings.airflow_admin_user} (streamops pipeline CLI)"
+def _by(cfg: Settings) -> str:
+    return f"{cfg.airflow_admin_user} (streamops pipeline CLI)"
 
 
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        _cli().console.print_json(json.dumps(result))
+        console.print_json(json.dumps(result))
     else:
-        _cli().console.print(result["message"], highlight=False)
+        console.print(result["message"], highlight=False)
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -384,11 +384,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             str(row["restarts_total"]),
             row["breaker"],
         )
-    _cli().console.print(table)
+    console.print(table)
 
 
 def _print_detail(row: dict[str, Any]) -> None:
-    console = _cli().console
     style = _STATE_STYLES.get(row["state"], "")
     console.print(f"[bold]{row['name']}[/]: [{style}]{row['state']}[/] — {row['detail']}")
     fields = {
@@ -433,7 +432,7 @@ def _print_detail(row: dict[str, Any]) -> None:
         )
     console.print(table)
     for warning in row["warnings"]:
-        _cli().err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def format_duration(seconds: float | None) -> str:
