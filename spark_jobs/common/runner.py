@@ -1,4 +1,9 @@
-"""Running a job's queries until they stop: graceful on SIGTERM, loud on failure."""
+"""Running a job's queries until they stop: graceful on SIGTERM, loud on failure.
+
+A job learns about its pipeline from its :class:`JobContext`, built from the pipeline's spec
+(``pipelines.yaml``, or ``$STREAMOPS_PIPELINES_FILE``) inside the driver: the names and
+checkpoints of its queries, and the settings. It never names a query or a checkpoint itself.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.disk_full import disk_full_cause, disk_full_message, startup_disk_full
 from spark_jobs.common.listener import ProgressPublisher
+from spark_jobs.common.outages import riding_out
 from spark_jobs.common.priority import lower_session_priority, settled_nice
 from spark_jobs.common.query_status import QueryStatusReporter
 from spark_jobs.common.restarts import Restart, RestartPolicy
@@ -26,6 +32,7 @@ from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
 from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL, EXIT_REFUSED, REFUSAL_MARK
 from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
+from streamops.pipelines.spec import PipelineSpec, PipelineSpecError, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +54,76 @@ STOP_WAIT_SECONDS = 8.0
 # (spark.sql.streaming.pollingDelay): look often enough to catch that gap.
 STOP_POLL_SECONDS = 0.002
 
+
+@dataclass(frozen=True)
+class JobQuery:
+    """One query of a job: the name it reports under and the folder of its checkpoint."""
+
+    name: str
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job knows of its pipeline: the spec, and the settings it runs with.
+
+    The rule that ties a job's queries to the spec is spelled out in
+    ``streamops/pipelines/spec.py``: a job asks for its queries by role, all at once, and gets
+    their names and checkpoints; roles that differ from the spec's fail the job before it starts
+    a query.
+    """
+
+    spec: PipelineSpec
+    settings: Settings
+
+    @classmethod
+    def of(cls, pipeline: str, settings: Settings) -> JobContext:
+        """The context of ``pipeline``, from the specs file every process reads."""
+        return cls(load_spec(pipeline), settings)
+
+    @property
+    def pipeline(self) -> str:
+        return self.spec.name
+
+    @property
+    def checkpoint_location(self) -> str:
+        """``<checkpoint root>/<pipeline>``: the spec's root, else the settings'. The supervisor's
+        lease guards the same string."""
+        return self.spec.checkpoint_location(self.settings.checkpoint_root)
+
+    def queries(self, *roles: str) -> tuple[JobQuery, ...]:
+        """The job's queries in ``roles``, in that order: every role the spec lists, no other."""
+        listed = {self.spec.query_role(query): query for query in self.spec.queries}
+        if len(set(roles)) != len(roles) or set(roles) != set(listed):
+            raise PipelineSpecError(
+                f"The {self.pipeline} job starts the queries {list(roles)} (by role), but its spec "
+                f"lists {list(self.spec.queries)} (roles {list(listed)}). A query's role is its "
+                f"name without '{self.pipeline}_'; make the spec's queries and the job's agree "
+                "(streamops/pipelines/spec.py)."
+            )
+        return tuple(self._query(listed[role]) for role in roles)
+
+    def opt_in_query(self, role: str) -> JobQuery:
+        """A query the job starts only when asked to, which the spec does not list, so nothing
+        supervises it: named ``<pipeline>_<role>``, checkpointed beside the others."""
+        name = self.spec.query_name_for(role)
+        if name in self.spec.queries:
+            raise PipelineSpecError(
+                f"The spec of {self.pipeline} lists {name!r}, but the job starts that query only "
+                "when asked to: the supervisor would judge it stalled whenever it is off. Remove "
+                "it from the spec's queries."
+            )
+        return self._query(name)
+
+    def _query(self, name: str) -> JobQuery:
+        return JobQuery(name, self.spec.query_checkpoint(name, self.settings.checkpoint_root))
+
+
+BatchWriter = Callable[[DataFrame, int], None]
 JobConfig = TypeVar("JobConfig")
 # A job's queries, not started yet: the driver starts the first alone, then the rest, and may
 # start one again.
-BuildWriters = Callable[[SparkSession, Settings, JobConfig], list[DataStreamWriter]]
+BuildWriters = Callable[[SparkSession, JobContext, JobConfig], list[DataStreamWriter]]
 
 # The other queries start once the first one finished its first batch, or after this long.
 STAGGER_SECONDS = 30.0
@@ -69,9 +142,7 @@ def fault_point(query_name: str, batch_id: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def with_fault_point(
-    query_name: str, writer: Callable[[DataFrame, int], None]
-) -> Callable[[DataFrame, int], None]:
+def with_fault_point(query_name: str, writer: BatchWriter) -> BatchWriter:
     """``writer`` followed by the test-only :func:`fault_point` of its query."""
 
     def write(frame: DataFrame, batch_id: int) -> None:
@@ -79,6 +150,12 @@ def with_fault_point(
         fault_point(query_name, batch_id)
 
     return write
+
+
+def batch_writer(query: JobQuery, writer: BatchWriter) -> BatchWriter:
+    """``writer`` as ``query``'s ``foreachBatch``: a MariaDB or Redis outage ridden out inside the
+    batch (:func:`spark_jobs.common.outages.riding_out`), then the test-only fault point."""
+    return riding_out(query.name, with_fault_point(query.name, writer))
 
 
 class _StopRequest:
@@ -101,10 +178,11 @@ def run_job(
     *,
     until_done: bool = False,
 ) -> int:
-    """The ``main`` of every streaming job: a session named after ``pipeline`` (plus the job's
-    ``spark_conf``), the progress listener, then ``build(spark, settings, config)``'s queries
-    run until a stop request (:func:`run_queries`). ``until_done``: the queries end by themselves
-    (an ``availableNow`` trigger) and the job with them."""
+    """The ``main`` of every streaming job: a session named after ``pipeline`` with the spec's
+    ``spark_conf`` and the job's own ``spark_conf`` (:func:`job_spark_conf`), the progress
+    listener, then ``build(spark, context, config)``'s queries run until a stop request
+    (:func:`run_queries`). ``until_done``: the queries end by themselves (an ``availableNow``
+    trigger) and the job with them."""
     # A stop asked for while the session starts (tens of seconds on a loaded machine) is a
     # graceful stop too: no query starts, the job exits 0.
     stop = _StopRequest()
@@ -113,6 +191,7 @@ def run_job(
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
     settings = load_settings()
+    context = JobContext.of(pipeline, settings)
     refusal = startup_refusal(settings, pipeline)
     if refusal is not None:
         log.error("%s %s", REFUSAL_MARK, refusal)
@@ -122,11 +201,12 @@ def run_job(
     if full is not None:
         log.error("%s %s", DISK_FULL_MARK, full)
         return EXIT_DISK_FULL
-    spark = build_spark_session(f"streamops-{pipeline}", settings, spark_conf)
+    conf = job_spark_conf(context.spec, spark_conf or {})
+    spark = build_spark_session(f"streamops-{pipeline}", settings, conf)
     restarts = RestartPolicy()
     listener = ProgressPublisher(settings, pipeline, restarts=restarts)
     spark.streams.addListener(listener)
-    writers = build(spark, settings, config)
+    writers = build(spark, context, config)
     if not until_done:
         if stop.requested:
             log.info("%s: stopped on request before its queries started", pipeline)
@@ -138,6 +218,28 @@ def run_job(
     _drain_listener_bus(spark)
     spark.streams.removeListener(listener)
     return 0
+
+
+def job_spark_conf(spec: PipelineSpec, job_conf: Mapping[str, str]) -> dict[str, str]:
+    """The Spark settings of a job's session: the spec's ``spark_conf`` as written, plus those the
+    job sets itself (a store provider it needs, a wider local master). A key both set to
+    different values is an error: either silent winner would run the job on a setting nobody
+    chose."""
+    clashes = {
+        key: (spec.spark_conf[key], value)
+        for key, value in job_conf.items()
+        if key in spec.spark_conf and spec.spark_conf[key] != value
+    }
+    if clashes:
+        described = "; ".join(
+            f"{key}: the spec sets {spec_value!r}, the job needs {job_value!r}"
+            for key, (spec_value, job_value) in clashes.items()
+        )
+        raise PipelineSpecError(
+            f"The spark_conf of pipeline {spec.name!r} contradicts its job: {described}. "
+            "Remove the setting from the spec, or give the job's value."
+        )
+    return {**spec.spark_conf, **job_conf}
 
 
 def startup_refusal(settings: Settings, pipeline: str) -> str | None:

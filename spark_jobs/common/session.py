@@ -4,54 +4,54 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from streamops.config import Settings
-from streamops.errors import StreamopsError
 from streamops.pipelines.submit import DRIVER_JAVA_OPTIONS, with_class_archive
+from streamops.spark_runtime import kafka_connector_jars
 
 # Set by spark-submit for the Python driver it starts: the JVM runs already.
 GATEWAY_ENV = "PYSPARK_GATEWAY_PORT"
 
 
-def kafka_connector_jars(settings: Settings) -> list[Path]:
-    """The connector jars `streamops install` resolved for the installed PySpark version."""
-    import pyspark
-
-    folder = settings.spark_kafka_jars_dir(pyspark.__version__)
-    jars = sorted(folder.glob("*.jar"))
-    if not any(jar.name.startswith("spark-sql-kafka-0-10") for jar in jars):
-        raise StreamopsError(
-            f"Spark's Kafka connector for PySpark {pyspark.__version__} is not in {folder}. "
-            "Run `streamops install`, which resolves it with Maven."
-        )
-    return jars
-
-
 def build_spark_session(
     app_name: str, settings: Settings, conf: Mapping[str, str] | None = None
 ) -> SparkSession:
-    """A session on settings.spark_master (local[*] by default) able to read and write Kafka."""
+    """A session on settings.spark_master (local[*] by default) able to read and write Kafka,
+    with ``conf`` applied as given (:func:`session_conf`)."""
     # Python workers must run this interpreter (the venv with the sinks' drivers), not whatever
     # `python3` comes first on PATH; PySpark reads only the environment variable for that.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.appName(app_name)
-        .master(settings.spark_master)
-        .config("spark.jars", ",".join(str(jar) for jar in kafka_connector_jars(settings)))
-        # Event times are UTC everywhere in the contract; the session must not shift them.
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(max(2, settings.kafka_partitions)))
-        # A sink's `limit(n).collect()` (sinks.write_partitions) scans every partition in one
-        # job instead of one partition first and the rest in a second job.
-        .config("spark.sql.limit.initialNumPartitions", "64")
-    )
-    for key, value in _with_class_archive(settings, conf or {}).items():
+    requested = _with_class_archive(settings, conf or {})
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in session_conf(settings, kafka_connector_jars(settings), requested).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def session_conf(
+    settings: Settings, connector_jars: Sequence[Path], conf: Mapping[str, str]
+) -> dict[str, str]:
+    """Every setting a session is built with: the platform's defaults, under ``conf``.
+
+    ``conf`` wins on every key: a pipeline's ``spark_conf`` is applied as its spec writes it.
+    Under spark-submit the spec's settings are on the command line already, and a default set
+    here would still replace them in the session (a builder's settings win over the launcher's),
+    so the job passes them here too."""
+    defaults = {
+        "spark.master": settings.spark_master,
+        "spark.jars": ",".join(str(jar) for jar in connector_jars),
+        # Event times are UTC everywhere in the contract; the session must not shift them.
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(max(2, settings.kafka_partitions)),
+        # A sink's `limit(n).collect()` (sinks.write_partitions) scans every partition in one
+        # job instead of one partition first and the rest in a second job.
+        "spark.sql.limit.initialNumPartitions": "64",
+    }
+    return {**defaults, **conf}
 
 
 def _with_class_archive(settings: Settings, conf: Mapping[str, str]) -> dict[str, str]:

@@ -1,12 +1,6 @@
-"""Job entry points, one module per pipeline; this registry is light enough for the CLI and stack.
+"""Job entry points, one module per pipeline (``spark_jobs.jobs.<pipeline>``).
 
-Each pipeline maps to the names of the streaming queries its job starts (their progress is
-published under those names, see docs/redis-keys.md).
+Which pipelines exist and which queries each job starts is declared in the pipeline specs
+(``pipelines.yaml``, read by ``streamops.pipelines.spec.load_specs``); a job takes its query names
+and checkpoints from there (``spark_jobs.common.runner.JobContext``).
 """
-
-PIPELINE_QUERIES: dict[str, tuple[str, ...]] = {
-    "orders": ("orders_records", "orders_revenue"),
-    "alerts": ("alerts_counts", "alerts_records"),
-    "joins": ("joins_payments_records", "joins_order_payments", "joins_category_revenue"),
-    "vitals": ("vitals_records", "vitals_summary", "vitals_signal"),
-}

@@ -13,7 +13,8 @@ inside the counting query's batches, so rule changes apply without a restart.
 With ``--realtime-batch "5 seconds"`` a third query, ``alerts_realtime``, runs in Spark's
 real-time mode: valid lines straight to a ``foreach`` writer that publishes the first state of
 alerts whose rule has ``threshold_count`` 1, milliseconds after the line arrives
-(spark_jobs/sinks/alerts_realtime.py). It starts at the topic's end on its first run.
+(spark_jobs/sinks/alerts_realtime.py). It starts at the topic's end on its first run. Being
+opt-in, it is not among the spec's queries, and nothing supervises it.
 
 Run with ``streamops run alerts`` or ``spark-submit spark_jobs/jobs/alerts.py``.
 """
@@ -29,9 +30,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.outages import riding_out
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
-from spark_jobs.common.runner import fault_point, run_job, start_all
+from spark_jobs.common.runner import JobContext, JobQuery, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.alerts import alerts_writer
@@ -40,18 +40,16 @@ from spark_jobs.sinks.mariadb import quarantine_writer
 from spark_jobs.transforms.alerts import per_second_counts
 from spark_jobs.transforms.error_logs import check_error_logs, rejected_lines, valid_lines
 from streamops.config import Settings, load_settings
+from streamops.contract import job_defaults
 
 PIPELINE = "alerts"
 TOPIC = "error-logs"
-RECORDS_QUERY = "alerts_records"
-COUNTS_QUERY = "alerts_counts"
-REALTIME_QUERY = "alerts_realtime"
 BatchWriter = Callable[[DataFrame, int], None]
 
 
 @dataclass(frozen=True)
 class AlertsJobConfig:
-    watermark: str = "2 minutes"
+    watermark: str = job_defaults.ALERTS_WATERMARK
     rules_refresh_seconds: float = DEFAULT_REFRESH_SECONDS
     max_offsets_per_trigger: int | None = 100_000
     # None: the next batch starts as soon as the previous one ends (lowest latency).
@@ -72,57 +70,51 @@ def records_writer(settings: Settings) -> BatchWriter:
 
     def write(batch: DataFrame, batch_id: int) -> None:
         write_quarantine(rejected_lines(batch), batch_id)
-        fault_point(RECORDS_QUERY, batch_id)
 
     return write
 
 
 def counts_writer(settings: Settings, config: AlertsJobConfig) -> BatchWriter:
-    write_alerts = alerts_writer(settings, RuleCache(settings, config.rules_refresh_seconds))
-
-    def write(seconds: DataFrame, batch_id: int) -> None:
-        write_alerts(seconds, batch_id)
-        fault_point(COUNTS_QUERY, batch_id)
-
-    return write
+    return alerts_writer(settings, RuleCache(settings, config.rules_refresh_seconds))
 
 
 def writers(
-    spark: SparkSession, settings: Settings, config: AlertsJobConfig
+    spark: SparkSession, context: JobContext, config: AlertsJobConfig
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them in this order)."""
+    settings = context.settings
+    counts_query, records_query = context.queries("counts", "records")
     source = KafkaSourceOptions(TOPIC, max_offsets_per_trigger=config.max_offsets_per_trigger)
     checked = check_error_logs(
         read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
     )
     seconds = per_second_counts(valid_lines(checked), config.watermark)
-    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     records = (
-        checked.writeStream.queryName(RECORDS_QUERY)
-        .foreachBatch(riding_out(RECORDS_QUERY, records_writer(settings)))
-        .option("checkpointLocation", f"{checkpoint}/records")
+        checked.writeStream.queryName(records_query.name)
+        .foreachBatch(batch_writer(records_query, records_writer(settings)))
+        .option("checkpointLocation", records_query.checkpoint)
     )
     counts = (
-        seconds.writeStream.queryName(COUNTS_QUERY)
+        seconds.writeStream.queryName(counts_query.name)
         .outputMode("update")
-        .foreachBatch(riding_out(COUNTS_QUERY, counts_writer(settings, config)))
-        .option("checkpointLocation", f"{checkpoint}/counts")
+        .foreachBatch(batch_writer(counts_query, counts_writer(settings, config)))
+        .option("checkpointLocation", counts_query.checkpoint)
     )
     if config.trigger_interval:
         records = records.trigger(processingTime=config.trigger_interval)
         counts = counts.trigger(processingTime=config.trigger_interval)
     queries = [counts, records]
     if config.realtime_batch:
-        queries.append(realtime_writer(spark, settings, config, f"{checkpoint}/realtime"))
+        queries.append(realtime_writer(spark, settings, config, context.opt_in_query("realtime")))
     return queries
 
 
 def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> list[StreamingQuery]:
-    return start_all(writers(spark, settings, config))
+    return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
 
 
 def realtime_writer(
-    spark: SparkSession, settings: Settings, config: AlertsJobConfig, checkpoint: str
+    spark: SparkSession, settings: Settings, config: AlertsJobConfig, query: JobQuery
 ) -> DataStreamWriter:
     """The real-time first-line query; real-time mode wants update mode and no rate limit."""
     source = KafkaSourceOptions(TOPIC, starting_offsets="latest", max_offsets_per_trigger=None)
@@ -133,10 +125,10 @@ def realtime_writer(
     )
     return (
         with_utc_wall_clock_timestamps(lines.select("level", "service", "event_time", "message"))
-        .writeStream.queryName(REALTIME_QUERY)
+        .writeStream.queryName(query.name)
         .outputMode("update")
         .foreach(FirstLineAlertWriter(settings, config.rules_refresh_seconds))
-        .option("checkpointLocation", checkpoint)
+        .option("checkpointLocation", query.checkpoint)
         # PySpark 4.2's typing overloads of trigger() do not list realTime yet; the method has it.
         .trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
     )

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.outages import riding_out
-from spark_jobs.common.runner import run_job, start_all, with_fault_point
+from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.joins import (
     DEFAULT_PRODUCTS_REFRESH_SECONDS,
@@ -39,8 +38,6 @@ from spark_jobs.sinks.joins import (
 )
 from spark_jobs.sinks.mariadb import quarantine_writer
 from spark_jobs.transforms.joins import (
-    DEFAULT_PAID_EARLY_TOLERANCE,
-    DEFAULT_PAY_WITHIN,
     join_orders_payments,
     watermarked_orders,
     watermarked_payments,
@@ -48,12 +45,9 @@ from spark_jobs.transforms.joins import (
 from spark_jobs.transforms.orders import check_orders, valid_orders
 from spark_jobs.transforms.payments import check_payments, rejected_payments, valid_payments
 from streamops.config import Settings
+from streamops.contract import job_defaults
 
 PIPELINE = "joins"
-PAYMENTS_RECORDS_QUERY = "joins_payments_records"
-ORDER_PAYMENTS_QUERY = "joins_order_payments"
-CATEGORY_REVENUE_QUERY = "joins_category_revenue"
-QUERIES = (PAYMENTS_RECORDS_QUERY, ORDER_PAYMENTS_QUERY, CATEGORY_REVENUE_QUERY)
 BatchWriter = Callable[[DataFrame, int], None]
 
 
@@ -61,11 +55,11 @@ BatchWriter = Callable[[DataFrame, int], None]
 class JoinsJobConfig:
     # Orders arrive nearly in event-time order; payments up to two minutes out of it (a
     # customer who comes back later), hence the longer delay on that side.
-    orders_watermark: str = "1 minute"
-    payments_watermark: str = "3 minutes"
-    pay_within: str = DEFAULT_PAY_WITHIN
-    paid_early_tolerance: str = DEFAULT_PAID_EARLY_TOLERANCE
-    window_seconds: int = 60
+    orders_watermark: str = job_defaults.JOINS_ORDERS_WATERMARK
+    payments_watermark: str = job_defaults.JOINS_PAYMENTS_WATERMARK
+    pay_within: str = job_defaults.JOINS_PAY_WITHIN
+    paid_early_tolerance: str = job_defaults.JOINS_PAID_EARLY_TOLERANCE
+    window_seconds: int = job_defaults.JOINS_WINDOW_SECONDS
     products_refresh_seconds: float = DEFAULT_PRODUCTS_REFRESH_SECONDS
     max_offsets_per_trigger: int | None = 100_000
     # None: the next batch starts as soon as the previous one ends (Spark's default trigger).
@@ -86,13 +80,17 @@ def payments_records_writer(settings: Settings) -> BatchWriter:
     def write(batch: DataFrame, batch_id: int) -> None:
         write_quarantine(rejected_payments(batch), batch_id)
 
-    return with_fault_point(PAYMENTS_RECORDS_QUERY, write)
+    return write
 
 
 def writers(
-    spark: SparkSession, settings: Settings, config: JoinsJobConfig
+    spark: SparkSession, context: JobContext, config: JoinsJobConfig
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them)."""
+    settings = context.settings
+    payments_records, order_payments, category_revenue = context.queries(
+        "payments_records", "order_payments", "category_revenue"
+    )
 
     def source(topic: str) -> DataFrame:
         options = KafkaSourceOptions(topic, max_offsets_per_trigger=config.max_offsets_per_trigger)
@@ -110,37 +108,28 @@ def writers(
     unique_orders = unique_orders.dropDuplicatesWithinWatermark(["order_id"])
     catalogue = ProductCatalogue(settings, config.products_refresh_seconds)
 
-    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     queries: list[DataStreamWriter] = [
-        checked_payments.writeStream.queryName(PAYMENTS_RECORDS_QUERY)
-        .foreachBatch(riding_out(PAYMENTS_RECORDS_QUERY, payments_records_writer(settings)))
-        .option("checkpointLocation", f"{checkpoint}/payments_records"),
-        pairs.writeStream.queryName(ORDER_PAYMENTS_QUERY)
+        checked_payments.writeStream.queryName(payments_records.name)
+        .foreachBatch(batch_writer(payments_records, payments_records_writer(settings)))
+        .option("checkpointLocation", payments_records.checkpoint),
+        pairs.writeStream.queryName(order_payments.name)
+        .outputMode("append")
+        .foreachBatch(batch_writer(order_payments, order_payments_writer(settings)))
+        .option("checkpointLocation", order_payments.checkpoint),
+        unique_orders.writeStream.queryName(category_revenue.name)
         .outputMode("append")
         .foreachBatch(
-            riding_out(
-                ORDER_PAYMENTS_QUERY,
-                with_fault_point(ORDER_PAYMENTS_QUERY, order_payments_writer(settings)),
-            )
-        )
-        .option("checkpointLocation", f"{checkpoint}/order_payments"),
-        unique_orders.writeStream.queryName(CATEGORY_REVENUE_QUERY)
-        .outputMode("append")
-        .foreachBatch(
-            riding_out(
-                CATEGORY_REVENUE_QUERY,
-                with_fault_point(
-                    CATEGORY_REVENUE_QUERY,
-                    category_revenue_writer(
-                        settings,
-                        catalogue,
-                        f"{checkpoint}/category_revenue",
-                        window_seconds=config.window_seconds,
-                    ),
+            batch_writer(
+                category_revenue,
+                category_revenue_writer(
+                    settings,
+                    catalogue,
+                    category_revenue.checkpoint,
+                    window_seconds=config.window_seconds,
                 ),
             )
         )
-        .option("checkpointLocation", f"{checkpoint}/category_revenue"),
+        .option("checkpointLocation", category_revenue.checkpoint),
     ]
     if config.trigger_interval:
         queries = [w.trigger(processingTime=config.trigger_interval) for w in queries]
@@ -148,7 +137,7 @@ def writers(
 
 
 def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> list[StreamingQuery]:
-    return start_all(writers(spark, settings, config))
+    return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
 
 
 def parse_args(argv: list[str] | None) -> JoinsJobConfig:

@@ -21,8 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.archive import archive_writer
-from spark_jobs.common.outages import riding_out
-from spark_jobs.common.runner import fault_point, run_job, start_all
+from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.mariadb import orders_writer, quarantine_writer, revenue_writer
 from spark_jobs.sinks.redis import revenue_redis_writer
@@ -33,6 +32,7 @@ from spark_jobs.transforms.orders import (
     valid_orders,
 )
 from streamops.config import Settings
+from streamops.contract import job_defaults
 from streamops.faults import kill_point
 
 PIPELINE = "orders"
@@ -43,8 +43,8 @@ BatchWriter = Callable[[DataFrame, int], None]
 class OrdersJobConfig:
     # The input topic: the contract's, unless records are replayed from another (a scratch topic).
     topic: str = PIPELINE
-    watermark: str = "10 seconds"
-    window_seconds: int = 5
+    watermark: str = job_defaults.ORDERS_WATERMARK
+    window_seconds: int = job_defaults.ORDERS_WINDOW_SECONDS
     max_offsets_per_trigger: int | None = 100_000
     # None: the next batch starts as soon as the previous one ends (Spark's default trigger).
     trigger_interval: str | None = None
@@ -70,7 +70,6 @@ def records_writer(settings: Settings) -> BatchWriter:
             write_archive(valid, batch_id)
         finally:
             batch.unpersist()
-        fault_point("orders_records", batch_id)
 
     return write
 
@@ -88,15 +87,16 @@ def windows_writer(settings: Settings) -> BatchWriter:
             write_redis(windows, batch_id)
         finally:
             windows.unpersist()
-        fault_point("orders_revenue", batch_id)
 
     return write
 
 
 def writers(
-    spark: SparkSession, settings: Settings, config: OrdersJobConfig
+    spark: SparkSession, context: JobContext, config: OrdersJobConfig
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them)."""
+    settings = context.settings
+    records_query, revenue_query = context.queries("records", "revenue")
     source = KafkaSourceOptions(
         config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
     )
@@ -109,17 +109,16 @@ def writers(
         .dropDuplicatesWithinWatermark(["order_id"]),
         config.window_seconds,
     )
-    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     records = (
-        checked.writeStream.queryName("orders_records")
-        .foreachBatch(riding_out("orders_records", records_writer(settings)))
-        .option("checkpointLocation", f"{checkpoint}/records")
+        checked.writeStream.queryName(records_query.name)
+        .foreachBatch(batch_writer(records_query, records_writer(settings)))
+        .option("checkpointLocation", records_query.checkpoint)
     )
     revenue = (
-        windows.writeStream.queryName("orders_revenue")
+        windows.writeStream.queryName(revenue_query.name)
         .outputMode("update")
-        .foreachBatch(riding_out("orders_revenue", windows_writer(settings)))
-        .option("checkpointLocation", f"{checkpoint}/revenue")
+        .foreachBatch(batch_writer(revenue_query, windows_writer(settings)))
+        .option("checkpointLocation", revenue_query.checkpoint)
     )
     if config.trigger_interval:
         records = records.trigger(processingTime=config.trigger_interval)
@@ -128,7 +127,7 @@ def writers(
 
 
 def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> list[StreamingQuery]:
-    return start_all(writers(spark, settings, config))
+    return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
 
 
 def parse_args(argv: list[str] | None) -> OrdersJobConfig:

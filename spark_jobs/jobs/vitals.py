@@ -28,8 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
-from spark_jobs.common.outages import riding_out
-from spark_jobs.common.runner import fault_point, run_job, start_all, with_fault_point
+from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.common.vitals_reference import (
     DEFAULT_REFRESH_SECONDS,
@@ -58,12 +57,10 @@ from spark_jobs.transforms.vitals import (
     valid_records,
 )
 from streamops.config import Settings
+from streamops.contract import job_defaults
 
 PIPELINE = "vitals"
 TOPIC = "patient-vitals"
-RECORDS_QUERY = "vitals_records"
-SUMMARY_QUERY = "vitals_summary"
-SIGNAL_QUERY = "vitals_signal"
 # transformWithState keeps its state only in RocksDB; the summary's state goes there too.
 STATE_STORE_PROVIDER = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 BatchWriter = Callable[[DataFrame, int], None]
@@ -72,8 +69,8 @@ BatchWriter = Callable[[DataFrame, int], None]
 @dataclass(frozen=True)
 class VitalsJobConfig:
     topic: str = TOPIC
-    watermark: str = "30 seconds"
-    window_seconds: int = 60
+    watermark: str = job_defaults.VITALS_WATERMARK
+    window_seconds: int = job_defaults.VITALS_WINDOW_SECONDS
     # None: tumbling windows; else sliding windows starting every slide_seconds.
     slide_seconds: int | None = None
     silence_seconds: float = 120.0
@@ -136,19 +133,20 @@ def records_writer(
                 live.write_latest_readings(latest, batch_id)
         finally:
             batch.unpersist()
-        fault_point(RECORDS_QUERY, batch_id)
 
     return write
 
 
 def writers(
-    spark: SparkSession, settings: Settings, config: VitalsJobConfig
+    spark: SparkSession, context: JobContext, config: VitalsJobConfig
 ) -> list[DataStreamWriter]:
     """The job's queries, not started (``runner.run_job`` starts them in this order).
 
     ``vitals_signal`` first: its first batch launches ``transformWithState``'s pre-init Python
     worker, which Spark gives a fixed 10 s to connect back; alone, the cold JVM leaves it time.
     """
+    settings = context.settings
+    signal_query, records_query, summary_query = context.queries("signal", "records", "summary")
     spark.conf.set("spark.sql.streaming.stateStore.providerClass", STATE_STORE_PROVIDER)
     source = KafkaSourceOptions(
         config.topic, max_offsets_per_trigger=config.max_offsets_per_trigger
@@ -169,28 +167,21 @@ def writers(
     model_dir = Path(config.model_dir) if config.model_dir else default_model_dir(settings)
     thresholds = ThresholdCache(spark, settings, config.thresholds_refresh_seconds)
     model = ModelCache(spark, model_dir, config.model_check_seconds)
-    checkpoint = f"{settings.checkpoint_root}/{PIPELINE}"
     live = VitalsRedis(settings)
     queries: list[DataStreamWriter] = [
-        signals.writeStream.queryName(SIGNAL_QUERY)
+        signals.writeStream.queryName(signal_query.name)
         .outputMode("update")
+        .foreachBatch(batch_writer(signal_query, signal_writer(settings, live)))
+        .option("checkpointLocation", signal_query.checkpoint),
+        checked.writeStream.queryName(records_query.name)
         .foreachBatch(
-            riding_out(SIGNAL_QUERY, with_fault_point(SIGNAL_QUERY, signal_writer(settings, live)))
+            batch_writer(records_query, records_writer(settings, config, thresholds, model))
         )
-        .option("checkpointLocation", f"{checkpoint}/signal"),
-        checked.writeStream.queryName(RECORDS_QUERY)
-        .foreachBatch(
-            riding_out(RECORDS_QUERY, records_writer(settings, config, thresholds, model))
-        )
-        .option("checkpointLocation", f"{checkpoint}/records"),
-        summaries.writeStream.queryName(SUMMARY_QUERY)
+        .option("checkpointLocation", records_query.checkpoint),
+        summaries.writeStream.queryName(summary_query.name)
         .outputMode("update")
-        .foreachBatch(
-            riding_out(
-                SUMMARY_QUERY, with_fault_point(SUMMARY_QUERY, summary_writer(settings, live))
-            )
-        )
-        .option("checkpointLocation", f"{checkpoint}/summary"),
+        .foreachBatch(batch_writer(summary_query, summary_writer(settings, live)))
+        .option("checkpointLocation", summary_query.checkpoint),
     ]
     if config.available_now:
         queries = [writer.trigger(availableNow=True) for writer in queries]
@@ -200,7 +191,7 @@ def writers(
 
 
 def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> list[StreamingQuery]:
-    return start_all(writers(spark, settings, config))
+    return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
 
 
 def parse_args(argv: list[str] | None) -> VitalsJobConfig:

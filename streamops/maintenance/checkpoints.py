@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from streamops.config import Settings
+from streamops.contract.redis_keys import query_key
 from streamops.maintenance import MaintenanceError
+from streamops.pipelines.spec import PipelineSpec, load_specs
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +542,7 @@ def kafka_watermarks(settings: Settings, topics: list[str]) -> KafkaWatermarks:
     have maps to no partitions (deleted: see :func:`missing_partitions`)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from streamops.topics import LIBRDKAFKA_LOGGER
+    from streamops.clients import LIBRDKAFKA_LOGGER
 
     consumer = Consumer(
         {
@@ -581,16 +583,28 @@ class CheckpointTarget:
         return path if path.is_absolute() else Path(settings.checkpoint_root) / path
 
 
-def default_targets() -> tuple[CheckpointTarget, ...]:
-    """Every query of every pipeline, at ``<pipeline>/<query name without the pipeline>``, where
-    the jobs put them (``orders_records`` -> ``orders/records``)."""
-    from spark_jobs.jobs import PIPELINE_QUERIES
-
+def default_targets(
+    specs: Mapping[str, PipelineSpec] | None = None,
+) -> tuple[CheckpointTarget, ...]:
+    """Every query of every pipeline spec (default: :func:`load_specs`, one local file, no other
+    I/O), at the checkpoint its job writes, with the spec's trigger interval."""
+    specs = load_specs() if specs is None else specs
     return tuple(
-        CheckpointTarget(pipeline, query, f"{pipeline}/{query.removeprefix(pipeline + '_')}")
-        for pipeline, queries in PIPELINE_QUERIES.items()
-        for query in queries
+        CheckpointTarget(
+            spec.name, query, _checkpoint_path(spec, query), spec.trigger_interval_seconds or 0.0
+        )
+        for spec in specs.values()
+        for query in spec.queries
     )
+
+
+def _checkpoint_path(spec: PipelineSpec, query: str) -> str:
+    """``PipelineSpec.query_checkpoint`` (``orders_records`` -> ``<root>/orders/records``)."""
+    if spec.checkpoint_root is not None:
+        return spec.query_checkpoint(query, spec.checkpoint_root)
+    # Relative: CheckpointTarget.location puts it under the settings' root of the process that
+    # runs the check, as the job does with its own settings.
+    return f"{spec.name}/{spec.query_role(query)}"
 
 
 def redis_key(pipeline: str, query_name: str) -> str:
@@ -613,8 +627,6 @@ def _previous(settings: Settings, target: CheckpointTarget) -> PreviousCheck | N
 
 def _query_state(settings: Settings, target: CheckpointTarget) -> str | None:
     import redis
-
-    from spark_jobs.common.listener import query_key
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
@@ -687,7 +699,7 @@ def _publish(settings: Settings, result: dict[str, Any], thresholds: CheckpointT
         client.close()
     alerts = alerts_for(result, thresholds)
     if alerts:
-        from streamops.topics import LIBRDKAFKA_LOGGER
+        from streamops.clients import LIBRDKAFKA_LOGGER
 
         producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": LIBRDKAFKA_LOGGER}

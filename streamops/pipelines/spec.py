@@ -5,9 +5,33 @@ or Kubernetes), on which checkpoint, at which trigger, how it is restarted and w
 unhealthy. The supervision DAG, the ``spark-submit`` command line and the health check all read
 the same spec, so a pipeline is never configured twice.
 
+The spec is the only registry of pipelines: the jobs take the names and checkpoints of their
+queries from it (``spark_jobs.common.runner.JobContext``), and so do the checkpoint checks
+(``streamops.maintenance.checkpoints.default_targets``).
+
+Defaults. Beside ``pipelines:``, the file may hold a ``defaults:`` mapping of spec fields that
+every pipeline takes unless it states its own; a pipeline states only what differs. The merge is
+deep for mappings and shallow for everything else: a mapping (``spark_conf``, ``restart``,
+``health``, ``kubernetes``) merges key by key, so a pipeline adding one Spark setting keeps the
+default ones (and cannot drop one: it sets the value it needs instead); any other value, lists
+included (``job_args``, ``tags``), replaces the default as a whole, and so does
+``kubernetes: null``. ``name``, ``job_module`` and ``queries`` say which pipeline a spec is and
+have no default. Omitted fields in both places take the model's defaults below.
+
+Queries and their roles. ``queries`` lists the names of the queries the job starts, under which
+they report (heartbeats, status rows, Redis keys). A query's *role* is its name without the
+``<pipeline>_`` prefix (``orders_revenue`` → ``revenue``), and its checkpoint is
+``<checkpoint root>/<pipeline>/<role>``. A job asks for its queries by role, all at once
+(``context.queries("records", "revenue")``); when those roles and the spec's differ, in either
+direction, the job fails before it starts a query and says which. The order of ``queries`` does
+not matter, nor does the order the job starts them in. A job may start an opt-in query the spec
+does not list (alerts' ``--realtime-batch`` query): it takes its name and checkpoint from the same
+rule, and nothing supervises it, since the spec does not expect its heartbeat.
+
 Loading reads one local YAML file and nothing else (no Kafka, MariaDB or Redis), so the DAG
 factory may call it while the dag-processor parses DAG files. Every error names the file, the
-pipeline and the field, e.g. ``pipelines.yaml: pipeline 'orders': restart.max_failures: ...``.
+pipeline and the field, e.g. ``pipelines.yaml: pipeline 'orders': restart.max_failures: ...``,
+and says so when the offending value came from ``defaults``.
 """
 
 from __future__ import annotations
@@ -16,7 +40,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -36,6 +60,9 @@ _DURATION = re.compile(
 )
 _UNIT_SECONDS = {"ms": 0.001, "millisecond": 0.001, "s": 1, "second": 1, "m": 60, "minute": 60}
 _UNIT_SECONDS |= {"h": 3600, "hour": 3600}
+_TOP_LEVEL_KEYS = ("defaults", "pipelines")
+# They say which pipeline a spec is: never taken from ``defaults:``.
+_PER_PIPELINE_FIELDS = frozenset({"name", "job_module", "queries"})
 # spark-submit options the spec sets itself; a conf entry must not override them behind its back.
 _RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.app.name"})
 
@@ -206,6 +233,19 @@ class PipelineSpec(_Strict):
         return value
 
     @model_validator(mode="after")
+    def _one_checkpoint_per_query(self) -> PipelineSpec:
+        roles: dict[str, str] = {}
+        for query in self.queries:
+            role = self.query_role(query)
+            if role in roles:
+                raise ValueError(
+                    f"queries {roles[role]!r} and {query!r} would share the checkpoint "
+                    f"<root>/{self.name}/{role}; give every query a name of its own"
+                )
+            roles[role] = query
+        return self
+
+    @model_validator(mode="after")
     def _where(self) -> PipelineSpec:
         if self.kubernetes is not None and self.master is not None:
             raise ValueError("give either 'master' (local/client mode) or 'kubernetes', not both")
@@ -257,16 +297,34 @@ class PipelineSpec(_Strict):
         """The pipeline's checkpoint folder: the lease that guards it is keyed by this string."""
         return f"{(self.checkpoint_root or default_root).rstrip('/')}/{self.name}"
 
+    # --- queries (the rule in the module docstring) ---------------------------------------------
+    def query_role(self, query_name: str) -> str:
+        """The query's role in its job: its name without ``<pipeline>_``."""
+        return query_name.removeprefix(f"{self.name}_")
+
+    def query_name_for(self, role: str) -> str:
+        """The name of the job's query in ``role``: the spec's, or by the rule for an opt-in one."""
+        listed = {self.query_role(query): query for query in self.queries}
+        return listed.get(role, f"{self.name}_{role}")
+
+    def query_checkpoint(self, query_name: str, default_root: str) -> str:
+        """The query's checkpoint folder: ``<checkpoint location>/<role>``."""
+        return f"{self.checkpoint_location(default_root)}/{self.query_role(query_name)}"
+
 
 def parse_specs(document: Any, source: str = "pipelines.yaml") -> dict[str, PipelineSpec]:
-    """Specs from a parsed YAML document ``{pipelines: {<name>: {...}}}``, validated."""
+    """Specs from a parsed YAML document ``{defaults: {...}, pipelines: {<name>: {...}}}``, each
+    pipeline merged over the defaults (module docstring) and validated."""
     if not isinstance(document, Mapping) or not isinstance(document.get("pipelines"), Mapping):
         raise PipelineSpecError(
             f"{source}: expected a top-level 'pipelines:' mapping of pipeline name to spec."
         )
-    unknown = sorted(set(document) - {"pipelines"})
+    unknown = sorted(set(document) - set(_TOP_LEVEL_KEYS))
     if unknown:
-        raise PipelineSpecError(f"{source}: unknown top-level keys {unknown}; only 'pipelines'.")
+        raise PipelineSpecError(
+            f"{source}: unknown top-level keys {unknown}; only {list(_TOP_LEVEL_KEYS)}."
+        )
+    defaults = _checked_defaults(document.get("defaults"), source)
     specs: dict[str, PipelineSpec] = {}
     for name, body in document["pipelines"].items():
         if not isinstance(body, Mapping):
@@ -276,12 +334,64 @@ def parse_specs(document: Any, source: str = "pipelines.yaml") -> dict[str, Pipe
                 f"{source}: pipeline {name!r}: name: {body['name']!r} differs from its key."
             )
         try:
-            specs[str(name)] = PipelineSpec.model_validate({**body, "name": name})
+            specs[str(name)] = PipelineSpec.model_validate(
+                {**_merged(defaults, body), "name": name}
+            )
         except ValidationError as exc:
             raise PipelineSpecError(
-                f"{source}: pipeline {name!r}: " + "; ".join(_describe(e) for e in exc.errors())
+                f"{source}: pipeline {name!r}: "
+                + "; ".join(_describe(e, body, defaults) for e in exc.errors())
             ) from None
     return specs
+
+
+def _checked_defaults(defaults: Any, source: str) -> Mapping[str, Any]:
+    """The ``defaults:`` block, its keys checked here so that a typo is blamed on it and not on
+    every pipeline; its values are validated with each pipeline, once merged."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise PipelineSpecError(f"{source}: defaults: expected a mapping of spec fields.")
+    per_pipeline = sorted(set(defaults) & _PER_PIPELINE_FIELDS)
+    if per_pipeline:
+        raise PipelineSpecError(
+            f"{source}: defaults: {per_pipeline} belong to each pipeline; they have no default."
+        )
+    unknown = _unknown_fields(PipelineSpec, defaults)
+    if unknown:
+        raise PipelineSpecError(f"{source}: defaults: unknown fields {unknown} (a typo?)")
+    return defaults
+
+
+def _unknown_fields(model: type[BaseModel], body: Mapping[str, Any], at: str = "") -> list[str]:
+    """Keys of ``body`` (at any depth of nested models) that ``model`` does not have."""
+    unknown: list[str] = []
+    for key, value in body.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(f"{at}{key}")
+            continue
+        # A nested model, or one in ``Model | None``.
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if (
+                isinstance(kind, type)
+                and issubclass(kind, BaseModel)
+                and isinstance(value, Mapping)
+            ):
+                unknown += _unknown_fields(kind, value, f"{at}{key}.")
+    return unknown
+
+
+def _merged(defaults: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` over ``defaults``: mappings merge key by key, any other value replaces."""
+    merged = dict(defaults)
+    for key, value in body.items():
+        default = merged.get(key)
+        if isinstance(default, Mapping) and isinstance(value, Mapping):
+            merged[key] = _merged(default, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def pipelines_file() -> Path:
@@ -316,9 +426,26 @@ def load_spec(name: str, path: Path | None = None) -> PipelineSpec:
     return specs[name]
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    field = ".".join(str(part) for part in error.get("loc", ())) or "(spec)"
+def _describe(
+    error: Mapping[str, Any], body: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> str:
+    location = tuple(error.get("loc", ()))
+    field = ".".join(str(part) for part in location) or "(spec)"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
         message = "unknown field (a typo?)"
+    if location and not _holds(body, location) and _holds(defaults, location):
+        message += " (the value comes from 'defaults')"
     return f"{field}: {message}"
+
+
+def _holds(document: Mapping[str, Any], location: tuple[Any, ...]) -> bool:
+    """Whether ``document`` sets the field at ``location`` (a mapping path; list items count as
+    their list)."""
+    for part in location:
+        if not isinstance(document, Mapping):
+            return isinstance(part, int)  # an item of a list the document sets
+        if part not in document:
+            return False
+        document = document[part]
+    return True

@@ -45,18 +45,17 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.common.runner import FAULT_ENV, FAULT_MARKER_ENV
-from spark_jobs.jobs.joins import (
-    CATEGORY_REVENUE_QUERY,
-    ORDER_PAYMENTS_QUERY,
-    JoinsJobConfig,
-    start,
-)
-from spark_jobs.sinks import iso_utc
+from spark_jobs.jobs.joins import JoinsJobConfig, start
 from streamops.config import PROJECT_ROOT, Settings, load_settings
+from streamops.contract.times import iso_utc
 from streamops.generator.producer import UNTHROTTLED_INTERVAL, run_generator
 from streamops.generator.records import generate, parse_event_time, validate
+from streamops.pipelines.spec import load_spec
 from tests.integration.support import kill_group, query, wait_until
 
+# The query names the job takes from its spec (pipelines.yaml).
+ORDER_PAYMENTS_QUERY = load_spec("joins").query_name_for("order_payments")
+CATEGORY_REVENUE_QUERY = load_spec("joins").query_name_for("category_revenue")
 SEED = 6061
 ORDERS = 600
 PAID = 540  # payments for the first 540 orders only: the last 60 stay unpaid

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spark_jobs.jobs import PIPELINE_QUERIES
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.db import connect
 from streamops.maintenance.compaction import ROLLUP_STATE
+from streamops.pipelines.spec import load_specs
 
 COMPACTION_DAG = "streamops_mariadb_compaction"
 CHECKPOINT_DAG = "streamops_checkpoint_health"
@@ -88,7 +88,7 @@ def test_the_checkpoint_health_dag_records_every_checkpoint_and_fails_only_on_cr
         )
         rows = cursor.fetchall()
     checked = {(pipeline, query) for pipeline, query, _ in rows}
-    expected = {(p, q) for p, queries in PIPELINE_QUERIES.items() for q in queries}
+    expected = {(spec.name, query) for spec in load_specs().values() for query in spec.queries}
     assert checked == expected
     critical = any(status == "critical" for _, _, status in rows)
     # One mapped task per checkpoint: the run fails exactly when a check found something critical.

@@ -6,14 +6,19 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from streamops_airflow.maintenance import (
+from streamops_airflow.dag_factory import (
     CheckpointHealthDagSpec,
     CompactionDagSpec,
     build_checkpoint_health_dag,
     build_compaction_dag,
 )
 
-from streamops.maintenance.checkpoints import CheckpointTarget, CheckpointThresholds
+from streamops.config import Settings
+from streamops.maintenance.checkpoints import (
+    CheckpointTarget,
+    CheckpointThresholds,
+    default_targets,
+)
 from streamops.maintenance.compaction import (
     CompactionConfig,
     Partition,
@@ -28,6 +33,7 @@ from streamops.maintenance.count_rollups import (
     hour_rollup_sql,
     minute_rollup_sql,
 )
+from streamops.pipelines.spec import load_specs, parse_specs
 
 
 def test_defaults_hourly_compaction_and_five_minute_checks() -> None:
@@ -49,13 +55,46 @@ def test_compaction_dag_runs_its_steps_in_order() -> None:
 
 
 def test_checkpoint_dag_defaults_to_every_query_of_every_pipeline() -> None:
-    from spark_jobs.jobs import PIPELINE_QUERIES
-
     targets = CheckpointHealthDagSpec(dag_id="h").resolved_targets()
-    assert {t.query_name for t in targets} == {q for qs in PIPELINE_QUERIES.values() for q in qs}
-    assert CheckpointTarget("orders", "orders_records", "orders/records") in targets
+    specs = load_specs()
+    assert [(t.pipeline, t.query_name) for t in targets] == [
+        (spec.name, query) for spec in specs.values() for query in spec.queries
+    ]
+    # Relative to the checkpoint root of the process that runs the check, where the job wrote.
+    assert CheckpointTarget("orders", "orders_records", "orders/records", 5.0) in targets
+    assert (
+        CheckpointTarget("joins", "joins_order_payments", "joins/order_payments", 10.0) in targets
+    )
     dag = build_checkpoint_health_dag(CheckpointHealthDagSpec(dag_id="h"))
     assert {t.task_id for t in dag.tasks} == {"check"}
+
+
+def test_checkpoint_targets_follow_the_spec_s_own_root_and_the_jobs_layout(
+    settings: Settings,
+) -> None:
+    specs = parse_specs(
+        {
+            "pipelines": {
+                "orders": {
+                    "job_module": "spark_jobs.jobs.orders",
+                    "queries": ["orders_records", "orders_revenue"],
+                    "checkpoint_root": "/mnt/ckpt/",
+                },
+                "vitals": {"job_module": "spark_jobs.jobs.vitals", "queries": ["vitals_signal"]},
+            }
+        }
+    )
+    targets = default_targets(specs)
+    assert targets == (
+        CheckpointTarget("orders", "orders_records", "/mnt/ckpt/orders/records"),
+        CheckpointTarget("orders", "orders_revenue", "/mnt/ckpt/orders/revenue"),
+        CheckpointTarget("vitals", "vitals_signal", "vitals/signal"),
+    )
+    # Each target's folder is the one the job's context gives its query.
+    for target in targets:
+        spec = specs[target.pipeline]
+        expected = spec.query_checkpoint(target.query_name, settings.checkpoint_root)
+        assert str(target.location(settings)) == expected
 
 
 @pytest.mark.parametrize(
