@@ -2,6 +2,6 @@
 and ANALYZE/OPTIMIZE, verifying totals around every step, and expire the Parquet archive's old
 days (docs/maintenance.md)."""
 
-from streamops_airflow.maintenance import CompactionDagSpec, build_compaction_dag
+from streamops_airflow.dag_factory import CompactionDagSpec, build_compaction_dag
 
 dag = build_compaction_dag(CompactionDagSpec(dag_id="streamops_mariadb_compaction"))

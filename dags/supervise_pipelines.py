@@ -4,7 +4,7 @@ The specs come from pipelines.yaml (or ``$STREAMOPS_PIPELINES_FILE``); reading t
 the only I/O at import. Add a pipeline there, not here.
 """
 
-from streamops_airflow.supervision import build_supervision_dag
+from streamops_airflow.dag_factory import build_supervision_dag
 
 from streamops.pipelines.spec import load_specs
 

@@ -19,7 +19,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -84,7 +84,22 @@ async def sleep_until_exit(pids: list[int], timeout_seconds: float) -> None:
 ON_KILL_STOP_TIMEOUT_SECONDS = 20.0
 
 
-class SparkJobHealthTrigger(BaseTrigger):
+class _FieldsTrigger(BaseTrigger):
+    """A trigger serialized as the attributes named in ``FIELDS``: the triggerer builds it again
+    from them, so each must be a constructor argument of the same name."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {name: getattr(self, name) for name in self.FIELDS},
+        )
+
+
+class SparkJobHealthTrigger(_FieldsTrigger):
+    FIELDS = ("pipeline", "handle", "poll_interval_seconds", "specs_path")
+
     def __init__(
         self,
         *,
@@ -98,17 +113,6 @@ class SparkJobHealthTrigger(BaseTrigger):
         self.handle = handle
         self.poll_interval_seconds = poll_interval_seconds
         self.specs_path = specs_path
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "pipeline": self.pipeline,
-                "handle": self.handle,
-                "poll_interval_seconds": self.poll_interval_seconds,
-                "specs_path": self.specs_path,
-            },
-        )
 
     def _hook(self) -> Any:
         return _hook(self.pipeline, self.specs_path)
@@ -221,7 +225,7 @@ class SparkJobHealthTrigger(BaseTrigger):
 OUTAGE_ALERT_SECONDS = 600.0
 
 
-class DependencyWaitTrigger(BaseTrigger):
+class DependencyWaitTrigger(_FieldsTrigger):
     """Waits, without a worker slot, until Kafka, MariaDB, Redis and the disk all answer again.
 
     Probes every dependency (relaunching into any outage is pointless): after
@@ -231,6 +235,17 @@ class DependencyWaitTrigger(BaseTrigger):
     wait past :data:`OUTAGE_ALERT_SECONDS` publishes one platform alert. Fires once, with how long
     it waited and what it waited for; stopped (the run failed or marked), it releases the lease.
     """
+
+    FIELDS = (
+        "pipeline",
+        "handle",
+        "specs_path",
+        "dependencies",
+        "reason",
+        "initial_delay_seconds",
+        "initial_poll_seconds",
+        "max_poll_seconds",
+    )
 
     def __init__(
         self,
@@ -253,21 +268,6 @@ class DependencyWaitTrigger(BaseTrigger):
         self.initial_delay_seconds = initial_delay_seconds
         self.initial_poll_seconds = initial_poll_seconds
         self.max_poll_seconds = max_poll_seconds
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "pipeline": self.pipeline,
-                "handle": self.handle,
-                "specs_path": self.specs_path,
-                "dependencies": self.dependencies,
-                "reason": self.reason,
-                "initial_delay_seconds": self.initial_delay_seconds,
-                "initial_poll_seconds": self.initial_poll_seconds,
-                "max_poll_seconds": self.max_poll_seconds,
-            },
-        )
 
     def _hook(self) -> Any:
         return _hook(self.pipeline, self.specs_path)

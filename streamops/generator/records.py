@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, TypeVar
 
-from streamops.config import INPUT_TOPICS
+from streamops.contract.topics import INPUT_TOPICS
 
 TOPICS: tuple[str, ...] = INPUT_TOPICS
 RecordKind = Literal["valid", "malformed", "duplicate", "late"]
@@ -603,16 +603,25 @@ class _OrderSource:
         )
 
 
-class _Orders(_Model):
+class _OrderStream(_Model):
+    """A topic keyed by order id whose records come from the seed's orders (orders and their
+    payments draw the same orders, so the joins find their pairs)."""
+
     key_field = "order_id"
     time_field = "event_time"
-    rules = _ORDER_RULES
-    defects = _ORDER_DEFECTS
+    # The name of this topic's own random stream (what it draws beyond the order).
+    stream_name: ClassVar[str]
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         self._orders = _OrderSource(seed)
-        self._rng = _stream(seed, "orders/wire")
+        self._rng = _stream(seed, self.stream_name)
+
+
+class _Orders(_OrderStream):
+    rules = _ORDER_RULES
+    defects = _ORDER_DEFECTS
+    stream_name = "orders/wire"
 
     def draft(self, index: int, slot_time: datetime) -> Fields:
         order = self._orders.next(index, slot_time)
@@ -630,16 +639,10 @@ class _Orders(_Model):
 _STATUSES = _Weighted([("captured", 80), ("authorized", 14), ("failed", 6)])
 
 
-class _Payments(_Model):
-    key_field = "order_id"
-    time_field = "event_time"
+class _Payments(_OrderStream):
     rules = _PAYMENT_RULES
     defects = _PAYMENT_DEFECTS
-
-    def __init__(self, seed: int) -> None:
-        super().__init__(seed)
-        self._orders = _OrderSource(seed)
-        self._rng = _stream(seed, "payments")
+    stream_name = "payments"
 
     def draft(self, index: int, slot_time: datetime) -> Fields:
         rng = self._rng

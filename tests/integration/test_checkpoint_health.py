@@ -20,10 +20,10 @@ import pytest
 import redis
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
-from streamops_airflow.maintenance import CheckpointHealthDagSpec, build_checkpoint_health_dag
+from streamops_airflow.dag_factory import CheckpointHealthDagSpec, build_checkpoint_health_dag
 
-from spark_jobs.common.listener import query_key
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.contract.redis_keys import query_key
 from streamops.db import connect
 from streamops.maintenance.checkpoints import (
     CheckpointTarget,

@@ -378,7 +378,7 @@ def test_partitions_roll_forward_and_old_ones_drop(
 
 def test_the_compaction_dag_tasks_run_for_real(settings: Settings) -> None:
     """Each task of the DAG, called as Airflow calls it, with a retention that removes nothing."""
-    from streamops_airflow.maintenance import CompactionDagSpec, build_compaction_dag
+    from streamops_airflow.dag_factory import CompactionDagSpec, build_compaction_dag
 
     spec = CompactionDagSpec(
         dag_id="maint_test_compaction",

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from streamops_airflow.dag_factory import build_supervision_dag
 from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth
 from streamops_airflow.operators import StreamingJobOperator
-from streamops_airflow.supervision import build_supervision_dag
 from streamops_airflow.triggers import DependencyWaitTrigger, SparkJobHealthTrigger
 
 from streamops.pipelines.restart import DependencyDown, Phase, RestartState
