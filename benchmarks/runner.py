@@ -6,7 +6,7 @@ A benchmark is a module ``benchmarks/bench_<name>.py`` with ``run(settings) -> d
 writes ``<output>/<name>-<UTC timestamp>.json`` holding the machine, the time and the results, so
 numbers from different commits and machines can be put side by side.
 
-``streamops bench`` (streamops/bench_cli.py) runs them all into one folder per run and adds a
+``streamops bench`` (streamops/cli/bench.py) runs them all into one folder per run and adds a
 markdown summary: :func:`summary_markdown` lists every ``ratio_*`` a benchmark returns (a ratio
 against a baseline measured in the same run) and its headline numbers. ``--quick`` sets the
 sizes of :func:`quick_environment` so a whole run takes minutes, for a smoke check, not numbers.
@@ -75,6 +75,7 @@ RATIO_BASELINES = {
     "ratio_records_per_second": "records/s of `streamops generate` / Kafka ProducerPerformance",
     "ratio_megabytes_per_second": "MB/s of `streamops generate` / Kafka ProducerPerformance",
     "ratio_sinks_to_no_op": "orders/s with the real sinks / with no-op sinks (same job, same run)",
+    "ratio_help_to_interpreter": "`streamops --help` wall time / `python -c pass` (same run)",
     "ratio_join_to_parse": "records/s through orders ⋈ payments / through parsing both topics only",
     "ratio_sustained_pairs_to_send_rate": (
         "join pairs/s written while sending / orders/s sent per topic (≈ 0.98 at most: malformed "
