@@ -85,7 +85,7 @@ def require_services(settings: Any, *, spark: bool = False) -> None:
             hint = "" if name == "MariaDB" else " Start the stack with `streamops up`."
             raise BenchmarkError(f"{name} is not usable: {error}{hint}") from error
     if spark:
-        from spark_jobs.common.session import kafka_connector_jars
+        from streamops.spark_runtime import kafka_connector_jars
 
         try:
             kafka_connector_jars(settings)

@@ -42,9 +42,9 @@ import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from benchmarks import BenchmarkError, int_env, output_dir, plots
-from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
-from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.contract.alerts import alert_id, window_start
+from streamops.contract.redis_keys import REALTIME_STATS_KEY
 from streamops.db import execute
 
 NAME = "alerts"

@@ -598,10 +598,10 @@ def produce_paced(paced: PacedRun, messages: Any) -> None:
 def _produce_paced(paced: PacedRun, messages: Any) -> dict[str, Any]:
     from confluent_kafka import Producer
 
-    from spark_jobs.common.reconcile import window_floor
-    from spark_jobs.sinks import iso_utc
+    from streamops.contract.times import iso_utc
     from streamops.generator.producer import CLIENT_LOGGER, PRODUCER_CONFIG
     from streamops.generator.records import RecordFactory, parse_event_time
+    from streamops.maintenance.reconcile import window_floor
 
     producer = Producer(
         {
@@ -734,7 +734,7 @@ class WindowWatcher(threading.Thread):
     """Timestamps every window update the Redis sink publishes on ``streamops:orders:updates``."""
 
     def __init__(self, settings: Settings) -> None:
-        from spark_jobs.sinks.redis import ORDERS_UPDATES_CHANNEL
+        from streamops.contract.redis_keys import ORDERS_UPDATES_CHANNEL
 
         super().__init__(name="window-watcher", daemon=True)
         # key (window_start, currency) -> [(received at, order_count)], in arrival order

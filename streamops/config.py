@@ -25,11 +25,6 @@ CONFIG_FILE_ENV = "STREAMOPS_CONFIG"
 DEFAULT_CONFIG_FILE = Path("streamops.toml")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# The contract's topics (../shared/CONTRACT.md). Input topics first, then outputs.
-INPUT_TOPICS = ("orders", "payments", "error-logs", "patient-vitals")
-OUTPUT_TOPICS = ("alerts",)
-CONTRACT_TOPICS = INPUT_TOPICS + OUTPUT_TOPICS
-
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

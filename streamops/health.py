@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import time
 
-from streamops.config import CONTRACT_TOPICS, Settings
+from streamops.clients import redis_client
+from streamops.config import Settings
+from streamops.contract.redis_keys import PLATFORM_HEALTH_KEY
+from streamops.contract.topics import CONTRACT_TOPICS
 from streamops.errors import StreamopsError
 
-REDIS_HEALTH_KEY = "streamops:health:platform"
+REDIS_HEALTH_KEY = PLATFORM_HEALTH_KEY
 REDIS_HEALTH_TTL_SECONDS = 900
 
 
@@ -42,7 +45,7 @@ def check_mariadb(settings: Settings) -> str:
 def check_redis(settings: Settings) -> str:
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -72,9 +75,8 @@ CHECKS = {
 
 def publish_health(settings: Settings, results: dict[str, str]) -> None:
     """Store the latest results in Redis for the dashboard, with a TTL so stale news expires."""
-    import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings)
     try:
         client.set(
             REDIS_HEALTH_KEY,

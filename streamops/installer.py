@@ -186,9 +186,8 @@ def maven_copy(
 
 
 def install_jars() -> None:
-    import pyspark
-
     from streamops.config import load_settings
+    from streamops.spark_runtime import spark_version
 
     settings = load_settings()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -200,8 +199,8 @@ def install_jars() -> None:
     )
     maven_copy(
         MAVEN_DIR / "spark-kafka-connector.pom.xml",
-        settings.spark_kafka_jars_dir(pyspark.__version__),
-        {"spark.version": pyspark.__version__},
+        settings.spark_kafka_jars_dir(spark_version()),
+        {"spark.version": spark_version()},
         SPARK_CONNECTOR_ARTIFACTS,
     )
 
@@ -211,12 +210,11 @@ def install_class_archive() -> None:
     classes a driver loads, and every job maps them instead of loading them again (about a quarter
     of a cold start, docs/performance.md). An archive this JDK cannot use (another JDK, other
     Spark jars) is made again. Not fatal when it fails: the jobs start without it, only slower."""
-    import pyspark
-
     from streamops.config import load_settings
+    from streamops.spark_runtime import spark_version
 
     settings = load_settings()
-    archive = settings.spark_class_archive(pyspark.__version__)
+    archive = settings.spark_class_archive(spark_version())
     spark_submit, env = pyspark_submit()
     if archive.exists():
         if _class_archive_usable(spark_submit, archive, env):
@@ -256,14 +254,13 @@ def install_class_archive() -> None:
 def pyspark_submit() -> tuple[Path, dict[str, str]]:
     """The venv's PySpark ``spark-submit`` and the environment to run it in, for a run outside a
     pipeline's job (the archive's recording and check, ``benchmarks/bench_driver_start``)."""
-    import pyspark
-
     from streamops.pipelines.submit import spark_submit_path
+    from streamops.spark_runtime import spark_home
 
-    spark_home = Path(pyspark.__file__).resolve().parent
-    env = {**os.environ, "SPARK_HOME": str(spark_home)}
+    home = spark_home()
+    env = {**os.environ, "SPARK_HOME": str(home)}
     env.setdefault("PYSPARK_PYTHON", sys.executable)
-    return spark_submit_path(spark_home), env
+    return spark_submit_path(home), env
 
 
 def _class_archive_usable(spark_submit: Path, archive: Path, env: dict[str, str]) -> bool:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
@@ -14,14 +11,10 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from streamops.config import CONTRACT_TOPICS, Settings
+from streamops.clients import kafka_admin
+from streamops.config import Settings
+from streamops.contract.topics import CONTRACT_TOPICS
 from streamops.errors import StreamopsError
-
-# librdkafka logs every reconnect attempt, ten a second against a stopped broker (or one still
-# starting). Its log goes here, off by default: errors reach the caller as exceptions or reports.
-LIBRDKAFKA_LOGGER = logging.getLogger("streamops.librdkafka")
-LIBRDKAFKA_LOGGER.addHandler(logging.NullHandler())
-LIBRDKAFKA_LOGGER.propagate = False
 
 # Every topic stamps records with the broker's clock when it appends them, whatever the producer
 # says: the jobs judge "event time in the future" against that timestamp (the contract's
@@ -31,12 +24,7 @@ TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "socket.timeout.ms": 5000,
-        "logger": LIBRDKAFKA_LOGGER,
-    }
-    return AdminClient(config)
+    return kafka_admin(settings, **{"socket.timeout.ms": 5000})
 
 
 def ensure_topics(

@@ -39,6 +39,7 @@ import psutil
 from airflow.sdk import BaseHook
 
 from streamops.config import Settings, load_settings
+from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.errors import EXIT_DISK_FULL, EXIT_REFUSED, StreamopsError
 from streamops.pipelines import dependencies, jobs
 from streamops.pipelines import kubernetes as k8s
@@ -50,15 +51,12 @@ from streamops.pipelines.health import (
     refusal_in_log,
 )
 from streamops.pipelines.jobs import EXIT_FILE, JobHandle
-from streamops.pipelines.platform_alerts import (
-    PLATFORM_ALERTS_KEY,
-    platform_alert,
-    publish_platform_alert,
-)
+from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
 from streamops.pipelines.restart import DependencyDown, OperatorReset, RestartState, transition
 from streamops.pipelines.spec import PipelineSpec
 from streamops.pipelines.submit import build_submit_command, build_submit_environment
 from streamops.processes import process_stamp
+from streamops.spark_runtime import kafka_connector_jars, spark_home, spark_version
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +250,12 @@ class SparkJobHook(BaseHook):
     def launch(self, lease: leases.Lease) -> JobHandle:
         """Start ``spark-submit`` for the spec; returns once it is spawned (or, in Kubernetes,
         once its driver pod exists)."""
-        from spark_jobs.common.session import kafka_connector_jars
-
         run_dir = self._run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = run_dir / f"token-{lease.fencing_token}.log"
         command = self.submit_command(kafka_connector_jars(self.settings))
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
-        env.setdefault("SPARK_HOME", str(_spark_home()))
+        env.setdefault("SPARK_HOME", str(spark_home()))
         env.update(jobs.job_environment(self.spec.name, lease))
         jobs.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
@@ -345,15 +341,14 @@ class SparkJobHook(BaseHook):
         return jobs.run_dir(self.settings, self.spec.name)
 
     def submit_command(self, connector_jars: list[Path] | None = None) -> list[str]:
-        import pyspark
-
-        archive = self.settings.spark_class_archive(pyspark.__version__)
+        version = spark_version()
+        archive = self.settings.spark_class_archive(version)
         return build_submit_command(
             self.spec,
             self.settings,
             connector_jars=connector_jars or [],
-            spark_home=_spark_home(),
-            spark_version=pyspark.__version__,
+            spark_home=spark_home(),
+            spark_version=version,
             class_archive=archive if archive.is_file() else None,
         )
 
@@ -595,12 +590,6 @@ class SparkJobHook(BaseHook):
         except Exception:
             log.exception("%s: could not publish the %s alert", self.spec.name, rule_id)
             return None
-
-
-def _spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).resolve().parent
 
 
 def _where(handle: JobHandle) -> str:

@@ -32,15 +32,14 @@ from pyspark.sql.streaming.listener import (
 from redis.typing import EncodableT, FieldT
 
 from spark_jobs.common.restarts import RestartPolicy
-from spark_jobs.sinks import iso_utc
 from streamops.config import Settings
+from streamops.contract.redis_keys import QUERY_EVENTS_CHANNEL, QUERY_KEY_PREFIX, query_key
+from streamops.contract.times import iso_utc
 from streamops.db import connect
 from streamops.pipelines.health import RESTART_AT, RESTART_ATTEMPT, RESTART_REASON, RESTARTING
 
 log = logging.getLogger(__name__)
 
-QUERY_KEY_PREFIX = "streamops:query"
-QUERY_EVENTS_CHANNEL = "streamops:query:events"
 # Long enough to see why a query stopped after a weekend; the writer refreshes it on every event.
 DEFAULT_QUERY_KEY_TTL_SECONDS = 7 * 24 * 3600
 # Spark's exception text carries the whole stack trace of the driver and the executor.
@@ -95,21 +94,16 @@ def status_redis(settings: Settings) -> redis.Redis:
     """A Redis client for a job's status writes: short timeouts, so a Redis outage delays the
     listener bus and the driver's loop by seconds at most.
 
-    Fenced like the sinks (``spark_jobs.common.fence``): once a newer job holds the checkpoint,
+    Fenced like the sinks (``streamops.pipelines.fence``): once a newer job holds the checkpoint,
     this job's heartbeats and status are refused, so an old job that has not exited yet can never
     make the new one look alive (or overwrite what it reports)."""
-    from spark_jobs.common.fence import redis_client
+    from streamops.pipelines.fence import redis_client
 
     return redis_client(
         settings,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
     )
-
-
-def query_key(pipeline: str, query_name: str, prefix: str = QUERY_KEY_PREFIX) -> str:
-    """The Redis hash holding a query's latest progress and heartbeat."""
-    return f"{prefix}:{pipeline}:{query_name}"
 
 
 def progress_record(progress: StreamingQueryProgress, pipeline: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ Meanwhile the batch stays active, which the health rule reads as *busy*, never *
 (the spec keeps the budget below ``health.max_batch_seconds``). An outage longer than the budget
 fails the query as before, and the supervisor's wait takes over.
 
-A fenced write (:class:`spark_jobs.common.fence.FencedError`) is never retried: a newer job owns
+A fenced write (:class:`streamops.pipelines.fence.FencedError`) is never retried: a newer job owns
 the checkpoint. Nor is any failure whose text names no outage.
 """
 
@@ -79,7 +79,7 @@ def outage_causes(error: BaseException) -> tuple[str, ...]:
     """The dependencies (of :data:`RIDDEN_OUT`) whose outage ``error`` names; () when none, or
     when the write was fenced. Reads the whole chain of causes: a Python worker's failure reaches
     the driver as a Java exception whose text holds the worker's traceback."""
-    from spark_jobs.common.fence import FencedError
+    from streamops.pipelines.fence import FencedError
 
     errors = list(_chain(error))
     if any(isinstance(e, FencedError) for e in errors):

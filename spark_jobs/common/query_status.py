@@ -28,8 +28,9 @@ import redis
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.common import outages
-from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, query_key, status_redis
+from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, status_redis
 from streamops.config import Settings
+from streamops.contract.redis_keys import query_key
 from streamops.pipelines.health import (
     BATCH_PLANNED_ROWS,
     BATCH_STARTED_AT,

@@ -17,38 +17,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import closing
 
 from spark_jobs.common.refresh import RefreshingCopy
-from spark_jobs.transforms.alerts import AlertRule
+from streamops.alert_rules import load_enabled_rules
 from streamops.config import Settings
-from streamops.db import connect
+from streamops.contract.alerts import AlertRule
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS = 30.0
-_SELECT_ENABLED = (
-    "SELECT rule_id, level, service, window_seconds, threshold_count, enabled "
-    "FROM alert_rules WHERE enabled ORDER BY rule_id"
-)
-
-
-def load_enabled_rules(settings: Settings) -> list[AlertRule]:
-    """Every enabled rule, ordered by rule_id."""
-    with closing(connect(settings)) as connection:
-        cursor = connection.cursor()
-        cursor.execute(_SELECT_ENABLED)
-        return [
-            AlertRule(
-                rule_id=str(rule_id),
-                level=str(level),
-                service=None if service is None else str(service),
-                window_seconds=int(window_seconds),
-                threshold_count=int(threshold_count),
-                enabled=bool(enabled),
-            )
-            for rule_id, level, service, window_seconds, threshold_count, enabled in cursor
-        ]
 
 
 class RuleCache(RefreshingCopy[list[AlertRule]]):

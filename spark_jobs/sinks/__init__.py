@@ -10,7 +10,6 @@ the first run left it, so writers set absolute values by key and never add blind
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
@@ -18,8 +17,6 @@ from pyspark.sql.types import TimestampType
 
 __all__ = [
     "DRIVER_WRITE_MAX_ROWS",
-    "as_utc_naive",
-    "iso_utc",
     "with_utc_wall_clock_timestamps",
     "write_partitions",
 ]
@@ -67,16 +64,3 @@ def with_utc_wall_clock_timestamps(frame: DataFrame) -> DataFrame:
             column = F.convert_timezone(None, F.lit("UTC"), column.cast("timestamp_ntz"))
         columns.append(column.alias(field.name))
     return frame.select(*columns)
-
-
-def as_utc_naive(moment: datetime) -> datetime:
-    """``moment`` as a naive UTC datetime; a naive input is taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def iso_utc(moment: datetime) -> str:
-    """``2026-11-24T14:03:05.120Z``: the contract's wire format, milliseconds, always ``Z``."""
-    moment = as_utc_naive(moment)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"

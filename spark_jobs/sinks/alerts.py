@@ -37,7 +37,6 @@ import mariadb
 import redis
 from pyspark.sql import DataFrame
 
-from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import (
@@ -46,24 +45,23 @@ from spark_jobs.sinks.mariadb import (
     truncate_utf8,
     upsert_sql,
 )
-from spark_jobs.transforms.alerts import (
-    SECOND_COUNT_COLUMNS,
-    Alert,
-    AlertRule,
-    WindowCount,
-    match_rules,
-    window_start,
-)
+from spark_jobs.transforms.alerts import SECOND_COUNT_COLUMNS, Alert, WindowCount, match_rules
+from streamops.clients import kafka_producer
 from streamops.config import Settings
+from streamops.contract.alerts import AlertRule, window_start
+from streamops.contract.redis_keys import (
+    ALERTS_CHANNEL,
+    ALERTS_KEY_PREFIX,
+    ALERTS_STREAM,
+    alert_key,
+)
+from streamops.contract.topics import ALERTS_TOPIC
+from streamops.pipelines.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 
 BatchWriter = Callable[[DataFrame, int], None]
 
-ALERTS_TOPIC = "alerts"
-ALERTS_KEY_PREFIX = "streamops:alerts"
-ALERTS_STREAM = f"{ALERTS_KEY_PREFIX}:stream"
-ALERTS_CHANNEL = f"{ALERTS_KEY_PREFIX}:live"
 # Roughly the last 10,000 alert states; XADD trims with `~`, which is cheap.
 DEFAULT_STREAM_MAXLEN = 10_000
 DEFAULT_ALERT_TTL_SECONDS = 24 * 3600
@@ -157,7 +155,7 @@ class AlertPublisher:
         self._to_kafka(payloads)
 
     def alert_key(self, alert_id: str) -> str:
-        return f"{self.key_prefix}:alert:{alert_id}"
+        return alert_key(alert_id, self.key_prefix)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -168,19 +166,19 @@ class AlertPublisher:
             self._redis = None
 
     def _to_kafka(self, payloads: Sequence[tuple[str, str]]) -> None:
-        from confluent_kafka import KafkaException, Producer
+        from confluent_kafka import KafkaException
 
         if self._producer is None:
             # Idempotence: the broker drops the producer's own retries, so a retried send after a
             # timeout never writes a second copy (re-sends after a driver crash remain possible).
-            self._producer = Producer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            self._producer = kafka_producer(
+                self.settings,
+                **{
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 0,
                     "compression.type": "lz4",
-                }
+                },
             )
         failures: list[str] = []
 

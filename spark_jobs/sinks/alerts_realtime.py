@@ -33,33 +33,31 @@ from typing import Any
 import redis
 from pyspark.sql import Row
 
-from spark_jobs.common.fence import redis_client
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.sinks.alerts import (
-    ALERTS_CHANNEL,
-    ALERTS_KEY_PREFIX,
-    ALERTS_STREAM,
-    ALERTS_TOPIC,
     DEFAULT_ALERT_TTL_SECONDS,
     DEFAULT_STREAM_MAXLEN,
     KAFKA_FLUSH_TIMEOUT_SECONDS,
     encode_alert,
 )
-from spark_jobs.transforms.alerts import (
-    SAMPLE_MESSAGE_MAX_CHARS,
-    Alert,
-    AlertRule,
-    alert_id,
-    window_start,
-)
+from spark_jobs.transforms.alerts import SAMPLE_MESSAGE_MAX_CHARS, Alert
+from streamops.clients import kafka_producer
 from streamops.config import Settings
+from streamops.contract.alerts import AlertRule, alert_id, window_start
+from streamops.contract.redis_keys import (
+    ALERTS_CHANNEL,
+    ALERTS_KEY_PREFIX,
+    ALERTS_STREAM,
+    REALTIME_STATS_KEY,
+)
+from streamops.contract.topics import ALERTS_TOPIC
+from streamops.pipelines.fence import redis_client
 
 log = logging.getLogger(__name__)
 
 # One per Python worker process: the worker outlives many tasks (spark.python.worker.reuse).
 # What this path did: `published` (count), `last_alert_id`, `last_published_at` (epoch s), `lines`
 # (valid lines its tasks saw) and `already_published` (alerts whose key existed: SET NX lost).
-REALTIME_STATS_KEY = f"{ALERTS_KEY_PREFIX}:realtime"
 _RULE_CACHES: dict[tuple[str, float], RuleCache] = {}  # (MariaDB address, refresh) → cache
 
 
@@ -126,7 +124,6 @@ class FirstLineAlertWriter:
         self.stats_key = REALTIME_STATS_KEY.replace(ALERTS_KEY_PREFIX, key_prefix, 1)
 
     def open(self, partition_id: int, epoch_id: int) -> bool:
-        from confluent_kafka import Producer
 
         cache_key = (
             f"{self.settings.mariadb_host}:{self.settings.mariadb_port}",
@@ -137,13 +134,13 @@ class FirstLineAlertWriter:
             cache = _RULE_CACHES[cache_key] = RuleCache(self.settings, self.refresh_seconds)
         self._rules = first_line_rules(cache.current())
         self._redis = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+        self._producer = kafka_producer(
+            self.settings,
+            **{
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 0,
-            }
+            },
         )
         self._failures = []
         self._lines = self._already_published = 0

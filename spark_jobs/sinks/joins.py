@@ -42,9 +42,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from redis.typing import EncodableT, FieldT
 
-from spark_jobs.common.fence import connect, redis_client
 from spark_jobs.common.refresh import RefreshingCopy
-from spark_jobs.sinks import iso_utc, with_utc_wall_clock_timestamps, write_partitions
+from spark_jobs.sinks import with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.sinks.mariadb import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_CHUNK_SIZE,
@@ -56,19 +55,21 @@ from spark_jobs.transforms.joins import (
     CATEGORY_REVENUE_COLUMNS,
     ORDER_PAYMENT_COLUMNS,
     PRODUCT_COLUMNS,
-    STATUS_RANKING,
     UNPAID,
     best_payment_per_order,
     category_revenue_per_window,
     enrich_with_products,
 )
 from streamops.config import Settings
+from streamops.contract.joins import STATUS_RANKING
+from streamops.contract.redis_keys import JOINS_KEY_PREFIX
+from streamops.contract.times import iso_utc
+from streamops.pipelines.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 
 BatchWriter = Callable[[DataFrame, int], None]
 
-JOINS_KEY_PREFIX = "streamops:joins"
 ORDER_PAYMENTS_TABLE = "order_payments"
 CATEGORY_REVENUE_TABLE = "category_revenue_1m"
 APPLIED_BATCHES_TABLE = "joins_applied_batches"

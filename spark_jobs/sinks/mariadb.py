@@ -27,12 +27,12 @@ from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType
 
-from spark_jobs.common.fence import connect
 from spark_jobs.sinks import DRIVER_WRITE_MAX_ROWS, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.transforms.cleansing import QUARANTINE_COLUMNS
 from spark_jobs.transforms.orders import REVENUE_COLUMNS, VALID_ORDER_COLUMNS
 from streamops.config import Settings
 from streamops.faults import kill_point
+from streamops.pipelines.fence import connect
 
 BatchWriter = Callable[[DataFrame, int], None]
 OnDuplicate = Literal["update", "ignore"]

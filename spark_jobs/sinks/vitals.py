@@ -31,8 +31,7 @@ import redis
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.common.fence import connect, redis_client
-from spark_jobs.sinks import as_utc_naive, iso_utc, with_utc_wall_clock_timestamps
+from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.mariadb import write_frame
 from spark_jobs.transforms.vitals import (
     FLAG_COLUMNS,
@@ -42,6 +41,9 @@ from spark_jobs.transforms.vitals import (
     VITAL_SIGNS,
 )
 from streamops.config import Settings
+from streamops.contract.redis_keys import VITALS_KEY_PREFIX
+from streamops.contract.times import as_utc_naive, iso_utc
+from streamops.pipelines.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ FLAGS_KEY = ("patient_id", "vital", "event_time", "device_id")
 SUMMARY_TABLE = "vitals_summary_1m"
 SUMMARY_KEY = ("patient_id", "window_start")
 
-VITALS_KEY_PREFIX = "streamops:vitals"
 # Live state for a ward's dashboard: a patient not heard of for a day is gone from Redis.
 DEFAULT_TTL_SECONDS = 24 * 3600
 # The patient list has no TTL (a member leaves after a day), so it is also cut to the newest this

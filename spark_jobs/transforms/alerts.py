@@ -15,7 +15,6 @@ any replay; :func:`alert_id_column` computes the same id in Spark.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +22,8 @@ from datetime import datetime, timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.sinks import as_utc_naive, iso_utc
+from streamops.contract.alerts import AlertRule, alert_id
+from streamops.contract.times import iso_utc
 
 SECOND_COUNT_COLUMNS = (
     "service",
@@ -36,19 +36,6 @@ SECOND_COUNT_COLUMNS = (
 )
 # Enough to recognise the failure; a traceback of megabytes stays in the logs, not in every alert.
 SAMPLE_MESSAGE_MAX_CHARS = 1000
-_EPOCH = datetime(1970, 1, 1)
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """One row of ``alert_rules``; ``service`` None matches every service."""
-
-    rule_id: str
-    level: str
-    service: str | None
-    window_seconds: int
-    threshold_count: int
-    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -131,21 +118,6 @@ def per_second_counts(lines: DataFrame, watermark: str) -> DataFrame:
             "sample_message",
         )
     )
-
-
-def window_start(moment: datetime, window_seconds: int) -> datetime:
-    """Start of the tumbling window of ``window_seconds`` holding ``moment`` (naive UTC), aligned
-    to the epoch like Spark's ``window()``; valid before 1970 and after 2038 alike."""
-    if window_seconds < 1:
-        raise ValueError(f"window_seconds is {window_seconds}; give 1 or more.")
-    moment = as_utc_naive(moment)
-    return moment - (moment - _EPOCH) % timedelta(seconds=window_seconds)
-
-
-def alert_id(rule_id: str, window_start: datetime, window_seconds: int) -> str:
-    """sha256 hex of ``<rule_id>|<window start, ISO UTC ms>|<window_seconds>``."""
-    key = f"{rule_id}|{iso_utc(window_start)}|{int(window_seconds)}"
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def alert_id_column(rule_id: Column, window_start: Column, window_seconds: Column) -> Column:

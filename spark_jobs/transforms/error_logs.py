@@ -34,6 +34,7 @@ from spark_jobs.transforms.cleansing import (
     quarantine_rows,
     read_text,
 )
+from streamops.contract.error_logs import LEVEL_ALIASES, SERVICE_MAX_LENGTH
 
 PIPELINE = "alerts"
 ERROR_LOG_FIELDS = ("timestamp", "level", "service", "message")
@@ -41,11 +42,6 @@ ERROR_LOG_SCHEMA = StructType(
     [StructField(name, StringType(), nullable=True) for name in ERROR_LOG_FIELDS]
 )
 CSV_OPTIONS = {"escape": '"', "quote": '"', "sep": ",", "mode": "PERMISSIVE"}
-LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
-# Spellings on the wire (case-insensitive) → the level stored and matched against rules.
-LEVEL_ALIASES = {level: level for level in LEVELS} | {"WARNING": "WARN", "FATAL": "CRITICAL"}
-# error_counts.service and alerts.service are VARCHAR(128).
-SERVICE_MAX_LENGTH = 128
 
 CHECKED_COLUMNS = (
     *SOURCE_COLUMNS,

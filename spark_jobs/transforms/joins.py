@@ -37,14 +37,15 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
-from spark_jobs.transforms.orders import AMOUNT_TYPE, REVENUE_TYPE, _check_window_seconds
+from spark_jobs.transforms.orders import AMOUNT_TYPE, revenue_per_window
+from streamops.contract.joins import (
+    DEFAULT_PAID_EARLY_TOLERANCE,
+    DEFAULT_PAY_WITHIN,
+    STATUS_RANKING,
+)
 
-DEFAULT_PAY_WITHIN = "15 minutes"
-DEFAULT_PAID_EARLY_TOLERANCE = "1 minute"
 UNPAID = "unpaid"
 UNKNOWN_CATEGORY = "unknown"
-# Lowest first: the rank a status has when choosing one payment among several.
-STATUS_RANKING = ("failed", "authorized", "captured")
 SECONDS_TO_PAY_TYPE = DecimalType(12, 3)
 
 ORDER_SIDE_COLUMNS = (
@@ -239,22 +240,4 @@ def category_revenue_per_window(enriched: DataFrame, window_seconds: int = 60) -
 
     Columns are :data:`CATEGORY_REVENUE_COLUMNS`; windows are aligned on the epoch.
     """
-    _check_window_seconds(window_seconds)
-    window = F.window("event_time", f"{window_seconds} seconds")
-    return (
-        enriched.groupBy(window.alias("window"), F.col("category"), F.col("currency"))
-        .agg(
-            F.count(F.lit(1)).alias("order_count"),
-            F.sum("quantity").cast("long").alias("item_count"),
-            F.sum("amount").cast(REVENUE_TYPE).alias("revenue"),
-        )
-        .select(
-            F.col("window.start").alias("window_start"),
-            F.col("window.end").alias("window_end"),
-            "category",
-            "currency",
-            "order_count",
-            "item_count",
-            "revenue",
-        )
-    )
+    return revenue_per_window(enriched, window_seconds, by=("category", "currency"))

@@ -20,7 +20,7 @@ How a payload is read, and why:
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -38,6 +38,7 @@ from spark_jobs.transforms.cleansing import (
     quarantine_rows,
     read_one_json_value,
 )
+from streamops.contract.orders import check_window_seconds
 
 PIPELINE = "orders"
 ORDER_FIELDS = (
@@ -117,8 +118,6 @@ _AT_MOST_TWO_DECIMALS = r"^-?[0-9]+(\.[0-9]{1,2}0*)?$"
 # integer too big for BIGINT, hence for INT, when p is 19 or more.
 _HUGE_INTEGER = r"^DECIMAL\((19|[2-9][0-9]),0\)$"
 _NUMBER_KINDS = ("BIGINT", "DOUBLE")
-# revenue_per_window_sql interpolates the table name, so it must be a plain identifier.
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}(\.[A-Za-z0-9_]{1,64})?$")
 _TEXT_FIELDS = ("order_id", "customer_id", "product_id", "currency", "event_time")
 
 
@@ -136,27 +135,7 @@ def check_orders(
     ``event_time`` TIMESTAMP, ``currency`` upper case, EUR when absent) are exact where
     ``reason`` is NULL, and best effort, possibly NULL, elsewhere.
     """
-    parsed = read_one_json_value(raw)
-    shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
-        "_fields",
-        F.when(
-            F.col("_record_kind").startswith("OBJECT<"),
-            F.try_variant_get("_record", "$", ORDER_SCHEMA.simpleString()),
-        ),
-    )
-    # The JSON type of every field (NULL when absent, VOID for JSON null), computed once.
-    kinds = shaped.withColumns(
-        {_kind_column(name): F.schema_of_variant(_value(name)) for name in ORDER_FIELDS}
-    )
-    # Each text field once as a string, NULL unless it is a JSON string.
-    texts = kinds.withColumns(
-        {
-            _string_column(name): F.when(
-                _kind(name) == "STRING", F.try_variant_get(_value(name), "$", "string")
-            )
-            for name in _TEXT_FIELDS
-        }
-    )
+    texts = json_record_fields(raw, ORDER_SCHEMA, ORDER_FIELDS, _TEXT_FIELDS)
     read = texts.withColumns(
         {
             "_quantity_long": F.when(
@@ -220,17 +199,21 @@ def rejected_orders(checked: DataFrame) -> DataFrame:
     return quarantine_rows(checked, PIPELINE)
 
 
-def revenue_per_window(orders: DataFrame, window_seconds: int = 5) -> DataFrame:
-    """Orders, items and revenue per tumbling event-time window and currency.
+def revenue_per_window(
+    orders: DataFrame, window_seconds: int = 5, by: Sequence[str] = ("currency",)
+) -> DataFrame:
+    """Orders, items and revenue per tumbling event-time window and the columns ``by``.
 
-    Columns are :data:`REVENUE_COLUMNS`; windows are ``[window_start, window_end)`` and aligned
-    on the epoch, so 5-second windows start at :00, :05, :10... Streaming-safe: one
-    ``groupBy(window, currency)`` aggregation, nothing else, so it runs on a watermarked stream.
+    Columns are ``window_start, window_end``, then ``by``, then ``order_count, item_count,
+    revenue`` (:data:`REVENUE_COLUMNS` with the default ``by``); windows are
+    ``[window_start, window_end)`` and aligned on the epoch, so 5-second windows start at :00,
+    :05, :10... Streaming-safe: one ``groupBy(window, *by)`` aggregation, nothing else, so it
+    runs on a watermarked stream.
     """
-    _check_window_seconds(window_seconds)
+    check_window_seconds(window_seconds)
     window = F.window("event_time", f"{window_seconds} seconds")
     return (
-        orders.groupBy(window.alias("window"), F.col("currency"))
+        orders.groupBy(window.alias("window"), *(F.col(column) for column in by))
         .agg(
             F.count(F.lit(1)).alias("order_count"),
             F.sum("quantity").cast("long").alias("item_count"),
@@ -239,63 +222,12 @@ def revenue_per_window(orders: DataFrame, window_seconds: int = 5) -> DataFrame:
         .select(
             F.col("window.start").alias("window_start"),
             F.col("window.end").alias("window_end"),
-            "currency",
+            *by,
             "order_count",
             "item_count",
             "revenue",
         )
     )
-
-
-def revenue_per_window_sql(table: str = "orders", window_seconds: int = 5) -> str:
-    """MariaDB SQL for what :func:`revenue_per_window` computes, over the orders whose
-    ``event_time`` lies in ``[?, ?)``; pass window-aligned bounds so no window is cut in two.
-
-    Columns: ``window_start, currency, order_count, item_count, revenue`` (the key first, then
-    the values; ``window_end`` is always ``window_start`` plus the window), ordered by the key.
-
-    The window start is pure DATETIME arithmetic in whole microseconds since 1970: the stored
-    values are UTC and DATETIME has no time zone, so the result does not depend on the session's
-    ``time_zone``. Unlike ``FROM_UNIXTIME(FLOOR(UNIX_TIMESTAMP(t) / 5) * 5)`` it is also right
-    after 2038 (where MariaDB 10.11's UNIX_TIMESTAMP gives NULL) and for windows too long for the
-    four decimals MariaDB's division keeps. The double MOD floors like Spark, even before 1970.
-    """
-    _check_window_seconds(window_seconds)
-    if not _TABLE_NAME.fullmatch(table):
-        raise ValueError(
-            f"Table name {table!r} is not a plain identifier (letters, digits, '_', "
-            "optionally database.table)."
-        )
-    quoted_table = ".".join(f"`{part}`" for part in table.split("."))
-    size = window_seconds * 1_000_000
-    offset = (
-        f"MOD(MOD(TIMESTAMPDIFF(MICROSECOND, TIMESTAMP'1970-01-01 00:00:00', event_time), {size})"
-        f" + {size}, {size})"
-    )
-    return f"""SELECT window_start,
-       currency,
-       COUNT(*) AS order_count,
-       CAST(SUM(quantity) AS SIGNED) AS item_count,
-       CAST(SUM(amount) AS DECIMAL(18,2)) AS revenue
-FROM (
-    SELECT event_time - INTERVAL {offset} MICROSECOND AS window_start,
-           currency,
-           quantity,
-           amount
-    FROM {quoted_table}
-    WHERE event_time >= ? AND event_time < ?
-) AS placed
-GROUP BY window_start, currency
-ORDER BY window_start, currency"""
-
-
-def _check_window_seconds(window_seconds: int) -> None:
-    if (
-        isinstance(window_seconds, bool)
-        or not isinstance(window_seconds, int)
-        or window_seconds < 1
-    ):
-        raise ValueError(f"window_seconds is {window_seconds!r}; give a whole number ≥ 1.")
 
 
 # --- the rules ----------------------------------------------------------------------------------
@@ -405,6 +337,34 @@ def _money_rules(name: str, maximum: Decimal) -> list[tuple[str, Column]]:
         ),
         (f"{name}_too_large", F.coalesce(exact > maximum, F.lit(True))),
     ]
+
+
+def json_record_fields(
+    raw: DataFrame, schema: StructType, fields: Sequence[str], text_fields: Sequence[str]
+) -> DataFrame:
+    """``raw`` Kafka rows with each record read once as JSON: ``_record`` (the VARIANT),
+    ``_fields`` (its ``schema`` fields when it is an object), every field's JSON type
+    (:func:`_kind`: NULL when absent, VOID for JSON null) and each of ``text_fields`` as a
+    string (:func:`_string`: NULL unless it is a JSON string), each computed once."""
+    parsed = read_one_json_value(raw)
+    shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
+        "_fields",
+        F.when(
+            F.col("_record_kind").startswith("OBJECT<"),
+            F.try_variant_get("_record", "$", schema.simpleString()),
+        ),
+    )
+    kinds = shaped.withColumns(
+        {_kind_column(name): F.schema_of_variant(_value(name)) for name in fields}
+    )
+    return kinds.withColumns(
+        {
+            _string_column(name): F.when(
+                _kind(name) == "STRING", F.try_variant_get(_value(name), "$", "string")
+            )
+            for name in text_fields
+        }
+    )
 
 
 def _value(name: str) -> Column:

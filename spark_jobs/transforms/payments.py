@@ -24,22 +24,18 @@ from spark_jobs.transforms.cleansing import (
     first_failing_reason,
     parse_event_time,
     quarantine_rows,
-    read_one_json_value,
 )
 from spark_jobs.transforms.orders import (
     EVENT_TIME_END_EPOCH_SECONDS,
     EVENT_TIME_MIN_EPOCH_SECONDS,
     ORDER_ID_MAX_LENGTH,
-    _kind,
-    _kind_column,
     _money_exact,
     _money_read,
     _money_rules,
     _present,
     _string,
-    _string_column,
     _text_rules,
-    _value,
+    json_record_fields,
 )
 
 PIPELINE = "joins"
@@ -88,25 +84,7 @@ def check_payments(
     ``amount`` is DECIMAL(14,2) and ``event_time`` a TIMESTAMP, exact where ``reason`` is NULL
     and best effort, possibly NULL, elsewhere.
     """
-    parsed = read_one_json_value(raw)
-    shaped = parsed.withColumn("_record_kind", F.schema_of_variant("_record")).withColumn(
-        "_fields",
-        F.when(
-            F.col("_record_kind").startswith("OBJECT<"),
-            F.try_variant_get("_record", "$", PAYMENT_SCHEMA.simpleString()),
-        ),
-    )
-    kinds = shaped.withColumns(
-        {_kind_column(name): F.schema_of_variant(_value(name)) for name in PAYMENT_FIELDS}
-    )
-    texts = kinds.withColumns(
-        {
-            _string_column(name): F.when(
-                _kind(name) == "STRING", F.try_variant_get(_value(name), "$", "string")
-            )
-            for name in _TEXT_FIELDS
-        }
-    )
+    texts = json_record_fields(raw, PAYMENT_SCHEMA, PAYMENT_FIELDS, _TEXT_FIELDS)
     read = texts.withColumns(
         {
             **_money_read("amount"),

@@ -44,6 +44,7 @@ from spark_jobs.transforms.cleansing import (
     quarantine_rows,
     read_one_json_value,
 )
+from streamops.contract.vitals import DEFAULT_THRESHOLDS
 
 PIPELINE = "vitals"
 VITAL_SIGNS = (
@@ -57,18 +58,6 @@ VITAL_SIGNS = (
 # The vitals_alerts row of a silent device uses this in place of a vital sign (migration 0007).
 SIGNAL_VITAL = "signal"
 
-# Adult ranges outside which a single reading is flagged (low, high); None = no bound. Wide enough
-# that normal variation (the generator's resting values) stays inside, tight enough that its
-# clinical episodes (tachycardia, hypoxaemia, fever, ...) fall outside. patient_thresholds
-# overrides them per patient and vital.
-DEFAULT_THRESHOLDS: Mapping[str, tuple[float | None, float | None]] = {
-    "heart_rate": (40.0, 130.0),
-    "spo2": (90.0, None),
-    "systolic_bp": (85.0, 165.0),
-    "diastolic_bp": (50.0, 105.0),
-    "temperature_c": (35.5, 38.3),
-    "respiratory_rate": (8.0, 24.0),
-}
 # A baseline's standard deviation is at least this, so a very steady history does not turn the
 # next small wobble into a huge z-score (units of each vital).
 STDDEV_FLOORS: Mapping[str, float] = {
@@ -409,22 +398,12 @@ def flagged_readings(
         scored.where(F.col("out_of_range") | F.col("anomaly"))
         .withColumn("_window", window)
         .select(
-            "patient_id",
-            "vital",
-            "event_time",
-            "device_id",
-            F.col("_window.start").alias("window_start"),
-            F.col("_window.end").alias("window_end"),
-            "value",
-            "threshold_low",
-            "threshold_high",
-            "out_of_range",
-            "severity",
-            "z_score",
-            "anomaly",
-            "anomaly_low",
-            "anomaly_high",
-            "model_version",
+            *(
+                F.col(f"_window.{column.removeprefix('window_')}").alias(column)
+                if column in ("window_start", "window_end")
+                else column
+                for column in FLAG_COLUMNS
+            )
         )
     )
 

@@ -39,7 +39,6 @@ import json
 import math
 import re
 import time
-import uuid
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
     import redis
     from confluent_kafka import Consumer
 
-    from spark_jobs.transforms.alerts import AlertRule
+    from streamops.contract.alerts import AlertRule
 
 Offsets = dict[str, dict[int, int]]  # topic -> partition -> offset
 Position = tuple[int, int]  # (partition, offset)
@@ -799,7 +798,7 @@ def _csv_fields(value: bytes) -> list[str]:
 def expected_lines(records: Iterable[KafkaRecord]) -> tuple[list[LogLine], set[Position]]:
     """The valid error-log lines of ``records`` (level normalised as the job does) and the
     positions of the rejected ones."""
-    from spark_jobs.transforms.error_logs import LEVEL_ALIASES
+    from streamops.contract.error_logs import LEVEL_ALIASES
 
     valid, rejects = _validated(ERROR_LOGS_TOPIC, records)
     lines = []
@@ -854,7 +853,7 @@ def check_alerts(
 
     ``alerts`` are the rows in the windows' span; ``seconds`` every ``error_counts_1s`` row of it.
     """
-    from spark_jobs.transforms.alerts import alert_id
+    from streamops.contract.alerts import alert_id
 
     by_rule_window: dict[tuple[str, datetime, datetime], list[str]] = defaultdict(list)
     wrong_ids = []
@@ -1196,7 +1195,7 @@ def check_order_payments(
     One row per order is the table's key. Orders whose id ``orders`` holds from before the run,
     and orders or payments possibly late, are not decided.
     """
-    from spark_jobs.transforms.joins import STATUS_RANKING
+    from streamops.contract.joins import STATUS_RANKING
 
     def rank(payment: ExpectedPayment) -> tuple[int, datetime, str]:
         return (STATUS_RANKING.index(payment.status), payment.event_time, payment.payment_id)
@@ -1339,19 +1338,12 @@ def check_category_windows(
 
 
 def _consumer(settings: Settings) -> Consumer:
-    from confluent_kafka import Consumer
+    from streamops.clients import kafka_consumer
 
-    from streamops.topics import LIBRDKAFKA_LOGGER
-
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"streamops-chaos-truth-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "socket.timeout.ms": 10_000,
-            "logger": LIBRDKAFKA_LOGGER,
-        }
+    return kafka_consumer(
+        settings,
+        "streamops-chaos-truth",
+        **{"enable.partition.eof": True, "socket.timeout.ms": 10_000},
     )
 
 
@@ -1581,14 +1573,9 @@ def _quarantined(
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    import redis
+    from streamops.clients import redis_client
 
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=CONNECT_TIMEOUT_SECONDS,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-    )
+    return redis_client(settings, timeout_seconds=CONNECT_TIMEOUT_SECONDS, decode_responses=True)
 
 
 def _published_watermark(
@@ -1598,7 +1585,7 @@ def _published_watermark(
     row (the listener writes both, spark_jobs/common/listener.py)."""
     import redis
 
-    from spark_jobs.common.listener import query_key
+    from streamops.contract.redis_keys import query_key
 
     key = query_key(pipeline, query)
     try:
@@ -1648,21 +1635,17 @@ class JobDelays:
 
 
 def job_delays() -> JobDelays:
-    from spark_jobs.jobs.alerts import AlertsJobConfig
-    from spark_jobs.jobs.joins import JoinsJobConfig
-    from spark_jobs.jobs.orders import OrdersJobConfig
-    from spark_jobs.jobs.vitals import VitalsJobConfig
+    from streamops.contract import job_defaults as jobs
 
-    joins = JoinsJobConfig()
     return JobDelays(
-        orders=parse_interval(OrdersJobConfig().watermark),
-        alerts=parse_interval(AlertsJobConfig().watermark),
-        vitals=parse_interval(VitalsJobConfig().watermark),
-        joins_orders=parse_interval(joins.orders_watermark),
-        joins_payments=parse_interval(joins.payments_watermark),
+        orders=parse_interval(jobs.ORDERS_WATERMARK),
+        alerts=parse_interval(jobs.ALERTS_WATERMARK),
+        vitals=parse_interval(jobs.VITALS_WATERMARK),
+        joins_orders=parse_interval(jobs.JOINS_ORDERS_WATERMARK),
+        joins_payments=parse_interval(jobs.JOINS_PAYMENTS_WATERMARK),
         join_bounds=JoinBounds(
-            pay_within=parse_interval(joins.pay_within),
-            paid_early_tolerance=parse_interval(joins.paid_early_tolerance),
+            pay_within=parse_interval(jobs.JOINS_PAY_WITHIN),
+            paid_early_tolerance=parse_interval(jobs.JOINS_PAID_EARLY_TOLERANCE),
         ),
     )
 
@@ -1722,7 +1705,8 @@ def _sums(order_count: Any, item_count: Any, revenue: Any) -> WindowValues:
 
 
 def _check_revenue(run: _Run) -> Check:
-    from spark_jobs.transforms.orders import revenue_per_window_sql
+    from streamops.contract.orders import revenue_per_window_sql
+    from streamops.contract.redis_keys import orders_totals_key
 
     copies = run.orders.all_copies
     late, estimate = _lateness(run.topics[ORDERS_TOPIC], copies, run.delays.orders)
@@ -1754,9 +1738,7 @@ def _check_revenue(run: _Run) -> Check:
         }
         elsewhere = stored_elsewhere(run.orders.copies, run.orders_stored(connection))
     with closing(_redis(run.settings)) as client:
-        redis_totals = {
-            str(k): str(v) for k, v in client.hgetall("streamops:orders:totals").items()
-        }
+        redis_totals = {str(k): str(v) for k, v in client.hgetall(orders_totals_key()).items()}
     return check_revenue_windows(
         run.orders,
         late,
@@ -1770,8 +1752,8 @@ def _check_revenue(run: _Run) -> Check:
 
 
 def _check_alerts(run: _Run) -> Check:
-    from spark_jobs.common.rules import load_enabled_rules
-    from spark_jobs.sinks.alerts import ALERTS_KEY_PREFIX
+    from streamops.alert_rules import load_enabled_rules
+    from streamops.contract.redis_keys import alert_key
 
     records = run.topics[ERROR_LOGS_TOPIC]
     lines, rejects = expected_lines(records.records)
@@ -1806,7 +1788,7 @@ def _check_alerts(run: _Run) -> Check:
     redis_counts: dict[str, int | None] = {}
     if alerts:
         with closing(_redis(run.settings)) as client:
-            values = client.mget([f"{ALERTS_KEY_PREFIX}:alert:{a.alert_id}" for a in alerts])
+            values = client.mget([alert_key(a.alert_id) for a in alerts])
         for alert, value in zip(alerts, values, strict=True):
             redis_counts[alert.alert_id] = (
                 None if value is None else int(json.loads(value)["event_count"])

@@ -44,7 +44,7 @@ DISK_POLL_SECONDS = 30.0
 
 
 def create_app(settings: Settings) -> FastAPI:
-    feed = RedisFeed(settings.redis_url)
+    feed = RedisFeed(settings)
 
     async def disk() -> dict[str, Any]:
         # statvfs is quick on a local disk but may hang on a network mount: off the event loop.

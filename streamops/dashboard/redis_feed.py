@@ -19,6 +19,9 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from streamops.clients import async_redis_client
+from streamops.config import Settings
+from streamops.contract.redis_keys import orders_window_key, orders_windows_key
 from streamops.dashboard import state
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ async def snapshot(client: aioredis.Redis, ranges: Ranges) -> dict[str, Any]:
 
 def default_vital_ranges() -> Ranges:
     """The vitals pipeline's default clinical ranges (one definition for job and page)."""
-    from spark_jobs.transforms.vitals import DEFAULT_THRESHOLDS
+    from streamops.contract.vitals import DEFAULT_THRESHOLDS
 
     return dict(DEFAULT_THRESHOLDS)
 
@@ -61,17 +64,17 @@ def default_vital_ranges() -> Ranges:
 async def _orders_snapshot(client: aioredis.Redis) -> dict[str, Any]:
     totals = await _hash(client, state.ORDERS_TOTALS_KEY)
     currencies = set(state.currencies_of_totals(totals))
-    async for key in client.scan_iter(match=state.ORDERS_WINDOWS_KEY.format(currency="*")):
+    async for key in client.scan_iter(match=orders_windows_key("*")):
         currencies.add(key.rsplit(":", 1)[1])
     windows: list[dict[str, Any]] = []
     for currency in sorted(currencies):
-        key = state.ORDERS_WINDOWS_KEY.format(currency=currency)
+        key = orders_windows_key(currency)
         members = await client.zrevrange(key, 0, state.CHART_WINDOWS - 1)
         if not members:
             continue
         reads = client.pipeline(transaction=False)
         for member in members:
-            reads.hgetall(state.ORDERS_WINDOW_KEY.format(currency=currency, window_start=member))
+            reads.hgetall(orders_window_key(currency, str(member)))
         for fields in await reads.execute():
             window = state.revenue_window(cast(dict[str, str], fields))
             if window is not None:
@@ -131,11 +134,8 @@ async def vitals_tiles(client: aioredis.Redis, ranges: Ranges) -> dict[str, dict
 class RedisFeed:
     """One subscription to the pipelines' channels, broadcast to every connected page."""
 
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
+    def __init__(self, settings: Settings) -> None:
+        self.client: aioredis.Redis = async_redis_client(settings)
         self.subscribed = asyncio.Event()
         self.ranges = default_vital_ranges()
         self._queues: set[asyncio.Queue[Event | None]] = set()

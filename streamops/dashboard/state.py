@@ -13,17 +13,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-ORDERS_UPDATES_CHANNEL = "streamops:orders:updates"
-ORDERS_WINDOWS_KEY = "streamops:orders:windows:{currency}"
-ORDERS_WINDOW_KEY = "streamops:orders:window:{currency}:{window_start}"
-ORDERS_TOTALS_KEY = "streamops:orders:totals"
-ALERTS_STREAM = "streamops:alerts:stream"
-ALERTS_CHANNEL = "streamops:alerts:live"
-PLATFORM_ALERTS_KEY = "streamops:alerts:platform"
-QUERY_KEY_PATTERN = "streamops:query:*"
-QUERY_EVENTS_CHANNEL = "streamops:query:events"
-VITALS_PATIENTS_KEY = "streamops:vitals:patients"
-VITALS_PATIENT_KEY = "streamops:vitals:patient:{patient_id}:{part}"
+from streamops.contract.redis_keys import (
+    ALERTS_CHANNEL,
+    ALERTS_STREAM,
+    ORDERS_UPDATES_CHANNEL,
+    PLATFORM_ALERTS_KEY,
+    QUERY_EVENTS_CHANNEL,
+    QUERY_KEY_PATTERN,
+    VITALS_PATIENTS_KEY,
+    orders_totals_key,
+    query_key,
+    vitals_patient_key,
+)
+
+__all__ = [
+    "ALERTS_CHANNEL",
+    "ALERTS_STREAM",
+    "ORDERS_UPDATES_CHANNEL",
+    "PLATFORM_ALERTS_KEY",
+    "QUERY_EVENTS_CHANNEL",
+    "QUERY_KEY_PATTERN",
+    "VITALS_PATIENTS_KEY",
+]
+
+ORDERS_TOTALS_KEY = orders_totals_key()
 
 # A query that has not reported for this long is shown as stalled (idle queries still report,
 # the same rule as the stack's pipeline health check).
@@ -224,7 +237,7 @@ def _rounded(value: str | None) -> float | None:
 
 
 def health_key(pipeline: str, query_name: str) -> str:
-    return f"streamops:query:{pipeline}:{query_name}"
+    return query_key(pipeline, query_name)
 
 
 # --- patient vitals ----------------------------------------------------------------------------
@@ -232,7 +245,7 @@ def health_key(pipeline: str, query_name: str) -> str:
 
 def vitals_key(patient_id: str, part: str) -> str:
     """``streamops:vitals:patient:<id>:<part>`` (``latest``, ``flags``, ``summary``)."""
-    return VITALS_PATIENT_KEY.format(patient_id=patient_id, part=part)
+    return vitals_patient_key(patient_id, part)
 
 
 def _flag(text: str | None) -> dict[str, Any] | None:

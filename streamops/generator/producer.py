@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from streamops.clients import LIBRDKAFKA_LOGGER
 from streamops.generator.records import (
     RECORD_KINDS,
     GeneratedRecord,
@@ -33,7 +34,6 @@ from streamops.generator.records import (
     check_seed,
     check_topic,
 )
-from streamops.topics import LIBRDKAFKA_LOGGER
 
 log = logging.getLogger(__name__)
 # What matters reaches the user once through the error callback, not librdkafka's own log.

@@ -405,7 +405,7 @@ def reconcile_late_windows(
     Windows older than ``order_revenue_5s``'s retention are left alone (their hour is already
     rolled up and its 5-second rows may be gone) and counted in ``beyond_retention``.
     """
-    from spark_jobs.common.reconcile import reconcile_revenue_windows
+    from streamops.maintenance.reconcile import reconcile_revenue_windows
 
     moment = utc_naive(now)
     cutoff = retention_cutoff(config.policy("order_revenue_5s"), moment)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamops.clients import redis_client
 from streamops.config import Settings
 from streamops.disk import full_below_bytes, human_bytes, local_path
 
@@ -100,13 +101,8 @@ def probe_mariadb(settings: Settings) -> None:
 
 
 def probe_redis(settings: Settings) -> None:
-    import redis
 
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=PROBE_TIMEOUT_SECONDS,
-        socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-    )
+    client = redis_client(settings, timeout_seconds=PROBE_TIMEOUT_SECONDS)
     try:
         client.ping()
     finally:

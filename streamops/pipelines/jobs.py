@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from streamops.clients import redis_client
 from streamops.config import Settings
 from streamops.pipelines.health import (
     FIRST_BATCH,
@@ -53,7 +54,7 @@ EXIT_FILE = "pid-{pid}.exit"
 # workers inherit them): what finds a pipeline's processes that no lease accounts for.
 JOB_PIPELINE_ENV = "STREAMOPS_JOB_PIPELINE"
 JOB_TOKEN_ENV = "STREAMOPS_JOB_TOKEN"
-# The lease row's key: with the token, what the job's sinks check (spark_jobs.common.fence).
+# The lease row's key: with the token, what the job's sinks check (streamops.pipelines.fence).
 JOB_LEASE_ENV = "STREAMOPS_JOB_LEASE"
 STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
 
@@ -299,7 +300,7 @@ class StrayJob:
 
 def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
     """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)
-    and fence its sinks with ``lease`` (``spark_jobs.common.fence``)."""
+    and fence its sinks with ``lease`` (``streamops.pipelines.fence``)."""
     env = {JOB_PIPELINE_ENV: pipeline}
     if lease is not None:
         env[JOB_TOKEN_ENV] = str(lease.fencing_token)
@@ -309,13 +310,13 @@ def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
 
 def mirror_fence(settings: Settings, lease: Lease) -> None:
     """Before a launch under ``lease``: its token's Redis mirror moves forward to it, so an older
-    job's Redis writes are refused from now on (``spark_jobs.common.fence``). Best effort: with
+    job's Redis writes are refused from now on (``streamops.pipelines.fence``). Best effort: with
     Redis away nobody writes it, and the new job raises the mirror itself on its first write."""
     import redis
 
     from streamops.pipelines.redis_fence import raise_mirror
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings)
     try:
         raise_mirror(client, lease.key, lease.fencing_token)
     except redis.RedisError as exc:
@@ -388,11 +389,10 @@ def read_query_states(
     settings: Settings, pipeline: str, queries: tuple[str, ...]
 ) -> dict[str, dict[str, str]]:
     """Each query's Redis hash (heartbeat, state, last exception) as the listener wrote it."""
-    import redis
 
-    from spark_jobs.common.listener import query_key
+    from streamops.contract.redis_keys import query_key
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, decode_responses=True)
+    client = redis_client(settings, timeout_seconds=2, decode_responses=True)
     with closing(client):
         pipe = client.pipeline(transaction=False)
         for query in queries:

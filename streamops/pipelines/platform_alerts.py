@@ -16,12 +16,13 @@ import logging
 from contextlib import closing
 from datetime import UTC, datetime
 
+from streamops.clients import kafka_producer, redis_client
 from streamops.config import Settings
+from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 
 log = logging.getLogger(__name__)
 
 ALERTS_TOPIC = "alerts"
-PLATFORM_ALERTS_KEY = "streamops:alerts:platform"
 PLATFORM_ALERTS_KEPT = 200
 # The sample message is for humans; the contract's column holds this much.
 MAX_MESSAGE_CHARS = 1000
@@ -57,19 +58,17 @@ def platform_alert(
 
 def publish_platform_alert(settings: Settings, alert: dict[str, object]) -> dict[str, object]:
     """Send ``alert`` to the ``alerts`` topic and the Redis list; returns it."""
-    import redis
-    from confluent_kafka import Producer
 
     payload = json.dumps(alert)
     try:
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        producer = kafka_producer(settings)
         producer.produce(ALERTS_TOPIC, key=str(alert["alert_id"]).encode(), value=payload.encode())
         if producer.flush(10) > 0:
             log.error("the platform alert %s was not delivered to Kafka", alert["rule_id"])
     except Exception:
         log.exception("could not publish the platform alert %s to Kafka", alert["rule_id"])
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        client = redis_client(settings, timeout_seconds=2)
         with closing(client), client.pipeline(transaction=True) as pipe:
             pipe.lpush(PLATFORM_ALERTS_KEY, payload)
             pipe.ltrim(PLATFORM_ALERTS_KEY, 0, PLATFORM_ALERTS_KEPT - 1)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streamops.clients import kafka_consumer, kafka_producer
 from streamops.config import Settings
 from streamops.errors import StreamopsError
 
@@ -101,7 +102,7 @@ def probe_patient(run_id: str) -> str:
 
 def wire_time(moment: datetime) -> str:
     """The contract's wire format, milliseconds and ``Z`` (what the jobs keep)."""
-    from spark_jobs.sinks import iso_utc
+    from streamops.contract.times import iso_utc
 
     return iso_utc(moment)
 
@@ -249,7 +250,7 @@ def expectations_for(
     """What each output must show for one probe, given the acknowledgements of its records
     (a record that was not delivered expects nothing). ``counts`` (per output with a count) is
     updated: probe ``n`` of a window needs the count of every probe sent into it so far."""
-    from spark_jobs.transforms.alerts import alert_id, window_start
+    from streamops.contract.alerts import alert_id, window_start
 
     moment = records.event_time.replace(tzinfo=None)  # naive UTC, as MariaDB returns it
     found: list[Expectation] = []
@@ -406,13 +407,10 @@ class Prober:
     # --- life cycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Prober:
-        from confluent_kafka import Producer
 
         from streamops.generator.producer import PRODUCER_CONFIG
 
-        self._producer = Producer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap_servers, **PRODUCER_CONFIG}
-        )
+        self._producer = kafka_producer(self.settings, **PRODUCER_CONFIG)
         if self.alerts:
             self._consumer = self._alerts_consumer()
             self._start_thread(self._consume_alerts, "soak-alerts-consumer")
@@ -514,10 +512,10 @@ class Prober:
                         connection = connect(self.settings)
                         connection.autocommit = True  # each poll sees the latest commits
                     if redis_client is None:
-                        import redis
+                        from streamops.clients import redis_client as make_redis_client
 
-                        redis_client = redis.Redis.from_url(
-                            self.settings.redis_url, socket_timeout=2, decode_responses=True
+                        redis_client = make_redis_client(
+                            self.settings, timeout_seconds=2, decode_responses=True
                         )
                 except Exception as error:
                     self._poll_error("connect", error)
@@ -572,9 +570,9 @@ class Prober:
             return self._shown_on_kafka(items)
         if output == "alert_redis":
             ids = sorted({e.target for e in items})
-            from spark_jobs.sinks.alerts import AlertPublisher
+            from streamops.contract.redis_keys import alert_key
 
-            keys = [AlertPublisher(self.settings).alert_key(identifier) for identifier in ids]
+            keys = [alert_key(identifier) for identifier in ids]
             counts = {
                 identifier: int(json.loads(value).get("event_count", 0))
                 for identifier, value in zip(ids, redis_client.mget(keys), strict=True)
@@ -594,20 +592,12 @@ class Prober:
 
     def _alerts_consumer(self) -> Any:
         """A consumer at the end of every partition of the alerts topic (no group, no commits)."""
-        import uuid
 
-        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+        from confluent_kafka import OFFSET_END, TopicPartition
 
-        from spark_jobs.sinks.alerts import ALERTS_TOPIC
+        from streamops.contract.topics import ALERTS_TOPIC
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                "group.id": f"streamops-soak-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-            }
-        )
+        consumer = kafka_consumer(self.settings, "streamops-soak", **{"fetch.wait.max.ms": 50})
         topic = consumer.list_topics(ALERTS_TOPIC, timeout=10).topics.get(ALERTS_TOPIC)
         if topic is None or topic.error is not None or not topic.partitions:
             consumer.close()

@@ -138,8 +138,7 @@ def job_option(arguments: Sequence[str], option: str, default: int) -> int:
 
 def probe_windows(platform: Platform, rule: ProbeRule) -> ProbeWindows:
     """The window lengths the jobs run with: their defaults unless the spec's arguments say."""
-    from spark_jobs.jobs.orders import OrdersJobConfig
-    from spark_jobs.jobs.vitals import VitalsJobConfig
+    from streamops.contract.job_defaults import ORDERS_WINDOW_SECONDS, VITALS_WINDOW_SECONDS
 
     def window(pipeline: str, default: int) -> int:
         spec = platform.specs.get(pipeline)
@@ -147,8 +146,8 @@ def probe_windows(platform: Platform, rule: ProbeRule) -> ProbeWindows:
         return job_option(arguments, "--window-seconds", default)
 
     return ProbeWindows(
-        revenue_seconds=window("orders", OrdersJobConfig().window_seconds),
-        vitals_seconds=window("vitals", VitalsJobConfig().window_seconds),
+        revenue_seconds=window("orders", ORDERS_WINDOW_SECONDS),
+        vitals_seconds=window("vitals", VITALS_WINDOW_SECONDS),
         alert_seconds=rule.window_seconds,
     )
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from streamops.clients import redis_client
 from streamops.config import Settings
 from streamops.stack.base import Component, Health
 
@@ -36,14 +37,8 @@ class Redis(Component):
         return ["redis-server", str(self.config_path)]
 
     def check_health(self) -> Health:
-        import redis
 
-        client = redis.Redis(
-            host=self.settings.redis_host,
-            port=self.settings.redis_port,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-        )
+        client = redis_client(self.settings, timeout_seconds=2)
         try:
             client.ping()
             info = client.info("server")

@@ -24,10 +24,9 @@ import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from spark_jobs.common.runner import FAULT_ENV, FAULT_MARKER_ENV
-from spark_jobs.sinks.alerts import ALERTS_STREAM
-from spark_jobs.sinks.alerts_realtime import REALTIME_STATS_KEY
-from spark_jobs.transforms.alerts import alert_id, window_start
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.contract.alerts import alert_id, window_start
+from streamops.contract.redis_keys import ALERTS_STREAM, REALTIME_STATS_KEY
 from tests.integration.support import execute, kill_group, query, wait_until
 
 REFRESH_SECONDS = 3

@@ -18,18 +18,18 @@ import redis
 from pyspark.sql import Row
 
 from spark_jobs.sinks.alerts import AlertPublisher, encode_alert
-from spark_jobs.sinks.redis import (
-    DEFAULT_MAX_WINDOWS,
-    DEFAULT_WINDOW_TTL_SECONDS,
-    ORDERS_UPDATES_CHANNEL,
-    OrdersRedisKeys,
-    Window,
-    write_windows,
-)
 from spark_jobs.sinks.vitals import VitalsRedis
 from spark_jobs.transforms.alerts import Alert
 from spark_jobs.transforms.vitals import VITAL_SIGNS
 from streamops.config import Settings
+from streamops.contract.orders_redis import (
+    DEFAULT_MAX_WINDOWS,
+    DEFAULT_WINDOW_TTL_SECONDS,
+    OrdersRedisKeys,
+    Window,
+    write_windows,
+)
+from streamops.contract.redis_keys import ORDERS_UPDATES_CHANNEL
 from streamops.dashboard.redis_feed import VITALS_POLL_SECONDS
 from streamops.disk import state_dir_status
 

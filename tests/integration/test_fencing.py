@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import redis
 
-from spark_jobs.common.fence import Fence, FencedError, FencedRedis, connect, redis_client
 from spark_jobs.common.listener import status_redis
 from spark_jobs.sinks.mariadb import upsert_rows
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
 from streamops.pipelines import lease as leases
+from streamops.pipelines.fence import Fence, FencedError, FencedRedis, connect, redis_client
 from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, mirror_fence
 from streamops.pipelines.redis_fence import fence_key
 from tests.integration.support import query

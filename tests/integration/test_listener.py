@@ -19,13 +19,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming.listener import QueryProgressEvent
 
-from spark_jobs.common.listener import (
-    QUERY_EVENTS_CHANNEL,
-    ProgressPublisher,
-    progress_record,
-    query_key,
-)
+from spark_jobs.common.listener import ProgressPublisher, progress_record
 from streamops.config import Settings
+from streamops.contract.redis_keys import QUERY_EVENTS_CHANNEL, query_key
 from tests.integration.support import query
 
 # Event-time seconds (after 2031-05-06 07:08:00) of the records of each file; one file per

@@ -30,14 +30,14 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from spark_jobs.common.reconcile import reconcile_revenue_windows
 from spark_jobs.common.runner import FAULT_MARKER_ENV
 from spark_jobs.sinks.mariadb import CHUNK_SIZE_ENV
-from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.contract.orders import revenue_per_window_sql
 from streamops.faults import KILL_AT_ENV
 from streamops.generator.producer import run_generator
 from streamops.generator.records import generate, parse_event_time, validate
+from streamops.maintenance.reconcile import reconcile_revenue_windows
 from tests.integration.support import empty_orders_outputs, kill_group, query, wait_until
 
 ORDERS = 3000

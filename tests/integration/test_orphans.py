@@ -19,11 +19,11 @@ import redis
 from streamops_airflow.hooks import ORPHAN_RULE_ID, SparkJobHook
 
 from streamops.config import Settings
+from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.errors import StreamopsError
 from streamops.pipelines import jobs
 from streamops.pipelines.foreground import refuse_stray_jobs
 from streamops.pipelines.lease import Lease
-from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
 from streamops.pipelines.spec import PipelineSpec, load_specs
 
 

@@ -26,17 +26,17 @@ from pyspark.sql import SparkSession
 
 from spark_jobs.sinks.alerts import AlertPublisher, encode_alert
 from spark_jobs.sinks.mariadb import revenue_writer
-from spark_jobs.sinks.redis import (
+from spark_jobs.sinks.vitals import DEFAULT_MAX_PATIENTS, VitalsRedis
+from spark_jobs.transforms.alerts import Alert
+from spark_jobs.transforms.vitals import SUMMARY_COLUMNS, VITAL_SIGNS
+from streamops.config import Settings
+from streamops.contract.orders_redis import (
     DEFAULT_MAX_WINDOWS,
     DEFAULT_WINDOW_TTL_SECONDS,
     OrdersRedisKeys,
     Window,
     write_windows,
 )
-from spark_jobs.sinks.vitals import DEFAULT_MAX_PATIENTS, VitalsRedis
-from spark_jobs.transforms.alerts import Alert
-from spark_jobs.transforms.vitals import SUMMARY_COLUMNS, VITAL_SIGNS
-from streamops.config import Settings
 from streamops.pipelines.redis_fence import fence_key, raise_mirror
 from streamops.stack.redis import EVICTION_POLICY
 from tests.integration.support import query

@@ -27,10 +27,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamops.config import PROJECT_ROOT, Settings
+from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.generator.producer import run_generator
 from streamops.maintenance.checkpoints import inspect_checkpoint
 from streamops.maintenance.offset_reset import OFFSETS_RESET_RULE_ID
-from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
 from tests.integration.support import (
     empty_orders_outputs,
     kill_group,

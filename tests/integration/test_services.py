@@ -9,7 +9,8 @@ import mariadb
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamops.config import CONTRACT_TOPICS, Settings
+from streamops.config import Settings
+from streamops.contract.topics import CONTRACT_TOPICS
 from streamops.db import connect
 from streamops.topics import admin_client
 

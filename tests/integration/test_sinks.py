@@ -24,7 +24,6 @@ import redis
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs.common.reconcile import reconcile_revenue_windows
 from spark_jobs.sinks.mariadb import (
     QUARANTINE_KEY,
     QUARANTINE_TABLE,
@@ -35,9 +34,10 @@ from spark_jobs.sinks.mariadb import (
 )
 from spark_jobs.sinks.redis import revenue_redis_writer
 from spark_jobs.transforms.cleansing import QUARANTINE_KEEP_BYTES, quarantine_rows, with_source
-from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
+from streamops.contract.orders import revenue_per_window_sql
 from streamops.db import connect
+from streamops.maintenance.reconcile import reconcile_revenue_windows
 from tests.integration.support import query
 
 ORDER_SCHEMA = (
@@ -834,7 +834,7 @@ def test_reconcile_moves_the_totals_for_a_window_redis_no_longer_tracks(
     and the hourly reconciliation catches up): the totals move by the correction, not by
     nothing (they stayed short of ``order_revenue_5s`` before) and not by the whole window
     (it is counted already)."""
-    from spark_jobs.sinks.redis import (
+    from streamops.contract.orders_redis import (
         DEFAULT_WINDOW_TTL_SECONDS,
         OrdersRedisKeys,
         Window,

@@ -43,12 +43,12 @@ from streamops_airflow.hooks import SparkJobHook
 
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
+from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.db import connect
 from streamops.generator.producer import run_generator
 from streamops.pipelines import jobs
 from streamops.pipelines import lease as leases
 from streamops.pipelines.health import HealthStatus
-from streamops.pipelines.platform_alerts import PLATFORM_ALERTS_KEY
 from streamops.pipelines.restart import Phase
 from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack

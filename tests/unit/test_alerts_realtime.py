@@ -6,14 +6,8 @@ from datetime import datetime, timedelta
 
 from spark_jobs.sinks.alerts import encode_alert
 from spark_jobs.sinks.alerts_realtime import first_line_alerts, first_line_rules
-from spark_jobs.transforms.alerts import (
-    SAMPLE_MESSAGE_MAX_CHARS,
-    AlertRule,
-    WindowCount,
-    alert_id,
-    match_rules,
-    window_start,
-)
+from spark_jobs.transforms.alerts import SAMPLE_MESSAGE_MAX_CHARS, WindowCount, match_rules
+from streamops.contract.alerts import AlertRule, alert_id, window_start
 
 LINE_TIME = datetime(2026, 11, 24, 14, 3, 7, 250000)
 RULES = [

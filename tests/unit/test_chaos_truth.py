@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from spark_jobs.transforms.alerts import AlertRule, alert_id
 from streamops.chaos.truth import (
     Check,
     JoinBounds,
@@ -43,6 +42,7 @@ from streamops.chaos.truth import (
     vitals_reason,
     window_of,
 )
+from streamops.contract.alerts import AlertRule, alert_id
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)  # naive UTC, on a minute boundary
 _EPOCH = datetime(1970, 1, 1)

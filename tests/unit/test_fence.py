@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs.common.fence import Fence
+from streamops.pipelines.fence import Fence
 from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, job_environment
 from streamops.pipelines.lease import Lease
 
@@ -36,8 +36,8 @@ def test_a_malformed_fence_is_an_error_not_an_unfenced_job(env: dict[str, str]) 
 def test_a_job_without_a_lease_gets_a_plain_redis_client(monkeypatch: pytest.MonkeyPatch) -> None:
     import redis
 
-    from spark_jobs.common.fence import FencedRedis, redis_client
     from streamops.config import Settings
+    from streamops.pipelines.fence import FencedRedis, redis_client
 
     monkeypatch.delenv(JOB_LEASE_ENV, raising=False)
     monkeypatch.delenv(JOB_TOKEN_ENV, raising=False)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spark_jobs.transforms.alerts import alert_id
+from streamops.contract.alerts import alert_id
 from streamops.generator.records import validate
 from streamops.soak.probes import (
     ALERT_OUTPUTS,

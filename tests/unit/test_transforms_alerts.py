@@ -10,15 +10,13 @@ from pyspark.sql import functions as F
 
 from spark_jobs.common.rules import RuleCache
 from spark_jobs.transforms.alerts import (
-    AlertRule,
     WindowCount,
-    alert_id,
     alert_id_column,
     match_rules,
     per_second_counts,
     window_lengths,
-    window_start,
 )
+from streamops.contract.alerts import AlertRule, alert_id, window_start
 
 T0 = datetime(2026, 11, 24, 14, 3, 0)
 

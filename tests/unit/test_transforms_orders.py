@@ -28,9 +28,9 @@ from spark_jobs.transforms.orders import (
     check_orders,
     rejected_orders,
     revenue_per_window,
-    revenue_per_window_sql,
     valid_orders,
 )
+from streamops.contract.orders import revenue_per_window_sql
 from streamops.generator.records import generate, validate
 
 KAFKA_SCHEMA = (

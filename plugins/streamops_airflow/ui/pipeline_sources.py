@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 
+from streamops.clients import kafka_consumer, redis_client
 from streamops.config import Settings
 from streamops.pipelines import lease as leases
 from streamops.pipelines.restart import RestartState
@@ -75,17 +76,11 @@ def read_query_hashes(
     specs: Iterable[PipelineSpec], settings: Settings
 ) -> dict[str, dict[str, dict[str, str]]]:
     """pipeline → query → its Redis hash (empty when the query never reported)."""
-    import redis
 
-    from spark_jobs.common.listener import query_key
+    from streamops.contract.redis_keys import query_key
 
     keys = [(spec.name, query) for spec in specs for query in spec.queries]
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=SOURCE_TIMEOUT_SECONDS,
-        socket_connect_timeout=SOURCE_TIMEOUT_SECONDS,
-        decode_responses=True,
-    )
+    client = redis_client(settings, timeout_seconds=SOURCE_TIMEOUT_SECONDS, decode_responses=True)
     with closing(client):
         pipe = client.pipeline(transaction=False)
         for pipeline, query in keys:
@@ -148,17 +143,14 @@ def job_process(spec: PipelineSpec, lease: leases.Lease | None) -> JobProcess | 
 
 def read_topic_end_offsets(topics: Iterable[str], settings: Settings) -> TopicOffsets:
     """topic → partition → end offset (the next offset to be written), read from the brokers."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     timeout = SOURCE_TIMEOUT_SECONDS
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            # Never subscribes or commits: the id only satisfies the client.
-            "group.id": "streamops-operations-ui",
-            "enable.auto.commit": False,
-            "socket.timeout.ms": int(timeout * 1000),
-        }
+    # Never subscribes or commits: the group id only satisfies the client.
+    consumer = kafka_consumer(
+        settings,
+        "streamops-operations-ui",
+        **{"group.id": "streamops-operations-ui", "socket.timeout.ms": int(timeout * 1000)},
     )
     try:
         metadata = consumer.list_topics(timeout=timeout)

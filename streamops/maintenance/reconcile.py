@@ -21,10 +21,10 @@ from typing import Any
 
 import mariadb
 
-from spark_jobs.common.fence import connect, redis_client
-from spark_jobs.sinks import as_utc_naive
-from spark_jobs.transforms.orders import revenue_per_window_sql
 from streamops.config import Settings
+from streamops.contract.orders import revenue_per_window_sql
+from streamops.contract.times import as_utc_naive
+from streamops.pipelines.fence import connect, redis_client
 
 WINDOW_SECONDS = 5
 _EPOCH = datetime(1970, 1, 1)
@@ -120,14 +120,14 @@ def _write_to_redis(settings: Settings, rows: list[tuple[Any, ...]]) -> None:
     """The corrected windows into the Redis totals, as a batch without an id. After MariaDB's
     commit: a failure here leaves Redis short as before, and the next reconciliation of these
     windows finds MariaDB already right; the error reaches the maintenance task."""
-    from spark_jobs.sinks.redis import (
+    from streamops.contract.orders_redis import (
         DEFAULT_MAX_WINDOWS,
         DEFAULT_WINDOW_TTL_SECONDS,
-        ORDERS_UPDATES_CHANNEL,
         OrdersRedisKeys,
         Window,
         write_windows,
     )
+    from streamops.contract.redis_keys import ORDERS_UPDATES_CHANNEL
 
     windows = [
         Window(
