@@ -67,7 +67,7 @@ def require_services(settings: Any, *, spark: bool = False) -> None:
     """Kafka, MariaDB (with the schema) and Redis answer, and with ``spark`` the Kafka
     connector jars are in the cache; else a BenchmarkError that says what to do."""
     from streamops.errors import StreamopsError
-    from streamops.health import check_mariadb, check_redis
+    from streamops.platform_health import check_mariadb, check_redis
     from streamops.topics import admin_client
 
     try:

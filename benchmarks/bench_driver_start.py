@@ -29,7 +29,7 @@ import pyspark
 from benchmarks import BenchmarkError, int_env
 from streamops.config import Settings
 from streamops.installer import DRIVER_GC_OPTION, pyspark_submit
-from streamops.pipelines.submit import with_class_archive
+from streamops.supervision.submit import with_class_archive
 
 PROBE = Path(__file__).resolve().parent / "driver_start_probe.py"
 MODES = ("without_archive", "with_archive")

@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Any, get_args
 
 from benchmarks import BenchmarkError, int_env
-from spark_jobs.sinks.mariadb import ORDER_COLUMNS, ORDERS_KEY, UpsertStrategy, upsert_rows
+from spark_jobs.sinks.mariadb import UpsertStrategy, upsert_rows
+from spark_jobs.sinks.orders import ORDER_COLUMNS, ORDERS_KEY
 from streamops.config import Settings
 from streamops.db import DatabaseUnavailableError, execute
 

@@ -6,7 +6,7 @@ the only I/O at import. Add a pipeline there, not here.
 
 from streamops_airflow.dag_factory import build_supervision_dag
 
-from streamops.pipelines.spec import load_specs
+from streamops.supervision.spec import load_specs
 
 for _spec in load_specs().values():
     globals()[_spec.dag_id] = build_supervision_dag(_spec)

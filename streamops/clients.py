@@ -7,7 +7,7 @@ consumer's group, a producer's idempotence, a shorter timeout for a page that mu
 fast). The client libraries are imported inside each factory: importing this module costs
 nothing, and the dashboard need not load Kafka's nor the CLI Redis'.
 
-A job's sinks take their Redis client from ``streamops.pipelines.fence.redis_client``, which
+A job's sinks take their Redis client from ``streamops.supervision.fence.redis_client``, which
 fences it; an unfenced job (tests, benchmarks) gets the one from here.
 """
 

@@ -241,7 +241,7 @@ class Settings(BaseSettings):
         return self.cache_dir / f"spark-kafka-{spark_version}"
 
     def spark_class_archive(self, spark_version: str) -> Path:
-        """The drivers' class-data archive (`streamops install`, streamops.pipelines.submit). In
+        """The drivers' class-data archive (`streamops install`, streamops.supervision.submit). In
         the virtual environment, not the shared cache: it names the jars of this environment's
         PySpark by their paths, and a JVM given another environment's ignores it."""
         return self.venv_dir / "share" / "streamops" / f"spark-class-archive-{spark_version}.jsa"

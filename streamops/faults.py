@@ -20,7 +20,7 @@ from pathlib import Path
 
 KILL_AT_ENV = "STREAMOPS_FAULT_KILL_AT"
 MARKER_ENV = "STREAMOPS_FAULT_MARKER"
-# Every job process has it (``streamops.pipelines.jobs.STATE_DIR_ENV``).
+# Every job process has it (``streamops.supervision.job_processes.STATE_DIR_ENV``).
 STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
 ARMED_FOLDER = "faults"
 

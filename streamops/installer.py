@@ -254,8 +254,8 @@ def install_class_archive() -> None:
 def pyspark_submit() -> tuple[Path, dict[str, str]]:
     """The venv's PySpark ``spark-submit`` and the environment to run it in, for a run outside a
     pipeline's job (the archive's recording and check, ``benchmarks/bench_driver_start``)."""
-    from streamops.pipelines.submit import spark_submit_path
     from streamops.spark_runtime import spark_home
+    from streamops.supervision.submit import spark_submit_path
 
     home = spark_home()
     env = {**os.environ, "SPARK_HOME": str(home)}

@@ -24,7 +24,7 @@ from airflow.sdk import DAG, task
 
 from streamops.maintenance.checkpoints import CheckpointTarget, CheckpointThresholds
 from streamops.maintenance.compaction import CompactionConfig
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision.spec import PipelineSpec
 from streamops_airflow.operators import StreamingJobOperator
 
 DEFAULT_OWNER = "streamops"
@@ -99,7 +99,7 @@ class HealthCheckSpec:
     rotate_logs: bool = True
 
     def __post_init__(self) -> None:
-        from streamops.health import CHECKS
+        from streamops.platform_health import CHECKS
 
         unknown = sorted(set(self.checks) - set(CHECKS))
         if unknown:
@@ -124,14 +124,14 @@ def build_health_dag(spec: HealthCheckSpec) -> DAG:
         @task
         def check(service: str) -> dict[str, str]:
             from streamops.config import load_settings
-            from streamops.health import CHECKS
+            from streamops.platform_health import CHECKS
 
             return {service: CHECKS[service](load_settings())}
 
         @task
         def publish(results: list[dict[str, str]]) -> dict[str, str]:
             from streamops.config import load_settings
-            from streamops.health import publish_health
+            from streamops.platform_health import publish_health
 
             merged = {name: detail for result in results for name, detail in result.items()}
             publish_health(load_settings(), merged)
@@ -185,7 +185,7 @@ class CheckpointHealthDagSpec:
     dag_id: str
     schedule: str = "*/5 * * * *"
     # None: every query of every pipeline spec, at its checkpoint, resolved at parse time from
-    # the specs file (streamops.pipelines.spec.load_specs: that one local file, nothing else).
+    # the specs file (streamops.supervision.spec.load_specs: that one local file, nothing else).
     targets: tuple[CheckpointTarget, ...] | None = None
     thresholds: CheckpointThresholds = field(default_factory=CheckpointThresholds)
     owner: str = DEFAULT_OWNER

@@ -3,7 +3,7 @@
 In the style of the Apache Spark provider's ``SparkSubmitHook``, but built for jobs that never
 finish on their own:
 
-- **Launch** runs ``spark-submit`` (command from :func:`streamops.pipelines.submit.
+- **Launch** runs ``spark-submit`` (command from :func:`streamops.supervision.submit.
   build_submit_command`) under the checkpoint's lease and records where the job runs in the lease
   row. Local mode: a session of its own, led by a small ``sh`` wrapper that outlives the Airflow
   worker and writes the job's exit code to a file, so a triggerer that is not the parent still
@@ -14,7 +14,7 @@ finish on their own:
   mistaken for the job.
 - **Stop** is graceful first: SIGTERM to the Python driver (queries finish their batch, exit 0),
   SIGKILL of the session after the timeout; in Kubernetes, the pod is deleted with that grace.
-- **Health** is :func:`streamops.pipelines.health.classify_health`, the one rule every reader
+- **Health** is :func:`streamops.supervision.job_health.classify_health`, the one rule every reader
   of a pipeline's state applies.
 
 The API other parts build on (the operations page, ``streamops pipeline``) — keep it stable:
@@ -41,22 +41,22 @@ from airflow.sdk import BaseHook
 from streamops.config import Settings, load_settings
 from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.errors import EXIT_DISK_FULL, EXIT_REFUSED, StreamopsError
-from streamops.pipelines import dependencies, jobs
-from streamops.pipelines import kubernetes as k8s
-from streamops.pipelines import lease as leases
-from streamops.pipelines.health import (
+from streamops.processes import process_stamp
+from streamops.spark_runtime import kafka_connector_jars, spark_home, spark_version
+from streamops.supervision import dependencies, job_processes
+from streamops.supervision import kubernetes as k8s
+from streamops.supervision import lease as leases
+from streamops.supervision.job_health import (
     HealthStatus,
     JobHealth,
     classify_health,
     refusal_in_log,
 )
-from streamops.pipelines.jobs import EXIT_FILE, JobHandle
-from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
-from streamops.pipelines.restart import DependencyDown, OperatorReset, RestartState, transition
-from streamops.pipelines.spec import PipelineSpec
-from streamops.pipelines.submit import build_submit_command, build_submit_environment
-from streamops.processes import process_stamp
-from streamops.spark_runtime import kafka_connector_jars, spark_home, spark_version
+from streamops.supervision.job_processes import EXIT_FILE, JobHandle
+from streamops.supervision.platform_alerts import platform_alert, publish_platform_alert
+from streamops.supervision.restart import DependencyDown, OperatorReset, RestartState, transition
+from streamops.supervision.spec import PipelineSpec
+from streamops.supervision.submit import build_submit_command, build_submit_environment
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class SparkJobHook(BaseHook):
     def start_or_reattach(self, owner: str) -> JobHandle:
         """The job under ``owner``'s lease: the running one if there is one, else a new launch.
 
-        Raises :class:`streamops.pipelines.lease.LeaseHeldError` when another owner holds the
+        Raises :class:`streamops.supervision.lease.LeaseHeldError` when another owner holds the
         checkpoint: no second query is ever started next to it.
         """
         with self.connection() as connection:
@@ -205,7 +205,7 @@ class SparkJobHook(BaseHook):
         and the launch one step, so two supervisors never both launch on it. ``keep_alive``
         renews our lease meanwhile; past the budget the launch goes ahead regardless.
         """
-        from streamops.pipelines.spec import load_specs
+        from streamops.supervision.spec import load_specs
 
         budget = self.spec.health.start_alone_seconds
         if self.spec.kubernetes is not None or budget <= 0:
@@ -217,7 +217,7 @@ class SparkJobHook(BaseHook):
             while True:
                 locked = locked or leases.try_named_lock(connection, leases.LAUNCH_LOCK)
                 if locked:
-                    starting = jobs.starting_pipelines(self.settings, others)
+                    starting = job_processes.starting_pipelines(self.settings, others)
                     if not starting:
                         return True
                     why = f"{', '.join(starting)} still starting"
@@ -256,8 +256,8 @@ class SparkJobHook(BaseHook):
         command = self.submit_command(kafka_connector_jars(self.settings))
         env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
         env.setdefault("SPARK_HOME", str(spark_home()))
-        env.update(jobs.job_environment(self.spec.name, lease))
-        jobs.mirror_fence(self.settings, lease)
+        env.update(job_processes.job_environment(self.spec.name, lease))
+        job_processes.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
             return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a
@@ -338,7 +338,7 @@ class SparkJobHook(BaseHook):
         )
 
     def _run_dir(self) -> Path:
-        return jobs.run_dir(self.settings, self.spec.name)
+        return job_processes.run_dir(self.settings, self.spec.name)
 
     def submit_command(self, connector_jars: list[Path] | None = None) -> list[str]:
         version = spark_version()
@@ -353,30 +353,32 @@ class SparkJobHook(BaseHook):
         )
 
     def _handle(self, lease: leases.Lease, *, reattached: bool) -> JobHandle:
-        return jobs.handle_from_lease(self.spec, self.settings, lease, reattached=reattached)
+        return job_processes.handle_from_lease(
+            self.spec, self.settings, lease, reattached=reattached
+        )
 
     # --- process / pod ------------------------------------------------------------------------
     @staticmethod
     def is_running(handle: JobHandle) -> bool:
         """The handle's local process lives on this host: same pid *and* same start time."""
-        return jobs.process_is_running(handle)
+        return job_processes.process_is_running(handle)
 
     @staticmethod
     def exit_code(handle: JobHandle) -> int | None:
-        return jobs.process_exit_code(handle)
+        return job_processes.process_exit_code(handle)
 
     def is_alive(self, handle: JobHandle) -> bool:
         """The job runs: its local process, or its driver pod (Pending or Running)."""
         if handle.driver_pod:
             pod = self._driver_pod(handle)
             return pod is not None and pod.alive
-        return jobs.process_is_running(handle)
+        return job_processes.process_is_running(handle)
 
     @staticmethod
     def exit_watch_pids(handle: JobHandle) -> list[int]:
         """The local job's processes whose exit ends it (none for a driver pod): the trigger
         wakes when one exits instead of at its next poll."""
-        return jobs.exit_watch_pids(handle)
+        return job_processes.exit_watch_pids(handle)
 
     def await_exit(self, handle: JobHandle, timeout_seconds: float) -> bool:
         """Wait up to ``timeout_seconds`` for the job to end by itself; True once it has.
@@ -401,7 +403,7 @@ class SparkJobHook(BaseHook):
         if handle.driver_pod:
             k8s.run_kubectl(k8s.stop_driver_command(self.spec, handle.driver_pod, timeout))
             return None
-        return jobs.stop_process(handle, timeout)
+        return job_processes.stop_process(handle, timeout)
 
     def _driver_pod(self, handle: JobHandle) -> k8s.DriverPod | None:
         document = k8s.run_kubectl(
@@ -413,7 +415,7 @@ class SparkJobHook(BaseHook):
     # --- health -------------------------------------------------------------------------------
     def read_health(self, handle: JobHandle, now: float | None = None) -> JobHealth:
         if not handle.driver_pod:
-            return jobs.local_health(self.spec, self.settings, handle, now)
+            return job_processes.local_health(self.spec, self.settings, handle, now)
         pod = self._driver_pod(handle)
         alive = pod is not None and pod.alive
         return classify_health(
@@ -452,9 +454,9 @@ class SparkJobHook(BaseHook):
                 f"{self.spec.kubernetes.namespace if self.spec.kubernetes else 'its namespace'} "
                 "says why"
             )
-        if jobs.process_is_running(handle):
+        if job_processes.process_is_running(handle):
             return None
-        if jobs.process_exit_code(handle) != EXIT_REFUSED:
+        if job_processes.process_exit_code(handle) != EXIT_REFUSED:
             return None
         text = dependencies.since_launch(dependencies.log_tail(handle.log_file))
         return refusal_in_log(text) or (
@@ -481,7 +483,7 @@ class SparkJobHook(BaseHook):
             texts += [fields.get("last_exception", "") for fields in states.values()]
         causes = dependencies.causes_in("\n".join(texts))
         # Exit 74: a full disk stopped the job, or it did not start on one (no such text).
-        exit_code = None if handle.driver_pod else jobs.process_exit_code(handle)
+        exit_code = None if handle.driver_pod else job_processes.process_exit_code(handle)
         if exit_code == EXIT_DISK_FULL and "disk" not in causes:
             causes.append("disk")
         if not causes:
@@ -500,7 +502,7 @@ class SparkJobHook(BaseHook):
         return self.read_health(handle)
 
     def query_states(self, handle: JobHandle) -> dict[str, dict[str, str]]:
-        return jobs.read_query_states(self.settings, handle.pipeline, handle.queries)
+        return job_processes.read_query_states(self.settings, handle.pipeline, handle.queries)
 
     # --- lease --------------------------------------------------------------------------------
     def renew(self, handle: JobHandle) -> None:
@@ -533,16 +535,16 @@ class SparkJobHook(BaseHook):
             ),
         )
 
-    def stop_stray_jobs(self) -> list[jobs.StrayJob]:
+    def stop_stray_jobs(self) -> list[job_processes.StrayJob]:
         """Local mode, before a launch: stop every process of this pipeline that no lease
         accounts for (a launcher lost track of it, or ``streamops run`` started it), so a new
         job never writes next to it. Each one is logged and alerted (``pipeline-orphan``)."""
         if self.spec.kubernetes is not None:
             return []
-        strays = jobs.stray_jobs(self.settings, self.spec.name)
+        strays = job_processes.stray_jobs(self.settings, self.spec.name)
         for stray in strays:
             log.warning("%s: stopping an orphan job: %s", self.spec.name, stray.describe())
-            jobs.stop_stray_job(stray, self.spec.stop_timeout_seconds)
+            job_processes.stop_stray_job(stray, self.spec.stop_timeout_seconds)
             self._warn(
                 ORPHAN_RULE_ID,
                 f"{self.spec.name}:{stray.session}:{stray.started_at:.0f}",

@@ -2,7 +2,7 @@
 
 Thin, like the Spark provider's operators: it validates its parameters and calls the hook; the
 waiting happens in :class:`~streamops_airflow.triggers.SparkJobHealthTrigger` (deferred, no
-worker slot) and the decisions in :mod:`streamops.pipelines.restart` (pure).
+worker slot) and the decisions in :mod:`streamops.supervision.restart` (pure).
 
 One task instance supervises for as long as the job runs:
 
@@ -35,8 +35,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from streamops.pipelines.lease import LeaseHeldError
-from streamops.pipelines.restart import (
+from streamops.supervision.lease import LeaseHeldError
+from streamops.supervision.restart import (
     Action,
     DependencyDown,
     Failed,
@@ -46,7 +46,7 @@ from streamops.pipelines.restart import (
     Stopped,
     transition,
 )
-from streamops.pipelines.spec import PIPELINE_NAME, PipelineSpec, load_spec
+from streamops.supervision.spec import PIPELINE_NAME, PipelineSpec, load_spec
 from streamops_airflow.hooks import HealthStatus, JobHandle, SparkJobHook
 from streamops_airflow.triggers import (
     DEPENDENCIES_UP,

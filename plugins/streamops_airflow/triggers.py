@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from streamops.pipelines.health import HealthStatus, JobHealth
-from streamops.pipelines.lease import LeaseLostError
+from streamops.supervision.job_health import HealthStatus, JobHealth
+from streamops.supervision.lease import LeaseLostError
 
 LEASE_LOST = "lease_lost"
 # After Redis was unreachable, how long a "stalled" verdict is held: the driver reports its status
@@ -273,7 +273,7 @@ class DependencyWaitTrigger(_FieldsTrigger):
         return _hook(self.pipeline, self.specs_path)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from streamops.pipelines.dependencies import probe
+        from streamops.supervision.dependencies import probe
         from streamops_airflow.hooks import JobHandle
 
         hook = await asyncio.to_thread(self._hook)
@@ -328,7 +328,7 @@ class DependencyWaitTrigger(_FieldsTrigger):
 def _hook(pipeline: str, specs_path: str | None) -> Any:
     from pathlib import Path
 
-    from streamops.pipelines.spec import load_spec
+    from streamops.supervision.spec import load_spec
     from streamops_airflow.hooks import SparkJobHook
 
     return SparkJobHook(load_spec(pipeline, Path(specs_path) if specs_path else None))

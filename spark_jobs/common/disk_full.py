@@ -13,7 +13,7 @@ every sink is idempotent per batch.
 
 So :func:`disk_full_cause` reads every text the failure carries (the Python chain, a captured
 Java exception's description and stack trace, and each Java cause and suppressed exception
-behind it) for the patterns the supervisor reads too (``streamops.pipelines.dependencies``,
+behind it) for the patterns the supervisor reads too (``streamops.supervision.dependencies``,
 ``disk``). The runner then stops the job's other queries, logs one line starting
 ``streamops: disk full:`` that names each filesystem the job writes with its free space, and
 exits with ``EXIT_DISK_FULL`` (74). A job also does not start on a filesystem that is already full
@@ -33,7 +33,7 @@ from typing import Any
 from streamops.config import Settings
 from streamops.disk import full_below_bytes, human_bytes, is_full, local_path, measured_path
 from streamops.errors import EXIT_DISK_FULL
-from streamops.pipelines.dependencies import CAUSE_PATTERNS
+from streamops.supervision.dependencies import CAUSE_PATTERNS
 
 # Java causes and suppressed exceptions read behind one failure, at most (a cycle ends there).
 MAX_JAVA_THROWABLES = 64

@@ -36,7 +36,7 @@ from streamops.config import Settings
 from streamops.contract.redis_keys import QUERY_EVENTS_CHANNEL, QUERY_KEY_PREFIX, query_key
 from streamops.contract.times import iso_utc
 from streamops.db import connect
-from streamops.pipelines.health import RESTART_AT, RESTART_ATTEMPT, RESTART_REASON, RESTARTING
+from streamops.supervision.job_health import RESTART_AT, RESTART_ATTEMPT, RESTART_REASON, RESTARTING
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,10 @@ def status_redis(settings: Settings) -> redis.Redis:
     """A Redis client for a job's status writes: short timeouts, so a Redis outage delays the
     listener bus and the driver's loop by seconds at most.
 
-    Fenced like the sinks (``streamops.pipelines.fence``): once a newer job holds the checkpoint,
+    Fenced like the sinks (``streamops.supervision.fence``): once a newer job holds the checkpoint,
     this job's heartbeats and status are refused, so an old job that has not exited yet can never
     make the new one look alive (or overwrite what it reports)."""
-    from streamops.pipelines.fence import redis_client
+    from streamops.supervision.fence import redis_client
 
     return redis_client(
         settings,

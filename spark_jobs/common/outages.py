@@ -1,13 +1,13 @@
 """Riding out a short MariaDB or Redis outage inside the batch, instead of dying of it.
 
 A job whose sink write fails because MariaDB or Redis is down used to fail its query and exit;
-the supervisor then waited for the dependency and relaunched the job (``streamops.pipelines.
+the supervisor then waited for the dependency and relaunched the job (``streamops.supervision.
 dependencies``). That is right for a long outage, but a restart costs a JVM start, and after an
 outage every pipeline needs one: on a 2-core machine they queue behind the launch lock, and a
 60-second database restart cost minutes of every pipeline's output.
 
 So each query's ``foreachBatch`` writer is wrapped by :func:`riding_out`: when the write fails and
-the failure names a MariaDB or Redis outage (:func:`streamops.pipelines.dependencies.causes_in`,
+the failure names a MariaDB or Redis outage (:func:`streamops.supervision.dependencies.causes_in`,
 the same patterns the supervisor reads), the driver waits, with backoff, and runs the batch's
 write again, for up to ``STREAMOPS_OUTAGE_RIDE_OUT_SECONDS`` (the spec's
 ``outage_ride_out_seconds``). Running it again is safe for the reason a replay after a crash is:
@@ -16,7 +16,7 @@ Meanwhile the batch stays active, which the health rule reads as *busy*, never *
 (the spec keeps the budget below ``health.max_batch_seconds``). An outage longer than the budget
 fails the query as before, and the supervisor's wait takes over.
 
-A fenced write (:class:`streamops.pipelines.fence.FencedError`) is never retried: a newer job owns
+A fenced write (:class:`streamops.supervision.fence.FencedError`) is never retried: a newer job owns
 the checkpoint. Nor is any failure whose text names no outage.
 """
 
@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 
 from pyspark.sql import DataFrame
 
-from streamops.pipelines.dependencies import causes_in
-from streamops.pipelines.submit import OUTAGE_RIDE_OUT_ENV as RIDE_OUT_ENV
+from streamops.supervision.dependencies import causes_in
+from streamops.supervision.submit import OUTAGE_RIDE_OUT_ENV as RIDE_OUT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def outage_causes(error: BaseException) -> tuple[str, ...]:
     """The dependencies (of :data:`RIDDEN_OUT`) whose outage ``error`` names; () when none, or
     when the write was fenced. Reads the whole chain of causes: a Python worker's failure reaches
     the driver as a Java exception whose text holds the worker's traceback."""
-    from streamops.pipelines.fence import FencedError
+    from streamops.supervision.fence import FencedError
 
     errors = list(_chain(error))
     if any(isinstance(e, FencedError) for e in errors):

@@ -21,8 +21,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from streamops.pipelines.submit import SETTLED_NICE_ENV
 from streamops.processes import session_members
+from streamops.supervision.submit import SETTLED_NICE_ENV
 
 MAX_NICE = 19
 

@@ -4,7 +4,7 @@ Spark's listener reports a query only when a batch ends (progress) or while it i
 inside a long batch says nothing until the batch is over: a replay after a restart, or any batch
 on a loaded machine, would look stalled from the progress heartbeat alone. The driver's main loop
 (``runner.run_queries``) therefore asks every query for its status about once a second and writes
-what the health rule (``streamops.pipelines.health``) needs to the query's Redis hash:
+what the health rule (``streamops.supervision.job_health``) needs to the query's Redis hash:
 
 - ``status_at``: when the driver last reported (a driver that stops reporting hangs);
 - ``trigger_active``: 1 while a batch (or its planning) runs, with ``status_message`` (Spark's);
@@ -31,7 +31,7 @@ from spark_jobs.common import outages
 from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, status_redis
 from streamops.config import Settings
 from streamops.contract.redis_keys import query_key
-from streamops.pipelines.health import (
+from streamops.supervision.job_health import (
     BATCH_PLANNED_ROWS,
     BATCH_STARTED_AT,
     FIRST_BATCH,

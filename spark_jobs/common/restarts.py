@@ -8,7 +8,8 @@ loaded 2-core machine, ``transformWithState``'s pre-init worker (the first batch
 ``vitals_signal``) can take longer, and Spark fails the query. Its checkpoint is untouched (the
 batch had not started), so a restart from it loses and repeats nothing.
 
-Any other failure still ends the job: the supervisor judges it (``streamops.pipelines.health``).
+Any other failure still ends the job: the supervisor judges it
+(``streamops.supervision.job_health``).
 The listener and the driver's loop ask the same :class:`RestartPolicy`, so the query's Redis hash
 says ``restarting`` (with the reason and when) exactly when the driver will restart it.
 """

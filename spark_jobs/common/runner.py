@@ -31,8 +31,8 @@ from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
 from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL, EXIT_REFUSED, REFUSAL_MARK
-from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
-from streamops.pipelines.spec import PipelineSpec, PipelineSpecError, load_spec
+from streamops.supervision.platform_alerts import platform_alert, publish_platform_alert
+from streamops.supervision.spec import PipelineSpec, PipelineSpecError, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class JobContext:
     """What a job knows of its pipeline: the spec, and the settings it runs with.
 
     The rule that ties a job's queries to the spec is spelled out in
-    ``streamops/pipelines/spec.py``: a job asks for its queries by role, all at once, and gets
+    ``streamops/supervision/spec.py``: a job asks for its queries by role, all at once, and gets
     their names and checkpoints; roles that differ from the spec's fail the job before it starts
     a query.
     """
@@ -99,7 +99,7 @@ class JobContext:
                 f"The {self.pipeline} job starts the queries {list(roles)} (by role), but its spec "
                 f"lists {list(self.spec.queries)} (roles {list(listed)}). A query's role is its "
                 f"name without '{self.pipeline}_'; make the spec's queries and the job's agree "
-                "(streamops/pipelines/spec.py)."
+                "(streamops/supervision/spec.py)."
             )
         return tuple(self._query(listed[role]) for role in roles)
 

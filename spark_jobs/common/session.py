@@ -10,8 +10,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from streamops.config import Settings
-from streamops.pipelines.submit import DRIVER_JAVA_OPTIONS, with_class_archive
 from streamops.spark_runtime import kafka_connector_jars
+from streamops.supervision.submit import DRIVER_JAVA_OPTIONS, with_class_archive
 
 # Set by spark-submit for the Python driver it starts: the JVM runs already.
 GATEWAY_ENV = "PYSPARK_GATEWAY_PORT"

@@ -23,8 +23,8 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 from spark_jobs.common.archive import archive_writer
 from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
-from spark_jobs.sinks.mariadb import orders_writer, quarantine_writer, revenue_writer
-from spark_jobs.sinks.redis import revenue_redis_writer
+from spark_jobs.sinks.mariadb import quarantine_writer
+from spark_jobs.sinks.orders import orders_writer, revenue_redis_writer, revenue_writer
 from spark_jobs.transforms.orders import (
     check_orders,
     rejected_orders,

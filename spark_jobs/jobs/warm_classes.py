@@ -6,7 +6,7 @@ A driver started cold spends much of its first minute loading, parsing and verif
 of Spark, Scala and Hadoop; on a machine whose cores are busy that is most of a relaunch's time
 (docs/performance.md, "Recovery under faults"). The JVM records the classes this run loaded into
 an archive when it exits, and every job's driver maps them from it instead
-(``streamops.pipelines.submit.with_class_archive``). The run needs no service: Kafka-shaped
+(``streamops.supervision.submit.with_class_archive``). The run needs no service: Kafka-shaped
 records from Spark's rate source go through the orders pipeline's own transforms (JSON checks,
 the revenue window with its watermark and state store) into ``foreachBatch``, for a few batches.
 Classes it does not touch load as before.

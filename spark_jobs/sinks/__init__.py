@@ -1,7 +1,8 @@
 """``foreachBatch`` writers: plain functions ``(batch_df, batch_id) -> None``, idempotent by key.
 
-- :mod:`spark_jobs.sinks.mariadb`: upserts into the contract's tables (the system of record).
-- :mod:`spark_jobs.sinks.redis`: the latest windows and running totals for dashboards.
+One module per pipeline (``orders``, ``alerts``, ``joins``, ``vitals``) writes its outputs to
+MariaDB (the system of record), Redis (live state) and Kafka; :mod:`spark_jobs.sinks.mariadb`
+is the upsert they all use, and the quarantine writer every pipeline shares.
 
 Replaying a batch (Spark re-runs the last uncommitted one after a crash) must leave every store as
 the first run left it, so writers set absolute values by key and never add blindly.

@@ -56,7 +56,7 @@ from streamops.contract.redis_keys import (
     alert_key,
 )
 from streamops.contract.topics import ALERTS_TOPIC
-from streamops.pipelines.fence import connect, redis_client
+from streamops.supervision.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from streamops.contract.redis_keys import (
     REALTIME_STATS_KEY,
 )
 from streamops.contract.topics import ALERTS_TOPIC
-from streamops.pipelines.fence import redis_client
+from streamops.supervision.fence import redis_client
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,7 @@ from streamops.config import Settings
 from streamops.contract.joins import STATUS_RANKING
 from streamops.contract.redis_keys import JOINS_KEY_PREFIX
 from streamops.contract.times import iso_utc
-from streamops.pipelines.fence import connect, redis_client
+from streamops.supervision.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 

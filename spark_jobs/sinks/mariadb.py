@@ -1,13 +1,11 @@
-"""MariaDB sinks: ``foreachBatch`` writers for the orders pipeline, idempotent by primary key.
+"""MariaDB upserts for every pipeline's sinks, idempotent by primary key, and the quarantine writer.
 
 Every writer upserts, so a replayed batch (Spark re-runs the last uncommitted batch after a crash)
-writes the same rows again and changes nothing:
-
-- ``orders`` and ``quarantine`` keep the *first* copy of a key (``on_duplicate="ignore"``): a
-  repeated order_id is a duplicate counted once, and its first ``ingested_at`` stays.
-- ``order_revenue_5s`` takes the *latest* values (``on_duplicate="update"``): in update output
-  mode Spark emits the full current aggregate of every window that changed, so overwriting with
-  those absolute values is idempotent.
+writes the same rows again and changes nothing: ``on_duplicate="ignore"`` keeps the *first* copy
+of a key (``quarantine``, ``orders``), ``on_duplicate="update"`` takes the *latest* values (a
+window's aggregate in update output mode, whose absolute values make overwriting idempotent).
+The pipelines' own writers are in their modules (``spark_jobs.sinks.orders``, ``.alerts``,
+``.joins``, ``.vitals``).
 
 A small batch is written from the driver over one connection; a larger one (a replay, a burst)
 goes from the executors straight to MariaDB, one connection per non-empty partition
@@ -29,10 +27,9 @@ from pyspark.sql.types import BinaryType
 
 from spark_jobs.sinks import DRIVER_WRITE_MAX_ROWS, with_utc_wall_clock_timestamps, write_partitions
 from spark_jobs.transforms.cleansing import QUARANTINE_COLUMNS
-from spark_jobs.transforms.orders import REVENUE_COLUMNS, VALID_ORDER_COLUMNS
 from streamops.config import Settings
 from streamops.faults import kill_point
-from streamops.pipelines.fence import connect
+from streamops.supervision.fence import connect
 
 BatchWriter = Callable[[DataFrame, int], None]
 OnDuplicate = Literal["update", "ignore"]
@@ -86,11 +83,6 @@ def _chunk_bytes_from_env(default: int = 4 * 1024 * 1024) -> int:
 DEFAULT_CHUNK_SIZE = _chunk_size_from_env()
 DEFAULT_CHUNK_BYTES = _chunk_bytes_from_env()
 
-ORDERS_TABLE = "orders"
-ORDERS_KEY = ("order_id",)
-# What the writer takes from a batch of valid orders; kafka_timestamp is not stored.
-ORDER_COLUMNS = tuple(c for c in VALID_ORDER_COLUMNS if c != "kafka_timestamp")
-
 QUARANTINE_TABLE = "quarantine"
 QUARANTINE_KEY = ("source_topic", "source_partition", "source_offset")
 # Written when the batch has them.
@@ -103,9 +95,6 @@ QUARANTINE_OPTIONAL_COLUMNS = (
     "record_key_bytes",
     "record_key_sha256",
 )
-
-REVENUE_TABLE = "order_revenue_5s"
-REVENUE_KEY = ("window_start", "currency")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -312,29 +301,6 @@ def write_frame(
     write_partitions(selected, write_partition, driver_max_rows)
 
 
-def orders_writer(settings: Settings) -> BatchWriter:
-    """Valid orders into ``orders``: the first copy of an order_id wins, for good.
-
-    Every order of one batch gets the batch's ``ingested_at``. Within a batch, copies of an
-    order_id share a Kafka partition (the key is the order_id), so the one with the lowest offset
-    is written first and is the one kept.
-    """
-
-    def write(batch: DataFrame, batch_id: int) -> None:
-        # Evaluated once per query, so every row of the batch carries the same instant.
-        stamped = batch.withColumn("ingested_at", F.current_timestamp())
-        write_frame(
-            stamped,
-            settings,
-            ORDERS_TABLE,
-            ORDERS_KEY,
-            (*ORDER_COLUMNS, "ingested_at"),
-            on_duplicate="ignore",
-        )
-
-    return write
-
-
 def quarantine_writer(settings: Settings) -> BatchWriter:
     """Rejected records into ``quarantine``, once per Kafka position (the first write stays)."""
 
@@ -347,17 +313,6 @@ def quarantine_writer(settings: Settings) -> BatchWriter:
             QUARANTINE_KEY,
             (*QUARANTINE_COLUMNS, *optional),
             on_duplicate="ignore",
-        )
-
-    return write
-
-
-def revenue_writer(settings: Settings) -> BatchWriter:
-    """Windows into ``order_revenue_5s``, overwritten with the absolute values of the batch."""
-
-    def write(batch: DataFrame, batch_id: int) -> None:
-        write_frame(
-            batch, settings, REVENUE_TABLE, REVENUE_KEY, REVENUE_COLUMNS, on_duplicate="update"
         )
 
     return write

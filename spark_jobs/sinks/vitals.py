@@ -43,7 +43,7 @@ from spark_jobs.transforms.vitals import (
 from streamops.config import Settings
 from streamops.contract.redis_keys import VITALS_KEY_PREFIX
 from streamops.contract.times import as_utc_naive, iso_utc
-from streamops.pipelines.fence import connect, redis_client
+from streamops.supervision.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import psutil
 
 from streamops import faults as kill_points
 from streamops.config import Settings
-from streamops.pipelines import jobs
-from streamops.pipelines import lease as leases
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision import job_processes
+from streamops.supervision import lease as leases
+from streamops.supervision.spec import PipelineSpec
 
 PROCESS_KILLS = ("kill_shell", "kill_jvm", "kill_driver", "kill_worker")
 AIRFLOW_KILLS = ("kill_scheduler", "kill_triggerer", "kill_dag_processor")
@@ -105,7 +105,7 @@ def role_of(process: psutil.Process, wrapper_pid: int) -> str:
     return "other"
 
 
-def job_handle(settings: Settings, spec: PipelineSpec) -> jobs.JobHandle | None:
+def job_handle(settings: Settings, spec: PipelineSpec) -> job_processes.JobHandle | None:
     """The handle of the job holding ``spec``'s lease now, if any."""
     from streamops.db import connect
 
@@ -113,7 +113,7 @@ def job_handle(settings: Settings, spec: PipelineSpec) -> jobs.JobHandle | None:
         lease = leases.current(connection, spec.checkpoint_location(settings.checkpoint_root))
     if lease is None or lease.owner is None or not lease.pid:
         return None
-    return jobs.handle_from_lease(spec, settings, lease)
+    return job_processes.handle_from_lease(spec, settings, lease)
 
 
 def kill_process(
@@ -123,7 +123,7 @@ def kill_process(
     handle = job_handle(settings, spec)
     if handle is None:
         raise FaultError(f"{spec.name}: no job holds the lease now")
-    members = jobs.job_processes(handle)
+    members = job_processes.job_processes(handle)
     candidates = []
     for process in members:
         with suppress(psutil.Error):

@@ -251,7 +251,7 @@ class _Platform:
         """Per pipeline: the lease holder's session (its wrapper pid) and when the lease was
         last renewed (its expiry less its TTL), epoch seconds."""
         from streamops.db import connect
-        from streamops.pipelines import lease as leases
+        from streamops.supervision import lease as leases
 
         found: dict[str, tuple[int | None, float | None]] = {}
         with closing(connect(self.settings)) as connection:
@@ -379,7 +379,7 @@ def _concurrent_log_errors(settings: Settings, since: float) -> list[str]:
 
 def _orphans(settings: Settings, specs: dict[str, Any]) -> list[str]:
     from streamops.chaos.faults import job_handle
-    from streamops.pipelines.jobs import stray_jobs
+    from streamops.supervision.job_processes import stray_jobs
 
     found = []
     for name, spec in specs.items():

@@ -297,7 +297,7 @@ def pipeline_heartbeat(queries: Iterable[Mapping[str, str]]) -> float | None:
 def job_sessions(state_dir: str, pipelines: Iterable[str]) -> dict[str, list[int]]:
     """pipeline → the sessions in which a JVM or Python process of its job lives (this host,
     this state folder)."""
-    from streamops.pipelines.jobs import JOB_PIPELINE_ENV, STATE_DIR_ENV
+    from streamops.supervision.job_processes import JOB_PIPELINE_ENV, STATE_DIR_ENV
 
     wanted = set(pipelines)
     found: dict[str, set[int]] = {name: set() for name in wanted}

@@ -292,7 +292,7 @@ def run_pipeline(
     Options after the pipeline go to the job, e.g. `streamops run orders --watermark "30 seconds"`;
     `streamops run orders --help` lists them. The same module is the spark-submit entry point.
     """
-    from streamops.pipelines.spec import load_specs
+    from streamops.supervision.spec import load_specs
 
     specs = load_specs()
     if pipeline not in specs:
@@ -302,7 +302,7 @@ def run_pipeline(
     env = {**os.environ, **cfg.as_env()}
     if any(arg in ("-h", "--help") for arg in ctx.args):
         raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)
-    from streamops.pipelines.foreground import run_in_foreground
+    from streamops.supervision.foreground import run_in_foreground
 
     raise typer.Exit(run_in_foreground(cfg, specs[pipeline], command, env))
 

@@ -25,7 +25,7 @@ from streamops.errors import StreamopsError
 if TYPE_CHECKING:
     from streamops.airflow_rest import AirflowRest
     from streamops.config import Settings
-    from streamops.pipelines.spec import PipelineSpec
+    from streamops.supervision.spec import PipelineSpec
 
 pipeline_app = typer.Typer(
     help="Supervised streaming pipelines: status, start, stop, restart (through Airflow).",
@@ -118,7 +118,7 @@ def _airflow() -> Iterator[tuple[AirflowRest, PluginClient, Settings]]:
 
 
 def _spec(name: str) -> PipelineSpec:
-    from streamops.pipelines.spec import load_specs
+    from streamops.supervision.spec import load_specs
 
     specs = load_specs()
     if name not in specs:
@@ -215,8 +215,8 @@ def start(
 
 def _orphans_first(cfg: Settings, spec: PipelineSpec, stop: bool) -> None:
     """Refuse to start beside an orphan job, or stop it first when asked to."""
-    from streamops.pipelines import jobs
-    from streamops.pipelines.foreground import lease_holder_job, refuse_stray_jobs
+    from streamops.supervision import job_processes
+    from streamops.supervision.foreground import lease_holder_job, refuse_stray_jobs
 
     if not stop:
         refuse_stray_jobs(
@@ -227,9 +227,9 @@ def _orphans_first(cfg: Settings, spec: PipelineSpec, stop: bool) -> None:
         )
         return
     holder = lease_holder_job(cfg, spec)
-    for stray in jobs.stray_jobs(cfg, spec.name, holder):
+    for stray in job_processes.stray_jobs(cfg, spec.name, holder):
         console.print(f"{spec.name}: stopping the orphan job {stray.describe()}")
-        jobs.stop_stray_job(stray, spec.stop_timeout_seconds)
+        job_processes.stop_stray_job(stray, spec.stop_timeout_seconds)
 
 
 @pipeline_app.command("stop")

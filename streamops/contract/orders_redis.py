@@ -1,6 +1,6 @@
 """The orders' live records in Redis: the latest revenue windows per currency and running totals,
 for dashboards. One writer (:func:`write_windows`) for the stream's sink
-(``spark_jobs.sinks.redis``) and the maintenance's reconciliation alike.
+(``spark_jobs.sinks.orders``) and the maintenance's reconciliation alike.
 
 Keys (documented with types and TTLs in docs/redis-keys.md), ``<prefix>`` = ``streamops:orders``:
 

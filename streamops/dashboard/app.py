@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         return status.as_dict()
 
     async def page_snapshot() -> dict[str, Any]:
-        return {**await snapshot(feed.client, feed.ranges), "disk": await disk()}
+        return {**await snapshot(feed.client, feed.ranges, feed.bounds), "disk": await disk()}
 
     async def watch_disk() -> None:
         last: dict[str, Any] | None = None

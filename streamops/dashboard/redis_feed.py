@@ -23,6 +23,7 @@ from streamops.clients import async_redis_client
 from streamops.config import Settings
 from streamops.contract.redis_keys import orders_window_key, orders_windows_key
 from streamops.dashboard import state
+from streamops.supervision.job_health import StallBounds
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +40,18 @@ IDLE_PING_SECONDS = 5.0
 
 Event = tuple[str, dict[str, Any]]
 Ranges = dict[str, tuple[float | None, float | None]]
+# Pipeline → the stall bounds of its spec.
+Bounds = dict[str, StallBounds]
 # The vitals job publishes no channel: its keys are read this often and changed tiles pushed.
 VITALS_POLL_SECONDS = 0.5
 
 
-async def snapshot(client: aioredis.Redis, ranges: Ranges) -> dict[str, Any]:
+async def snapshot(client: aioredis.Redis, ranges: Ranges, bounds: Bounds) -> dict[str, Any]:
     """Everything the page shows, read from Redis (a few dozen keys)."""
     return {
         "orders": await _orders_snapshot(client),
         "alerts": await _alerts_snapshot(client),
-        "health": await _health_snapshot(client),
+        "health": await _health_snapshot(client, bounds),
         "vitals": list((await vitals_tiles(client, ranges)).values()),
         "server_time": round(time.time(), 3),
     }
@@ -99,7 +102,19 @@ async def _alerts_snapshot(client: aioredis.Redis) -> dict[str, Any]:
     return {"alerts": state.latest_alerts(entries), "platform": platform}
 
 
-async def _health_snapshot(client: aioredis.Redis) -> list[dict[str, Any]]:
+def pipeline_bounds() -> Bounds:
+    """Each pipeline's stall bounds from its spec, so the page judges a query as its supervisor
+    does; no spec file (a dashboard away from the repo) leaves the specs' defaults."""
+    from streamops.supervision.spec import PipelineSpecError, load_specs
+
+    try:
+        return {name: spec.stall_bounds for name, spec in load_specs().items()}
+    except PipelineSpecError as exc:
+        log.warning("pipeline specs not read (%s); the default stall bounds apply", exc)
+        return {}
+
+
+async def _health_snapshot(client: aioredis.Redis, bounds: Bounds) -> list[dict[str, Any]]:
     now = time.time()
     rows = []
     async for key in client.scan_iter(match=state.QUERY_KEY_PATTERN):
@@ -108,7 +123,7 @@ async def _health_snapshot(client: aioredis.Redis) -> list[dict[str, Any]]:
         except ResponseError:  # not a query hash (WRONGTYPE)
             continue
         if fields:
-            rows.append(state.pipeline_health(fields, now))
+            rows.append(state.pipeline_health(fields, now, bounds.get(fields.get("pipeline", ""))))
     return sorted(rows, key=lambda row: (row["pipeline"], row["query_name"]))
 
 
@@ -138,6 +153,7 @@ class RedisFeed:
         self.client: aioredis.Redis = async_redis_client(settings)
         self.subscribed = asyncio.Event()
         self.ranges = default_vital_ranges()
+        self.bounds = pipeline_bounds()
         self._queues: set[asyncio.Queue[Event | None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._tiles: dict[str, dict[str, Any]] = {}
@@ -261,7 +277,9 @@ class RedisFeed:
                 return None
             # Offsets stay in the hash (the message leaves them out): read it for the lag.
             fields = await _hash(self.client, state.health_key(pipeline, query_name))
-            return "health", state.pipeline_health(fields or _as_fields(message), time.time())
+            return "health", state.pipeline_health(
+                fields or _as_fields(message), time.time(), self.bounds.get(pipeline)
+            )
         return None
 
 

@@ -25,6 +25,8 @@ from streamops.contract.redis_keys import (
     query_key,
     vitals_patient_key,
 )
+from streamops.supervision.job_health import StallBounds, query_verdict
+from streamops.supervision.spec import HealthThresholds
 
 __all__ = [
     "ALERTS_CHANNEL",
@@ -37,10 +39,10 @@ __all__ = [
 ]
 
 ORDERS_TOTALS_KEY = orders_totals_key()
+# The bounds of a query whose pipeline has no spec (a job run by hand under another name): the
+# specs' defaults.
+DEFAULT_STALL_BOUNDS = HealthThresholds().stall_bounds()
 
-# A query that has not reported for this long is shown as stalled (idle queries still report,
-# the same rule as the stack's pipeline health check).
-HEARTBEAT_STALE_SECONDS = 60.0
 # Windows on the chart: two minutes of 5-second windows.
 CHART_WINDOWS = 24
 LATEST_ALERTS = 20
@@ -194,17 +196,23 @@ def _number(value: str | None) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def pipeline_health(fields: Mapping[str, str], now: float) -> dict[str, Any]:
-    """One ``streamops:query:<pipeline>:<query>`` hash as the health row of its query."""
+def pipeline_health(
+    fields: Mapping[str, str], now: float, bounds: StallBounds | None = None
+) -> dict[str, Any]:
+    """One ``streamops:query:<pipeline>:<query>`` hash as the health row of its query.
+
+    A live query (running, restarting, failed) gets the supervisor's verdict on its fields
+    (``streamops.supervision.job_health.query_verdict``) with its pipeline's ``bounds``, so the
+    page and the supervisor use one rule: ``ok``, ``busy`` (a batch within its allowance),
+    ``waiting``, ``restarting``, ``failed`` or ``stalled``. Any other state is shown as it is
+    (``stopped``, ``unknown``)."""
     heartbeat = _number(fields.get("heartbeat_at"))
     age = None if heartbeat is None else max(0.0, now - heartbeat)
     state = fields.get("state") or "unknown"
-    if state == "running" and age is not None and age > HEARTBEAT_STALE_SECONDS:
-        status = "stalled"
-    elif state == "running":
-        status = "ok"
-    elif state == "failed":
-        status = "failed"
+    if state in ("running", "restarting", "failed"):
+        status, _ = query_verdict(
+            fields.get("query_name", ""), fields, now, bounds or DEFAULT_STALL_BOUNDS
+        )
     else:
         status = state
     batch = _number(fields.get("batch_id"))

@@ -34,7 +34,7 @@ from typing import Any
 from streamops.config import Settings
 from streamops.contract.redis_keys import query_key
 from streamops.maintenance import MaintenanceError
-from streamops.pipelines.spec import PipelineSpec, load_specs
+from streamops.supervision.spec import PipelineSpec, load_specs
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ from streamops.maintenance.checkpoints import (
 
 if TYPE_CHECKING:
     from streamops.config import Settings
-    from streamops.pipelines.spec import PipelineSpec
+    from streamops.supervision.spec import PipelineSpec
 
 # Platform alert raised by every reset (level WARN: an operator decided it, the loss is recorded).
 OFFSETS_RESET_RULE_ID = "streaming-offsets-reset"
@@ -294,9 +294,9 @@ def refuse_while_running(settings: Settings, spec: PipelineSpec) -> None:
     from contextlib import closing
 
     from streamops.db import connect
-    from streamops.pipelines import jobs
-    from streamops.pipelines import lease as leases
-    from streamops.pipelines.foreground import refuse_stray_jobs
+    from streamops.supervision import job_processes
+    from streamops.supervision import lease as leases
+    from streamops.supervision.foreground import refuse_stray_jobs
 
     stop_first = f"Stop it first: `streamops pipeline stop {spec.name}`, then run this again."
     location = spec.checkpoint_location(settings.checkpoint_root)
@@ -315,8 +315,8 @@ def refuse_while_running(settings: Settings, spec: PipelineSpec) -> None:
         )
     if spec.kubernetes is None:
         if held is not None and held.pid:
-            handle = jobs.handle_from_lease(spec, settings, held)
-            if jobs.process_is_running(handle):
+            handle = job_processes.handle_from_lease(spec, settings, held)
+            if job_processes.process_is_running(handle):
                 raise OffsetResetError(
                     f"{spec.name}: its job (pid {held.pid} on {held.host}) is still alive "
                     f"although its lease expired. {stop_first}"
@@ -383,7 +383,7 @@ def publish_reset_alert(
 ) -> dict[str, object]:
     """The platform alert of a reset (``streaming-offsets-reset``, WARN), ``event_count`` = the
     records skipped; to the ``alerts`` topic and ``streamops:alerts:platform``."""
-    from streamops.pipelines.platform_alerts import platform_alert, publish_platform_alert
+    from streamops.supervision.platform_alerts import platform_alert, publish_platform_alert
 
     lost = sum(plan.lost_records for plan in plans)
     message = (
@@ -421,7 +421,7 @@ class _HeldLease:
 
     def __enter__(self) -> _HeldLease:
         from streamops.db import connect
-        from streamops.pipelines import lease as leases
+        from streamops.supervision import lease as leases
 
         self.connection = connect(self.settings)
         location = self.spec.checkpoint_location(self.settings.checkpoint_root)
@@ -442,7 +442,7 @@ class _HeldLease:
     def __exit__(self, *exc: object) -> None:
         from contextlib import suppress
 
-        from streamops.pipelines import lease as leases
+        from streamops.supervision import lease as leases
 
         with suppress(Exception):  # else it is released by expiry
             leases.release(self.connection, self.lease)

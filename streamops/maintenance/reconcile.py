@@ -3,7 +3,7 @@
 The streaming aggregate drops orders that arrive behind the watermark; ``orders`` keeps them. The
 contract says a final window equals the aggregate over ``orders``, so a reconciliation (an Airflow
 task, or by hand) recomputes windows from ``orders`` and overwrites what the stream wrote. The
-windows it corrected go to Redis as the stream's would (``spark_jobs.sinks.redis``), so the live
+windows it corrected go to Redis as the stream's would (``spark_jobs.sinks.orders``), so the live
 totals keep equal to ``order_revenue_5s`` while the currency's records in Redis are whole:
 before, they stayed short by every late order the maintenance counted (the chaos run's totals
 check failed on it after an hourly compaction). Each carries its row from before the correction,
@@ -24,7 +24,7 @@ import mariadb
 from streamops.config import Settings
 from streamops.contract.orders import revenue_per_window_sql
 from streamops.contract.times import as_utc_naive
-from streamops.pipelines.fence import connect, redis_client
+from streamops.supervision.fence import connect, redis_client
 
 WINDOW_SECONDS = 5
 _EPOCH = datetime(1970, 1, 1)

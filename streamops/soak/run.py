@@ -87,7 +87,7 @@ def preflight(settings: Settings) -> tuple[Platform, list[str]]:
     """The platform, if Kafka, MariaDB, Redis and every enabled pipeline's job run; else a
     SoakError naming what is missing. Other components not running are returned as warnings
     (their cost is then not measured)."""
-    from streamops.health import check_mariadb, check_redis
+    from streamops.platform_health import check_mariadb, check_redis
     from streamops.topics import admin_client
 
     where = f"state folder {settings.state_dir}"

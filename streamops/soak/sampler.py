@@ -30,7 +30,7 @@ it sums to what the processes really hold, but reading it walks every mapping (a
 of CPU for the whole platform), hence not every sample.
 
 Health, per pipeline: the verdict of the supervisor's own rule
-(:func:`streamops.pipelines.jobs.local_health`), ``restarts_total`` of
+(:func:`streamops.supervision.job_processes.local_health`), ``restarts_total`` of
 ``pipeline_restart_state``, the job's pid (a new one is a relaunch), and the Kafka lag the
 operations page computes (``streamops_airflow.ui``); plus the machine's load average.
 """
@@ -289,7 +289,7 @@ class Platform:
 
     def job_handles(self) -> dict[str, Any]:
         """pipeline → its job's handle while the job process runs (absent otherwise)."""
-        from streamops.pipelines import jobs
+        from streamops.supervision import job_processes
 
         handles = {}
         for name in self.specs:
@@ -298,7 +298,7 @@ class Platform:
             except Exception as error:  # MariaDB away for a moment: no handle this time
                 log.debug("no handle for %s: %s", name, error)
                 continue
-            if handle is not None and jobs.process_is_running(handle):
+            if handle is not None and job_processes.process_is_running(handle):
                 handles[name] = handle
         return handles
 
@@ -425,7 +425,7 @@ class PlatformSampler:
             self._error(f"sample: {type(error).__name__}: {error}")
 
     def _sample_health(self, handles: Mapping[str, Any]) -> None:
-        from streamops.pipelines import jobs
+        from streamops.supervision import job_processes
 
         now = time.time()
         elapsed = round(now - self.started_at, 2)
@@ -437,7 +437,7 @@ class PlatformSampler:
                 statuses[name] = "not_running"
                 continue
             try:
-                health = jobs.local_health(spec, self.platform.settings, handle)
+                health = job_processes.local_health(spec, self.platform.settings, handle)
             except Exception as error:  # Redis away: unknown, and said so
                 statuses[name] = "unknown"
                 details[name] = f"{type(error).__name__}: {error}"

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from streamops.pipelines.spec import duration_seconds
+from streamops.supervision.spec import duration_seconds
 
 PERCENTILES = (50, 95, 99)
 

@@ -7,7 +7,7 @@ reports healthy. From then on Airflow launches, watches and restarts the jobs
 
 Each pipeline still shows up as a component, ``pipeline-<name>``, so ``status``, ``logs`` and
 ``down`` cover it: the job is found through its checkpoint's lease, judged by the one health rule
-(:func:`streamops.pipelines.health.classify_health`) and stopped gracefully on ``down``.
+(:func:`streamops.supervision.job_health.classify_health`) and stopped gracefully on ``down``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.errors import StreamopsError
-from streamops.pipelines import jobs
-from streamops.pipelines.health import HealthStatus
-from streamops.pipelines.jobs import JobHandle
-from streamops.pipelines.spec import PipelineSpec, load_specs
 from streamops.stack.base import Component, Health
+from streamops.supervision import job_processes
+from streamops.supervision.job_health import HealthStatus
+from streamops.supervision.job_processes import JobHandle
+from streamops.supervision.spec import PipelineSpec, load_specs
 
 Reporter = Callable[[str], None]
 # The dag-processor parses new DAG files within its refresh interval (30 s in the local stack).
@@ -53,14 +53,14 @@ class SupervisedPipeline(Component):
     @property
     def log_path(self) -> Path:
         """The newest launch's log (one per lease token: <state>/pipelines/<name>/token-N.log)."""
-        folder = jobs.run_dir(self.settings, self.spec.name)
+        folder = job_processes.run_dir(self.settings, self.spec.name)
         logs = sorted(folder.glob("token-*.log"), key=lambda p: p.stat().st_mtime)
         return logs[-1] if logs else folder / "token-0.log"
 
     def job(self) -> JobHandle | None:
         """The job recorded in the checkpoint's lease, or None (never launched, MariaDB away)."""
         from streamops.db import connect
-        from streamops.pipelines import lease as leases
+        from streamops.supervision import lease as leases
 
         location = self.spec.checkpoint_location(self.settings.checkpoint_root)
         try:
@@ -73,7 +73,7 @@ class SupervisedPipeline(Component):
             connection.close()
         if current is None or not current.pid:
             return None
-        return jobs.handle_from_lease(self.spec, self.settings, current)
+        return job_processes.handle_from_lease(self.spec, self.settings, current)
 
     def start(self) -> bool:
         """Airflow starts the job (see :func:`supervise`); the stack never does."""
@@ -81,14 +81,16 @@ class SupervisedPipeline(Component):
 
     def running_pid(self) -> int | None:
         handle = self.job()
-        return handle.pid if handle is not None and jobs.process_is_running(handle) else None
+        return (
+            handle.pid if handle is not None and job_processes.process_is_running(handle) else None
+        )
 
     def health(self) -> Health:
         handle = self.job()
         if handle is None:
             return Health(False, f"not launched yet (Airflow DAG {self.spec.dag_id})")
         try:
-            health = jobs.local_health(self.spec, self.settings, handle)
+            health = job_processes.local_health(self.spec, self.settings, handle)
         except Exception as exc:  # Redis away: unknown, not a crash of `status`
             return Health(False, f"{type(exc).__name__}: {exc}")
         return Health(health.status is HealthStatus.HEALTHY, f"{health.status}: {health.detail}")
@@ -99,9 +101,9 @@ class SupervisedPipeline(Component):
     def stop(self) -> bool:
         """Stop the job gracefully (exit 0: the supervisor records a stop, not a crash)."""
         handle = self.job()
-        if handle is None or not jobs.process_is_running(handle):
+        if handle is None or not job_processes.process_is_running(handle):
             return False
-        jobs.stop_process(handle, self.spec.stop_timeout_seconds)
+        job_processes.stop_process(handle, self.spec.stop_timeout_seconds)
         return True
 
 
@@ -192,8 +194,8 @@ def _wait_parsed(api: AirflowRest, dag_ids: list[str]) -> None:
 
 def _breaker_open(settings: Settings, spec: PipelineSpec) -> bool:
     from streamops.db import connect
-    from streamops.pipelines import lease as leases
-    from streamops.pipelines.restart import Phase
+    from streamops.supervision import lease as leases
+    from streamops.supervision.restart import Phase
 
     connection = connect(settings)
     try:

@@ -47,10 +47,10 @@ from streamops.airflow_rest import AirflowRest
 from streamops.chaos.report import markdown
 from streamops.chaos.run import ChaosOptions, run_chaos
 from streamops.config import Settings
-from streamops.pipelines import jobs
-from streamops.pipelines.health import HealthStatus, JobHealth
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from streamops.supervision import job_processes
+from streamops.supervision.job_health import HealthStatus, JobHealth
 from streamops.topics import TOPIC_CONFIG, topic_config
 from tests.integration.support import end_supervision, execute, query, wait_until
 
@@ -300,7 +300,7 @@ def _sample(settings: Settings, pipelines: list[SupervisedPipeline], watch: Watc
     for pipeline in pipelines:
         handle = pipeline.job()
         assert handle is not None, f"{pipeline.name}: no job recorded in its lease"
-        health = jobs.local_health(pipeline.spec, settings, handle)
+        health = job_processes.local_health(pipeline.spec, settings, handle)
         watch.verdicts.append(Verdict(time.time(), pipeline.name, health))
 
 

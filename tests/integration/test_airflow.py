@@ -13,7 +13,7 @@ import redis
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.disk import state_dir_status
-from streamops.health import REDIS_HEALTH_KEY
+from streamops.platform_health import REDIS_HEALTH_KEY
 from tests.unit.test_dags import EXPECTED_DAGS
 
 

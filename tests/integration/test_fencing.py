@@ -24,10 +24,10 @@ from spark_jobs.common.listener import status_redis
 from spark_jobs.sinks.mariadb import upsert_rows
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
-from streamops.pipelines import lease as leases
-from streamops.pipelines.fence import Fence, FencedError, FencedRedis, connect, redis_client
-from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, mirror_fence
-from streamops.pipelines.redis_fence import fence_key
+from streamops.supervision import lease as leases
+from streamops.supervision.fence import Fence, FencedError, FencedRedis, connect, redis_client
+from streamops.supervision.job_processes import JOB_LEASE_ENV, JOB_TOKEN_ENV, mirror_fence
+from streamops.supervision.redis_fence import fence_key
 from tests.integration.support import query
 
 COLUMNS = ("window_start", "currency", "window_end", "order_count", "item_count", "revenue")

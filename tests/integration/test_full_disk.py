@@ -32,11 +32,11 @@ from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL
 from streamops.generator.producer import run_generator
-from streamops.pipelines import jobs
-from streamops.pipelines.restart import Phase
-from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from streamops.supervision import job_processes
+from streamops.supervision.restart import Phase
+from streamops.supervision.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from tests.integration.support import (
     empty_orders_outputs,
     end_supervision,
@@ -289,7 +289,7 @@ def supervised_orders(
         end_supervision(api, "streamops_supervise_orders")
         handle = SparkJobHook(load_spec("orders"), settings).find_job()
         if handle is not None:
-            jobs.stop_process(handle, 30)
+            job_processes.stop_process(handle, 30)
         api.close()
         del os.environ[PIPELINES_FILE_ENV]
         restart_airflow_workers(stack)
@@ -303,7 +303,7 @@ def test_under_supervision_a_full_disk_is_waited_out_and_the_job_relaunched_once
     assert healths["pipeline-orders"].healthy, healths
     hook = SparkJobHook(spec, settings)
     job = hook.find_job()
-    assert job is not None and jobs.process_is_running(job)
+    assert job is not None and job_processes.process_is_running(job)
     before = hook.load_restart_state()
     checkpoint = small_disk / "checkpoints" / "orders"
 
@@ -322,16 +322,16 @@ def test_under_supervision_a_full_disk_is_waited_out_and_the_job_relaunched_once
     assert waiting
     assert waiting.waiting_for == ("disk",), waiting
     assert waiting.failure_times == before.failure_times, "the full disk was counted"
-    assert jobs.process_exit_code(job) == EXIT_DISK_FULL
-    assert not jobs.process_is_running(job)
+    assert job_processes.process_exit_code(job) == EXIT_DISK_FULL
+    assert not job_processes.process_is_running(job)
     assert_checkpoint_readable(checkpoint)
     # Still full: still waiting, and nothing was relaunched into it.
     assert hook.load_restart_state().phase is Phase.WAITING
-    assert (current := hook.find_job()) is None or not jobs.process_is_running(current)
+    assert (current := hook.find_job()) is None or not job_processes.process_is_running(current)
 
     (small_disk / "ballast").unlink()
     relaunched = wait_for(
-        lambda: (j := hook.find_job()) is not None and jobs.process_is_running(j) and j,
+        lambda: (j := hook.find_job()) is not None and job_processes.process_is_running(j) and j,
         timeout=300,
         what="the supervisor to relaunch once space is freed",
     )

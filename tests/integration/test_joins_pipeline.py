@@ -50,7 +50,7 @@ from streamops.config import PROJECT_ROOT, Settings, load_settings
 from streamops.contract.times import iso_utc
 from streamops.generator.producer import UNTHROTTLED_INTERVAL, run_generator
 from streamops.generator.records import generate, parse_event_time, validate
-from streamops.pipelines.spec import load_spec
+from streamops.supervision.spec import load_spec
 from tests.integration.support import kill_group, query, wait_until
 
 # The query names the job takes from its spec (pipelines.yaml).

@@ -13,8 +13,8 @@ import pytest
 
 from streamops.config import Settings
 from streamops.db import connect
-from streamops.pipelines import lease as leases
-from streamops.pipelines.restart import Phase, RestartState
+from streamops.supervision import lease as leases
+from streamops.supervision.restart import Phase, RestartState
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_a_corrupted_restart_state_is_reported_and_a_reset_replaces_it(
 ) -> None:
     from streamops_airflow.hooks import SparkJobHook
 
-    from streamops.pipelines.spec import parse_specs
+    from streamops.supervision.spec import parse_specs
 
     pipeline = f"t_{uuid.uuid4().hex[:12]}"
     leases.save_restart_state(connection, pipeline, RestartState(restarts_total=2))

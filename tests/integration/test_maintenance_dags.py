@@ -16,7 +16,7 @@ from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
 from streamops.db import connect
 from streamops.maintenance.compaction import ROLLUP_STATE
-from streamops.pipelines.spec import load_specs
+from streamops.supervision.spec import load_specs
 
 COMPACTION_DAG = "streamops_mariadb_compaction"
 CHECKPOINT_DAG = "streamops_checkpoint_health"

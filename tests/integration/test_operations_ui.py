@@ -25,9 +25,9 @@ from streamops.airflow_rest import fetch_token
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.db import connect
 from streamops.generator.producer import run_generator
-from streamops.pipelines import lease as leases
-from streamops.pipelines.restart import Phase, RestartState
-from streamops.pipelines.spec import load_specs
+from streamops.supervision import lease as leases
+from streamops.supervision.restart import Phase, RestartState
+from streamops.supervision.spec import load_specs
 from tests.browser import chromium, save_screenshot, wait_for
 
 PIPELINE = "orders"

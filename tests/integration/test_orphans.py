@@ -21,10 +21,10 @@ from streamops_airflow.hooks import ORPHAN_RULE_ID, SparkJobHook
 from streamops.config import Settings
 from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.errors import StreamopsError
-from streamops.pipelines import jobs
-from streamops.pipelines.foreground import refuse_stray_jobs
-from streamops.pipelines.lease import Lease
-from streamops.pipelines.spec import PipelineSpec, load_specs
+from streamops.supervision import job_processes
+from streamops.supervision.foreground import refuse_stray_jobs
+from streamops.supervision.lease import Lease
+from streamops.supervision.spec import PipelineSpec, load_specs
 
 
 @pytest.fixture
@@ -38,8 +38,8 @@ def orphan(settings: Settings, spec: PipelineSpec) -> Iterator[psutil.Process]:
     lease = Lease(spec.checkpoint_location(settings.checkpoint_root), "airflow:gone", 41)
     env = {
         **os.environ,
-        **jobs.job_environment(spec.name, lease),
-        jobs.STATE_DIR_ENV: str(settings.state_dir),
+        **job_processes.job_environment(spec.name, lease),
+        job_processes.STATE_DIR_ENV: str(settings.state_dir),
     }
     process = subprocess.Popen(
         [sys.executable, "-c", "import time\nwhile True: time.sleep(0.2)"],
@@ -47,7 +47,7 @@ def orphan(settings: Settings, spec: PipelineSpec) -> Iterator[psutil.Process]:
         start_new_session=True,
     )
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not jobs.stray_jobs(settings, spec.name):
+    while time.monotonic() < deadline and not job_processes.stray_jobs(settings, spec.name):
         time.sleep(0.1)
     yield psutil.Process(process.pid)
     if process.poll() is None:
@@ -73,7 +73,7 @@ def test_the_supervisor_stops_an_orphan_before_it_launches_and_alerts(
     stopped = hook.stop_stray_jobs()
     assert [s.pids for s in stopped] == [(orphan.pid,)]
     assert not orphan.is_running() or orphan.status() == psutil.STATUS_ZOMBIE
-    assert jobs.stray_jobs(settings, spec.name) == []
+    assert job_processes.stray_jobs(settings, spec.name) == []
     alerts = [
         json.loads(item)
         for item in redis.Redis.from_url(settings.redis_url).lrange(PLATFORM_ALERTS_KEY, 0, 50)

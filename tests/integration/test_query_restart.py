@@ -26,7 +26,7 @@ from confluent_kafka import Producer
 from spark_jobs.common.listener import status_redis
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.contract.redis_keys import query_key
-from streamops.pipelines.health import HealthStatus, StallBounds, classify_health
+from streamops.supervision.job_health import HealthStatus, StallBounds, classify_health
 from streamops.topics import ensure_topics
 from tests.integration.support import kill_group
 

@@ -25,7 +25,7 @@ import redis
 from pyspark.sql import SparkSession
 
 from spark_jobs.sinks.alerts import AlertPublisher, encode_alert
-from spark_jobs.sinks.mariadb import revenue_writer
+from spark_jobs.sinks.orders import revenue_writer
 from spark_jobs.sinks.vitals import DEFAULT_MAX_PATIENTS, VitalsRedis
 from spark_jobs.transforms.alerts import Alert
 from spark_jobs.transforms.vitals import SUMMARY_COLUMNS, VITAL_SIGNS
@@ -37,8 +37,8 @@ from streamops.contract.orders_redis import (
     Window,
     write_windows,
 )
-from streamops.pipelines.redis_fence import fence_key, raise_mirror
 from streamops.stack.redis import EVICTION_POLICY
+from streamops.supervision.redis_fence import fence_key, raise_mirror
 from tests.integration.support import query
 
 PATIENTS = 100_000

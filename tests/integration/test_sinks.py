@@ -27,12 +27,10 @@ from pyspark.sql import functions as F
 from spark_jobs.sinks.mariadb import (
     QUARANTINE_KEY,
     QUARANTINE_TABLE,
-    orders_writer,
     quarantine_writer,
-    revenue_writer,
     upsert_rows,
 )
-from spark_jobs.sinks.redis import revenue_redis_writer
+from spark_jobs.sinks.orders import orders_writer, revenue_redis_writer, revenue_writer
 from spark_jobs.transforms.cleansing import QUARANTINE_KEEP_BYTES, quarantine_rows, with_source
 from streamops.config import Settings
 from streamops.contract.orders import revenue_per_window_sql

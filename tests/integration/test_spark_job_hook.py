@@ -9,8 +9,8 @@ import pytest
 from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth, SparkJobHook
 
 from streamops.config import Settings
-from streamops.pipelines.lease import LeaseHeldError
-from streamops.pipelines.spec import PipelineSpec, load_spec
+from streamops.supervision.lease import LeaseHeldError
+from streamops.supervision.spec import PipelineSpec, load_spec
 
 OWNER = "test:hook"
 

@@ -19,11 +19,11 @@ from streamops.airflow_rest import AirflowRest, stop_pipeline
 from streamops.config import Settings
 from streamops.db import connect
 from streamops.errors import StreamopsError
-from streamops.pipelines import jobs
-from streamops.pipelines import lease as leases
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.stack.redis import Redis
+from streamops.supervision import job_processes
+from streamops.supervision import lease as leases
 
 CLI = [sys.executable, "-m", "streamops"]
 
@@ -182,7 +182,7 @@ def test_up_with_generators_and_the_supervised_orders_job_feeds_mariadb(
         healths = supervise(settings, [orders], print)
         assert healths[orders.name].healthy, healths
         job = orders.job()
-        assert job is not None and jobs.process_is_running(job), job
+        assert job is not None and job_processes.process_is_running(job), job
         for generator in stack.generators:
             assert generator.health().healthy, (generator.name, generator.health().detail)
         # The operations page reads every DAG at once; it agrees with the DAG-by-DAG read, and
@@ -211,9 +211,9 @@ def test_up_with_generators_and_the_supervised_orders_job_feeds_mariadb(
     assert all(g.running_pid() is None for g in stack.generators)
     # The failed run's on_kill stops the job gracefully and hands the checkpoint back.
     assert _within(
-        orders.spec.stop_timeout_seconds + 60, lambda: not jobs.process_is_running(job)
+        orders.spec.stop_timeout_seconds + 60, lambda: not job_processes.process_is_running(job)
     ), f"the orders job (pid {job.pid}) still runs"
-    assert jobs.process_exit_code(job) == 0, "a graceful stop exits 0"
+    assert job_processes.process_exit_code(job) == 0, "a graceful stop exits 0"
     assert orders.running_pid() is None
     location = orders.spec.checkpoint_location(settings.checkpoint_root)
 

@@ -46,13 +46,13 @@ from streamops.config import Settings
 from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.db import connect
 from streamops.generator.producer import run_generator
-from streamops.pipelines import jobs
-from streamops.pipelines import lease as leases
-from streamops.pipelines.health import HealthStatus
-from streamops.pipelines.restart import Phase
-from streamops.pipelines.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from streamops.stack import Stack
 from streamops.stack.pipelines import SupervisedPipeline, supervise
+from streamops.supervision import job_processes
+from streamops.supervision import lease as leases
+from streamops.supervision.job_health import HealthStatus
+from streamops.supervision.restart import Phase
+from streamops.supervision.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
 from tests.integration.support import empty_orders_outputs, end_supervision
 from tests.integration.test_orders_pipeline import (
     assert_orders_exactly_once,
@@ -144,12 +144,12 @@ class Supervision:
         finally:
             connection.close()
 
-    def running_job(self, spec: PipelineSpec) -> jobs.JobHandle | None:
+    def running_job(self, spec: PipelineSpec) -> job_processes.JobHandle | None:
         lease = self.lease(spec)
         if lease is None or not lease.pid:
             return None
-        handle = jobs.handle_from_lease(spec, self.settings, lease)
-        return handle if jobs.process_is_running(handle) else None
+        handle = job_processes.handle_from_lease(spec, self.settings, lease)
+        return handle if job_processes.process_is_running(handle) else None
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         return str(self.api.dag_run(dag_id, run_id)["state"])
@@ -294,8 +294,8 @@ def supervision(
         for name in ("orders", "crashloop"):
             lease = _lease(settings, load_spec(name))
             if lease is not None and lease.pid:
-                handle = jobs.handle_from_lease(load_spec(name), settings, lease)
-                jobs.stop_process(handle, 30)
+                handle = job_processes.handle_from_lease(load_spec(name), settings, lease)
+                job_processes.stop_process(handle, 30)
         api.close()
         del os.environ[PIPELINES_FILE_ENV]
         restart_airflow_workers(stack)
@@ -368,7 +368,7 @@ def test_up_enables_supervision_and_a_killed_driver_comes_back_exactly_once(
             timeout=180,
             what="the job to write orders while data flows",
         )
-        drivers = jobs.python_drivers(jobs.job_processes(job))
+        drivers = job_processes.python_drivers(job_processes.job_processes(job))
         assert drivers, "no Python driver under the job's session"
         killed_at = time.time()
         for driver in drivers:
@@ -424,10 +424,10 @@ def test_a_job_that_always_crashes_opens_the_breaker(supervision: Supervision) -
     assert state.restarts_total == CRASH_MAX_FAILURES - 1
     assert "exited with" in (state.last_failure_reason or ""), state
     # One exit file per launch (the sh wrapper's), each with the job's failure code.
-    exits = sorted(jobs.run_dir(s.settings, "crashloop").glob("pid-*.exit"))
+    exits = sorted(job_processes.run_dir(s.settings, "crashloop").glob("pid-*.exit"))
     assert len(exits) == CRASH_MAX_FAILURES, exits
     assert all(int(p.read_text()) != 0 for p in exits)
-    (log_file,) = jobs.run_dir(s.settings, "crashloop").glob("token-*.log")
+    (log_file,) = job_processes.run_dir(s.settings, "crashloop").glob("token-*.log")
     assert log_file.read_text(errors="replace").count("window_seconds is 0") >= CRASH_MAX_FAILURES
     lease = s.lease(s.crashloop)
     assert lease is not None and lease.owner is None, "the breaker released the lease"
@@ -446,7 +446,9 @@ def test_a_job_that_always_crashes_opens_the_breaker(supervision: Supervision) -
     # Stopped for good: a new run refuses at once, and nothing is launched.
     run_id = s.api.trigger(dag_id, note="test: after the breaker opened")
     wait_for(lambda: s.run_state(dag_id, run_id) == "failed", 180, "the refused run to fail")
-    assert len(list(jobs.run_dir(s.settings, "crashloop").glob("pid-*.exit"))) == len(exits)
+    assert len(list(job_processes.run_dir(s.settings, "crashloop").glob("pid-*.exit"))) == len(
+        exits
+    )
     assert s.running_job(s.crashloop) is None
 
     # The operator's way out (docs/operations.md): reset the breaker, history forgotten.
@@ -484,7 +486,7 @@ def test_restarting_the_scheduler_does_not_start_a_second_query(supervision: Sup
     assert len(spark_submits("streamops-orders")) == 1
     assert s.active_run(s.orders) == run_id
     # A second launcher (another DAG, a stray worker) is refused and told who holds it.
-    from streamops.pipelines.lease import LeaseHeldError
+    from streamops.supervision.lease import LeaseHeldError
 
     with pytest.raises(LeaseHeldError, match="held by airflow:streamops_supervise_orders"):
         SparkJobHook(s.orders, s.settings).start_or_reattach("airflow:intruder.supervise")
@@ -505,10 +507,14 @@ def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
     restarts_before = hook.load_restart_state()
 
     os.kill(job.pid, signal.SIGKILL)
-    wait_for(lambda: not jobs.wrapper_is_running(job), timeout=10, what="the wrapper to die")
+    wait_for(
+        lambda: not job_processes.wrapper_is_running(job), timeout=10, what="the wrapper to die"
+    )
     time.sleep(4 * s.orders.health.poll_interval_seconds)
 
-    assert jobs.process_is_running(job), "the JVM and the driver run on without the wrapper"
+    assert job_processes.process_is_running(job), (
+        "the JVM and the driver run on without the wrapper"
+    )
     health = hook.read_health(job)
     assert health.status in (HealthStatus.HEALTHY, HealthStatus.OVERLOADED), health
     lease = s.lease(s.orders)
@@ -519,7 +525,7 @@ def test_a_killed_wrapper_is_not_a_dead_job_and_a_stop_leaves_no_orphan(
 
     # The stop finds the orphaned JVM and driver by their session: nothing is left behind.
     assert hook.stop(job, 60) is None  # no exit code: its recorder was killed
-    assert not jobs.process_is_running(job)
+    assert not job_processes.process_is_running(job)
     # No JVM of the stopped job's session is left. (The supervisor may already have relaunched
     # the job, which had run healthy, under a new wrapper: a session of its own.)
     assert [p for p in spark_submits("streamops-orders") if _session(p) == job.pid] == []
@@ -582,7 +588,7 @@ def test_a_redis_outage_is_waited_out_not_counted_and_loses_nothing(
         assert "redis" in waiting.waiting_for, waiting
         assert waiting.failure_times == before.failure_times, "the outage was counted"
         assert waiting.consecutive_failures == before.consecutive_failures
-        assert not jobs.process_is_running(job), "the failed job was left running"
+        assert not job_processes.process_is_running(job), "the failed job was left running"
         # No relaunch into the outage.
         time.sleep(3 * s.orders.health.poll_interval_seconds)
         assert s.running_job(s.orders) is None
@@ -620,12 +626,12 @@ def test_failing_the_run_from_the_api_stops_the_job_cleanly(supervision: Supervi
     s.api.fail_run(s.orders.dag_id, run_id)
 
     wait_for(
-        lambda: not jobs.process_is_running(job),
+        lambda: not job_processes.process_is_running(job),
         timeout=90,
         what="the trigger's on_kill to stop the job",
         interval=1.0,
     )
-    assert jobs.process_exit_code(job) == 0, "a graceful stop exits 0"
+    assert job_processes.process_exit_code(job) == 0, "a graceful stop exits 0"
     assert len(spark_submits("streamops-orders")) == 0
     lease = wait_for(
         lambda: (lease := s.lease(s.orders)) is not None and lease.owner is None and lease,

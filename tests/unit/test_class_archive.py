@@ -9,7 +9,7 @@ import pytest
 
 from spark_jobs.common.session import GATEWAY_ENV, _with_class_archive
 from streamops.config import Settings, load_settings
-from streamops.pipelines.submit import DRIVER_JAVA_OPTIONS
+from streamops.supervision.submit import DRIVER_JAVA_OPTIONS
 
 
 @pytest.fixture

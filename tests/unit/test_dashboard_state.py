@@ -126,6 +126,32 @@ def test_pipeline_health_from_a_query_hash() -> None:
     assert state.pipeline_health({}, now=1.0)["status"] == "unknown"
 
 
+def test_the_page_judges_a_query_by_the_supervisors_rule_and_its_pipelines_bounds() -> None:
+    """A long batch is busy, not stalled, on the page as for the supervisor; the bounds are the
+    pipeline's (a slow trigger's spec allows more), and a stopped query shows as stopped."""
+    from streamops.supervision.job_health import StallBounds
+
+    busy = {
+        "pipeline": "vitals",
+        "query_name": "vitals_summary",
+        "state": "running",
+        "heartbeat_at": "1000",  # no progress event for 200 s: the batch is still running
+        "status_at": "1198",
+        "trigger_active": "1",
+        "batch_started_at": "1000",
+        "first_batch": "0",
+    }
+    assert state.pipeline_health(busy, now=1200.0)["status"] == "busy"
+    assert state.pipeline_health({**busy, "batch_started_at": "700"}, now=1200.0)["status"] == (
+        "stalled"  # 500 s into one batch: past the default 240 s allowance
+    )
+    idle = {**busy, "trigger_active": "0", "last_trigger_at": "1100", "heartbeat_at": "1100"}
+    assert state.pipeline_health(idle, now=1200.0)["status"] == "stalled"  # 100 s > 60 s
+    slow_trigger = StallBounds(heartbeat_max_age_seconds=180.0, startup_grace_seconds=180.0)
+    assert state.pipeline_health(idle, now=1200.0, bounds=slow_trigger)["status"] == "ok"
+    assert state.pipeline_health({**idle, "state": "stopped"}, now=1200.0)["status"] == "stopped"
+
+
 # The vitals pipeline's defaults, in the shape of spark_jobs.transforms.vitals.DEFAULT_THRESHOLDS.
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "heart_rate": (40.0, 130.0),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from streamops.config import Settings
-from streamops.pipelines import dependencies
-from streamops.pipelines.dependencies import Outage, causes_in, log_tail, probe, since_launch
+from streamops.supervision import dependencies
+from streamops.supervision.dependencies import Outage, causes_in, log_tail, probe, since_launch
 
 
 def _refuse(message: str):

@@ -14,7 +14,7 @@ from streamops.cli import app
 from streamops.config import Settings
 from streamops.disk import GIB, disk_status, measured_path, state_dir_status
 from streamops.errors import StreamopsError
-from streamops.health import CHECKS, check_disk
+from streamops.platform_health import CHECKS, check_disk
 
 
 class Usage(NamedTuple):

@@ -19,8 +19,8 @@ from spark_jobs.common.restarts import RestartPolicy
 from streamops.config import Settings
 from streamops.disk import GIB, MIB, full_below_bytes, human_bytes, is_full, local_path
 from streamops.errors import DISK_FULL_MARK, EXIT_DISK_FULL
-from streamops.pipelines import dependencies
-from streamops.pipelines.health import HealthStatus, StallBounds, classify_health
+from streamops.supervision import dependencies
+from streamops.supervision.job_health import HealthStatus, StallBounds, classify_health
 
 Usage = namedtuple("Usage", "total used free")
 ENOSPC_JAVA = "java.io.IOException: No space left on device"
@@ -350,8 +350,8 @@ def test_the_hook_takes_exit_74_for_a_disk_outage_even_without_the_text(
     from streamops_airflow.hooks import SparkJobHook
 
     from streamops.config import load_settings
-    from streamops.pipelines.jobs import JobHandle
-    from streamops.pipelines.spec import load_specs
+    from streamops.supervision.job_processes import JobHandle
+    from streamops.supervision.spec import load_specs
 
     exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
     handle = JobHandle(
@@ -413,7 +413,7 @@ def test_an_atomic_write_on_a_full_disk_leaves_the_old_file_and_no_temporary_one
 def test_the_supervisor_probes_the_disk_of_a_spec_s_own_checkpoint_root() -> None:
     from streamops_airflow.hooks import SparkJobHook
 
-    from streamops.pipelines.spec import load_specs
+    from streamops.supervision.spec import load_specs
 
     settings = Settings(checkpoint_uri="/srv/checkpoints")
     spec = load_specs()["orders"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamops.pipelines.fence import Fence
-from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV, job_environment
-from streamops.pipelines.lease import Lease
+from streamops.supervision.fence import Fence
+from streamops.supervision.job_processes import JOB_LEASE_ENV, JOB_TOKEN_ENV, job_environment
+from streamops.supervision.lease import Lease
 
 
 def test_no_variables_no_fence() -> None:
@@ -37,7 +37,7 @@ def test_a_job_without_a_lease_gets_a_plain_redis_client(monkeypatch: pytest.Mon
     import redis
 
     from streamops.config import Settings
-    from streamops.pipelines.fence import FencedRedis, redis_client
+    from streamops.supervision.fence import FencedRedis, redis_client
 
     monkeypatch.delenv(JOB_LEASE_ENV, raising=False)
     monkeypatch.delenv(JOB_TOKEN_ENV, raising=False)

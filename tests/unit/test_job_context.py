@@ -17,7 +17,7 @@ from spark_jobs.common.runner import JobContext, JobQuery, job_spark_conf
 from spark_jobs.common.session import build_spark_session, session_conf
 from spark_jobs.jobs import orders
 from streamops.config import Settings
-from streamops.pipelines.spec import (
+from streamops.supervision.spec import (
     PIPELINES_FILE,
     PIPELINES_FILE_ENV,
     PipelineSpec,

@@ -22,10 +22,10 @@ import pytest
 from psutil import _pslinux
 
 from streamops.config import Settings, load_settings
-from streamops.pipelines import jobs
-from streamops.pipelines.jobs import JobHandle
-from streamops.pipelines.lease import Lease
 from streamops.processes import process_stamp
+from streamops.supervision import job_processes
+from streamops.supervision.job_processes import JobHandle
+from streamops.supervision.lease import Lease
 
 # A stand-in for the Python driver: exits 0 on SIGTERM (the job's graceful stop).
 DRIVER = (
@@ -67,7 +67,7 @@ def _launch(folder: Path, env: dict[str, str] | None = None) -> tuple[JobHandle,
     handle = _handle(process.pid, psutil.Process(process.pid).create_time(), folder)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        drivers = jobs.python_drivers(jobs.job_processes(handle))
+        drivers = job_processes.python_drivers(job_processes.job_processes(handle))
         if drivers and ready.exists():
             return handle, drivers[0].pid
         time.sleep(0.05)
@@ -89,7 +89,7 @@ def _session_members(session: int) -> list[int]:
 def launched(tmp_path: Path) -> Iterator[tuple[JobHandle, int]]:
     handle, driver = _launch(tmp_path)
     yield handle, driver
-    jobs.kill_job(handle)
+    job_processes.kill_job(handle)
 
 
 def test_a_killed_wrapper_does_not_hide_a_live_job(launched: tuple[JobHandle, int]) -> None:
@@ -97,21 +97,21 @@ def test_a_killed_wrapper_does_not_hide_a_live_job(launched: tuple[JobHandle, in
     os.kill(handle.pid, signal.SIGKILL)
     psutil.Process(driver)  # still there
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and jobs.wrapper_is_running(handle):
+    while time.monotonic() < deadline and job_processes.wrapper_is_running(handle):
         time.sleep(0.05)
-    assert not jobs.wrapper_is_running(handle)
+    assert not job_processes.wrapper_is_running(handle)
     # The driver, reparented, is still the job: alive, and not "killed" to the health rule.
-    assert jobs.process_is_running(handle)
-    assert [p.pid for p in jobs.job_processes(handle)] == [driver]
+    assert job_processes.process_is_running(handle)
+    assert [p.pid for p in job_processes.job_processes(handle)] == [driver]
     # A stop reaches it though the wrapper is gone: gracefully, by SIGTERM to the driver.
-    jobs.stop_process(handle, timeout_seconds=10)
-    assert not jobs.process_is_running(handle)
+    job_processes.stop_process(handle, timeout_seconds=10)
+    assert not job_processes.process_is_running(handle)
     assert _session_members(handle.pid) == []
 
 
 def test_a_stop_leaves_nothing_of_the_session(launched: tuple[JobHandle, int]) -> None:
     handle, _driver = launched
-    assert jobs.stop_process(handle, timeout_seconds=10) == 0  # the wrapper recorded 0
+    assert job_processes.stop_process(handle, timeout_seconds=10) == 0  # the wrapper recorded 0
     assert _session_members(handle.pid) == []
 
 
@@ -126,8 +126,8 @@ def test_a_driver_that_ignores_sigterm_is_killed_with_its_session(tmp_path: Path
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)  # the wrapper first: the stubborn child is orphaned
     process.wait()
-    assert jobs.process_is_running(handle)
-    assert jobs.stop_process(handle, timeout_seconds=1) is None  # had to be killed
+    assert job_processes.process_is_running(handle)
+    assert job_processes.stop_process(handle, timeout_seconds=1) is None  # had to be killed
     assert _session_members(handle.pid) == []
 
 
@@ -135,11 +135,11 @@ def test_a_recycled_pid_is_not_the_job(launched: tuple[JobHandle, int]) -> None:
     handle, _driver = launched
     boot, _, ticks = handle.process_stamp.partition("/")
     earlier = JobHandle(**{**handle.to_dict(), "process_stamp": f"{boot}/{int(ticks) - 1}"})
-    assert jobs.job_processes(earlier) == []
-    assert not jobs.process_is_running(earlier)
+    assert job_processes.job_processes(earlier) == []
+    assert not job_processes.process_is_running(earlier)
     # A handle recorded before stamps were: by the wall-clock start time, as then.
     legacy = JobHandle(**{**handle.to_dict(), "process_stamp": "", "process_start_epoch": 1.0})
-    assert jobs.job_processes(legacy) == []
+    assert job_processes.job_processes(legacy) == []
 
 
 def test_a_step_of_the_system_clock_does_not_make_the_job_a_stranger(
@@ -152,12 +152,12 @@ def test_a_step_of_the_system_clock_does_not_make_the_job_a_stranger(
     monkeypatch.setattr(_pslinux, "boot_time", lambda: real() + 3600.0)
     psutil.process_iter.cache_clear()
     assert psutil.Process(handle.pid).create_time() > handle.process_start_epoch + 3500
-    assert {p.pid for p in jobs.job_processes(handle)} >= {handle.pid, driver}
-    assert jobs.process_is_running(handle)
+    assert {p.pid for p in job_processes.job_processes(handle)} >= {handle.pid, driver}
+    assert job_processes.process_is_running(handle)
     # Judged by the wall-clock start alone (a handle without a stamp), the job would be gone:
     # what the supervisor and the operations page said of every job after such a step.
     legacy = JobHandle(**{**handle.to_dict(), "process_stamp": ""})
-    assert not jobs.process_is_running(legacy)
+    assert not job_processes.process_is_running(legacy)
     monkeypatch.undo()
     psutil.process_iter.cache_clear()
 
@@ -167,30 +167,30 @@ def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(
 ) -> None:
     settings: Settings = load_settings(state_dir=tmp_path / "state")
     marked = {
-        **jobs.job_environment("orders", Lease("/tmp/checkpoints/orders", "test", 7)),
-        jobs.STATE_DIR_ENV: str(settings.state_dir),
+        **job_processes.job_environment("orders", Lease("/tmp/checkpoints/orders", "test", 7)),
+        job_processes.STATE_DIR_ENV: str(settings.state_dir),
     }
     holder, _ = _launch(tmp_path / "holder", marked)
     stray, stray_driver = _launch(tmp_path / "stray", marked)
-    other_state = {**marked, jobs.STATE_DIR_ENV: str(tmp_path / "elsewhere")}
+    other_state = {**marked, job_processes.STATE_DIR_ENV: str(tmp_path / "elsewhere")}
     elsewhere, _ = _launch(tmp_path / "other", other_state)
     try:
-        found = jobs.stray_jobs(settings, "orders", holder)
+        found = job_processes.stray_jobs(settings, "orders", holder)
         assert [s.session for s in found] == [stray.pid]
         assert stray_driver in found[0].pids and found[0].fencing_token == "7"
         assert "started" in found[0].describe() and str(stray.pid) in found[0].describe()
-        assert jobs.stray_jobs(settings, "vitals", holder) == []
+        assert job_processes.stray_jobs(settings, "vitals", holder) == []
         # Without a holder both launches are strays; the other state folder's never is.
-        assert {s.session for s in jobs.stray_jobs(settings, "orders")} == {
+        assert {s.session for s in job_processes.stray_jobs(settings, "orders")} == {
             holder.pid,
             stray.pid,
         }
-        jobs.stop_stray_job(found[0], timeout_seconds=10)
+        job_processes.stop_stray_job(found[0], timeout_seconds=10)
         assert _session_members(stray.pid) == []
-        assert jobs.process_is_running(holder)
+        assert job_processes.process_is_running(holder)
     finally:
         for handle in (holder, stray, elsewhere):
-            jobs.kill_job(handle)
+            job_processes.kill_job(handle)
 
 
 def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: 
     if os.getsid(me.pid) == me.pid:
         pytest.skip("pytest leads its own session here; the case needs a non-leader")
     handle = _handle(me.pid, me.create_time(), tmp_path)
-    assert [p.pid for p in jobs.job_processes(handle)] == [me.pid]
+    assert [p.pid for p in job_processes.job_processes(handle)] == [me.pid]
 
 
 def test_the_supervisor_watches_the_wrapper_and_the_driver(
@@ -211,7 +211,7 @@ def test_the_supervisor_watches_the_wrapper_and_the_driver(
     from streamops_airflow.triggers import sleep_until_exit
 
     handle, driver = launched
-    watched = jobs.exit_watch_pids(handle)
+    watched = job_processes.exit_watch_pids(handle)
     assert sorted(watched) == sorted([handle.pid, driver])
 
     async def killed_during_sleep() -> float:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from streamops.pipelines import lease as leases
+from streamops.supervision import lease as leases
 
 NOW = datetime(2026, 12, 2, 12, 0, 0)
 

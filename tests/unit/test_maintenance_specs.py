@@ -33,7 +33,7 @@ from streamops.maintenance.count_rollups import (
     hour_rollup_sql,
     minute_rollup_sql,
 )
-from streamops.pipelines.spec import load_specs, parse_specs
+from streamops.supervision.spec import load_specs, parse_specs
 
 
 def test_defaults_hourly_compaction_and_five_minute_checks() -> None:

@@ -9,9 +9,9 @@ import pytest
 from spark_jobs.common import outages
 from spark_jobs.common.outages import outage_causes, ride_out_seconds, riding_out
 from streamops.config import load_settings
-from streamops.pipelines.fence import FencedError
-from streamops.pipelines.spec import PipelineSpec
-from streamops.pipelines.submit import OUTAGE_RIDE_OUT_ENV, build_submit_environment
+from streamops.supervision.fence import FencedError
+from streamops.supervision.spec import PipelineSpec
+from streamops.supervision.submit import OUTAGE_RIDE_OUT_ENV, build_submit_environment
 
 MARIADB_DOWN = "mariadb.OperationalError: Can't connect to server on '127.0.0.1' (111)"
 REDIS_DOWN = "redis.exceptions.ConnectionError: Error 111 connecting to 127.0.0.1:6379."
@@ -99,7 +99,7 @@ def test_causes_are_read_from_the_whole_chain_and_from_a_worker_s_traceback() ->
     java = RuntimeError(f"Job aborted due to stage failure: ...\nTraceback ...\n{REDIS_DOWN}\n")
     assert outage_causes(java) == ("redis",)
     fenced_in_worker = RuntimeError(
-        f"{REDIS_DOWN}\nstreamops.pipelines.fence.FencedError: fenced: this job holds fencing "
+        f"{REDIS_DOWN}\nstreamops.supervision.fence.FencedError: fenced: this job holds fencing "
         "token 4, but the checkpoint's lease now has 5"
     )
     assert outage_causes(fenced_in_worker) == ()

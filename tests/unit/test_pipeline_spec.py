@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from streamops.config import PROJECT_ROOT
-from streamops.pipelines.spec import (
+from streamops.supervision.spec import (
     PIPELINES_FILE,
     PipelineSpecError,
     duration_seconds,

@@ -18,8 +18,8 @@ from streamops_airflow.ui.pipeline_status import (
 from typer.testing import CliRunner
 
 from streamops.cli.pipeline import format_duration
-from streamops.pipelines.restart import Phase, RestartState
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision.restart import Phase, RestartState
+from streamops.supervision.spec import PipelineSpec
 
 NOW = 1_800_000_000.0
 PROCESS_START = NOW - 3600

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from spark_jobs.common.restarts import RestartPolicy, transient_reason
-from streamops.pipelines.health import HealthStatus, JobHealth, StallBounds, classify_health
+from streamops.supervision.job_health import HealthStatus, JobHealth, StallBounds, classify_health
 
 # What Spark 4.3 raised here when transformWithState's pre-init worker was slow (first lines).
 CONNECT_BACK = (

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from streamops.pipelines.restart import (
+from streamops.supervision.restart import (
     Action,
     DependencyDown,
     Failed,
@@ -20,7 +20,7 @@ from streamops.pipelines.restart import (
     backoff_seconds,
     transition,
 )
-from streamops.pipelines.spec import RestartPolicy
+from streamops.supervision.spec import RestartPolicy
 
 POLICY = RestartPolicy(
     initial_backoff_seconds=5,

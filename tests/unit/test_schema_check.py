@@ -13,7 +13,12 @@ from spark_jobs.common import runner
 from streamops import db
 from streamops.config import load_settings
 from streamops.errors import EXIT_REFUSED, REFUSAL_MARK
-from streamops.pipelines.health import HealthStatus, StallBounds, classify_health, refusal_in_log
+from streamops.supervision.job_health import (
+    HealthStatus,
+    StallBounds,
+    classify_health,
+    refusal_in_log,
+)
 
 WHERE = "database 'streamops' at localhost:3306"
 
@@ -179,9 +184,9 @@ def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
 ) -> None:
     from streamops_airflow.hooks import SparkJobHook
 
-    from streamops.pipelines.dependencies import LAUNCH_MARK
-    from streamops.pipelines.jobs import JobHandle
-    from streamops.pipelines.spec import load_specs
+    from streamops.supervision.dependencies import LAUNCH_MARK
+    from streamops.supervision.job_processes import JobHandle
+    from streamops.supervision.spec import load_specs
 
     exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
     handle = JobHandle(

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from spark_jobs.common import priority, runner
-from streamops.pipelines.spec import PipelineSpec
-from streamops.pipelines.submit import SETTLED_NICE_ENV, build_submit_environment
+from streamops.supervision.spec import PipelineSpec
+from streamops.supervision.submit import SETTLED_NICE_ENV, build_submit_environment
 
 # A session of its own: a process with three threads besides its main one (one already at
 # niceness 15), and a child process, whose pid it prints once all run.

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from spark_jobs.common.query_status import BatchTracker, planned_rows
-from streamops.pipelines.health import (
+from streamops.supervision.job_health import (
     HealthStatus,
     JobHealth,
     StallBounds,
     classify_health,
 )
-from streamops.pipelines.spec import load_specs
+from streamops.supervision.spec import load_specs
 
 START = 10_000.0
 BOUNDS = StallBounds(
@@ -253,7 +253,7 @@ def test_every_shipped_spec_keeps_the_stall_bound_tight() -> None:
 
 
 def test_a_job_is_starting_until_every_query_completed_a_batch_of_this_run() -> None:
-    from streamops.pipelines.jobs import is_starting
+    from streamops.supervision.job_processes import is_starting
 
     warm = query(status_at=START + 50, active=False, first_batch=False)
     first = query(status_at=START + 50, active=True, first_batch=True)
@@ -271,14 +271,14 @@ def test_a_launch_waits_for_another_start_then_goes(monkeypatch: pytest.MonkeyPa
     from streamops_airflow.hooks import SparkJobHook
 
     from streamops.config import load_settings
-    from streamops.pipelines import jobs
-    from streamops.pipelines import lease as leases
+    from streamops.supervision import job_processes
+    from streamops.supervision import lease as leases
 
     locks = [False, True]  # another launch holds the lock first
     answers = [["vitals"], ["vitals"], []]
     kept: list[int] = []
     monkeypatch.setattr(leases, "try_named_lock", lambda connection, name: locks.pop(0))
-    monkeypatch.setattr(jobs, "starting_pipelines", lambda settings, specs: answers.pop(0))
+    monkeypatch.setattr(job_processes, "starting_pipelines", lambda settings, specs: answers.pop(0))
     hook = SparkJobHook(load_specs()["orders"], load_settings())
     assert hook.wait_for_other_starts(None, keep_alive=lambda: kept.append(1), poll_seconds=0)
     assert answers == []  # it looked until nobody was starting
@@ -289,11 +289,11 @@ def test_the_start_gate_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from streamops_airflow.hooks import SparkJobHook
 
     from streamops.config import load_settings
-    from streamops.pipelines import jobs
-    from streamops.pipelines import lease as leases
+    from streamops.supervision import job_processes
+    from streamops.supervision import lease as leases
 
     monkeypatch.setattr(leases, "try_named_lock", lambda connection, name: True)
-    monkeypatch.setattr(jobs, "starting_pipelines", lambda settings, specs: ["joins"])
+    monkeypatch.setattr(job_processes, "starting_pipelines", lambda settings, specs: ["joins"])
     spec = load_specs()["orders"]
     health = spec.health.model_copy(update={"start_alone_seconds": 0.05})
     hook = SparkJobHook(spec.model_copy(update={"health": health}), load_settings())
@@ -336,7 +336,7 @@ def test_corrupted_fields_are_left_out_and_named(field: str, value: str) -> None
 
 
 def test_a_clean_hash_has_no_corrupted_fields() -> None:
-    from streamops.pipelines.health import corrupted_fields
+    from streamops.supervision.job_health import corrupted_fields
 
     now = START + 600
     assert (

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from streamops.config import PROJECT_ROOT, Settings, load_settings
-from streamops.pipelines import kubernetes as k8s
-from streamops.pipelines.spec import PipelineSpec, parse_specs
-from streamops.pipelines.submit import (
+from streamops.supervision import kubernetes as k8s
+from streamops.supervision.spec import PipelineSpec, parse_specs
+from streamops.supervision.submit import (
     CHECKPOINT_ENV,
     MASTER_ENV,
     build_submit_command,

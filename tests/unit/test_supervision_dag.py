@@ -14,8 +14,8 @@ from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth
 from streamops_airflow.operators import StreamingJobOperator
 from streamops_airflow.triggers import DependencyWaitTrigger, SparkJobHealthTrigger
 
-from streamops.pipelines.restart import DependencyDown, Phase, RestartState
-from streamops.pipelines.spec import PipelineSpecError, load_specs, parse_specs
+from streamops.supervision.restart import DependencyDown, Phase, RestartState
+from streamops.supervision.spec import PipelineSpecError, load_specs, parse_specs
 
 
 @pytest.fixture
@@ -380,7 +380,7 @@ def test_a_lost_lease_stops_the_job_but_keeps_hands_off_the_lease(
 def test_the_pipelines_file_can_be_replaced_for_every_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamops.pipelines.spec import PIPELINES_FILE_ENV, load_spec, pipelines_file
+    from streamops.supervision.spec import PIPELINES_FILE_ENV, load_spec, pipelines_file
 
     other = tmp_path / "pipelines.yaml"
     other.write_text(
@@ -398,7 +398,7 @@ def test_the_pipelines_file_can_be_replaced_for_every_process(
 def test_platform_alerts_have_the_contract_shape_and_a_stable_id() -> None:
     from datetime import UTC, datetime
 
-    from streamops.pipelines.platform_alerts import platform_alert
+    from streamops.supervision.platform_alerts import platform_alert
 
     at = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     alert = platform_alert(
@@ -453,8 +453,8 @@ def test_the_triggers_on_kill_releases_the_lease_even_when_the_stop_fails(
 
 def test_the_dependency_wait_fires_once_everything_answers(monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from streamops.pipelines import dependencies
-    from streamops.pipelines.dependencies import Outage
+    from streamops.supervision import dependencies
+    from streamops.supervision.dependencies import Outage
 
     answers = [[Outage("mariadb", "refused")], [Outage("redis", "refused")], []]
     monkeypatch.setattr(dependencies, "probe", lambda settings: answers.pop(0))
@@ -487,8 +487,8 @@ def test_the_dependency_wait_alerts_once_when_long_and_frees_the_lease_when_stop
 
     from streamops_airflow import triggers
 
-    from streamops.pipelines import dependencies
-    from streamops.pipelines.dependencies import Outage
+    from streamops.supervision import dependencies
+    from streamops.supervision.dependencies import Outage
 
     answers = [[Outage("kafka", "refused")]] * 3 + [[]]
     monkeypatch.setattr(dependencies, "probe", lambda settings: answers.pop(0))
@@ -534,7 +534,7 @@ def _scripted_health_trigger(
 ) -> SparkJobHealthTrigger:
     """A health trigger whose hook answers ``reads`` in turn (the last one from then on; an
     exception is raised) and notes each lease renewal in ``renewed``."""
-    from streamops.pipelines.health import JobHealth
+    from streamops.supervision.job_health import JobHealth
 
     class Hook:
         def read_health(self, handle: JobHandle) -> JobHealth:
@@ -568,7 +568,7 @@ def test_a_stall_read_just_after_redis_came_back_is_held_not_acted_on(
 
     from streamops_airflow import triggers
 
-    from streamops.pipelines.health import HealthStatus, JobHealth
+    from streamops.supervision.job_health import HealthStatus, JobHealth
 
     monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
     stalled = JobHealth(HealthStatus.STALLED, "q: no batch started for 129 s (allowed 60 s)")
@@ -590,7 +590,7 @@ def test_a_stall_read_just_after_the_clock_stepped_is_held_not_acted_on(
 
     from streamops_airflow import triggers
 
-    from streamops.pipelines.health import HealthStatus, JobHealth
+    from streamops.supervision.job_health import HealthStatus, JobHealth
 
     monkeypatch.setattr(triggers, "STALE_AFTER_OUTAGE_SECONDS", 0.05)
     offsets = [1000.0, 1000.0, 1300.0]  # the clock stepped 300 s before the third poll
@@ -609,7 +609,7 @@ def test_a_stall_read_just_after_the_clock_stepped_is_held_not_acted_on(
 
 def test_a_stall_without_an_outage_is_acted_on_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
-    from streamops.pipelines.health import HealthStatus, JobHealth
+    from streamops.supervision.job_health import HealthStatus, JobHealth
 
     class Hook:
         def read_health(self, handle: JobHandle) -> JobHealth:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamops_airflow.triggers import HEALTH_LOG_EVERY_SECONDS, should_log_health
 
-from streamops.pipelines.health import HealthStatus
+from streamops.supervision.job_health import HealthStatus
 
 
 def test_the_first_verdict_is_logged() -> None:

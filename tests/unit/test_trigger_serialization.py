@@ -10,7 +10,7 @@ import pytest
 from streamops_airflow.hooks import HealthStatus, JobHandle, JobHealth, classify_health
 from streamops_airflow.triggers import LEASE_LOST, SparkJobHealthTrigger
 
-from streamops.pipelines.health import StallBounds
+from streamops.supervision.job_health import StallBounds
 
 HANDLE = JobHandle(
     pipeline="orders",
@@ -125,7 +125,7 @@ def test_a_job_that_never_got_healthy_is_reported_so(monkeypatch: pytest.MonkeyP
 
 
 def test_run_fires_when_the_lease_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamops.pipelines.lease import LeaseLostError
+    from streamops.supervision.lease import LeaseLostError
 
     hook = FakeHook([JobHealth(HealthStatus.HEALTHY, "fine")], LeaseLostError("taken by x"))
     payload = _payload(hook, monkeypatch)

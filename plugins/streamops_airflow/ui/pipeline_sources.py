@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from streamops.clients import kafka_consumer, redis_client
 from streamops.config import Settings
-from streamops.pipelines import lease as leases
-from streamops.pipelines.restart import RestartState
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision import lease as leases
+from streamops.supervision.restart import RestartState
+from streamops.supervision.spec import PipelineSpec
 from streamops_airflow.ui.pipeline_status import JobProcess, TopicOffsets, parse_source_offsets
 
 # The page must answer while a service is down: each source gets a few seconds at most.

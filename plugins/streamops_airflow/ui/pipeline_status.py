@@ -31,8 +31,8 @@ from enum import StrEnum
 from typing import Any
 
 from streamops.airflow_rest import ACTIVE_RUN_STATES, DagInfo
-from streamops.pipelines.restart import Phase, RestartState
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision.restart import Phase, RestartState
+from streamops.supervision.spec import PipelineSpec
 from streamops_airflow.hooks import HealthStatus, classify_health
 
 # topic → partition → offset

@@ -32,7 +32,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from streamops.errors import StreamopsError
-from streamops.pipelines.spec import PipelineSpec, PipelineSpecError, load_specs
+from streamops.supervision.spec import PipelineSpec, PipelineSpecError, load_specs
 from streamops_airflow.ui.pipelines_page import PAGE
 
 ACTIONS = ("start", "stop", "restart", "reset-breaker")
@@ -131,7 +131,7 @@ def _statuses(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     from streamops.airflow_rest import AirflowRequestError, DagInfo
     from streamops.config import load_settings
-    from streamops.pipelines.jobs import load_per_core
+    from streamops.supervision.job_processes import load_per_core
     from streamops_airflow.ui.pipeline_sources import merge_warnings, read_pipelines
     from streamops_airflow.ui.pipeline_status import build_status
 
@@ -225,8 +225,8 @@ def _authorize_run_change(spec: PipelineSpec, user: Any) -> None:
 
 
 def _reset_breaker(spec: PipelineSpec, user: Any) -> dict[str, Any]:
-    from streamops.pipelines.lease import CorruptRowError
-    from streamops.pipelines.restart import Phase
+    from streamops.supervision.lease import CorruptRowError
+    from streamops.supervision.restart import Phase
     from streamops_airflow.hooks import SparkJobHook
 
     _authorize_run_change(spec, user)
@@ -255,8 +255,8 @@ def _reset_breaker(spec: PipelineSpec, user: Any) -> dict[str, Any]:
 def _refuse_while_breaker_open(spec: PipelineSpec) -> None:
     from streamops.config import load_settings
     from streamops.db import connect
-    from streamops.pipelines import lease as leases
-    from streamops.pipelines.restart import Phase
+    from streamops.supervision import lease as leases
+    from streamops.supervision.restart import Phase
 
     with closing(connect(load_settings())) as connection:
         state = leases.load_restart_state(connection, spec.name)

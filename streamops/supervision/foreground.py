@@ -3,8 +3,8 @@
 The supervisor and a foreground run never write to one checkpoint together: the run takes the
 lease first (refused, naming the holder, while a supervised job has it), records its process,
 renews the lease while the job runs and releases it at the end. Its processes carry the
-pipeline's mark (:func:`streamops.pipelines.jobs.job_environment`), so a supervisor that finds
-them after the lease ran out stops them before it launches.
+pipeline's mark (:func:`streamops.supervision.job_processes.job_environment`), so a
+supervisor that finds them after the lease ran out stops them before it launches.
 """
 
 from __future__ import annotations
@@ -22,26 +22,26 @@ import psutil
 from streamops.config import Settings
 from streamops.db import connect
 from streamops.errors import StreamopsError
-from streamops.pipelines import jobs
-from streamops.pipelines import lease as leases
-from streamops.pipelines.spec import PipelineSpec
 from streamops.processes import process_stamp
+from streamops.supervision import job_processes
+from streamops.supervision import lease as leases
+from streamops.supervision.spec import PipelineSpec
 
 
-def lease_holder_job(settings: Settings, spec: PipelineSpec) -> jobs.JobHandle | None:
+def lease_holder_job(settings: Settings, spec: PipelineSpec) -> job_processes.JobHandle | None:
     """The job recorded in the checkpoint's lease, if one was launched (alive or not)."""
     location = spec.checkpoint_location(settings.checkpoint_root)
     with contextlib.closing(connect(settings)) as connection:
         lease = leases.current(connection, location)
     if lease is None or not lease.pid:
         return None
-    return jobs.handle_from_lease(spec, settings, lease)
+    return job_processes.handle_from_lease(spec, settings, lease)
 
 
 def refuse_stray_jobs(settings: Settings, spec: PipelineSpec, advice: str) -> None:
     """A clear error naming each process of the pipeline that runs outside the lease holder's
     job (an orphan)."""
-    strays = jobs.stray_jobs(settings, spec.name, lease_holder_job(settings, spec))
+    strays = job_processes.stray_jobs(settings, spec.name, lease_holder_job(settings, spec))
     if strays:
         listed = "; ".join(stray.describe() for stray in strays)
         raise StreamopsError(
@@ -79,9 +79,9 @@ def run_in_foreground(
         connection.close()
         raise
     try:
-        jobs.mirror_fence(settings, lease)
+        job_processes.mirror_fence(settings, lease)
         process = subprocess.Popen(
-            list(command), env={**env, **jobs.job_environment(spec.name, lease)}
+            list(command), env={**env, **job_processes.job_environment(spec.name, lease)}
         )
         lost = threading.Event()
         done = threading.Event()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from streamops.pipelines.spec import RestartPolicy
+from streamops.supervision.spec import RestartPolicy
 
 
 class Phase(StrEnum):
@@ -92,7 +92,7 @@ class OperatorReset:
 
 @dataclass(frozen=True)
 class DependencyDown:
-    """The job failed because a dependency was down (see :mod:`streamops.pipelines.dependencies`).
+    """The job failed because a dependency was down (see :mod:`streamops.supervision.dependencies`).
 
     ``confirmed``: a probe found it down now; otherwise only the failure's text names it.
     """

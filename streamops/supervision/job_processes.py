@@ -30,7 +30,8 @@ import psutil
 
 from streamops.clients import redis_client
 from streamops.config import Settings
-from streamops.pipelines.health import (
+from streamops.processes import is_same_process, started_since
+from streamops.supervision.job_health import (
     FIRST_BATCH,
     HEARTBEAT_AT,
     STATUS_AT,
@@ -38,9 +39,8 @@ from streamops.pipelines.health import (
     classify_health,
     float_field,
 )
-from streamops.pipelines.lease import Lease
-from streamops.pipelines.spec import PipelineSpec
-from streamops.processes import is_same_process, started_since
+from streamops.supervision.lease import Lease
+from streamops.supervision.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ EXIT_FILE = "pid-{pid}.exit"
 # workers inherit them): what finds a pipeline's processes that no lease accounts for.
 JOB_PIPELINE_ENV = "STREAMOPS_JOB_PIPELINE"
 JOB_TOKEN_ENV = "STREAMOPS_JOB_TOKEN"
-# The lease row's key: with the token, what the job's sinks check (streamops.pipelines.fence).
+# The lease row's key: with the token, what the job's sinks check (streamops.supervision.fence).
 JOB_LEASE_ENV = "STREAMOPS_JOB_LEASE"
 STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
 
@@ -300,7 +300,7 @@ class StrayJob:
 
 def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
     """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)
-    and fence its sinks with ``lease`` (``streamops.pipelines.fence``)."""
+    and fence its sinks with ``lease`` (``streamops.supervision.fence``)."""
     env = {JOB_PIPELINE_ENV: pipeline}
     if lease is not None:
         env[JOB_TOKEN_ENV] = str(lease.fencing_token)
@@ -310,11 +310,11 @@ def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
 
 def mirror_fence(settings: Settings, lease: Lease) -> None:
     """Before a launch under ``lease``: its token's Redis mirror moves forward to it, so an older
-    job's Redis writes are refused from now on (``streamops.pipelines.fence``). Best effort: with
+    job's Redis writes are refused from now on (``streamops.supervision.fence``). Best effort: with
     Redis away nobody writes it, and the new job raises the mirror itself on its first write."""
     import redis
 
-    from streamops.pipelines.redis_fence import raise_mirror
+    from streamops.supervision.redis_fence import raise_mirror
 
     client = redis_client(settings)
     try:
@@ -403,7 +403,7 @@ def read_query_states(
 def local_health(
     spec: PipelineSpec, settings: Settings, handle: JobHandle, now: float | None = None
 ) -> JobHealth:
-    """:func:`~streamops.pipelines.health.classify_health` of a job launched on this host."""
+    """:func:`~streamops.supervision.job_health.classify_health` of a job launched on this host."""
     alive = process_is_running(handle)
     return classify_health(
         alive=alive,
@@ -442,7 +442,7 @@ def starting_pipelines(
     grace plus one batch allowance no longer count, so a job stuck starting cannot hold others
     back for good."""
     from streamops.db import connect
-    from streamops.pipelines import lease as leases
+    from streamops.supervision import lease as leases
 
     now = time.time() if now is None else now
     starting = []

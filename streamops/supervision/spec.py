@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamops.config import PROJECT_ROOT
 from streamops.errors import StreamopsError
-from streamops.pipelines.health import StallBounds
+from streamops.supervision.job_health import StallBounds
 
 PIPELINES_FILE = PROJECT_ROOT / "pipelines.yaml"
 # Another specs file instead of pipelines.yaml, for every process alike (DAG parsing, the
@@ -136,6 +136,22 @@ class HealthThresholds(_Strict):
     # pipeline's job is still starting (JVM warm-up, first batch), so jobs do not warm up
     # together on a small machine. 0: no wait.
     start_alone_seconds: float = Field(default=300.0, ge=0)
+
+    def heartbeat_max_age_seconds(self, trigger_interval_seconds: float | None = None) -> float:
+        """Heartbeats older than this mean stalled: the floor, or N trigger intervals if longer."""
+        interval = trigger_interval_seconds or 0.0
+        return max(self.heartbeat_timeout_seconds, interval * self.trigger_intervals)
+
+    def stall_bounds(self, trigger_interval_seconds: float | None = None) -> StallBounds:
+        """The health rule's bounds (streamops.supervision.job_health) for a trigger interval."""
+        return StallBounds(
+            heartbeat_max_age_seconds=self.heartbeat_max_age_seconds(trigger_interval_seconds),
+            startup_grace_seconds=self.startup_grace_seconds,
+            max_batch_seconds=self.max_batch_seconds,
+            replay_rows_per_second=self.replay_rows_per_second,
+            overload_load_per_core=self.overload_load_per_core,
+            overload_stretch=self.overload_stretch,
+        )
 
 
 class KubernetesSubmit(_Strict):
@@ -271,20 +287,12 @@ class PipelineSpec(_Strict):
     @property
     def heartbeat_max_age_seconds(self) -> float:
         """Heartbeats older than this mean stalled: the floor, or N trigger intervals if longer."""
-        interval = self.trigger_interval_seconds or 0.0
-        return max(self.health.heartbeat_timeout_seconds, interval * self.health.trigger_intervals)
+        return self.health.heartbeat_max_age_seconds(self.trigger_interval_seconds)
 
     @property
     def stall_bounds(self) -> StallBounds:
-        """The health rule's bounds for this pipeline (streamops.pipelines.health)."""
-        return StallBounds(
-            heartbeat_max_age_seconds=self.heartbeat_max_age_seconds,
-            startup_grace_seconds=self.health.startup_grace_seconds,
-            max_batch_seconds=self.health.max_batch_seconds,
-            replay_rows_per_second=self.health.replay_rows_per_second,
-            overload_load_per_core=self.health.overload_load_per_core,
-            overload_stretch=self.health.overload_stretch,
-        )
+        """The health rule's bounds for this pipeline (streamops.supervision.job_health)."""
+        return self.health.stall_bounds(self.trigger_interval_seconds)
 
     def job_arguments(self) -> list[str]:
         """Arguments of the job's CLI: the spec's, plus the trigger when the spec sets one."""

@@ -1,16 +1,16 @@
 """Fencing: a job whose checkpoint lease was taken over cannot commit to MariaDB any more.
 
 The supervisor (or ``streamops run``) launches a job with its lease's row key and fencing token
-in the environment (``streamops.pipelines.jobs.job_environment``; the JVM, the driver and the
-Python workers all inherit it). Every sink connection of the job comes from :func:`connect`
-here: its ``commit()`` first reads the lease row's token with a shared lock, in the same
-transaction, and commits only when the token is still the job's. A takeover (``acquire`` updates
-that row) waits for a running commit and is seen by every later one: an old job's writes are
-refused with :class:`FencedError` after the new holder got the lease, so its batch fails, the
-query fails, and the job exits; nothing it did not commit before is kept.
+in the environment (``streamops.supervision.job_processes.job_environment``; the JVM, the
+driver and the Python workers all inherit it). Every sink connection of the job comes from
+:func:`connect` here: its ``commit()`` first reads the lease row's token with a shared lock, in
+the same transaction, and commits only when the token is still the job's. A takeover
+(``acquire`` updates that row) waits for a running commit and is seen by every later one: an old
+job's writes are refused with :class:`FencedError` after the new holder got the lease, so its
+batch fails, the query fails, and the job exits; nothing it did not commit before is kept.
 
 Redis: every write of a job's Redis client from :func:`redis_client` runs in a MULTI/EXEC that
-WATCHes the lease token's mirror (``streamops.pipelines.redis_fence``) and checks it first: a
+WATCHes the lease token's mirror (``streamops.supervision.redis_fence``) and checks it first: a
 newer token there refuses the write with :class:`FencedError`, and a takeover between the check
 and EXEC aborts the EXEC (then the check refuses). Reads are not fenced. A mirror behind the
 job's token (never raised, lost with Redis' data) is raised by the job once MariaDB's lease row
@@ -32,8 +32,8 @@ from redis.client import Pipeline
 
 from streamops.config import Settings
 from streamops.db import connect as connect_unfenced
-from streamops.pipelines.jobs import JOB_LEASE_ENV, JOB_TOKEN_ENV
-from streamops.pipelines.redis_fence import fence_key, parse_token, raise_mirror
+from streamops.supervision.job_processes import JOB_LEASE_ENV, JOB_TOKEN_ENV
+from streamops.supervision.redis_fence import fence_key, parse_token, raise_mirror
 
 _CHECK = "SELECT fencing_token FROM pipeline_leases WHERE checkpoint_key = ? LOCK IN SHARE MODE"
 

@@ -3,7 +3,7 @@
 ``spark-submit --deploy-mode cluster`` returns once the driver pod exists
 (``spark.kubernetes.submission.waitAppCompletion=false``), so the supervisor watches the pod
 instead of a local process. Every driver pod carries ``streamops/pipeline=<name>`` (set by
-:func:`streamops.pipelines.submit.build_submit_command`) and Spark's own ``spark-role=driver``.
+:func:`streamops.supervision.submit.build_submit_command`) and Spark's own ``spark-role=driver``.
 
 The command lines and the parsing of ``kubectl get pods -o json`` are pure functions, unit-tested
 without a cluster; :func:`run_kubectl` is the only I/O. ``kubectl`` uses the in-cluster service
@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from streamops.errors import StreamopsError
-from streamops.pipelines.spec import KubernetesSubmit, PipelineSpec
+from streamops.supervision.spec import KubernetesSubmit, PipelineSpec
 
 PIPELINE_LABEL = "streamops/pipeline"
 # Spark labels every driver pod with this (and executors with spark-role=executor).

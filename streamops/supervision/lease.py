@@ -33,8 +33,8 @@ from typing import Any
 import mariadb
 
 from streamops.errors import StreamopsError
-from streamops.pipelines.restart import Phase, RestartState
 from streamops.processes import parse_stamp
+from streamops.supervision.restart import Phase, RestartState
 
 _LEASE_COLUMNS = (
     "checkpoint_location, owner, fencing_token, acquired_at, expires_at, host, pid, "

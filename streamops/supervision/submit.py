@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from streamops.config import PROJECT_ROOT, Settings
-from streamops.pipelines.spec import PipelineSpec
+from streamops.supervision.spec import PipelineSpec
 
 CHECKPOINT_ENV = "STREAMOPS_CHECKPOINT_URI"
 MASTER_ENV = "STREAMOPS_SPARK_MASTER"

@@ -2,7 +2,7 @@
 
 MariaDB's ``pipeline_leases`` row is the authority. Redis cannot take part in a MariaDB
 transaction, so the token is mirrored into one Redis key that every fenced Redis write of a job
-checks inside its own MULTI/EXEC (WATCH on the key; see ``streamops.pipelines.fence``). The mirror
+checks inside its own MULTI/EXEC (WATCH on the key; see ``streamops.supervision.fence``). The mirror
 only ever moves forward (:data:`RAISE_SCRIPT`): the launcher raises it to the new token before a
 job starts, and a job whose token is newer than the mirror (never raised, or lost with Redis'
 data) raises it itself once MariaDB confirms the token is still the lease's.

@@ -217,6 +217,23 @@ def corrupted_fields(fields: Mapping[str, str], now: float) -> dict[str, str]:
     return bad
 
 
+def query_verdict(
+    query: str,
+    fields: Mapping[str, str],
+    now: float,
+    bounds: StallBounds,
+    *,
+    started_at: float = 0.0,
+) -> tuple[str, str]:
+    """One query's verdict by the rule the supervisor applies, as ``(kind, detail)``; ``kind`` is
+    ``ok``, ``busy``, ``waiting``, ``restarting``, ``failed`` or ``stalled``. For readers that see
+    the query's Redis hash but not its process (the dashboard): ``started_at`` 0 counts every
+    report as this run's, and no overload stretch applies (the supervisor's verdict may still be
+    ``busy`` on a loaded machine where this says ``stalled``)."""
+    verdict = _judge_query(query, fields, now, started_at, bounds)
+    return verdict.kind, verdict.detail
+
+
 def _judge_query(
     query: str, fields: Mapping[str, str], now: float, start: float, bounds: StallBounds
 ) -> _Verdict:
