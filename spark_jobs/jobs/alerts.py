@@ -21,7 +21,6 @@ Run with ``streamops run alerts`` or ``spark-submit spark_jobs/jobs/alerts.py``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from spark_jobs.common.job_args import parse_job_config
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
 from spark_jobs.common.runner import JobContext, JobQuery, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
@@ -146,28 +146,16 @@ def realtime_spark_conf(settings: Settings, config: AlertsJobConfig) -> dict[str
 
 
 def parse_args(argv: list[str] | None) -> AlertsJobConfig:
-    defaults = AlertsJobConfig()
-    parser = argparse.ArgumentParser(prog="alerts", description=__doc__.split("\n")[0])
-    parser.add_argument("--watermark", default=defaults.watermark)
-    parser.add_argument(
-        "--rules-refresh-seconds", type=float, default=defaults.rules_refresh_seconds
-    )
-    parser.add_argument(
-        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
-    )
-    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
-    parser.add_argument(
-        "--realtime-batch",
-        default=defaults.realtime_batch,
-        help="run the real-time first-line alert query with this batch length (e.g. '5 seconds')",
-    )
-    args = parser.parse_args(argv)
-    return AlertsJobConfig(
-        watermark=args.watermark,
-        rules_refresh_seconds=args.rules_refresh_seconds,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        trigger_interval=args.trigger_interval,
-        realtime_batch=args.realtime_batch,
+    return parse_job_config(
+        AlertsJobConfig,
+        argv,
+        prog="alerts",
+        description=__doc__.split("\n")[0],
+        help_texts={
+            "realtime_batch": (
+                "run the real-time first-line alert query with this batch length (e.g. '5 seconds')"
+            )
+        },
     )
 
 

@@ -20,7 +20,6 @@ Run with ``streamops run joins`` or ``spark-submit spark_jobs/jobs/joins.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from spark_jobs.common.job_args import parse_job_config
 from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.joins import (
@@ -141,36 +141,17 @@ def start(spark: SparkSession, settings: Settings, config: JoinsJobConfig) -> li
 
 
 def parse_args(argv: list[str] | None) -> JoinsJobConfig:
-    defaults = JoinsJobConfig()
-    parser = argparse.ArgumentParser(prog="joins", description=__doc__.split("\n")[0])
-    parser.add_argument("--orders-watermark", default=defaults.orders_watermark)
-    parser.add_argument("--payments-watermark", default=defaults.payments_watermark)
-    parser.add_argument(
-        "--pay-within", default=defaults.pay_within, help="longest order → payment time matched"
-    )
-    parser.add_argument(
-        "--paid-early-tolerance",
-        default=defaults.paid_early_tolerance,
-        help="how far a payment's time may be before its order's and still match",
-    )
-    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
-    parser.add_argument(
-        "--products-refresh-seconds", type=float, default=defaults.products_refresh_seconds
-    )
-    parser.add_argument(
-        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
-    )
-    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
-    args = parser.parse_args(argv)
-    return JoinsJobConfig(
-        orders_watermark=args.orders_watermark,
-        payments_watermark=args.payments_watermark,
-        pay_within=args.pay_within,
-        paid_early_tolerance=args.paid_early_tolerance,
-        window_seconds=args.window_seconds,
-        products_refresh_seconds=args.products_refresh_seconds,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        trigger_interval=args.trigger_interval,
+    return parse_job_config(
+        JoinsJobConfig,
+        argv,
+        prog="joins",
+        description=__doc__.split("\n")[0],
+        help_texts={
+            "pay_within": "longest order → payment time matched",
+            "paid_early_tolerance": (
+                "how far a payment's time may be before its order's and still match"
+            ),
+        },
     )
 
 

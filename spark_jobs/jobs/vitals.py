@@ -18,7 +18,6 @@ model with ``spark_jobs/jobs/vitals_train.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
+from spark_jobs.common.job_args import parse_job_config
 from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.common.vitals_reference import (
@@ -195,40 +195,8 @@ def start(spark: SparkSession, settings: Settings, config: VitalsJobConfig) -> l
 
 
 def parse_args(argv: list[str] | None) -> VitalsJobConfig:
-    defaults = VitalsJobConfig()
-    parser = argparse.ArgumentParser(prog="vitals", description=__doc__.split("\n")[0])
-    parser.add_argument("--topic", default=defaults.topic)
-    parser.add_argument("--watermark", default=defaults.watermark)
-    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
-    parser.add_argument("--slide-seconds", type=int, default=defaults.slide_seconds)
-    parser.add_argument("--silence-seconds", type=float, default=defaults.silence_seconds)
-    parser.add_argument("--retention-seconds", type=float, default=defaults.retention_seconds)
-    parser.add_argument(
-        "--thresholds-refresh-seconds", type=float, default=defaults.thresholds_refresh_seconds
-    )
-    parser.add_argument("--model-check-seconds", type=float, default=defaults.model_check_seconds)
-    parser.add_argument("--model-dir", default=defaults.model_dir)
-    parser.add_argument("--z-threshold", type=float, default=defaults.z_threshold)
-    parser.add_argument(
-        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
-    )
-    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
-    parser.add_argument("--available-now", action="store_true")
-    args = parser.parse_args(argv)
-    return VitalsJobConfig(
-        topic=args.topic,
-        watermark=args.watermark,
-        window_seconds=args.window_seconds,
-        slide_seconds=args.slide_seconds,
-        silence_seconds=args.silence_seconds,
-        retention_seconds=args.retention_seconds,
-        thresholds_refresh_seconds=args.thresholds_refresh_seconds,
-        model_check_seconds=args.model_check_seconds,
-        model_dir=args.model_dir,
-        z_threshold=args.z_threshold,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        trigger_interval=args.trigger_interval,
-        available_now=args.available_now,
+    return parse_job_config(
+        VitalsJobConfig, argv, prog="vitals", description=__doc__.split("\n")[0]
     )
 
 
