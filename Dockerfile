@@ -65,13 +65,17 @@ ENV PATH=/opt/streamops/venv/bin:$PATH \
     STREAMOPS_CACHE_DIR=/opt/streamops/cache \
     STREAMOPS_STATE_DIR=/opt/streamops/state \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/streamops/dags \
-    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/streamops/plugins
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/streamops/plugins \
+    STREAMOPS_PIPELINES_FILE=/opt/streamops/pipelines.yaml
 
 COPY --from=python-build /opt/streamops/venv /opt/streamops/venv
 # Where Settings.spark_kafka_jars_dir() looks: <cache_dir>/spark-kafka-<pyspark version>.
 COPY --from=connector-jars /jars /opt/streamops/cache/spark-kafka-${SPARK_VERSION}
 COPY dags /opt/streamops/dags
 COPY plugins /opt/streamops/plugins
+# The pipeline specs: the supervision DAGs and every job's driver (its query names and checkpoints,
+# streamops.supervision.spec) read them; outside a source checkout they are found by the variable.
+COPY pipelines.yaml /opt/streamops/pipelines.yaml
 
 # Spark on Kubernetes starts driver and executor pods from this image with the first argument
 # `driver` or `executor`, as Spark's own images do; anything else runs as given.

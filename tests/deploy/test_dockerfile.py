@@ -302,3 +302,13 @@ def test_image_paths_are_the_ones_compose_uses(dockerfile: Dockerfile) -> None:
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] in destinations
     assert compose_env["AIRFLOW__CORE__PLUGINS_FOLDER"] == env["AIRFLOW__CORE__PLUGINS_FOLDER"]
     assert env["AIRFLOW_HOME"] == "/opt/airflow"
+
+
+def test_the_image_carries_the_pipeline_specs_where_the_variable_points(
+    dockerfile: Dockerfile,
+) -> None:
+    """The DAG files and every job's driver read the specs (their query names and checkpoints);
+    in the image, outside a source checkout, STREAMOPS_PIPELINES_FILE is how they find them."""
+    env = _env(dockerfile.final)
+    copies = [i.arguments.split() for i in dockerfile.final.all("COPY")]
+    assert ["pipelines.yaml", env["STREAMOPS_PIPELINES_FILE"]] in copies
