@@ -43,9 +43,11 @@ def spark_version(home: Path | None = None) -> str:
     return match.group(1)
 
 
-def kafka_connector_jars(settings: Settings) -> list[Path]:
-    """The connector jars `streamops install` resolved for the installed PySpark version."""
-    version = spark_version()
+def kafka_connector_jars(settings: Settings, version: str | None = None) -> list[Path]:
+    """The connector jars `streamops install` resolved for PySpark ``version`` (default: this
+    environment's, read from its files). A job's driver passes ``pyspark.__version__``: under
+    spark-submit, PySpark is imported from ``pyspark.zip``, which has no folder to read."""
+    version = spark_version() if version is None else version
     folder = settings.spark_kafka_jars_dir(version)
     jars = sorted(folder.glob("*.jar"))
     if not any(jar.name.startswith("spark-sql-kafka-0-10") for jar in jars):

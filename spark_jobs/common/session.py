@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pyspark
 from pyspark.sql import SparkSession
 
 from streamops.config import Settings
@@ -27,7 +28,9 @@ def build_spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     requested = _with_class_archive(settings, conf or {})
     builder = SparkSession.builder.appName(app_name)
-    for key, value in session_conf(settings, kafka_connector_jars(settings), requested).items():
+    for key, value in session_conf(
+        settings, kafka_connector_jars(settings, pyspark.__version__), requested
+    ).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
 
@@ -58,8 +61,6 @@ def _with_class_archive(settings: Settings, conf: Mapping[str, str]) -> dict[str
     """``conf``, plus the drivers' class-data archive when this interpreter is about to start the
     JVM itself (`streamops run`, tests) and the archive exists. Under spark-submit (the supervised
     jobs) the JVM already runs: the hook put the archive on its command line."""
-    import pyspark
-
     archive = settings.spark_class_archive(pyspark.__version__)
     if GATEWAY_ENV in os.environ or not archive.is_file():
         return dict(conf)
