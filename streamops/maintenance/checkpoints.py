@@ -31,16 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streamops.clients import kafka_consumer, kafka_producer, redis_client
 from streamops.config import Settings
-from streamops.contract.redis_keys import query_key
+from streamops.contract.redis_keys import CHECKPOINT_KEY_PREFIX, query_key
+from streamops.contract.topics import ALERTS_TOPIC
 from streamops.maintenance import MaintenanceError
 from streamops.supervision.spec import PipelineSpec, load_specs
 
 log = logging.getLogger(__name__)
 
-REDIS_KEY_PREFIX = "streamops:checkpoint"
 REDIS_TTL_SECONDS = 3600
-ALERTS_TOPIC = "alerts"
 SEVERITIES = ("ok", "info", "warning", "critical")
 _BATCH_FILE = re.compile(r"^\d+$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp$")
@@ -540,17 +540,10 @@ def worst(findings: list[Finding]) -> str:
 def kafka_watermarks(settings: Settings, topics: list[str]) -> KafkaWatermarks:
     """(log start, end) offset of every partition of the topics; a topic the broker does not
     have maps to no partitions (deleted: see :func:`missing_partitions`)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from streamops.clients import LIBRDKAFKA_LOGGER
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "streamops-checkpoint-health",
-            "enable.auto.commit": False,
-            "logger": LIBRDKAFKA_LOGGER,
-        }
+    consumer = kafka_consumer(
+        settings, "streamops-checkpoint-health", **{"group.id": "streamops-checkpoint-health"}
     )
     try:
         result: KafkaWatermarks = {}
@@ -608,7 +601,7 @@ def _checkpoint_path(spec: PipelineSpec, query: str) -> str:
 
 
 def redis_key(pipeline: str, query_name: str) -> str:
-    return f"{REDIS_KEY_PREFIX}:{pipeline}:{query_name}"
+    return f"{CHECKPOINT_KEY_PREFIX}:{pipeline}:{query_name}"
 
 
 def _previous(settings: Settings, target: CheckpointTarget) -> PreviousCheck | None:
@@ -626,9 +619,7 @@ def _previous(settings: Settings, target: CheckpointTarget) -> PreviousCheck | N
 
 
 def _query_state(settings: Settings, target: CheckpointTarget) -> str | None:
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings)
     try:
         state = client.hget(query_key(target.pipeline, target.query_name), "state")
     finally:
@@ -678,11 +669,8 @@ def _record(settings: Settings, result: dict[str, Any]) -> None:
 
 def _publish(settings: Settings, result: dict[str, Any], thresholds: CheckpointThresholds) -> int:
     """Latest result to Redis; findings at or above the alert severity to the alerts topic."""
-    import redis
-    from confluent_kafka import Producer
-
     key = redis_key(result["pipeline"], result["query_name"])
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = redis_client(settings)
     try:
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
@@ -699,11 +687,7 @@ def _publish(settings: Settings, result: dict[str, Any], thresholds: CheckpointT
         client.close()
     alerts = alerts_for(result, thresholds)
     if alerts:
-        from streamops.clients import LIBRDKAFKA_LOGGER
-
-        producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": LIBRDKAFKA_LOGGER}
-        )
+        producer = kafka_producer(settings)
         for alert in alerts:
             producer.produce(
                 ALERTS_TOPIC, key=str(alert["alert_id"]).encode(), value=json.dumps(alert).encode()
