@@ -48,7 +48,7 @@ PROBE_LEVEL = "ERROR"
 # rule, so the alerts job computes no extra window length for it.
 PROBE_RULE_WINDOW_SECONDS = 10
 PROBE_RULE_DESCRIPTION = "streamops soak: an alert per probe line of service soak-probe"
-# Out of the default range (40–130 bpm) of spark_jobs.transforms.vitals.DEFAULT_THRESHOLDS.
+# Out of the default range (40–130 bpm) of streamops.contract.vitals.DEFAULT_THRESHOLDS.
 PROBE_HEART_RATE = 185.0
 PROBE_VITAL = "heart_rate"
 PROBE_QUANTITY = 1

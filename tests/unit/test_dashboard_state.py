@@ -152,7 +152,7 @@ def test_the_page_judges_a_query_by_the_supervisors_rule_and_its_pipelines_bound
     assert state.pipeline_health({**idle, "state": "stopped"}, now=1200.0)["status"] == "stopped"
 
 
-# The vitals pipeline's defaults, in the shape of spark_jobs.transforms.vitals.DEFAULT_THRESHOLDS.
+# The vitals pipeline's defaults, in the shape of streamops.contract.vitals.DEFAULT_THRESHOLDS.
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "heart_rate": (40.0, 130.0),
     "spo2": (90.0, None),
