@@ -1,9 +1,13 @@
-"""Benchmarks of the platform, run with ``python -m benchmarks.runner`` (see README.md).
+"""Benchmarks of the platform, run with ``python -m benchmarks.runner`` or, with a report,
+``streamops bench`` (``python -m benchmarks.report``); see README.md.
 
 Shared by every benchmark module: :class:`BenchmarkError`, :func:`int_env` for their size
 settings, :func:`output_dir` for the folder their plots go to, and what they need of the stack
 (:func:`require_services`, :func:`empty_redis_db`). Streaming queries are stopped with
 ``spark_jobs.common.runner.stop_between_batches``.
+
+The package is part of the installed wheel too: nothing here may count on a source checkout
+around it (:func:`source_checkout`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,21 @@ from pathlib import Path
 from typing import Any
 
 OUTPUT_ENV = "BENCH_OUTPUT_DIR"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
+# Results of a run from an installed package: beside the user, never inside site-packages.
+INSTALLED_OUTPUT = Path("benchmark-results")
+
+
+def source_checkout() -> Path | None:
+    """The repository this package was imported from, None when it is an installed copy."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_output() -> Path:
+    """Where results go unless told: ``benchmarks/results/`` of a source checkout, else
+    ``./benchmark-results/`` in the current directory."""
+    checkout = source_checkout()
+    return checkout / "benchmarks" / "results" if checkout else INSTALLED_OUTPUT
 
 
 class BenchmarkError(RuntimeError):
@@ -51,10 +69,10 @@ def output_dir() -> Path:
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name == "benchmarks.runner":
         parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+        parser.add_argument("--output", type=Path, default=default_output())
         known, _ = parser.parse_known_args(sys.argv[1:])
         return Path(known.output)
-    return DEFAULT_OUTPUT
+    return default_output()
 
 
 # --- the stack a benchmark runs on ----------------------------------------------------------------

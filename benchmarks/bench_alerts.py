@@ -41,8 +41,8 @@ from typing import Any
 import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from benchmarks import BenchmarkError, int_env, output_dir, plots
-from streamops.config import PROJECT_ROOT, Settings
+from benchmarks import BenchmarkError, int_env, output_dir, plots, source_checkout
+from streamops.config import Settings
 from streamops.contract.alerts import alert_id, window_start
 from streamops.contract.redis_keys import REALTIME_STATS_KEY
 from streamops.db import execute
@@ -120,7 +120,7 @@ def _job(settings: Settings, extra_args: list[str], mode: str) -> Iterator[subpr
             str(RULES_REFRESH_SECONDS),
             *extra_args,
         ],
-        cwd=PROJECT_ROOT,
+        cwd=source_checkout(),
         env={**os.environ, "STREAMOPS_CHECKPOINT_URI": str(folder / "checkpoints")},
         stdout=(folder / "job.log").open("wb"),
         stderr=subprocess.STDOUT,

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import source_checkout
 from streamops.config import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICK_ENV = {"BENCH_CLI_REPEATS": "3"}
 _PROBE = (
     "import sys, runpy; sys.argv = ['streamops', '--help'];\n"
@@ -33,7 +33,8 @@ _PROBE = (
 
 def _seconds(argv: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
-    result = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    # From the checkout, where a user runs it (its streamops.toml); installed, from here.
+    result = subprocess.run(argv, cwd=source_checkout(), capture_output=True, text=True, check=True)
     return time.perf_counter() - started, result.stderr
 
 

@@ -1,14 +1,14 @@
 """Run the benchmarks and keep their results as JSON.
 
-    python -m benchmarks.runner [NAME ...] [--output benchmarks/results/] [--list]
+    python -m benchmarks.runner [NAME ...] [--output FOLDER] [--list]
 
 A benchmark is a module ``benchmarks/bench_<name>.py`` with ``run(settings) -> dict``. Each run
 writes ``<output>/<name>-<UTC timestamp>.json`` holding the machine, the time and the results, so
 numbers from different commits and machines can be put side by side.
 
-``streamops bench`` (streamops/cli/bench.py) runs them all into one folder per run and adds a
-markdown summary: :func:`summary_markdown` lists every ``ratio_*`` a benchmark returns (a ratio
-against a baseline measured in the same run) and its headline numbers. ``--quick`` sets the
+``streamops bench`` (``python -m benchmarks.report``) runs them all into one folder per run and
+adds a markdown summary: :func:`summary_markdown` lists every ``ratio_*`` a benchmark returns (a
+ratio against a baseline measured in the same run) and its headline numbers. ``--quick`` sets the
 sizes of :func:`quick_environment` so a whole run takes minutes, for a smoke check, not numbers.
 
 A benchmark that records its state size over time returns it as a *time series*: a list of
@@ -37,11 +37,10 @@ from types import ModuleType
 from typing import Any
 
 import benchmarks
-from benchmarks import BenchmarkError
+from benchmarks import BenchmarkError, default_output
 from streamops.config import load_settings
 
 PREFIX = "bench_"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
 # Where a benchmark that draws its own charts puts them (read by the benchmarks themselves).
 OUTPUT_ENV = "BENCH_OUTPUT_DIR"
 # A benchmark module may define ``QUICK_ENV = {"BENCH_…": "…"}``: the sizes of a quick run. These
@@ -424,7 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     available = discover()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runner", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results folder")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=default_output(),
+        help="results folder (default: benchmarks/results/ of a source checkout, else "
+        "./benchmark-results/)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     args = parser.parse_args(argv)

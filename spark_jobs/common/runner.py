@@ -3,6 +3,8 @@
 A job learns about its pipeline from its :class:`JobContext`, built from the pipeline's spec
 (``pipelines.yaml``, or ``$STREAMOPS_PIPELINES_FILE``) inside the driver: the names and
 checkpoints of its queries, and the settings. It never names a query or a checkpoint itself.
+A caller other than the supervisor (a benchmark) changes what it must through the context's
+:class:`JobOverrides`, and runs the job's own wiring otherwise.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -63,9 +65,33 @@ class JobQuery:
     checkpoint: str
 
 
+BatchWriter = Callable[[DataFrame, int], None]
+
+
+@dataclass(frozen=True)
+class JobOverrides:
+    """What a caller other than the supervisor changes of a job's queries, all else being the
+    job's own wiring: a benchmark drains a scratch topic into scratch checkpoints, once a run
+    (``availableNow``), into no-op sinks for a baseline. The defaults change nothing, and the
+    supervised job (:func:`run_job`) never sets them.
+
+    The source topic is not here: it is each job's own configuration (``--topic``).
+    """
+
+    # The folder of the queries' checkpoints (``<location>/<role>``), instead of
+    # ``<checkpoint root>/<pipeline>``: a benchmark's scratch folder, fresh for every drain.
+    checkpoint_location: str | None = None
+    # Keywords of ``DataStreamWriter.trigger`` for every query (``{"availableNow": True}``),
+    # instead of the job's own trigger.
+    trigger: Mapping[str, Any] | None = None
+    # ``foreachBatch`` writers by query role, instead of the job's sinks.
+    sinks: Mapping[str, BatchWriter] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class JobContext:
-    """What a job knows of its pipeline: the spec, and the settings it runs with.
+    """What a job knows of its pipeline: the spec, the settings it runs with, and what its caller
+    overrides (nothing, under the supervisor).
 
     The rule that ties a job's queries to the spec is spelled out in
     ``streamops/supervision/spec.py``: a job asks for its queries by role, all at once, and gets
@@ -75,11 +101,14 @@ class JobContext:
 
     spec: PipelineSpec
     settings: Settings
+    overrides: JobOverrides = field(default_factory=JobOverrides)
 
     @classmethod
-    def of(cls, pipeline: str, settings: Settings) -> JobContext:
+    def of(
+        cls, pipeline: str, settings: Settings, overrides: JobOverrides | None = None
+    ) -> JobContext:
         """The context of ``pipeline``, from the specs file every process reads."""
-        return cls(load_spec(pipeline), settings)
+        return cls(load_spec(pipeline), settings, overrides or JobOverrides())
 
     @property
     def pipeline(self) -> str:
@@ -88,8 +117,29 @@ class JobContext:
     @property
     def checkpoint_location(self) -> str:
         """``<checkpoint root>/<pipeline>``: the spec's root, else the settings'. The supervisor's
-        lease guards the same string."""
+        lease guards the same string. A caller's override wins over both."""
+        if self.overrides.checkpoint_location is not None:
+            return self.overrides.checkpoint_location.rstrip("/")
         return self.spec.checkpoint_location(self.settings.checkpoint_root)
+
+    def batch_writer(
+        self, query: JobQuery, default_sink: Callable[[Settings], BatchWriter]
+    ) -> BatchWriter:
+        """``query``'s ``foreachBatch`` (:func:`batch_writer`): the overrides' sink for its role,
+        else ``default_sink(settings)``, the job's (not built when overridden)."""
+        override = self.overrides.sinks.get(self.spec.query_role(query.name))
+        return batch_writer(query, override or default_sink(self.settings))
+
+    def triggered(
+        self, writer: DataStreamWriter, processing_time: str | None = None
+    ) -> DataStreamWriter:
+        """``writer`` with the overrides' trigger, else one every ``processing_time``, else as it
+        is (Spark's default: the next batch as soon as the last one ended)."""
+        if self.overrides.trigger is not None:
+            return writer.trigger(**self.overrides.trigger)
+        if processing_time:
+            return writer.trigger(processingTime=processing_time)
+        return writer
 
     def queries(self, *roles: str) -> tuple[JobQuery, ...]:
         """The job's queries in ``roles``, in that order: every role the spec lists, no other."""
@@ -100,6 +150,12 @@ class JobContext:
                 f"lists {list(self.spec.queries)} (roles {list(listed)}). A query's role is its "
                 f"name without '{self.pipeline}_'; make the spec's queries and the job's agree "
                 "(streamops/supervision/spec.py)."
+            )
+        unknown = sorted(set(self.overrides.sinks) - set(roles))
+        if unknown:
+            raise ValueError(
+                f"Sinks are overridden for {unknown}, which the {self.pipeline} job has no query "
+                f"for; its roles are {list(roles)}."
             )
         return tuple(self._query(listed[role]) for role in roles)
 
@@ -116,10 +172,9 @@ class JobContext:
         return self._query(name)
 
     def _query(self, name: str) -> JobQuery:
-        return JobQuery(name, self.spec.query_checkpoint(name, self.settings.checkpoint_root))
+        return JobQuery(name, f"{self.checkpoint_location}/{self.spec.query_role(name)}")
 
 
-BatchWriter = Callable[[DataFrame, int], None]
 JobConfig = TypeVar("JobConfig")
 # A job's queries, not started yet: the driver starts the first alone, then the rest, and may
 # start one again.

@@ -12,7 +12,6 @@ Run with ``streamops run orders`` or ``spark-submit spark_jobs/jobs/orders.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.archive import archive_writer
-from spark_jobs.common.runner import JobContext, batch_writer, run_job, start_all
+from spark_jobs.common.job_args import parse_job_config
+from spark_jobs.common.runner import JobContext, JobOverrides, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks.mariadb import quarantine_writer
 from spark_jobs.sinks.orders import orders_writer, revenue_redis_writer, revenue_writer
@@ -111,46 +111,39 @@ def writers(
     )
     records = (
         checked.writeStream.queryName(records_query.name)
-        .foreachBatch(batch_writer(records_query, records_writer(settings)))
+        .foreachBatch(context.batch_writer(records_query, records_writer))
         .option("checkpointLocation", records_query.checkpoint)
     )
     revenue = (
         windows.writeStream.queryName(revenue_query.name)
         .outputMode("update")
-        .foreachBatch(batch_writer(revenue_query, windows_writer(settings)))
+        .foreachBatch(context.batch_writer(revenue_query, windows_writer))
         .option("checkpointLocation", revenue_query.checkpoint)
     )
-    if config.trigger_interval:
-        records = records.trigger(processingTime=config.trigger_interval)
-        revenue = revenue.trigger(processingTime=config.trigger_interval)
-    return [records, revenue]
+    return [
+        context.triggered(records, config.trigger_interval),
+        context.triggered(revenue, config.trigger_interval),
+    ]
 
 
-def start(spark: SparkSession, settings: Settings, config: OrdersJobConfig) -> list[StreamingQuery]:
-    return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    config: OrdersJobConfig,
+    overrides: JobOverrides | None = None,
+) -> list[StreamingQuery]:
+    """Both queries started at once; ``overrides`` (a benchmark's) change the checkpoints, the
+    trigger or the sinks, and nothing else."""
+    return start_all(writers(spark, JobContext.of(PIPELINE, settings, overrides), config))
 
 
 def parse_args(argv: list[str] | None) -> OrdersJobConfig:
-    defaults = OrdersJobConfig()
-    parser = argparse.ArgumentParser(prog="orders", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--topic",
-        default=defaults.topic,
-        help=f"the Kafka topic to read (default: {defaults.topic}, the contract's)",
-    )
-    parser.add_argument("--watermark", default=defaults.watermark)
-    parser.add_argument("--window-seconds", type=int, default=defaults.window_seconds)
-    parser.add_argument(
-        "--max-offsets-per-trigger", type=int, default=defaults.max_offsets_per_trigger
-    )
-    parser.add_argument("--trigger-interval", default=defaults.trigger_interval)
-    args = parser.parse_args(argv)
-    return OrdersJobConfig(
-        topic=args.topic,
-        watermark=args.watermark,
-        window_seconds=args.window_seconds,
-        max_offsets_per_trigger=args.max_offsets_per_trigger,
-        trigger_interval=args.trigger_interval,
+    return parse_job_config(
+        OrdersJobConfig,
+        argv,
+        prog="orders",
+        description=__doc__.split("\n")[0],
+        help_texts={"topic": f"the Kafka topic to read (default: {PIPELINE}, the contract's)"},
     )
 
 

@@ -1,125 +1,25 @@
-"""`streamops bench`: every benchmark of benchmarks/ on the local stack, into one report folder.
+"""`streamops bench`: every benchmark on the local stack, into one report folder.
 
-    benchmarks/results/<run>/<name>-<time>.json   each benchmark's results (benchmarks/runner.py)
-    benchmarks/results/<run>/*.png                charts: the benchmarks' own, plus per benchmark
-                                                  its ratios, latency percentiles, throughput
-                                                  against offered rate and state size over time
-    benchmarks/results/<run>/summary.md           ratios against their same-run baselines, numbers
-
-Benchmarks are found by the runner's discovery (``bench_*.py``), so a new one is in the next run
-without an edit here. While they run, a sampler reads the queries' progress hashes in Redis
-(``streamops:query:*``, written by every job's listener, benchmarks' scratch jobs included) once
-a second: it feeds the progress line, and the state-size chart of a benchmark whose JSON holds
-no state time series of its own (see ``runner.state_series``).
+The run itself is ``python -m benchmarks.report`` (benchmarks/report.py), started here as a child
+process on this interpreter: the benchmarks import the Spark jobs, and the core never imports
+them (docs/adr/0006-layers-and-environments.md). The child writes to this terminal (its progress
+bar, its lines, its errors), a Ctrl-C reaches it too, and its exit code is this command's.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
 import sys
-import threading
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from streamops.cli._app import console, fail, settings
 
-SAMPLE_INTERVAL_SECONDS = 1.0
-# A query hash counts as "this run's" when its heartbeat is newer than the run's start.
-QUERY_PATTERN = "streamops:query:*"
-MAX_RATE_BARS = 8
-
-
-@dataclass
-class QuerySample:
-    at: float  # seconds since the run started
-    query: str  # <pipeline>:<query_name>
-    state_rows: int | None
-    rows_per_second: float | None
-    batch_id: int | None
-
-
-@dataclass
-class QuerySampler:
-    """Polls Redis for the progress of every query that reports during the run (a thread)."""
-
-    redis_url: str
-    started: float = field(default_factory=time.time)
-    samples: list[QuerySample] = field(default_factory=list)
-    latest: str = ""
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> QuerySampler:
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=2)
-        seen: dict[str, str] = {}
-        try:
-            while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
-                try:
-                    self._sample(client, seen)
-                except redis.RedisError as error:
-                    self.latest = f"(Redis: {error})"
-        finally:
-            client.close()
-
-    def _sample(self, client: Any, seen: dict[str, str]) -> None:
-        import redis
-
-        now = time.time()
-        for key in client.scan_iter(match=QUERY_PATTERN, count=200):
-            if key.count(":") < 3:
-                continue
-            try:
-                fields = client.hgetall(key)
-            except redis.ResponseError:  # a key of another type: not a query hash
-                continue
-            heartbeat = _float(fields.get("heartbeat_at"))
-            if heartbeat is None or heartbeat < self.started:
-                continue
-            batch = fields.get("batch_id", "")
-            query = key.removeprefix("streamops:query:")
-            if seen.get(query) == batch:
-                continue  # no new batch since the last sample
-            seen[query] = batch
-            sample = QuerySample(
-                at=round(now - self.started, 1),
-                query=query,
-                state_rows=_int(fields.get("state_rows")),
-                rows_per_second=_float(fields.get("processed_rows_per_second")),
-                batch_id=_int(batch),
-            )
-            self.samples.append(sample)
-            rate = f", {sample.rows_per_second:,.0f} rows/s" if sample.rows_per_second else ""
-            state = f", state {sample.state_rows:,} rows" if sample.state_rows else ""
-            self.latest = f"{query} batch {batch}{rate}{state}"
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
-
-
-def _int(text: str | None) -> int | None:
-    number = _float(text)
-    return None if number is None else int(number)
+REPORT_MODULE = "benchmarks.report"
 
 
 def bench(
@@ -133,7 +33,8 @@ def bench(
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(
-            help="Results folder; the run gets a sub-folder (default benchmarks/results)."
+            help="Results folder; the run gets a sub-folder (default: benchmarks/results/ in a "
+            "source checkout, else ./benchmark-results/ in the current directory)."
         ),
     ] = None,
     list_only: Annotated[
@@ -145,271 +46,51 @@ def bench(
     ] = None,
 ) -> None:
     """Run the benchmarks on the local stack; write JSON, PNG charts and a markdown summary."""
-    runner = _runner()
-    available = runner.discover()
+    cfg = settings()  # a bad setting fails here, before a child starts
+    argv = [sys.executable, "-m", REPORT_MODULE, *report_options(only, skip, quick, output)]
     if list_only:
-        for name in available:
-            console.print(name)
-        return
-    names = [name.removeprefix(runner.PREFIX) for name in only or []] or list(available)
-    skipped = {name.removeprefix(runner.PREFIX) for name in skip or []}
-    unknown = [name for name in [*names, *skipped] if name not in available]
-    names = [name for name in names if name not in skipped]
-    if unknown:
-        fail(
-            f"Unknown benchmark {', '.join(unknown)}; the benchmarks are: {', '.join(available)}.",
-            code=2,
-        )
-    cfg = settings()
-    _require_stack(cfg)
-    run = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}" + ("-quick" if quick else "")
-    folder = (output or runner.DEFAULT_OUTPUT) / run
-    folder.mkdir(parents=True, exist_ok=True)
-
-    reports, failures, spans, sampler = _run_all(runner, available, names, folder, quick, cfg)
-    charts = _draw(runner, reports, spans, sampler, folder)
-    summary = folder / "summary.md"
-    summary.write_text(runner.summary_markdown(run, reports, failures, charts, folder, quick=quick))
-    for name, report in reports.items():
-        found = runner.ratios(report["results"])
-        ratios = ", ".join(f"{runner.ratio_label(k)} {v:.3f}" for k, v in found.items())
-        console.print(f"[green]{name}[/]: {report['duration_seconds']:.0f} s  {ratios}")
-    for name, reason in failures.items():
-        console.print(f"[red]{name} failed[/]: {reason}", highlight=False)
-    console.print(f"summary: {summary}")
-    if failures:
-        raise typer.Exit(1)
+        argv.append("--list")
+    env = {**os.environ, **cfg.as_env(), **_benchmarks_path()}
+    raise typer.Exit(_wait_for(subprocess.Popen(argv, env=env)))
 
 
-def _runner() -> Any:
-    # benchmarks/ is a folder of the repository, not part of the installed package: import it
-    # from the project root whatever the working directory.
+def report_options(
+    only: list[str] | None, skip: list[str] | None, quick: bool, output: Path | None
+) -> list[str]:
+    """The options of ``python -m benchmarks.report`` for this command's."""
+    options = [f"--only={name}" for name in only or []]
+    options += [f"--skip={name}" for name in skip or []]
+    if quick:
+        options.append("--quick")
+    if output is not None:
+        # The child runs in this directory too; absolute all the same, for its messages.
+        options.append(f"--output={output.resolve()}")
+    return options
+
+
+def _benchmarks_path() -> dict[str, str]:
+    """``PYTHONPATH`` for the child when the benchmarks are a folder of this source checkout that
+    the interpreter cannot import yet (an editable install made before they were packaged)."""
+    if importlib.util.find_spec("benchmarks") is not None:
+        return {}
     from streamops.config import PROJECT_ROOT
 
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    from benchmarks import runner
-
-    return runner
-
-
-def _require_stack(cfg: Any) -> None:
-    from streamops.stack.kafka import Kafka
-    from streamops.stack.mariadb import MariaDB
-    from streamops.stack.redis import Redis
-
-    down = [c.name for c in (Kafka(cfg), MariaDB(cfg), Redis(cfg)) if not c.health().healthy]
-    if down:
+    if not (PROJECT_ROOT / "benchmarks" / "report.py").is_file():
         fail(
-            f"The benchmarks need the local stack, and {', '.join(down)} is not running "
-            f"(state folder {cfg.state_dir}). Start it with `streamops up --no-airflow` "
-            "(or `make up`), then run `streamops bench` again."
+            f"The benchmarks are not installed with this streamops ({sys.executable}): install "
+            "the package again (`pip install -e .` in a source checkout), which includes them."
         )
+    paths = [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
-def _run_all(
-    runner: Any,
-    available: Mapping[str, str],
-    names: list[str],
-    folder: Path,
-    quick: bool,
-    cfg: Any,
-) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, tuple[float, float]], QuerySampler]:
-    import json
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from benchmarks import BenchmarkError
-
-    reports: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    spans: dict[str, tuple[float, float]] = {}
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[detail]}"),
-        console=console,
-    )
-    with QuerySampler(cfg.redis_url) as sampler, progress:
-        overall = progress.add_task("benchmarks", total=len(names), detail="")
-        for name in names:
-            progress.update(overall, description=name, detail="starting")
-            start = time.time() - sampler.started
-            done = threading.Event()
-
-            def follow(task: TaskID = overall, finished: threading.Event = done) -> None:
-                # The progress line follows the newest batch of any query while the run lasts.
-                while not finished.wait(SAMPLE_INTERVAL_SECONDS):
-                    progress.update(task, detail=sampler.latest)
-
-            watcher = threading.Thread(target=follow, daemon=True)
-            watcher.start()
-            try:
-                path = runner.run_benchmark(name, available[name], folder, quick=quick)
-                reports[name] = json.loads(path.read_text())
-            except BenchmarkError as error:
-                failures[name] = str(error)
-            except Exception as error:  # one broken benchmark must not end the run
-                failures[name] = f"{type(error).__name__}: {error}"
-            finally:
-                done.set()
-                watcher.join(timeout=5)
-            spans[name] = (start, time.time() - sampler.started)
-            status = "failed" if name in failures else "done"
-            progress.console.print(f"{name}: {status} in {spans[name][1] - start:.0f} s")
-            progress.update(overall, advance=1, detail="")
-    return reports, failures, spans, sampler
-
-
-def _draw(
-    runner: Any,
-    reports: Mapping[str, Mapping[str, Any]],
-    spans: Mapping[str, tuple[float, float]],
-    sampler: QuerySampler,
-    folder: Path,
-) -> dict[str, list[Path]]:
-    """The charts of the run, by benchmark ("" = across benchmarks)."""
-    from benchmarks import plots
-
-    charts: dict[str, list[Path]] = {}
-    for name, report in reports.items():
-        results = report["results"]
-        own = sorted(p for p in folder.glob(f"{name}-*.png"))
-        drawn: list[Path] = []
-        found = runner.ratios(results)
-        if found:
-            drawn.append(
-                plots.bar_chart(
-                    folder / f"report-{name}-ratios.png",
-                    title=f"{name}: ratios against the same-run baseline",
-                    labels=[runner.ratio_label(key).removeprefix("ratio_") for key in found],
-                    values=list(found.values()),
-                    ylabel="ratio (1.0 = baseline)",
-                    reference=1.0,
-                    reference_label="baseline",
-                    value_format="{:.2f}",
-                )
-            )
-        latency = runner.latency_percentiles(results)
-        if latency:
-            groups = list(latency)
-            drawn.append(
-                plots.grouped_bars(
-                    folder / f"report-{name}-latency.png",
-                    title=f"{name}: latency percentiles",
-                    panels={
-                        name: {
-                            p: [latency[g].get(p) for g in groups] for p in ("p50", "p95", "p99")
-                        }
-                    },
-                    groups=[_short(g) for g in groups],
-                    ylabel="milliseconds",
-                    label=lambda value: f"{value:,.0f}",
-                )
-            )
-        offered = runner.offered_rates(results)
-        if offered:
-            drawn.append(
-                plots.line_chart(
-                    folder / f"report-{name}-throughput-vs-offered.png",
-                    title=f"{name}: throughput against offered rate",
-                    series={_short(k): v for k, v in offered.items()},
-                    xlabel="offered records/s",
-                    ylabel="achieved records/s",
-                    diagonal=True,
-                )
-            )
-        rates = {
-            key: value
-            for key, value in runner.headline_numbers(results).items()
-            # One unit per chart: record rates, not bytes.
-            if key.endswith("_per_second") and not key.endswith("bytes_per_second")
-        }
-        if rates:
-            chosen = dict(list(rates.items())[:MAX_RATE_BARS])
-            drawn.append(
-                plots.bar_chart(
-                    folder / f"report-{name}-throughput.png",
-                    title=f"{name}: throughput",
-                    labels=[_short(key) for key in chosen],
-                    values=list(chosen.values()),
-                    ylabel="per second",
-                )
-            )
-        state, xlabel = _state_over_time(runner, results, sampler, spans[name])
-        if state:
-            drawn.append(
-                plots.line_chart(
-                    folder / f"report-{name}-state.png",
-                    title=f"{name}: state size over time",
-                    series=state,
-                    xlabel=xlabel,
-                    ylabel="state rows (all stateful operators)",
-                )
-            )
-        charts[name] = own + drawn
-    every = {
-        f"{name}: {runner.ratio_label(key).removeprefix('ratio_')}": value
-        for name, report in reports.items()
-        for key, value in runner.ratios(report["results"]).items()
-    }
-    if every:
-        charts[""] = [
-            plots.bar_chart(
-                folder / "report-ratios.png",
-                title="Every ratio of the run (1.0 = its same-run baseline)",
-                labels=list(every),
-                values=list(every.values()),
-                ylabel="ratio",
-                reference=1.0,
-                reference_label="baseline",
-                value_format="{:.2f}",
-            )
-        ]
-    return charts
-
-
-def _state_over_time(
-    runner: Any, results: Any, sampler: QuerySampler, span: tuple[float, float]
-) -> tuple[dict[str, list[tuple[float, float]]], str]:
-    """The state-size series of one benchmark and their x-axis label: the time series its JSON
-    holds (in-process queries publish no Redis hash the sampler could read), else what the
-    sampler saw of the queries that reported to Redis while it ran. A series that never held a
-    row (a stateless query) is left out; no series at all when none did."""
-    recorded = {
-        key: points
-        for key, points in runner.state_series(results).items()
-        if any(rows for _, rows in points)
-    }
-    if recorded:
-        parts = [key.rsplit(".", 1)[-1] for key in recorded]
-        # The query's name alone, unless two series would share it.
-        unique = len(set(parts)) == len(parts)
-        labels = parts if unique else [_short(key) for key in recorded]
-        return dict(zip(labels, recorded.values(), strict=True)), "seconds since the phase started"
-    start, end = span
-    sampled: dict[str, list[tuple[float, float]]] = {}
-    for sample in sampler.samples:
-        if start <= sample.at <= end and sample.state_rows is not None:
-            sampled.setdefault(sample.query, []).append((sample.at - start, sample.state_rows))
-    if not any(rows for points in sampled.values() for _, rows in points):
-        return {}, ""
-    return sampled, "seconds since the benchmark started"
-
-
-def _short(path: str) -> str:
-    """A dotted path as a chart label: generic parts dropped, the rest one per line."""
-    parts = [part for part in path.split(".") if part not in ("median", "best", "results")]
-    kept = parts if len(parts) <= 3 else [parts[0], *parts[-2:]]
-    return "\n".join(kept)
+def _wait_for(child: subprocess.Popen[bytes]) -> int:
+    """The child's exit code (128 + the signal's number when a signal ended it). A Ctrl-C reached
+    the child as well (one process group): wait while it stops and removes its scratch data."""
+    while True:
+        try:
+            code = child.wait()
+            break
+        except KeyboardInterrupt:
+            console.print("stopping: the benchmark removes its scratch topics and rows first")
+    return 128 - code if code < 0 else code

@@ -1,4 +1,4 @@
-"""The pure parts of `streamops bench`'s report (benchmarks/runner.py, streamops/cli/bench.py) on
+"""The pure parts of `streamops bench`'s report (benchmarks/runner.py, benchmarks/report.py) on
 hand-made results shaped like the benchmarks' own: state over time, headline numbers, ratios and
 the markdown summary. Also the shared graceful stop of the benchmarks' streaming queries."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from benchmarks import runner
+from benchmarks.report import QuerySample, QuerySampler, _state_over_time
 from spark_jobs.common.runner import _stop_all, stop_between_batches
-from streamops.cli.bench import QuerySample, QuerySampler, _state_over_time
 
 BENCHMARKS = Path(runner.__file__).resolve().parent
 
@@ -113,7 +113,7 @@ def test_state_series_ignores_lists_that_are_not_state_over_time() -> None:
 
 
 def test_orders_benchmark_state_is_in_the_shape_the_report_charts() -> None:
-    from benchmarks.bench_orders_pipeline import _state_series
+    from benchmarks.orders.queries import state_series
 
     def batch(at: float, batch_id: int, rows: int, executed: bool = True) -> dict[str, Any]:
         return {"at": at, "batch_id": batch_id, "executed": executed, "state_rows": rows}
@@ -123,7 +123,7 @@ def test_orders_benchmark_state_is_in_the_shape_the_report_charts() -> None:
         # An idle trigger (no batch run) is no point of the series.
         "orders_revenue": [batch(100.5, 0, 0), batch(102.5, 1, 40), batch(103.0, 1, 40, False)],
     }
-    latency = [{"target_rate": 200, "state_series": _state_series(progress)}]
+    latency = [{"target_rate": 200, "state_series": state_series(progress)}]
     assert runner.state_series({"latency": latency}) == {
         "latency[200].state_series.orders_revenue": [(0.5, 0.0), (2.5, 40.0)]
     }
@@ -207,7 +207,9 @@ def test_ratios_find_each_number_of_a_mapping_of_ratios() -> None:
 def test_every_ratio_a_benchmark_returns_says_what_it_compares() -> None:
     returned = {
         name
-        for module in sorted(BENCHMARKS.glob("bench_*.py"))
+        # The benchmarks and their phases' modules (benchmarks/orders/); not the runner's list.
+        for module in sorted(BENCHMARKS.rglob("*.py"))
+        if module.name != "runner.py"
         for name in re.findall(r"[\"'](ratio_\w+)[\"']", module.read_text())
     }
     assert "ratio_pipeline_to_parse" in returned  # the scan itself works
@@ -239,7 +241,7 @@ def test_summary_lists_the_vitals_ratio_with_its_baseline_and_no_samples(
     assert "![report-vitals-state](report-vitals-state.png)" in summary
 
 
-# --- cli.bench: which state series are charted ---------------------------------------------------
+# --- report: which state series are charted ---------------------------------------------------
 
 
 def test_state_chart_uses_the_json_series_and_drops_stateless_queries() -> None:
@@ -247,7 +249,7 @@ def test_state_chart_uses_the_json_series_and_drops_stateless_queries() -> None:
     sampler.samples.append(
         QuerySample(at=3.0, query="p:q", state_rows=9, rows_per_second=None, batch_id=1)
     )
-    series, xlabel = _state_over_time(runner, vitals_results(), sampler, (0.0, 60.0))
+    series, xlabel = _state_over_time(vitals_results(), sampler, (0.0, 60.0))
     assert series == {
         "vitals_summary": [(5.0, 0.0), (10.1, 1200.0), (15.0, 2400.0)],
         "vitals_signal": [(5.0, 0.0), (10.1, 48.0), (15.0, 48.0)],
@@ -261,11 +263,11 @@ def test_state_chart_falls_back_to_the_sampler_within_the_benchmark_span() -> No
         sampler.samples.append(
             QuerySample(at=at, query="orders:w", state_rows=rows, rows_per_second=None, batch_id=1)
         )
-    series, xlabel = _state_over_time(runner, {"rows": 3}, sampler, (10.0, 40.0))
+    series, xlabel = _state_over_time({"rows": 3}, sampler, (10.0, 40.0))
     assert series == {"orders:w": [(2.0, 7), (20.0, 8)]}
     assert xlabel == "seconds since the benchmark started"
 
-    nothing, _ = _state_over_time(runner, {"rows": 3}, QuerySampler("redis://unused"), (0, 9))
+    nothing, _ = _state_over_time({"rows": 3}, QuerySampler("redis://unused"), (0, 9))
     assert nothing == {}
 
 
