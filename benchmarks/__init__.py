@@ -125,3 +125,41 @@ def empty_redis_db(settings: Any) -> int:
         finally:
             client.close()
     raise BenchmarkError("Every Redis database 1-15 holds keys; the benchmark needs an empty one.")
+
+
+def produce_orders(
+    bootstrap_servers: str,
+    topic: str,
+    count: int,
+    seed: int,
+    now: Any,
+    *,
+    malformed_ratio: float = 0.0,
+    duplicate_ratio: float = 0.0,
+) -> Any:
+    """``count`` generated orders into ``topic`` as fast as the generator sends (its summary),
+    with those shares of malformed and duplicated records. Every record delivered, or a
+    :class:`BenchmarkError` that says how many were not and why."""
+    from streamops.generator.producer import KafkaUnavailableError, run_generator
+
+    try:
+        summary = run_generator(
+            "orders",
+            bootstrap_servers=bootstrap_servers,
+            rate=0,
+            count=count,
+            seed=seed,
+            now=now,
+            progress=False,
+            target_topic=topic,
+            malformed_ratio=malformed_ratio,
+            duplicate_ratio=duplicate_ratio,
+        )
+    except KafkaUnavailableError as error:
+        raise BenchmarkError(str(error)) from error
+    if summary.failed:
+        raise BenchmarkError(
+            f"{summary.failed} of {count} orders were not delivered to {topic}: "
+            f"{'; '.join(summary.errors)}; check the broker's log."
+        )
+    return summary

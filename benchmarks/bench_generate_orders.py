@@ -18,14 +18,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks import BenchmarkError, int_env
+from benchmarks import BenchmarkError, int_env, produce_orders
 from streamops.config import Settings
 from streamops.generator.producer import (
     CLIENT_LOGGER,
     PRODUCER_CONFIG,
     UNTHROTTLED_INTERVAL,
-    KafkaUnavailableError,
-    run_generator,
 )
 from streamops.generator.records import RecordFactory
 
@@ -170,24 +168,7 @@ def _delete_topics(admin: Any, names: list[str]) -> None:
 
 
 def _run_ours(bootstrap: str, topic: str, records: int, now: datetime) -> dict[str, Any]:
-    try:
-        summary = run_generator(
-            "orders",
-            bootstrap_servers=bootstrap,
-            rate=0,
-            count=records,
-            seed=SEED,
-            now=now,
-            progress=False,
-            target_topic=topic,
-        )
-    except KafkaUnavailableError as error:
-        raise BenchmarkError(str(error)) from error
-    if summary.failed:
-        raise BenchmarkError(
-            f"The generator could not deliver {summary.failed} of {records} records "
-            f"({'; '.join(summary.errors)}); check the broker's log."
-        )
+    summary = produce_orders(bootstrap, topic, records, SEED, now)
     return {
         "records_per_second": round(summary.rate, 1),
         "megabytes_per_second": round(summary.megabytes_per_second, 3),

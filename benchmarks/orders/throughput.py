@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks import BenchmarkError
+from benchmarks import BenchmarkError, produce_orders
 from benchmarks.orders.queries import batch_reports, raise_failures, stop_queries
 from benchmarks.orders.scratch import (
     create_topic,
@@ -34,31 +34,19 @@ def _produce_all(
     scratch: Scratch, phase: str, phase_index: int, count: int
 ) -> tuple[str, int, Any]:
     """``count`` orders (with the throughput mix of defects) into a new topic, unthrottled."""
-    from streamops.generator.producer import KafkaUnavailableError, run_generator
 
     topic = create_topic(scratch, phase)
     seed = scratch.seed(phase_index)
     log(f"{phase}: producing {count:,} orders into {topic}")
-    try:
-        summary = run_generator(
-            "orders",
-            bootstrap_servers=scratch.settings.kafka_bootstrap_servers,
-            rate=0,
-            count=count,
-            seed=seed,
-            now=scratch.anchor(phase_index),
-            malformed_ratio=MALFORMED_RATIO,
-            duplicate_ratio=DUPLICATE_RATIO,
-            progress=False,
-            target_topic=topic,
-        )
-    except KafkaUnavailableError as error:
-        raise BenchmarkError(str(error)) from error
-    if summary.failed:
-        raise BenchmarkError(
-            f"{summary.failed} of {count} orders were not delivered to {topic}: "
-            f"{'; '.join(summary.errors)}."
-        )
+    summary = produce_orders(
+        scratch.settings.kafka_bootstrap_servers,
+        topic,
+        count,
+        seed,
+        scratch.anchor(phase_index),
+        malformed_ratio=MALFORMED_RATIO,
+        duplicate_ratio=DUPLICATE_RATIO,
+    )
     return topic, seed, summary
 
 

@@ -109,14 +109,8 @@ class HealthCheckSpec:
 
 
 def build_health_dag(spec: HealthCheckSpec) -> DAG:
-    with streamops_dag(
-        dag_id=spec.dag_id,
-        schedule=spec.schedule,
-        paused=spec.paused_upon_creation,
-        tags=spec.tags,
-        owner=spec.owner,
-        retries=spec.retries,
-        retry_delay=spec.retry_delay,
+    with _scheduled_dag(
+        spec,
         doc_md=f"Checks {', '.join(spec.checks)} and publishes the results to Redis"
         + ("; rotates and prunes the state folder's logs." if spec.rotate_logs else "."),
     ) as dag:
@@ -209,7 +203,7 @@ def build_compaction_dag(spec: CompactionDagSpec) -> DAG:
     Parquet archive's expired days) touches no table, so it has no order among them (the DAG runs
     one task at a time)."""
     config = spec.config
-    with _maintenance_dag(
+    with _scheduled_dag(
         spec,
         doc_md=(
             "Rolls order_revenue_5s up into 1-minute and 1-hour tables, reconciles late windows, "
@@ -275,7 +269,7 @@ def build_checkpoint_health_dag(spec: CheckpointHealthDagSpec) -> DAG:
     """One mapped task per checkpoint, so each shows (and fails) on its own in Airflow."""
     thresholds = spec.thresholds
     targets = spec.resolved_targets()
-    with _maintenance_dag(
+    with _scheduled_dag(
         spec,
         doc_md=(
             "Checks every streaming checkpoint: last commit and its age, uncommitted batches, "
@@ -305,8 +299,10 @@ def _as_dict(target: CheckpointTarget) -> dict[str, Any]:
     }
 
 
-def _maintenance_dag(spec: CompactionDagSpec | CheckpointHealthDagSpec, doc_md: str) -> DAG:
-    """The DAG of a maintenance spec: every setting from the spec, scheduled, never supervision."""
+def _scheduled_dag(
+    spec: HealthCheckSpec | CompactionDagSpec | CheckpointHealthDagSpec, doc_md: str
+) -> DAG:
+    """The DAG of a health or maintenance spec: every setting from the spec, never supervision."""
     return streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
@@ -315,7 +311,7 @@ def _maintenance_dag(spec: CompactionDagSpec | CheckpointHealthDagSpec, doc_md: 
         owner=spec.owner,
         retries=spec.retries,
         retry_delay=spec.retry_delay,
-        execution_timeout=spec.execution_timeout,
+        execution_timeout=getattr(spec, "execution_timeout", None),
         doc_md=doc_md,
     )
 
