@@ -12,7 +12,6 @@ from streamops.contract.redis_keys import PLATFORM_HEALTH_KEY
 from streamops.contract.topics import CONTRACT_TOPICS
 from streamops.errors import StreamopsError
 
-REDIS_HEALTH_KEY = PLATFORM_HEALTH_KEY
 REDIS_HEALTH_TTL_SECONDS = 900
 
 
@@ -79,7 +78,7 @@ def publish_health(settings: Settings, results: dict[str, str]) -> None:
     client = redis_client(settings)
     try:
         client.set(
-            REDIS_HEALTH_KEY,
+            PLATFORM_HEALTH_KEY,
             json.dumps({"checked_at": time.time(), "results": results}),
             ex=REDIS_HEALTH_TTL_SECONDS,
         )

@@ -21,16 +21,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from streamops.clients import async_redis_client
 from streamops.config import Settings
-from streamops.contract.redis_keys import orders_window_key, orders_windows_key
+from streamops.contract import redis_keys as keys
 from streamops.dashboard import state
 from streamops.supervision.job_health import StallBounds
 
 log = logging.getLogger(__name__)
 
 CHANNELS = (
-    state.ORDERS_UPDATES_CHANNEL,
-    state.ALERTS_CHANNEL,
-    state.QUERY_EVENTS_CHANNEL,
+    keys.ORDERS_UPDATES_CHANNEL,
+    keys.ALERTS_CHANNEL,
+    keys.QUERY_EVENTS_CHANNEL,
 )
 # A page that cannot keep up (a stalled tab) is dropped; its EventSource reconnects and starts
 # again from a fresh snapshot, which is cheaper than buffering without bound.
@@ -65,19 +65,19 @@ def default_vital_ranges() -> Ranges:
 
 
 async def _orders_snapshot(client: aioredis.Redis) -> dict[str, Any]:
-    totals = await _hash(client, state.ORDERS_TOTALS_KEY)
+    totals = await _hash(client, keys.orders_totals_key())
     currencies = set(state.currencies_of_totals(totals))
-    async for key in client.scan_iter(match=orders_windows_key("*")):
+    async for key in client.scan_iter(match=keys.orders_windows_key("*")):
         currencies.add(key.rsplit(":", 1)[1])
     windows: list[dict[str, Any]] = []
     for currency in sorted(currencies):
-        key = orders_windows_key(currency)
+        key = keys.orders_windows_key(currency)
         members = await client.zrevrange(key, 0, state.CHART_WINDOWS - 1)
         if not members:
             continue
         reads = client.pipeline(transaction=False)
         for member in members:
-            reads.hgetall(orders_window_key(currency, str(member)))
+            reads.hgetall(keys.orders_window_key(currency, str(member)))
         for fields in await reads.execute():
             window = state.revenue_window(cast(dict[str, str], fields))
             if window is not None:
@@ -93,10 +93,10 @@ async def _alerts_snapshot(client: aioredis.Redis) -> dict[str, Any]:
     # A changed alert is re-sent to the stream: read more than we show, keep one per alert.
     entries = cast(
         list[tuple[str, dict[str, str]]],
-        await client.xrevrange(state.ALERTS_STREAM, count=state.LATEST_ALERTS * 5),
+        await client.xrevrange(keys.ALERTS_STREAM, count=state.LATEST_ALERTS * 5),
     )
     platform = []
-    for text in await client.lrange(state.PLATFORM_ALERTS_KEY, 0, state.LATEST_ALERTS - 1):
+    for text in await client.lrange(keys.PLATFORM_ALERTS_KEY, 0, state.LATEST_ALERTS - 1):
         with contextlib.suppress(ValueError):
             platform.append(state.alert_entry(str(text)))
     return {"alerts": state.latest_alerts(entries), "platform": platform}
@@ -117,7 +117,7 @@ def pipeline_bounds() -> Bounds:
 async def _health_snapshot(client: aioredis.Redis, bounds: Bounds) -> list[dict[str, Any]]:
     now = time.time()
     rows = []
-    async for key in client.scan_iter(match=state.QUERY_KEY_PATTERN):
+    async for key in client.scan_iter(match=keys.QUERY_KEY_PATTERN):
         try:
             fields = await _hash(client, key)
         except ResponseError:  # not a query hash (WRONGTYPE)
@@ -130,14 +130,14 @@ async def _health_snapshot(client: aioredis.Redis, bounds: Bounds) -> list[dict[
 async def vitals_tiles(client: aioredis.Redis, ranges: Ranges) -> dict[str, dict[str, Any]]:
     """Tiles of the patients with the newest readings, by patient id, in one round trip."""
     patients = [
-        str(p) for p in await client.zrevrange(state.VITALS_PATIENTS_KEY, 0, state.MAX_PATIENTS - 1)
+        str(p) for p in await client.zrevrange(keys.VITALS_PATIENTS_KEY, 0, state.MAX_PATIENTS - 1)
     ]
     if not patients:
         return {}
     reads = client.pipeline(transaction=False)
     for patient in patients:
-        reads.hgetall(state.vitals_key(patient, "latest"))
-        reads.hgetall(state.vitals_key(patient, "flags"))
+        reads.hgetall(keys.vitals_patient_key(patient, "latest"))
+        reads.hgetall(keys.vitals_patient_key(patient, "flags"))
     replies = await reads.execute()
     tiles = {}
     for patient, latest, flags in sorted(zip(patients, replies[::2], replies[1::2], strict=True)):
@@ -267,16 +267,16 @@ class RedisFeed:
             return None
         if not isinstance(message, dict):
             return None
-        if channel == state.ORDERS_UPDATES_CHANNEL:
+        if channel == keys.ORDERS_UPDATES_CHANNEL:
             return "orders", state.orders_update(message)
-        if channel == state.ALERTS_CHANNEL:
+        if channel == keys.ALERTS_CHANNEL:
             return "alert", state.alert_entry(message)
-        if channel == state.QUERY_EVENTS_CHANNEL:
+        if channel == keys.QUERY_EVENTS_CHANNEL:
             pipeline, query_name = message.get("pipeline"), message.get("query_name")
             if not pipeline or not query_name:
                 return None
             # Offsets stay in the hash (the message leaves them out): read it for the lag.
-            fields = await _hash(self.client, state.health_key(pipeline, query_name))
+            fields = await _hash(self.client, keys.query_key(pipeline, query_name))
             return "health", state.pipeline_health(
                 fields or _as_fields(message), time.time(), self.bounds.get(pipeline)
             )

@@ -13,32 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamops.contract.redis_keys import (
-    ALERTS_CHANNEL,
-    ALERTS_STREAM,
-    ORDERS_UPDATES_CHANNEL,
-    PLATFORM_ALERTS_KEY,
-    QUERY_EVENTS_CHANNEL,
-    QUERY_KEY_PATTERN,
-    VITALS_PATIENTS_KEY,
-    orders_totals_key,
-    query_key,
-    vitals_patient_key,
-)
 from streamops.supervision.job_health import StallBounds, query_verdict
 from streamops.supervision.spec import HealthThresholds
 
-__all__ = [
-    "ALERTS_CHANNEL",
-    "ALERTS_STREAM",
-    "ORDERS_UPDATES_CHANNEL",
-    "PLATFORM_ALERTS_KEY",
-    "QUERY_EVENTS_CHANNEL",
-    "QUERY_KEY_PATTERN",
-    "VITALS_PATIENTS_KEY",
-]
-
-ORDERS_TOTALS_KEY = orders_totals_key()
 # The bounds of a query whose pipeline has no spec (a job run by hand under another name): the
 # specs' defaults.
 DEFAULT_STALL_BOUNDS = HealthThresholds().stall_bounds()
@@ -244,16 +221,7 @@ def _rounded(value: str | None) -> float | None:
     return None if number is None else round(number, 1)
 
 
-def health_key(pipeline: str, query_name: str) -> str:
-    return query_key(pipeline, query_name)
-
-
 # --- patient vitals ----------------------------------------------------------------------------
-
-
-def vitals_key(patient_id: str, part: str) -> str:
-    """``streamops:vitals:patient:<id>:<part>`` (``latest``, ``flags``, ``summary``)."""
-    return vitals_patient_key(patient_id, part)
 
 
 def _flag(text: str | None) -> dict[str, Any] | None:

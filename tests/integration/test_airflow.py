@@ -12,8 +12,8 @@ import redis
 
 from streamops.airflow_rest import AirflowRest
 from streamops.config import Settings
+from streamops.contract.redis_keys import PLATFORM_HEALTH_KEY
 from streamops.disk import state_dir_status
-from streamops.platform_health import REDIS_HEALTH_KEY
 from tests.unit.test_dags import EXPECTED_DAGS
 
 
@@ -66,10 +66,10 @@ def test_health_dag_run_succeeds_and_publishes_to_redis(
     api: AirflowRest, settings: Settings
 ) -> None:
     client = redis.Redis.from_url(settings.redis_url)
-    client.delete(REDIS_HEALTH_KEY)
+    client.delete(PLATFORM_HEALTH_KEY)
     _, state = api.trigger_and_wait("streamops_platform_health", timeout_seconds=180)
     assert state == "success"
-    published = json.loads(client.get(REDIS_HEALTH_KEY))
+    published = json.loads(client.get(PLATFORM_HEALTH_KEY))
     assert set(published["results"]) == {"kafka", "mariadb", "redis", "disk"}
     assert published["results"]["redis"] == "PONG"
     # The state folder's disk as the task measured it (below 90 % used, or the run would have

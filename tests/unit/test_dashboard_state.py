@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from streamops.contract.redis_keys import vitals_patient_key
 from streamops.dashboard import state
 
 
@@ -214,4 +215,4 @@ def test_vitals_tile_ignores_empty_values_and_reports_a_silent_device() -> None:
     assert [v["name"] for v in tile["vitals"]] == ["spo2"]
     assert tile["device_id"] == "d-9"
     assert tile["no_signal_since"] == "2026-11-24T14:01:00.000Z"
-    assert state.vitals_key("p-2", "latest") == "streamops:vitals:patient:p-2:latest"
+    assert vitals_patient_key("p-2", "latest") == "streamops:vitals:patient:p-2:latest"
