@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from streamops.config import Settings
@@ -72,39 +73,46 @@ def async_redis_client(
     )
 
 
-def kafka_config(settings: Settings, **config: Any) -> dict[str, Any]:
-    """librdkafka settings for the platform's brokers, with ``config`` on top (dotted names are
-    passed as a mapping: ``kafka_producer(settings, **{"linger.ms": 0})``). librdkafka's own
-    timeouts stay its defaults unless the caller sets them: a producer's retries and delivery
-    timeout are part of its guarantees, not a detail to unify."""
+def kafka_config(settings: Settings, config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka settings for the platform's brokers, with ``config`` (librdkafka's dotted
+    names, e.g. ``{"linger.ms": 0}``) on top. librdkafka's own timeouts stay its defaults unless
+    the caller sets them: a producer's retries and delivery timeout are part of its guarantees,
+    not a detail to unify."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "logger": LIBRDKAFKA_LOGGER,
-        **config,
+        **(config or {}),
     }
 
 
-def kafka_producer(settings: Settings, **config: Any) -> Producer:
+def kafka_producer(settings: Settings, config: Mapping[str, Any] | None = None) -> Producer:
     from confluent_kafka import Producer
 
-    return Producer(kafka_config(settings, **config))
+    return Producer(kafka_config(settings, config))
 
 
-def kafka_consumer(settings: Settings, group_prefix: str, **config: Any) -> Consumer:
-    """A consumer that commits nothing, in a group of its own (``<group_prefix>-<random>``)
-    unless ``config`` names one: the platform's readers look at offsets, they never take a share
-    of a topic from a pipeline."""
+def kafka_consumer(
+    settings: Settings,
+    group: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    own_group: bool = True,
+) -> Consumer:
+    """A consumer that commits nothing, in a group of its own (``<group>-<random>``), or in
+    ``group`` itself with ``own_group=False`` (a reader that never subscribes, whose id only
+    satisfies the client): the platform's readers look at offsets, they never take a share of a
+    topic from a pipeline."""
     from confluent_kafka import Consumer
 
     settings_for_reader = {
-        "group.id": f"{group_prefix}-{uuid.uuid4().hex}",
+        "group.id": f"{group}-{uuid.uuid4().hex}" if own_group else group,
         "enable.auto.commit": False,
-        **config,
+        **(config or {}),
     }
-    return Consumer(kafka_config(settings, **settings_for_reader))
+    return Consumer(kafka_config(settings, settings_for_reader))
 
 
-def kafka_admin(settings: Settings, **config: Any) -> AdminClient:
+def kafka_admin(settings: Settings, config: Mapping[str, Any] | None = None) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(kafka_config(settings, **config))
+    return AdminClient(kafka_config(settings, config))

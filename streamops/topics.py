@@ -24,7 +24,7 @@ TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return kafka_admin(settings, **{"socket.timeout.ms": 5000})
+    return kafka_admin(settings, {"socket.timeout.ms": 5000})
 
 
 def ensure_topics(

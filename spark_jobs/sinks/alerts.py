@@ -173,7 +173,7 @@ class AlertPublisher:
             # timeout never writes a second copy (re-sends after a driver crash remain possible).
             self._producer = kafka_producer(
                 self.settings,
-                **{
+                {
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 0,

@@ -136,7 +136,7 @@ class FirstLineAlertWriter:
         self._redis = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
         self._producer = kafka_producer(
             self.settings,
-            **{
+            {
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 0,

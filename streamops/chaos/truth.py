@@ -1343,7 +1343,7 @@ def _consumer(settings: Settings) -> Consumer:
     return kafka_consumer(
         settings,
         "streamops-chaos-truth",
-        **{"enable.partition.eof": True, "socket.timeout.ms": 10_000},
+        {"enable.partition.eof": True, "socket.timeout.ms": 10_000},
     )
 
 

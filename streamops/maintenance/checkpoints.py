@@ -542,9 +542,7 @@ def kafka_watermarks(settings: Settings, topics: list[str]) -> KafkaWatermarks:
     have maps to no partitions (deleted: see :func:`missing_partitions`)."""
     from confluent_kafka import TopicPartition
 
-    consumer = kafka_consumer(
-        settings, "streamops-checkpoint-health", **{"group.id": "streamops-checkpoint-health"}
-    )
+    consumer = kafka_consumer(settings, "streamops-checkpoint-health", own_group=False)
     try:
         result: KafkaWatermarks = {}
         metadata = consumer.list_topics(timeout=10)

@@ -410,7 +410,7 @@ class Prober:
 
         from streamops.generator.producer import PRODUCER_CONFIG
 
-        self._producer = kafka_producer(self.settings, **PRODUCER_CONFIG)
+        self._producer = kafka_producer(self.settings, PRODUCER_CONFIG)
         if self.alerts:
             self._consumer = self._alerts_consumer()
             self._start_thread(self._consume_alerts, "soak-alerts-consumer")
@@ -597,7 +597,7 @@ class Prober:
 
         from streamops.contract.topics import ALERTS_TOPIC
 
-        consumer = kafka_consumer(self.settings, "streamops-soak", **{"fetch.wait.max.ms": 50})
+        consumer = kafka_consumer(self.settings, "streamops-soak", {"fetch.wait.max.ms": 50})
         topic = consumer.list_topics(ALERTS_TOPIC, timeout=10).topics.get(ALERTS_TOPIC)
         if topic is None or topic.error is not None or not topic.partitions:
             consumer.close()

@@ -50,7 +50,7 @@ def test_the_dashboards_async_client_decodes_by_default(settings: Settings) -> N
 
 
 def test_kafka_config_puts_the_callers_settings_over_the_platforms(settings: Settings) -> None:
-    config = kafka_config(settings, **{"linger.ms": 0, "logger": None})
+    config = kafka_config(settings, {"linger.ms": 0, "logger": None})
     assert config["bootstrap.servers"] == "kafka.example:19092"
     assert config["linger.ms"] == 0
     assert config["logger"] is None  # the caller's word wins
@@ -73,9 +73,9 @@ def test_each_consumer_reads_in_a_group_of_its_own_and_commits_nothing(
     monkeypatch.setattr(confluent_kafka, "Consumer", RecordingConsumer)
     kafka_consumer(settings, "streamops-test")
     kafka_consumer(settings, "streamops-test")
-    kafka_consumer(settings, "streamops-ui", **{"group.id": "fixed"})
+    kafka_consumer(settings, "streamops-ui", own_group=False)
     first, second, named = made
     assert str(first["group.id"]).startswith("streamops-test-")
     assert first["group.id"] != second["group.id"]
     assert first["enable.auto.commit"] is False
-    assert named["group.id"] == "fixed"
+    assert named["group.id"] == "streamops-ui"

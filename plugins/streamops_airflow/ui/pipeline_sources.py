@@ -150,7 +150,8 @@ def read_topic_end_offsets(topics: Iterable[str], settings: Settings) -> TopicOf
     consumer = kafka_consumer(
         settings,
         "streamops-operations-ui",
-        **{"group.id": "streamops-operations-ui", "socket.timeout.ms": int(timeout * 1000)},
+        {"socket.timeout.ms": int(timeout * 1000)},
+        own_group=False,
     )
     try:
         metadata = consumer.list_topics(timeout=timeout)
