@@ -50,7 +50,8 @@ def bench(
     argv = [sys.executable, "-m", REPORT_MODULE, *report_options(only, skip, quick, output)]
     if list_only:
         argv.append("--list")
-    env = {**os.environ, **cfg.as_env(), **_benchmarks_path()}
+    _require_benchmarks()
+    env = {**os.environ, **cfg.as_env()}
     raise typer.Exit(_wait_for(subprocess.Popen(argv, env=env)))
 
 
@@ -68,20 +69,15 @@ def report_options(
     return options
 
 
-def _benchmarks_path() -> dict[str, str]:
-    """``PYTHONPATH`` for the child when the benchmarks are a folder of this source checkout that
-    the interpreter cannot import yet (an editable install made before they were packaged)."""
-    if importlib.util.find_spec("benchmarks") is not None:
-        return {}
-    from streamops.config import PROJECT_ROOT
-
-    if not (PROJECT_ROOT / "benchmarks" / "report.py").is_file():
+def _require_benchmarks() -> None:
+    """The benchmarks are part of the package; a virtual environment installed before they were
+    is brought up to date by `streamops install`, which reinstalls on every change of
+    pyproject.toml."""
+    if importlib.util.find_spec(REPORT_MODULE.partition(".")[0]) is None:
         fail(
-            f"The benchmarks are not installed with this streamops ({sys.executable}): install "
-            "the package again (`pip install -e .` in a source checkout), which includes them."
+            f"The benchmarks are not installed with this streamops ({sys.executable}). "
+            "Run `streamops install` (or `make install`), which installs them."
         )
-    paths = [str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _wait_for(child: subprocess.Popen[bytes]) -> int:
