@@ -38,7 +38,9 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from benchmarks import BenchmarkError, default_output, plots, runner
+from streamops.clients import redis_client
 from streamops.config import Settings, load_settings
+from streamops.contract.redis_keys import QUERY_KEY_PATTERN, QUERY_KEY_PREFIX
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -46,8 +48,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 SAMPLE_INTERVAL_SECONDS = 1.0
-# A query hash counts as "this run's" when its heartbeat is newer than the run's start.
-QUERY_PATTERN = "streamops:query:*"
 MAX_RATE_BARS = 8
 
 
@@ -64,7 +64,7 @@ class QuerySample:
 class QuerySampler:
     """Polls Redis for the progress of every query that reports during the run (a thread)."""
 
-    redis_url: str
+    settings: Settings
     started: float = field(default_factory=time.time)
     samples: list[QuerySample] = field(default_factory=list)
     latest: str = ""
@@ -84,7 +84,7 @@ class QuerySampler:
     def _run(self) -> None:
         import redis
 
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=2)
+        client = redis_client(self.settings, timeout_seconds=2, decode_responses=True)
         seen: dict[str, str] = {}
         try:
             while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
@@ -99,18 +99,19 @@ class QuerySampler:
         import redis
 
         now = time.time()
-        for key in client.scan_iter(match=QUERY_PATTERN, count=200):
+        for key in client.scan_iter(match=QUERY_KEY_PATTERN, count=200):
             if key.count(":") < 3:
                 continue
             try:
                 fields = client.hgetall(key)
             except redis.ResponseError:  # a key of another type: not a query hash
                 continue
+            # A query hash counts as this run's when its heartbeat is newer than the run's start.
             heartbeat = _float(fields.get("heartbeat_at"))
             if heartbeat is None or heartbeat < self.started:
                 continue
             batch = fields.get("batch_id", "")
-            query = key.removeprefix("streamops:query:")
+            query = key.removeprefix(f"{QUERY_KEY_PREFIX}:")
             if seen.get(query) == batch:
                 continue  # no new batch since the last sample
             seen[query] = batch
@@ -168,7 +169,7 @@ def _run_all(
         TextColumn("{task.fields[detail]}"),
         console=console,
     )
-    with QuerySampler(cfg.redis_url) as sampler, progress:
+    with QuerySampler(cfg) as sampler, progress:
         overall = progress.add_task("benchmarks", total=len(names), detail="")
         for name in names:
             progress.update(overall, description=name, detail="starting")

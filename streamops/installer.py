@@ -191,6 +191,7 @@ def install_jars() -> None:
 
     settings = load_settings()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    version = spark_version()
     maven_copy(
         MAVEN_DIR / "kafka-broker.pom.xml",
         settings.kafka_jars_dir,
@@ -199,8 +200,8 @@ def install_jars() -> None:
     )
     maven_copy(
         MAVEN_DIR / "spark-kafka-connector.pom.xml",
-        settings.spark_kafka_jars_dir(spark_version()),
-        {"spark.version": spark_version()},
+        settings.spark_kafka_jars_dir(version),
+        {"spark.version": version},
         SPARK_CONNECTOR_ARTIFACTS,
     )
 

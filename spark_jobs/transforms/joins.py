@@ -38,11 +38,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
 from spark_jobs.transforms.orders import AMOUNT_TYPE, revenue_per_window
-from streamops.contract.joins import (
-    DEFAULT_PAID_EARLY_TOLERANCE,
-    DEFAULT_PAY_WITHIN,
-    STATUS_RANKING,
-)
+from streamops.contract.job_defaults import JOINS_PAID_EARLY_TOLERANCE, JOINS_PAY_WITHIN
+from streamops.contract.joins import STATUS_RANKING
 
 UNPAID = "unpaid"
 UNKNOWN_CATEGORY = "unknown"
@@ -144,8 +141,8 @@ def watermarked_payments(payments: DataFrame, delay: str) -> DataFrame:
 def join_orders_payments(
     orders: DataFrame,
     payments: DataFrame,
-    pay_within: str = DEFAULT_PAY_WITHIN,
-    paid_early_tolerance: str = DEFAULT_PAID_EARLY_TOLERANCE,
+    pay_within: str = JOINS_PAY_WITHIN,
+    paid_early_tolerance: str = JOINS_PAID_EARLY_TOLERANCE,
 ) -> DataFrame:
     """Each order with each payment of it in the time bound, or once as ``unpaid``.
 
