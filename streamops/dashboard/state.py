@@ -180,16 +180,19 @@ def pipeline_health(
 
     A live query (running, restarting, failed) gets the supervisor's verdict on its fields
     (``streamops.supervision.job_health.query_verdict``) with its pipeline's ``bounds``, so the
-    page and the supervisor use one rule: ``ok``, ``busy`` (a batch within its allowance),
-    ``waiting``, ``restarting``, ``failed`` or ``stalled``. Any other state is shown as it is
-    (``stopped``, ``unknown``)."""
+    page and the supervisor use one rule: ``ok`` (healthy, a batch within its allowance
+    included: a steadily fed query is inside a batch most of the time), ``waiting``,
+    ``restarting``, ``failed`` or ``stalled``; ``detail`` says why (``… batch running 3 s``).
+    Any other state is shown as it is (``stopped``, ``unknown``), without a detail."""
     heartbeat = _number(fields.get("heartbeat_at"))
     age = None if heartbeat is None else max(0.0, now - heartbeat)
     state = fields.get("state") or "unknown"
+    detail = None
     if state in ("running", "restarting", "failed"):
-        status, _ = query_verdict(
+        kind, detail = query_verdict(
             fields.get("query_name", ""), fields, now, bounds or DEFAULT_STALL_BOUNDS
         )
+        status = "ok" if kind == "busy" else kind
     else:
         status = state
     batch = _number(fields.get("batch_id"))
@@ -199,6 +202,7 @@ def pipeline_health(
         "query_name": fields.get("query_name", ""),
         "state": state,
         "status": status,
+        "detail": detail,
         "heartbeat_age_seconds": None if age is None else round(age, 1),
         "batch_id": None if batch is None else int(batch),
         "progress_at": fields.get("progress_at") or None,

@@ -65,7 +65,7 @@ function renderHealth() {
   $("#health-table tbody").replaceChildren(...rows.map((h) =>
     node("tr", { "data-query": `${h.pipeline}/${h.query_name}` },
       node("td", {}, h.pipeline), node("td", {}, h.query_name),
-      node("td", { class: `status status-${h.status}`, title: h.error_class ?? "" }, h.status),
+      node("td", { class: `status status-${h.status}`, title: h.error_class ?? h.detail ?? "" }, h.status),
       node("td", { class: "num rate" }, fmtNumber(h.processed_rows_per_second, 1)),
       node("td", { class: "num lag" }, fmtNumber(h.lag)),
       node("td", { class: "num batch" }, h.batch_id ?? "–"),
