@@ -24,22 +24,33 @@ RUN --mount=type=cache,target=/root/.m2 \
     && test -f "/jars/spark-sql-kafka-0-10_2.13-${SPARK_VERSION}.jar" \
     && echo ok > /jars/.complete
 
-# --- the project and its pinned dependencies in a virtual environment -------------------------
-FROM ${PYTHON_IMAGE} AS python-build
+# --- the project and its pinned dependencies: two virtual environments (ADR 0006) -------------
+# Airflow's (Airflow, the Spark provider and its pyspark-client, the core) and Spark's (PySpark at
+# the JVM's version, pandas, pyarrow, the core), as `streamops install` makes them locally:
+# pyspark and pyspark-client write the same folder, so they never share an environment.
+FROM ${PYTHON_IMAGE} AS python-base
 # The `mariadb` package builds against MariaDB Connector/C.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev libmariadb-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
-RUN python -m venv /opt/streamops/venv
-ENV PATH=/opt/streamops/venv/bin:$PATH
 WORKDIR /src
 # .dockerignore admits only what the package needs, so this layer changes only with the code.
-# Airflow's PostgreSQL drivers (psycopg2-binary, asyncpg) are project dependencies, pinned there.
 COPY . /src
+
+FROM python-base AS airflow-build
+# Airflow's PostgreSQL drivers (psycopg2-binary, asyncpg) are in the `airflow` extra.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --disable-pip-version-check --upgrade pip \
-    && pip install --disable-pip-version-check -c constraints.txt . \
-    && pip check
+    python -m venv /opt/streamops/venv \
+    && /opt/streamops/venv/bin/pip install --disable-pip-version-check --upgrade pip \
+    && /opt/streamops/venv/bin/pip install --disable-pip-version-check -c constraints.txt ".[airflow]" \
+    && /opt/streamops/venv/bin/pip check
+
+FROM python-base AS spark-build
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/streamops/spark-venv \
+    && /opt/streamops/spark-venv/bin/pip install --disable-pip-version-check --upgrade pip \
+    && /opt/streamops/spark-venv/bin/pip install --disable-pip-version-check -c constraints.txt ".[spark]" \
+    && /opt/streamops/spark-venv/bin/pip check
 
 # --- runtime ---------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -59,16 +70,18 @@ ENV PATH=/opt/streamops/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     AIRFLOW_HOME=/opt/airflow \
-    SPARK_HOME=/opt/streamops/venv/lib/python3.11/site-packages/pyspark \
-    PYSPARK_PYTHON=/opt/streamops/venv/bin/python \
+    SPARK_HOME=/opt/streamops/spark-venv/lib/python3.11/site-packages/pyspark \
+    PYSPARK_PYTHON=/opt/streamops/spark-venv/bin/python \
     STREAMOPS_VENV_DIR=/opt/streamops/venv \
+    STREAMOPS_SPARK_VENV_DIR=/opt/streamops/spark-venv \
     STREAMOPS_CACHE_DIR=/opt/streamops/cache \
     STREAMOPS_STATE_DIR=/opt/streamops/state \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/streamops/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/streamops/plugins \
     STREAMOPS_PIPELINES_FILE=/opt/streamops/pipelines.yaml
 
-COPY --from=python-build /opt/streamops/venv /opt/streamops/venv
+COPY --from=airflow-build /opt/streamops/venv /opt/streamops/venv
+COPY --from=spark-build /opt/streamops/spark-venv /opt/streamops/spark-venv
 # Where Settings.spark_kafka_jars_dir() looks: <cache_dir>/spark-kafka-<pyspark version>.
 COPY --from=connector-jars /jars /opt/streamops/cache/spark-kafka-${SPARK_VERSION}
 COPY dags /opt/streamops/dags

@@ -37,7 +37,7 @@ MEASURES = ("session", "first_batch", "third_batch", "wall", "cpu")
 
 
 def _submit(java_options: str, settings: Settings) -> dict[str, float]:
-    spark_submit, env = pyspark_submit()
+    spark_submit, env = pyspark_submit(settings)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = subprocess.run(

@@ -63,7 +63,15 @@ class Settings(BaseSettings):
         default_factory=_default_cache_dir,
         description="Downloaded jars (Kafka broker, Spark connector); survives `reset`.",
     )
-    venv_dir: Path = Field(PROJECT_ROOT / ".venv", description="Python virtual environment.")
+    venv_dir: Path = Field(
+        PROJECT_ROOT / ".venv",
+        description="The Airflow environment: Airflow, the Spark provider, the CLI, the dashboard.",
+    )
+    spark_venv_dir: Path = Field(
+        PROJECT_ROOT / ".venv-spark",
+        description="The Spark runtime environment: PySpark (the whole Spark: bin/spark-submit, "
+        "jars/), pandas, pyarrow and the core. Every job's driver and workers run its Python.",
+    )
 
     # --- Kafka (KRaft, single combined broker/controller locally) -----------------------------
     kafka_version: str = "4.4.0"
@@ -168,7 +176,7 @@ class Settings(BaseSettings):
         120.0, gt=0, description="How long `up` waits for one service to become healthy."
     )
 
-    @field_validator("state_dir", "cache_dir", "venv_dir")
+    @field_validator("state_dir", "cache_dir", "venv_dir", "spark_venv_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
@@ -240,11 +248,17 @@ class Settings(BaseSettings):
     def spark_kafka_jars_dir(self, spark_version: str) -> Path:
         return self.cache_dir / f"spark-kafka-{spark_version}"
 
+    @property
+    def spark_python(self) -> Path:
+        """The Spark environment's interpreter: spark-submit's drivers and Python workers."""
+        return self.spark_venv_dir / "bin" / "python"
+
     def spark_class_archive(self, spark_version: str) -> Path:
         """The drivers' class-data archive (`streamops install`, streamops.supervision.submit). In
-        the virtual environment, not the shared cache: it names the jars of this environment's
+        the Spark environment, not the shared cache: it names the jars of that environment's
         PySpark by their paths, and a JVM given another environment's ignores it."""
-        return self.venv_dir / "share" / "streamops" / f"spark-class-archive-{spark_version}.jsa"
+        folder = self.spark_venv_dir / "share" / "streamops"
+        return folder / f"spark-class-archive-{spark_version}.jsa"
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``STREAMOPS_*`` variables, for child processes (Airflow, jobs)."""

@@ -1,8 +1,9 @@
 """`streamops install`: put on this machine what the platform needs, and nothing twice.
 
 Runs with the system Python and the standard library alone (phase ``system``: Debian packages and
-the virtual environment), then re-runs itself inside the virtual environment (phase ``jars``: the
-Kafka broker and Spark connector jars, resolved with Maven into the cache folder). Every step checks
+the two virtual environments, Airflow's ``.venv`` and Spark's ``.venv-spark``), then re-runs itself
+inside the Airflow one (phase ``jars``: the Kafka broker and Spark connector jars, resolved with
+Maven into the cache folder, and the drivers' class-data archive). Every step checks
 first and does nothing when its result is already there.
 """
 
@@ -15,6 +16,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamops.config import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAVEN_DIR = Path(__file__).resolve().parent / "maven"
@@ -131,24 +136,56 @@ def _requirements_digest() -> str:
 
 
 def venv_dir() -> Path:
+    """The Airflow environment: Airflow, the Spark provider, the core and the test tools."""
     return Path(os.environ.get("STREAMOPS_VENV_DIR", PROJECT_ROOT / ".venv")).resolve()
 
 
+def spark_venv_dir() -> Path:
+    """The Spark runtime environment: PySpark at the JVM's version, pandas, pyarrow and the core.
+    Apart from the Airflow one, because the Spark provider's pyspark-client writes the same
+    ``pyspark/`` folder as PySpark (ADR 0006)."""
+    default = PROJECT_ROOT / ".venv-spark"
+    return Path(os.environ.get("STREAMOPS_SPARK_VENV_DIR", default)).resolve()
+
+
+# Each environment, the extras it holds (`dev` in both: each runs its half of the tests) and the
+# distribution it must not hold: PySpark in Airflow's (an environment made before the split had
+# it; pyspark-client writes the same folder), Airflow in Spark's.
+ENVIRONMENTS = (
+    ("airflow", venv_dir, "airflow,dev", "pyspark"),
+    ("spark", spark_venv_dir, "spark,dev", "apache-airflow"),
+)
+
+
 def install_python_packages() -> None:
-    venv = venv_dir()
+    for name, folder, extras, foreign in ENVIRONMENTS:
+        install_environment(name, folder(), extras, foreign)
+
+
+def _installed(venv: Path, distribution: str) -> bool:
+    pattern = f"lib/python3*/site-packages/{distribution.replace('-', '_')}-*.dist-info"
+    return any(venv.glob(pattern))
+
+
+def install_environment(name: str, venv: Path, extras: str, foreign: str) -> None:
     python = venv / "bin" / "python"
     stamp = venv / ".streamops-requirements"
     digest = _requirements_digest()
     if python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
-        say(f"Python packages: up to date in {venv}")
+        say(f"Python packages ({name}): up to date in {venv}")
         return
     if not python.exists():
         run([sys.executable, "-m", "venv", str(venv)])
     pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    if _installed(venv, foreign):
+        # pyspark and pyspark-client share files: both go, and the install below brings back
+        # the one this environment needs, whole.
+        say(f"{venv} holds {foreign}, which belongs to the other environment: removing it")
+        run([*pip, "uninstall", "-q", "-y", foreign, "pyspark-client"])
     run([*pip, "install", "-q", "--upgrade", "pip"])
     constraints = PROJECT_ROOT / "constraints.txt"
     constraint_args = ["-c", str(constraints)] if constraints.exists() else []
-    run([*pip, "install", "-q", *constraint_args, "-e", f"{PROJECT_ROOT}[dev]"])
+    run([*pip, "install", "-q", *constraint_args, "-e", f"{PROJECT_ROOT}[{extras}]"])
     stamp.write_text(digest + "\n")
 
 
@@ -191,7 +228,7 @@ def install_jars() -> None:
 
     settings = load_settings()
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    version = spark_version()
+    version = spark_version(settings)
     maven_copy(
         MAVEN_DIR / "kafka-broker.pom.xml",
         settings.kafka_jars_dir,
@@ -215,8 +252,8 @@ def install_class_archive() -> None:
     from streamops.spark_runtime import spark_version
 
     settings = load_settings()
-    archive = settings.spark_class_archive(spark_version())
-    spark_submit, env = pyspark_submit()
+    archive = settings.spark_class_archive(spark_version(settings))
+    spark_submit, env = pyspark_submit(settings)
     if archive.exists():
         if _class_archive_usable(spark_submit, archive, env):
             say(f"class-data archive: present in {archive}")
@@ -252,15 +289,14 @@ def install_class_archive() -> None:
     say(f"class-data archive: {archive} ({archive.stat().st_size / 2**20:.0f} MiB)")
 
 
-def pyspark_submit() -> tuple[Path, dict[str, str]]:
-    """The venv's PySpark ``spark-submit`` and the environment to run it in, for a run outside a
-    pipeline's job (the archive's recording and check, ``benchmarks/bench_driver_start``)."""
+def pyspark_submit(settings: Settings) -> tuple[Path, dict[str, str]]:
+    """The Spark environment's ``spark-submit`` and the environment to run it in, for a run
+    outside a pipeline's job (the archive's recording and check, benchmarks/bench_driver_start)."""
     from streamops.spark_runtime import spark_home
     from streamops.supervision.submit import spark_submit_path
 
-    home = spark_home()
-    env = {**os.environ, "SPARK_HOME": str(home)}
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    home = spark_home(settings)
+    env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": str(settings.spark_python)}
     return spark_submit_path(home), env
 
 
@@ -280,7 +316,8 @@ def _class_archive_usable(spark_submit: Path, archive: Path, env: dict[str, str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="streamops install",
-        description="Install what is missing: Debian packages, the Python virtual environment, "
+        description="Install what is missing: Debian packages, the two Python virtual environments "
+        "(Airflow's and Spark's), "
         "the Kafka and Spark connector jars, and the Spark drivers' class-data archive. Does "
         "nothing for what is already there.",
     )

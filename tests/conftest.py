@@ -3,6 +3,10 @@ platform started with `make up` on the same machine is never touched."""
 
 from __future__ import annotations
 
+import ast
+import functools
+import gc
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +50,80 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
 
 
+# --- two environments, two halves of the suite (ADR 0006) -----------------------------------------
+# Airflow's environment (.venv) holds the Spark provider's pyspark-client, not Spark; Spark's
+# (.venv-spark) holds PySpark and no Airflow. A test file runs in the one it needs: the Spark side
+# takes every file that imports pyspark, spark_jobs or benchmarks (directly or through a tests.*
+# helper) or asks for the `spark` fixture; the Airflow side takes all the others. A file that
+# needs both is an error: split it. `make test` runs pytest once in each environment.
+SPARK_SIDE_MODULES = frozenset({"pyspark", "spark_jobs", "benchmarks"})
+AIRFLOW_SIDE_MODULES = frozenset({"airflow", "streamops_airflow", "dags"})
+THIS_SIDE = "airflow" if importlib.util.find_spec("airflow") is not None else "spark"
+
+
+@functools.cache
+def _imports(path: Path) -> frozenset[str]:
+    """Top-level names of every module ``path`` imports, anywhere in it, with those of the
+    ``tests.*`` helpers it imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        for module in modules:
+            names.add(module.partition(".")[0])
+            helper = PROJECT_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+            # conftest files are pytest's own, loaded on both sides.
+            is_helper = module.startswith("tests.") and not module.endswith(".conftest")
+            if is_helper and helper.is_file() and helper != path:
+                names |= _imports(helper)
+    return frozenset(names)
+
+
+def _asks_for_spark(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return any(
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any(arg.arg == "spark" for arg in node.args.args)
+        for node in ast.walk(tree)
+    )
+
+
+def test_file_side(path: Path) -> str:
+    """``"spark"`` or ``"airflow"``: the environment that runs the test file ``path``."""
+    imports = _imports(path)
+    spark = bool(imports & SPARK_SIDE_MODULES) or _asks_for_spark(path)
+    airflow = bool(imports & AIRFLOW_SIDE_MODULES)
+    if spark and airflow:
+        raise pytest.UsageError(
+            f"{path} needs both Spark ({', '.join(sorted(imports & SPARK_SIDE_MODULES))}) and "
+            f"Airflow ({', '.join(sorted(imports & AIRFLOW_SIDE_MODULES))}), which live in "
+            "environments of their own: split it into two files."
+        )
+    return "spark" if spark else "airflow"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    is_test_file = collection_path.suffix == ".py" and collection_path.name.startswith("test_")
+    if is_test_file and test_file_side(collection_path) != THIS_SIDE:
+        return True
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_the_main_thread() -> Iterator[None]:
+    """On the Spark side, a test's cyclic garbage is collected here, at its end, on the main
+    thread. Left to chance, a collection may run in py4j's callback thread inside a later test's
+    foreachBatch, and a librdkafka client freed there can crash the interpreter
+    (confluent-kafka-python#1761: one CI run ended in a segfault so, in test_joins_pipeline)."""
+    yield
+    if THIS_SIDE == "spark":
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """One SparkSession for the whole test session (unit and integration alike)."""
@@ -85,7 +163,8 @@ def stack(settings: Settings) -> Iterator[Stack]:
     stack.down()
     shutil.rmtree(settings.state_dir, ignore_errors=True)
     try:
-        stack.up(with_airflow=True, report=print)
+        # The Spark side's tests never reach Airflow: its four processes would only take CPU.
+        stack.up(with_airflow=THIS_SIDE == "airflow", report=print)
         yield stack
     finally:
         stack.down(report=print)

@@ -55,6 +55,18 @@ def settings() -> Settings:
         fail(str(exc))
 
 
+def spark_python(cfg: Settings) -> Path:
+    """The Spark environment's interpreter, which runs whatever runs Spark in process (a job in
+    the foreground, the benchmarks); its absence fails with the fix."""
+    python = cfg.spark_python
+    if not python.is_file():
+        fail(
+            f"The Spark environment {cfg.spark_venv_dir} has no Python. Run `streamops install`, "
+            "which makes it, or set STREAMOPS_SPARK_VENV_DIR to the one that holds PySpark."
+        )
+    return python
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)

@@ -7,14 +7,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from streamops.cli._app import app, console, err_console, exit_on_streamops_error, fail, settings
+from streamops.cli._app import (
+    app,
+    console,
+    err_console,
+    exit_on_streamops_error,
+    fail,
+    settings,
+    spark_python,
+)
 from streamops.contract.topics import INPUT_TOPICS
 
 db_app = typer.Typer(help="MariaDB schema: migrations and version.", no_args_is_help=True)
@@ -298,7 +305,7 @@ def run_pipeline(
     if pipeline not in specs:
         fail(f"Unknown pipeline {pipeline!r}; the pipelines are: {', '.join(specs)}.", code=2)
     cfg = settings()
-    command = [sys.executable, "-m", f"spark_jobs.jobs.{pipeline}", *ctx.args]
+    command = [str(spark_python(cfg)), "-m", f"spark_jobs.jobs.{pipeline}", *ctx.args]
     env = {**os.environ, **cfg.as_env()}
     if any(arg in ("-h", "--help") for arg in ctx.args):
         raise typer.Exit(subprocess.run(command, env=env, check=False).returncode)

@@ -37,7 +37,7 @@ from streamops.soak.sampler import SAMPLE_INTERVAL_SECONDS, Platform, PlatformSa
 
 STATUS_INTERVAL_SECONDS = 1.0
 # Modules with a slow first import (Airflow's, for the Kafka lag): imported before timing starts.
-SLOW_IMPORTS = ("streamops_airflow.ui.pipeline_sources", "spark_jobs.sinks.alerts")
+SLOW_IMPORTS = ("streamops_airflow.ui.pipeline_sources",)
 
 
 @dataclass(frozen=True)

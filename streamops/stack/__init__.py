@@ -80,7 +80,9 @@ class Stack:
             component.after_start()
             report(f"{component.name}: ready")
         if with_airflow:
-            AirflowDatabase(self.settings).migrate(report)
+            database = AirflowDatabase(self.settings)
+            database.migrate(report)
+            database.ensure_spark_connection(report)
             for component in self.airflow:
                 self._start(component, report, wait=False)
             for component in self.airflow:

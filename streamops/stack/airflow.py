@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -21,18 +20,25 @@ from urllib.parse import quote
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.errors import StreamopsError
 from streamops.stack.base import Component, Health
+from streamops.supervision.spec import DEFAULT_SPARK_CONN_ID
 
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
 
 
+# The Spark Connection of every pipeline whose spec names none (supervision.spec.spark_conn_id).
+SPARK_CONNECTION_ID = DEFAULT_SPARK_CONN_ID
+
+
 def airflow_home(settings: Settings) -> Path:
     return settings.state_dir / "airflow"
 
 
-def _airflow_executable() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
+def airflow_executable(settings: Settings) -> str:
+    """The Airflow environment's ``airflow``: whichever interpreter runs the stack (a test on the
+    Spark side too), Airflow runs from its own environment."""
+    return str(settings.venv_dir / "bin" / "airflow")
 
 
 def _secrets(home: Path) -> dict[str, str]:
@@ -133,7 +139,7 @@ class AirflowDatabase:
         report("airflow: migrating its metadata database")
         with log.open("ab") as handle:
             result = subprocess.run(
-                [_airflow_executable(), "db", "migrate"],
+                [airflow_executable(self.settings), "db", "migrate"],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env=airflow_environment(self.settings),
@@ -149,6 +155,46 @@ class AirflowDatabase:
                 "starts afresh.",
                 log_tail=tail(log),
             )
+
+    def ensure_spark_connection(self, report: Callable[[str], None]) -> None:
+        """The Spark Connection the supervision launches every job through (``spark_default``:
+        type spark, the settings' master, client mode), as a row of the metadata database when
+        it is missing. A row, not an ``AIRFLOW_CONN_*`` variable: operators see and change it in
+        Airflow's Connections page, and an existing row (changed there) is left as it is."""
+        extra = {"deploy-mode": "client", "spark-binary": "spark-submit"}
+        argv = [
+            airflow_executable(self.settings),
+            "connections",
+            "add",
+            SPARK_CONNECTION_ID,
+            "--conn-type",
+            "spark",
+            "--conn-host",
+            self.settings.spark_master,
+            "--conn-description",
+            "Where the streamops pipelines' Spark jobs run (master, deploy mode, spark-submit).",
+            "--conn-extra",
+            json.dumps(extra),
+        ]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=airflow_environment(self.settings),
+            check=False,
+            timeout=300,
+        )
+        output = result.stdout + result.stderr
+        if "already exists" in output:
+            return
+        if result.returncode != 0 or "Successfully added" not in output:
+            raise StreamopsError(
+                f"Creating Airflow's Connection {SPARK_CONNECTION_ID} failed "
+                f"(exit {result.returncode}): {output.strip()[-2000:]}"
+            )
+        report(
+            f"airflow: created the Connection {SPARK_CONNECTION_ID} ({self.settings.spark_master})"
+        )
 
 
 class AirflowComponent(Component):
@@ -166,7 +212,7 @@ class AirflowComponent(Component):
         return airflow_home(self.settings)
 
     def command(self) -> list[str]:
-        return [_airflow_executable(), *self.subcommand]
+        return [airflow_executable(self.settings), *self.subcommand]
 
     def environment(self) -> dict[str, str]:
         return airflow_environment(self.settings)

@@ -12,7 +12,6 @@ Each pipeline still shows up as a component, ``pipeline-<name>``, so ``status``,
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +47,8 @@ class SupervisedPipeline(Component):
 
     def command(self) -> list[str]:
         # What Airflow's hook runs through spark-submit; shown, never started from here.
-        return [sys.executable, "-m", self.spec.job_module, *self.spec.job_arguments()]
+        python = str(self.settings.spark_python)
+        return [python, "-m", self.spec.job_module, *self.spec.job_arguments()]
 
     @property
     def log_path(self) -> Path:

@@ -137,7 +137,10 @@ def test_is_multi_stage_with_named_build_stages(dockerfile: Dockerfile) -> None:
 
 
 def test_every_base_image_is_pinned(dockerfile: Dockerfile) -> None:
+    names = {stage.name for stage in dockerfile.stages}
     for stage in dockerfile.stages:
+        if stage.base in names:
+            continue  # built on an earlier stage, whose base is checked itself
         image = _substitute(stage.base, dockerfile.global_args)
         assert "$" not in image, f"{stage.base} does not resolve from the global ARGs"
         if "@sha256:" in image:
@@ -180,8 +183,8 @@ def test_final_stage_has_a_health_check(dockerfile: Dockerfile) -> None:
 
 def test_installs_the_project_with_the_constraints(dockerfile: Dockerfile) -> None:
     runs = [i.arguments for stage in dockerfile.stages for i in stage.all("RUN")]
-    installs = [r for r in runs if "pip install" in r and "-c constraints.txt ." in r]
-    assert installs, "the project must be installed with `pip install -c constraints.txt .`"
+    installs = [r for r in runs if "pip install" in r and '-c constraints.txt ".[' in r]
+    assert installs, "the project must be installed with `pip install -c constraints.txt .[...]`"
     # Airflow's PostgreSQL drivers come with the project, at the pins of constraints.txt.
     for package in ("psycopg2-binary", "asyncpg"):
         assert re.fullmatch(r"\d+\.\d+\.\d+", _constraint_pin(package)), package
@@ -312,3 +315,23 @@ def test_the_image_carries_the_pipeline_specs_where_the_variable_points(
     env = _env(dockerfile.final)
     copies = [i.arguments.split() for i in dockerfile.final.all("COPY")]
     assert ["pipelines.yaml", env["STREAMOPS_PIPELINES_FILE"]] in copies
+
+
+def test_airflow_and_spark_get_environments_and_stages_of_their_own(
+    dockerfile: Dockerfile,
+) -> None:
+    """pyspark-client (the Spark provider's) and pyspark write one folder (ADR 0006): Airflow's
+    environment is built in one stage with the `airflow` extra, Spark's in another with the
+    `spark` extra, and the runtime carries both, with Spark found in Spark's."""
+    airflow_build = " ".join(i.arguments for i in dockerfile.stage("airflow-build").all("RUN"))
+    spark_build = " ".join(i.arguments for i in dockerfile.stage("spark-build").all("RUN"))
+    assert '-c constraints.txt ".[airflow]"' in airflow_build and "spark]" not in airflow_build
+    assert '-c constraints.txt ".[spark]"' in spark_build and "airflow]" not in spark_build
+    copies = [i.arguments for i in dockerfile.final.all("COPY")]
+    assert "--from=airflow-build /opt/streamops/venv /opt/streamops/venv" in copies
+    assert "--from=spark-build /opt/streamops/spark-venv /opt/streamops/spark-venv" in copies
+    env = _env(dockerfile.final)
+    assert env["STREAMOPS_VENV_DIR"] == "/opt/streamops/venv"
+    assert env["STREAMOPS_SPARK_VENV_DIR"] == "/opt/streamops/spark-venv"
+    assert env["SPARK_HOME"].startswith("/opt/streamops/spark-venv/")
+    assert env["PYSPARK_PYTHON"] == "/opt/streamops/spark-venv/bin/python"

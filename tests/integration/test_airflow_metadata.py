@@ -11,7 +11,7 @@ import psycopg2
 from streamops.airflow_rest import NO_RETRY, AirflowRest
 from streamops.config import Settings
 from streamops.stack import Stack
-from streamops.stack.airflow import _airflow_executable, airflow_environment
+from streamops.stack.airflow import airflow_environment, airflow_executable
 
 
 def test_postgresql_is_a_healthy_component(stack: Stack) -> None:
@@ -22,7 +22,7 @@ def test_postgresql_is_a_healthy_component(stack: Stack) -> None:
 
 def test_airflow_itself_reports_postgresql_metadata(settings: Settings) -> None:
     result = subprocess.run(
-        [_airflow_executable(), "config", "get-value", "database", "sql_alchemy_conn"],
+        [airflow_executable(settings), "config", "get-value", "database", "sql_alchemy_conn"],
         env=airflow_environment(settings),
         capture_output=True,
         text=True,

@@ -37,15 +37,7 @@ from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.supervision import job_processes
 from streamops.supervision.restart import Phase
 from streamops.supervision.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
-from tests.integration.support import (
-    empty_orders_outputs,
-    end_supervision,
-    execute,
-    kill_group,
-    own_topic,
-    wait_until,
-)
-from tests.integration.test_orders_pipeline import (
+from tests.integration.orders_support import (
     RATIOS,
     assert_orders_exactly_once,
     expected_from_topic,
@@ -53,6 +45,14 @@ from tests.integration.test_orders_pipeline import (
     reject_reason,
     start_job,
     topic_contents,
+)
+from tests.integration.support import (
+    empty_orders_outputs,
+    end_supervision,
+    execute,
+    kill_group,
+    own_topic,
+    wait_until,
 )
 from tests.integration.test_supervision import (
     pipelines_document,

@@ -31,6 +31,7 @@ from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.generator.producer import run_generator
 from streamops.maintenance.checkpoints import inspect_checkpoint
 from streamops.maintenance.offset_reset import OFFSETS_RESET_RULE_ID
+from tests.integration.orders_support import start_job
 from tests.integration.support import (
     empty_orders_outputs,
     kill_group,
@@ -38,7 +39,6 @@ from tests.integration.support import (
     query,
     wait_until,
 )
-from tests.integration.test_orders_pipeline import start_job
 
 TOPIC = f"orders-reset-{uuid.uuid4().hex[:8]}"
 

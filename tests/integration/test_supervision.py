@@ -53,14 +53,14 @@ from streamops.supervision import lease as leases
 from streamops.supervision.job_health import HealthStatus
 from streamops.supervision.restart import Phase
 from streamops.supervision.spec import PIPELINES_FILE_ENV, PipelineSpec, load_spec
-from tests.integration.support import empty_orders_outputs, end_supervision
-from tests.integration.test_orders_pipeline import (
+from tests.integration.orders_support import (
     assert_orders_exactly_once,
     expected_from_topic,
     orders_landed,
     query,
     topic_contents,
 )
+from tests.integration.support import empty_orders_outputs, end_supervision
 
 T = TypeVar("T")
 

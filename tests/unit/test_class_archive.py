@@ -14,7 +14,11 @@ from streamops.supervision.submit import DRIVER_JAVA_OPTIONS
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(venv_dir=tmp_path / "venv", state_dir=tmp_path / "state")
+    return load_settings(
+        venv_dir=tmp_path / "venv",
+        spark_venv_dir=tmp_path / "venv-spark",
+        state_dir=tmp_path / "state",
+    )
 
 
 def _record(settings: Settings) -> Path:

@@ -344,41 +344,6 @@ def test_exit_74_reads_as_a_full_disk_not_a_crash() -> None:
     assert "full disk (exit 74)" in health.detail
 
 
-def test_the_hook_takes_exit_74_for_a_disk_outage_even_without_the_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision.job_processes import JobHandle
-    from streamops.supervision.spec import load_specs
-
-    exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
-    handle = JobHandle(
-        pipeline="orders",
-        queries=("q",),
-        checkpoint_location="/c/orders",
-        owner="airflow:d.supervise",
-        fencing_token=3,
-        host="another-host",
-        pid=10,
-        process_start_epoch=1.0,
-        exit_file=str(exit_file),
-        log_file=str(log_file),
-    )
-    hook = SparkJobHook(load_specs()["orders"], load_settings())
-    monkeypatch.setattr(dependencies, "probe", lambda settings: [])  # space is back already
-    monkeypatch.setattr(hook, "query_states", lambda handle: {})
-    log_file.write_text("ERROR x: the orders job does not start: 0 B free\n")
-
-    exit_file.write_text("1\n")
-    assert hook.outage(handle, "failed: the job process exited with 1") is None
-    exit_file.write_text(f"{EXIT_DISK_FULL}\n")
-    outage = hook.outage(handle, "failed: the job stopped on a full disk (exit 74)")
-    assert outage is not None
-    assert (outage.dependencies, outage.confirmed) == (("disk",), False)
-
-
 # --- what streamops writes itself -------------------------------------------------------------
 
 
@@ -408,18 +373,3 @@ def test_an_atomic_write_on_a_full_disk_leaves_the_old_file_and_no_temporary_one
         disk.write_atomically(target, '{"pid": 2}')
     assert target.read_text() == '{"pid": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["kafka.pid"]
-
-
-def test_the_supervisor_probes_the_disk_of_a_spec_s_own_checkpoint_root() -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.supervision.spec import load_specs
-
-    settings = Settings(checkpoint_uri="/srv/checkpoints")
-    spec = load_specs()["orders"]
-    assert SparkJobHook(spec, settings).probe_settings.checkpoint_root == (
-        spec.checkpoint_root or "/srv/checkpoints"
-    )
-    own = spec.model_copy(update={"checkpoint_root": "/mnt/small/checkpoints"})
-    probed = SparkJobHook(own, settings).probe_settings
-    assert Path("/mnt/small/checkpoints") in dependencies.disk_paths(probed)

@@ -179,42 +179,6 @@ def test_the_refusal_is_read_from_the_last_marked_line_of_the_log() -> None:
     assert refusal_in_log("no such line\n") is None
 
 
-def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
-    tmp_path: Path,
-) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.supervision.dependencies import LAUNCH_MARK
-    from streamops.supervision.job_processes import JobHandle
-    from streamops.supervision.spec import load_specs
-
-    exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
-    handle = JobHandle(
-        pipeline="orders",
-        queries=("q",),
-        checkpoint_location="/c/orders",
-        owner="airflow:d.supervise",
-        fencing_token=3,
-        host="another-host",  # no process of it lives here: the job has ended
-        pid=10,
-        process_start_epoch=1.0,
-        exit_file=str(exit_file),
-        log_file=str(log_file),
-    )
-    hook = SparkJobHook(load_specs()["orders"], load_settings())
-    log_file.write_text(
-        f"{LAUNCH_MARK} 9\nERROR x: {REFUSAL_MARK} an older launch's reason\n"
-        f"{LAUNCH_MARK} 10\nERROR spark_jobs.common.runner: {REFUSAL_MARK} lacks 0012_x.sql\n"
-    )
-
-    exit_file.write_text("1\n")
-    assert hook.refusal(handle) is None  # a crash: the breaker counts it as usual
-    exit_file.write_text(f"{EXIT_REFUSED}\n")
-    assert hook.refusal(handle) == "lacks 0012_x.sql"
-    log_file.write_text("")
-    assert "refused to start (exit 78)" in str(hook.refusal(handle))
-
-
 def test_the_vitals_training_refuses_a_database_behind_before_any_spark(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

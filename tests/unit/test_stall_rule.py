@@ -267,40 +267,6 @@ def test_a_job_is_starting_until_every_query_completed_a_batch_of_this_run() -> 
     assert not is_starting({"a": warm, "b": idle}, START)
 
 
-def test_a_launch_waits_for_another_start_then_goes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision import job_processes
-    from streamops.supervision import lease as leases
-
-    locks = [False, True]  # another launch holds the lock first
-    answers = [["vitals"], ["vitals"], []]
-    kept: list[int] = []
-    monkeypatch.setattr(leases, "try_named_lock", lambda connection, name: locks.pop(0))
-    monkeypatch.setattr(job_processes, "starting_pipelines", lambda settings, specs: answers.pop(0))
-    hook = SparkJobHook(load_specs()["orders"], load_settings())
-    assert hook.wait_for_other_starts(None, keep_alive=lambda: kept.append(1), poll_seconds=0)
-    assert answers == []  # it looked until nobody was starting
-    assert len(kept) == 3  # the lease was renewed at every wait
-
-
-def test_the_start_gate_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision import job_processes
-    from streamops.supervision import lease as leases
-
-    monkeypatch.setattr(leases, "try_named_lock", lambda connection, name: True)
-    monkeypatch.setattr(job_processes, "starting_pipelines", lambda settings, specs: ["joins"])
-    spec = load_specs()["orders"]
-    health = spec.health.model_copy(update={"start_alone_seconds": 0.05})
-    hook = SparkJobHook(spec.model_copy(update={"health": health}), load_settings())
-    # Past the budget it launches anyway, holding the lock it took.
-    assert hook.wait_for_other_starts(None, poll_seconds=0.01) is True
-
-
 # --- a corrupted heartbeat is reported, never trusted -------------------------------------------
 
 
