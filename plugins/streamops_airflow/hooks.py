@@ -3,13 +3,17 @@
 In the style of the Apache Spark provider's ``SparkSubmitHook``, but built for jobs that never
 finish on their own:
 
-- **Launch** runs ``spark-submit`` (command from :func:`streamops.supervision.submit.
-  build_submit_command`) under the checkpoint's lease and records where the job runs in the lease
-  row. Local mode: a session of its own, led by a small ``sh`` wrapper that outlives the Airflow
-  worker and writes the job's exit code to a file, so a triggerer that is not the parent still
-  tells "stopped on request" (0) from "crashed"; host, pid and the process's start time go to the
-  lease. Kubernetes cluster mode: spark-submit returns once the driver pod exists; the pod (found
-  by its ``streamops/pipeline`` label) goes to the lease.
+- **Launch** runs ``spark-submit`` under the checkpoint's lease. The Spark provider's
+  ``SparkSubmitHook`` builds the command from the pipeline's Airflow Spark Connection
+  (``spark_default``: master, deploy mode, namespace, binary) and the spec
+  (:func:`streamops.supervision.submit.build_submit_request`); the binary is the Spark
+  environment's (``settings.spark_venv_dir``). The provider's own ``submit()`` is not used: it
+  waits for the job to end, and these jobs never end on their own. The launch records where the
+  job runs in the lease row. Local mode: a session of its own, led by a small ``sh`` wrapper that
+  outlives the Airflow worker and writes the job's exit code to a file, so a triggerer that is
+  not the parent still tells "stopped on request" (0) from "crashed"; host, pid and the process's
+  start time go to the lease. Kubernetes cluster mode: spark-submit returns once the driver pod
+  exists; the pod (found by its ``streamops/pipeline`` label) goes to the lease.
 - **Find** matches lease + pid + start time (or the driver pod), so a reused pid is never
   mistaken for the job.
 - **Stop** is graceful first: SIGTERM to the Python driver (queries finish their batch, exit 0),
@@ -56,7 +60,11 @@ from streamops.supervision.job_processes import EXIT_FILE, JobHandle
 from streamops.supervision.platform_alerts import platform_alert, publish_platform_alert
 from streamops.supervision.restart import DependencyDown, OperatorReset, RestartState, transition
 from streamops.supervision.spec import PipelineSpec
-from streamops.supervision.submit import build_submit_command, build_submit_environment
+from streamops.supervision.submit import (
+    SubmitRequest,
+    build_submit_environment,
+    build_submit_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +261,8 @@ class SparkJobHook(BaseHook):
         run_dir = self._run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = run_dir / f"token-{lease.fencing_token}.log"
-        command = self.submit_command(kafka_connector_jars(self.settings))
-        env = {**os.environ, **build_submit_environment(self.spec, self.settings)}
-        env.setdefault("SPARK_HOME", str(spark_home()))
+        command, env = self.submit_command(kafka_connector_jars(self.settings))
+        env = {**os.environ, **env}
         env.update(job_processes.job_environment(self.spec.name, lease))
         job_processes.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
@@ -340,17 +347,41 @@ class SparkJobHook(BaseHook):
     def _run_dir(self) -> Path:
         return job_processes.run_dir(self.settings, self.spec.name)
 
-    def submit_command(self, connector_jars: list[Path] | None = None) -> list[str]:
-        version = spark_version()
+    def submit_command(
+        self, connector_jars: list[Path] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The job's spark-submit argv and the variables to add to its environment, built by the
+        Spark provider's ``SparkSubmitHook`` from the spec's Spark Connection."""
+        connection = spark_connection(self.spec.spark_conn_id)
+        home = spark_home(self.settings)
+        binary = spark_binary(connection, home)
+        resolved = _provider_hook(self.spec.spark_conn_id, binary)._connection
+        master, deploy_mode = resolved["master"], resolved["deploy_mode"]
+        version = spark_version(self.settings)
         archive = self.settings.spark_class_archive(version)
-        return build_submit_command(
-            self.spec,
-            self.settings,
-            connector_jars=connector_jars or [],
-            spark_home=spark_home(),
-            spark_version=version,
-            class_archive=archive if archive.is_file() else None,
-        )
+        try:
+            request = build_submit_request(
+                self.spec,
+                self.settings,
+                master=master,
+                deploy_mode=deploy_mode,
+                connector_jars=connector_jars or [],
+                spark_version=version,
+                class_archive=archive if archive.is_file() else None,
+            )
+        except ValueError as exc:
+            raise StreamopsError(str(exc)) from exc
+        provider = _provider_hook(self.spec.spark_conn_id, binary, request)
+        command = provider._build_spark_submit_command(request.application)
+        # spark-submit runs on this host in both modes, from the Spark environment.
+        env = {"SPARK_HOME": str(home)}
+        if self.spec.kubernetes is None:
+            # Client mode: the driver is spark-submit's child and inherits these (on any master:
+            # the provider would send its env_vars to a k8s:// master as driverEnv instead);
+            # cluster mode has them in the request's driverEnv settings.
+            env |= build_submit_environment(self.spec, self.settings, master)
+            env["PYSPARK_PYTHON"] = str(self.settings.spark_python)
+        return command, env
 
     def _handle(self, lease: leases.Lease, *, reattached: bool) -> JobHandle:
         return job_processes.handle_from_lease(
@@ -596,3 +627,63 @@ class SparkJobHook(BaseHook):
 
 def _where(handle: JobHandle) -> str:
     return f"driver pod {handle.driver_pod}" if handle.driver_pod else f"pid {handle.pid}"
+
+
+# --- the Spark provider ---------------------------------------------------------------------------
+def spark_connection(conn_id: str) -> Any:
+    """The Airflow Connection ``conn_id``; its absence is an error naming the fix. The provider
+    would fall back to ``yarn`` on its own, a master this platform has not."""
+    from airflow.exceptions import AirflowNotFoundException
+
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as exc:
+        raise StreamopsError(
+            f"Airflow has no Connection {conn_id!r}, which says where the pipelines' Spark jobs "
+            "run. `streamops up` creates spark_default (type spark, host local[*]); create it in "
+            "Airflow's Connections page or with `airflow connections add`."
+        ) from exc
+    if connection.conn_type != "spark":
+        raise StreamopsError(
+            f"Airflow Connection {conn_id!r} is of type {connection.conn_type!r}, not 'spark'."
+        )
+    return connection
+
+
+def spark_binary(connection: Any, home: Path) -> str:
+    """The Connection's ``spark-binary`` (one of the names the provider allows), as the path of
+    that binary in the Spark environment: Airflow's own environment has no Spark to run."""
+    from airflow.providers.apache.spark.hooks.spark_submit import ALLOWED_SPARK_BINARIES
+
+    name = connection.extra_dejson.get("spark-binary") or "spark-submit"
+    if name not in ALLOWED_SPARK_BINARIES:
+        raise StreamopsError(
+            f"Airflow Connection {connection.conn_id!r}: spark-binary {name!r} is not one of "
+            f"{', '.join(ALLOWED_SPARK_BINARIES)}."
+        )
+    path = home / "bin" / name
+    if not path.is_file():
+        raise StreamopsError(f"The Spark environment has no {name} ({path} is missing).")
+    return str(path)
+
+
+def _provider_hook(
+    conn_id: str,
+    binary: str,
+    request: SubmitRequest | None = None,
+) -> Any:
+    """The provider's ``SparkSubmitHook`` for ``request`` (None: the Connection alone, to read its
+    master). Imported here: the provider is needed by a launch only, not by every reader."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    if request is None:
+        return SparkSubmitHook(conn_id=conn_id, spark_binary=binary)
+    return SparkSubmitHook(
+        conn_id=conn_id,
+        spark_binary=binary,
+        conf=request.conf,
+        jars=",".join(request.jars) or None,
+        name=request.name,
+        application_args=request.application_args,
+        deploy_mode=request.deploy_mode,
+    )

@@ -1,9 +1,10 @@
 """Pipeline specs: what a supervised streaming job is, declared once in ``pipelines.yaml``.
 
-One spec per pipeline says which job runs (its module and arguments), where (Spark master, local
-or Kubernetes), on which checkpoint, at which trigger, how it is restarted and when it counts as
-unhealthy. The supervision DAG, the ``spark-submit`` command line and the health check all read
-the same spec, so a pipeline is never configured twice.
+One spec per pipeline says which job runs (its module and arguments), where (its Airflow Spark
+Connection, ``spark_default`` by default, holds the master; a ``kubernetes`` section adds the
+driver pod's image and account), on which checkpoint, at which trigger, how it is restarted and
+when it counts as unhealthy. The supervision DAG, the ``spark-submit`` command line and the
+health check all read the same spec, so a pipeline is never configured twice.
 
 The spec is the only registry of pipelines: the jobs take the names and checkpoints of their
 queries from it (``spark_jobs.common.runner.JobContext``), and so do the checkpoint checks
@@ -64,6 +65,8 @@ _TOP_LEVEL_KEYS = ("defaults", "pipelines")
 # They say which pipeline a spec is: never taken from ``defaults:``.
 _PER_PIPELINE_FIELDS = frozenset({"name", "job_module", "queries"})
 # spark-submit options the spec sets itself; a conf entry must not override them behind its back.
+# The Airflow Spark Connection of a spec that names none; `streamops up` creates it.
+DEFAULT_SPARK_CONN_ID = "spark_default"
 _RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.app.name"})
 
 
@@ -163,7 +166,7 @@ class KubernetesSubmit(_Strict):
     service_account: str = "streamops-spark"
     executor_instances: int = Field(default=1, ge=1)
     # Where the image keeps the job modules and the connector jars (see the Dockerfile).
-    application_root: str = "local:///opt/streamops/venv/lib/python3.11/site-packages"
+    application_root: str = "local:///opt/streamops/spark-venv/lib/python3.11/site-packages"
     jars_dir: str = "local:///opt/streamops/cache/spark-kafka-{spark_version}"
 
     @field_validator("api_server")
@@ -187,8 +190,9 @@ class PipelineSpec(_Strict):
     queries: tuple[str, ...] = Field(min_length=1, description="query names the job starts")
     job_args: tuple[str, ...] = ()
     spark_conf: dict[str, str] = Field(default_factory=dict)
-    # None: the settings' spark_master (local[*] by default).
-    master: str | None = None
+    # The Airflow Connection (type spark) whose master, deploy mode and spark-submit binary the
+    # job runs with; `streamops up` and the chart create spark_default when it is missing.
+    spark_conn_id: str = Field(default=DEFAULT_SPARK_CONN_ID, min_length=1)
     kubernetes: KubernetesSubmit | None = None
     # Root the job writes its checkpoints under (<root>/<name>/...); None: settings'.
     checkpoint_root: str | None = None
@@ -245,7 +249,10 @@ class PipelineSpec(_Strict):
             if not key.startswith("spark."):
                 raise ValueError(f"{key!r} is not a Spark setting (they start with 'spark.')")
             if key in _RESERVED_CONF:
-                raise ValueError(f"{key!r} is set from the spec itself; use 'master'/'name'")
+                raise ValueError(
+                    f"{key!r} is set from the spec itself (the master and deploy mode from its "
+                    "Spark Connection, 'spark_conn_id'; the name from 'name')"
+                )
         return value
 
     @model_validator(mode="after")
@@ -263,10 +270,6 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _where(self) -> PipelineSpec:
-        if self.kubernetes is not None and self.master is not None:
-            raise ValueError("give either 'master' (local/client mode) or 'kubernetes', not both")
-        if self.master is not None and self.master.startswith("k8s://"):
-            raise ValueError("a k8s:// master needs the 'kubernetes' section instead of 'master'")
         if self.outage_ride_out_seconds >= self.health.max_batch_seconds:
             raise ValueError(
                 f"outage_ride_out_seconds ({self.outage_ride_out_seconds:g}) must be below "

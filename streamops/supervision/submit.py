@@ -1,13 +1,18 @@
-"""The ``spark-submit`` command line of a pipeline: a pure function of its spec and the settings.
+"""What a pipeline's ``spark-submit`` is made of: a pure function of its spec, the settings and
+the Spark Connection's master.
 
-Local (client mode, the default ``local[*]`` master) and Kubernetes cluster mode come from the same
-spec. Nothing here touches the file system or the network, so every branch is unit-tested; the
-hook resolves what needs I/O (the connector jars in the cache) and passes it in.
+The Spark provider's ``SparkSubmitHook`` turns the result into the command line, with the master,
+deploy mode, namespace and spark-submit binary of the pipeline's Airflow Connection
+(``spark_default`` unless the spec names another): the hook (plugins/streamops_airflow/hooks.py)
+reads the Connection and passes its master in. Local (client mode) and Kubernetes cluster mode come
+from the same spec. Nothing here touches the file system or the network, so every branch is
+unit-tested; the hook resolves what needs I/O (the connector jars in the cache) and passes it in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from streamops.config import PROJECT_ROOT, Settings
@@ -21,7 +26,9 @@ OUTAGE_RIDE_OUT_ENV = "STREAMOPS_OUTAGE_RIDE_OUT_SECONDS"
 SETTLED_NICE_ENV = "STREAMOPS_SETTLED_NICE"
 DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 # Settings the driver must not inherit from the launcher: paths of this machine, not the pod's.
-_LAUNCHER_ONLY_ENV = frozenset({"STREAMOPS_STATE_DIR", "STREAMOPS_VENV_DIR", "STREAMOPS_CACHE_DIR"})
+_LAUNCHER_ONLY_ENV = frozenset(
+    {"STREAMOPS_STATE_DIR", "STREAMOPS_VENV_DIR", "STREAMOPS_SPARK_VENV_DIR", "STREAMOPS_CACHE_DIR"}
+)
 
 
 def spark_submit_path(spark_home: Path) -> Path:
@@ -33,24 +40,50 @@ def job_file(spec: PipelineSpec, root: Path = PROJECT_ROOT) -> Path:
     return root.joinpath(*spec.job_module.split(".")).with_suffix(".py")
 
 
-def master_of(spec: PipelineSpec, settings: Settings) -> str:
-    if spec.kubernetes is not None:
-        return f"k8s://{spec.kubernetes.api_server}"
-    return spec.master or settings.spark_master
-
-
 def app_name(spec: PipelineSpec) -> str:
     return f"streamops-{spec.name}"
 
 
-def build_submit_environment(spec: PipelineSpec, settings: Settings) -> dict[str, str]:
-    """``STREAMOPS_*`` variables of the job: the settings, with the spec's master and checkpoint.
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A pipeline's spark-submit, in the Spark provider's ``SparkSubmitHook`` terms; the master
+    and the binary come from the Airflow Connection, not from here."""
+
+    name: str
+    # None: the Connection's deploy-mode (client when it has none).
+    deploy_mode: str | None
+    application: str
+    conf: dict[str, str] = field(default_factory=dict)
+    jars: list[str] = field(default_factory=list)
+    application_args: list[str] = field(default_factory=list)
+
+
+def check_connection(spec: PipelineSpec, master: str, deploy_mode: str | None) -> None:
+    """A spec with a ``kubernetes`` section runs its driver in a pod: on a ``k8s://`` master in
+    cluster mode. A spec without one runs its driver beside the launcher (client mode) on any
+    master, ``k8s://`` included (executors in pods). A mismatch between the spec and its
+    Connection is a clear error, never a job in the wrong place."""
+    if spec.kubernetes is not None and not master.startswith("k8s://"):
+        raise ValueError(
+            f"{spec.name} has a 'kubernetes' section, but the master of its Spark Connection "
+            f"{spec.spark_conn_id!r} is {master!r}; set it to k8s://https://<api server>"
+        )
+    if spec.kubernetes is None and deploy_mode == "cluster":
+        raise ValueError(
+            f"Spark Connection {spec.spark_conn_id!r} asks for cluster mode, but {spec.name} has "
+            "no 'kubernetes' section (image, service account) to run a driver pod from"
+        )
+
+
+def build_submit_environment(spec: PipelineSpec, settings: Settings, master: str) -> dict[str, str]:
+    """``STREAMOPS_*`` variables of the job: the settings, with the Connection's master and the
+    spec's checkpoint.
 
     The job builds its own SparkSession from these (``settings.spark_master``), so they must agree
     with the command line: a builder's ``master()`` wins over ``--master``.
     """
     env = settings.as_env()
-    env[MASTER_ENV] = master_of(spec, settings)
+    env[MASTER_ENV] = master
     env[OUTAGE_RIDE_OUT_ENV] = f"{spec.outage_ride_out_seconds:g}"
     env[SETTLED_NICE_ENV] = str(spec.settled_nice)
     if spec.checkpoint_root is not None:
@@ -66,37 +99,36 @@ def with_class_archive(java_options: str, archive: Path) -> str:
     return " ".join(part for part in (java_options, f"-XX:SharedArchiveFile={archive}") if part)
 
 
-def build_submit_command(
+def build_submit_request(
     spec: PipelineSpec,
     settings: Settings,
     *,
+    master: str,
+    deploy_mode: str | None = None,
     connector_jars: Sequence[Path] = (),
-    spark_home: Path | None = None,
     spark_version: str = "4.2.0",
     class_archive: Path | None = None,
-) -> list[str]:
-    """The argv that starts ``spec``'s job: ``spark-submit [options] <job file> [job args]``.
+) -> SubmitRequest:
+    """``spec``'s job for ``spark-submit [options] <job file> [job args]`` on ``master`` in
+    ``deploy_mode`` (its Spark Connection's).
 
     ``connector_jars`` are the Kafka connector jars of the install cache (local mode: their paths;
-    cluster mode: the same file names under the image's ``jars_dir``). ``spark_home`` defaults to
-    ``spark-submit`` on PATH. ``class_archive``: the drivers' class-data archive of the install
-    cache, used in local mode (a relaunched driver starts with a quarter less work, see
-    docs/performance.md); the caller passes it only when the file exists.
+    cluster mode: the same file names under the image's ``jars_dir``). ``class_archive``: the
+    drivers' class-data archive of the install, used in local mode (a relaunched driver starts with
+    a quarter less work, see docs/performance.md); the caller passes it only when the file exists.
     """
-    submit = str(spark_submit_path(spark_home)) if spark_home is not None else "spark-submit"
-    command = [submit, "--master", master_of(spec, settings), "--name", app_name(spec)]
+    check_connection(spec, master, deploy_mode)
     conf: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
     k8s = spec.kubernetes
     if k8s is None:
-        command += ["--deploy-mode", "client"]
-        python = str(settings.venv_dir / "bin" / "python")
-        # Driver and Python workers run the venv's interpreter (the sinks' drivers live there).
+        python = str(settings.spark_python)
+        # Driver and Python workers run the Spark environment's interpreter.
         conf["spark.pyspark.python"] = python
         conf["spark.pyspark.driver.python"] = python
         jars = [str(jar) for jar in connector_jars]
         application = str(job_file(spec))
     else:
-        command += ["--deploy-mode", "cluster"]
+        deploy_mode = "cluster"
         jars_dir = k8s.jars_dir.format(spark_version=spark_version)
         jars = [f"{jars_dir}/{jar.name}" for jar in connector_jars]
         conf |= {
@@ -109,7 +141,7 @@ def build_submit_command(
             "spark.kubernetes.driver.label.streamops/pipeline": spec.name,
             "spark.kubernetes.executor.label.streamops/pipeline": spec.name,
         }
-        for name, value in sorted(build_submit_environment(spec, settings).items()):
+        for name, value in sorted(build_submit_environment(spec, settings, master).items()):
             if name not in _LAUNCHER_ONLY_ENV:
                 conf[f"spark.kubernetes.driverEnv.{name}"] = value
         module_path = PurePosixPath(*spec.job_module.split(".")).with_suffix(".py")
@@ -118,8 +150,11 @@ def build_submit_command(
     if class_archive is not None and k8s is None:
         options = conf.get(DRIVER_JAVA_OPTIONS, "")
         conf[DRIVER_JAVA_OPTIONS] = with_class_archive(options, class_archive)
-    for key, value in conf.items():
-        command += ["--conf", f"{key}={value}"]
-    if jars:
-        command += ["--jars", ",".join(jars)]
-    return [*command, application, *spec.job_arguments()]
+    return SubmitRequest(
+        name=app_name(spec),
+        deploy_mode=deploy_mode,
+        application=application,
+        conf=conf,
+        jars=jars,
+        application_args=list(spec.job_arguments()),
+    )

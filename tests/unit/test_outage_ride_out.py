@@ -121,7 +121,7 @@ def test_the_budget_comes_from_the_spec_through_the_job_environment() -> None:
         queries=["orders_records"],
         outage_ride_out_seconds=45,
     )
-    env = build_submit_environment(spec, load_settings())
+    env = build_submit_environment(spec, load_settings(), "local[*]")
     assert ride_out_seconds(env) == 45.0
 
 

@@ -36,9 +36,9 @@ _SHIPPED_SHARED: dict[str, Any] = {
     },
     "kubernetes": None,
     "lease_ttl_seconds": 120.0,
-    "master": None,
     "outage_ride_out_seconds": 120.0,
     "owner": "streamops",
+    "spark_conn_id": "spark_default",
     "restart": {
         "backoff_multiplier": 2.0,
         "failure_window_seconds": 900.0,
@@ -144,7 +144,7 @@ def test_the_repository_file_parses_to_the_pinned_specs() -> None:
 def test_defaults_and_derived_values() -> None:
     spec = parse_specs(_spec())["orders"]
     assert spec.dag_id == "streamops_supervise_orders"
-    assert spec.master is None and spec.kubernetes is None
+    assert spec.spark_conn_id == "spark_default" and spec.kubernetes is None
     assert spec.restart.max_failures == 5
     assert spec.heartbeat_max_age_seconds == spec.health.heartbeat_timeout_seconds
     assert spec.job_arguments() == []
@@ -234,13 +234,13 @@ def test_lists_and_nulls_replace_the_default() -> None:
         _with_defaults(
             defaults,
             orders={"job_args": ["--window-seconds", "5"]},
-            local={"kubernetes": None, "master": "local[2]"},
+            local={"kubernetes": None, "spark_conn_id": "spark_local"},
         )
     )
     assert specs["orders"].job_args == ("--window-seconds", "5")
     assert specs["orders"].tags == ("streaming",)
     assert specs["orders"].kubernetes is not None
-    assert (specs["local"].kubernetes, specs["local"].master) == (None, "local[2]")
+    assert (specs["local"].kubernetes, specs["local"].spark_conn_id) == (None, "spark_local")
 
 
 def test_an_empty_defaults_block_changes_nothing() -> None:
@@ -296,11 +296,7 @@ def test_durations(text: str, seconds: float) -> None:
         ({"queries": []}, "queries"),
         ({"job_module": "spark_jobs/jobs/orders.py"}, "job_module"),
         ({"health": {"heartbeat_timeout_seconds": -1}}, "health.heartbeat_timeout_seconds"),
-        ({"master": "k8s://https://x"}, "kubernetes"),
-        (
-            {"kubernetes": {"api_server": "https://k", "image": "i"}, "master": "local[2]"},
-            "not both",
-        ),
+        ({"master": "local[2]"}, "master: unknown field"),
         ({"kubernetes": {"api_server": "k8s.local", "image": "i"}}, "kubernetes.api_server"),
         ({"kubernetes": {"api_server": "https://k"}}, "kubernetes.image: Field required"),
     ],

@@ -92,9 +92,9 @@ def test_a_bad_settled_niceness_is_refused_with_its_name(text: str) -> None:
 
 def test_the_spec_s_niceness_reaches_the_job_s_environment(settings: Any) -> None:
     spec = PipelineSpec(name="orders", job_module="spark_jobs.jobs.orders", queries=("a",))
-    assert build_submit_environment(spec, settings)[SETTLED_NICE_ENV] == "10"
+    assert build_submit_environment(spec, settings, "local[*]")[SETTLED_NICE_ENV] == "10"
     quiet = spec.model_copy(update={"settled_nice": 0})
-    assert build_submit_environment(quiet, settings)[SETTLED_NICE_ENV] == "0"
+    assert build_submit_environment(quiet, settings, "local[*]")[SETTLED_NICE_ENV] == "0"
 
 
 @pytest.mark.parametrize("bad", [-1, 20])

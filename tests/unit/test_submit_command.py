@@ -1,4 +1,5 @@
-"""The spark-submit command line, built from a spec without running Spark."""
+"""A pipeline's spark-submit, built from its spec and its Connection's master without running
+Spark (the command line itself is the Spark provider's: tests/unit/test_spark_provider.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import pytest
 
 from streamops.config import PROJECT_ROOT, Settings, load_settings
 from streamops.supervision import kubernetes as k8s
-from streamops.supervision.spec import PipelineSpec, parse_specs
+from streamops.supervision.spec import PipelineSpec, PipelineSpecError, parse_specs
 from streamops.supervision.submit import (
     CHECKPOINT_ENV,
     MASTER_ENV,
-    build_submit_command,
+    SubmitRequest,
     build_submit_environment,
+    build_submit_request,
     job_file,
 )
 
@@ -46,36 +48,33 @@ def _spec(**fields: Any) -> PipelineSpec:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(venv_dir=tmp_path / "venv", state_dir=tmp_path / "state")
-
-
-def _confs(command: list[str]) -> dict[str, str]:
-    pairs = [command[i + 1] for i, arg in enumerate(command) if arg == "--conf"]
-    return dict(pair.split("=", 1) for pair in pairs)
-
-
-def _option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
-
-
-def test_local_command(settings: Settings, tmp_path: Path) -> None:
-    command = build_submit_command(
-        _spec(), settings, connector_jars=JARS, spark_home=tmp_path / "pyspark"
+    return load_settings(
+        venv_dir=tmp_path / "venv",
+        spark_venv_dir=tmp_path / "venv-spark",
+        state_dir=tmp_path / "state",
     )
-    assert command[0] == str(tmp_path / "pyspark" / "bin" / "spark-submit")
-    assert _option(command, "--master") == "local[*,4]"
-    assert _option(command, "--deploy-mode") == "client"
-    assert _option(command, "--name") == "streamops-orders"
-    assert _option(command, "--jars") == ",".join(str(jar) for jar in JARS)
-    confs = _confs(command)
-    assert confs["spark.pyspark.python"] == str(settings.venv_dir / "bin" / "python")
-    assert confs["spark.sql.shuffle.partitions"] == "4"
-    assert confs["spark.sql.session.timeZone"] == "UTC"
-    assert not any(key.startswith("spark.kubernetes.") for key in confs)
-    application = str(PROJECT_ROOT / "spark_jobs" / "jobs" / "orders.py")
-    # The job file comes after every option, its own arguments after it.
-    assert command[command.index(application) :] == [
-        application,
+
+
+def _request(spec: PipelineSpec, settings: Settings, **options: Any) -> SubmitRequest:
+    master = "k8s://https://10.0.0.1:443" if spec.kubernetes is not None else "local[*,4]"
+    return build_submit_request(spec, settings, **{"master": master, **options})
+
+
+def test_local_request(settings: Settings) -> None:
+    request = _request(_spec(), settings, connector_jars=JARS)
+    # The Connection's deploy mode (client when it says none) is left to it.
+    assert request.deploy_mode is None
+    assert request.name == "streamops-orders"
+    assert request.jars == [str(jar) for jar in JARS]
+    # Driver and workers run the Spark environment's Python, never the launcher's.
+    assert request.conf["spark.pyspark.python"] == str(settings.spark_python)
+    assert request.conf["spark.pyspark.driver.python"] == str(settings.spark_python)
+    assert settings.spark_python.is_relative_to(settings.spark_venv_dir)
+    assert request.conf["spark.sql.shuffle.partitions"] == "4"
+    assert request.conf["spark.sql.session.timeZone"] == "UTC"
+    assert not any(key.startswith("spark.kubernetes.") for key in request.conf)
+    assert request.application == str(PROJECT_ROOT / "spark_jobs" / "jobs" / "orders.py")
+    assert request.application_args == [
         "--max-offsets-per-trigger",
         "1000",
         "--trigger-interval",
@@ -83,50 +82,72 @@ def test_local_command(settings: Settings, tmp_path: Path) -> None:
     ]
 
 
-def test_local_master_of_the_spec_wins_over_the_settings(settings: Settings) -> None:
-    command = build_submit_command(_spec(master="local[2]"), settings)
-    assert _option(command, "--master") == "local[2]"
-    assert command[0] == "spark-submit"
-    assert "--jars" not in command
+def test_a_spec_names_its_spark_connection(settings: Settings) -> None:
+    assert _spec().spark_conn_id == "spark_default"
+    assert _spec(spark_conn_id="spark_big").spark_conn_id == "spark_big"
+    with pytest.raises(PipelineSpecError, match="spark_conn_id"):
+        _spec(spark_conn_id="")
 
 
 def test_kubernetes_cluster_mode_from_the_same_spec(settings: Settings) -> None:
     spec = _spec(kubernetes=K8S, checkpoint_root="s3a://lake/checkpoints")
-    command = build_submit_command(spec, settings, connector_jars=JARS, spark_version="4.2.0")
-    assert _option(command, "--master") == "k8s://https://10.0.0.1:443"
-    assert _option(command, "--deploy-mode") == "cluster"
-    confs = _confs(command)
+    request = _request(spec, settings, connector_jars=JARS, spark_version="4.2.0")
+    assert request.deploy_mode == "cluster"
+    confs = request.conf
     assert confs["spark.kubernetes.namespace"] == "data"
     assert confs["spark.kubernetes.container.image"] == "registry.local/streamops:1.2.3"
     assert confs["spark.kubernetes.authenticate.driver.serviceAccountName"] == "spark-driver"
     assert confs["spark.executor.instances"] == "3"
     assert confs["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
-    # The driver pod gets the platform's settings, with the spec's master and checkpoint ...
+    # The driver pod gets the platform's settings, with the Connection's master and the spec's
+    # checkpoint ...
     assert confs[f"spark.kubernetes.driverEnv.{MASTER_ENV}"] == "k8s://https://10.0.0.1:443"
     assert confs[f"spark.kubernetes.driverEnv.{CHECKPOINT_ENV}"] == "s3a://lake/checkpoints"
     assert confs["spark.kubernetes.driverEnv.STREAMOPS_KAFKA_PORT"] == str(settings.kafka_port)
     # ... but not this machine's folders.
     assert "spark.kubernetes.driverEnv.STREAMOPS_STATE_DIR" not in confs
+    assert "spark.kubernetes.driverEnv.STREAMOPS_SPARK_VENV_DIR" not in confs
     assert "spark.pyspark.python" not in confs
     # Jars and job are paths inside the image.
-    assert _option(command, "--jars") == (
-        "local:///opt/streamops/cache/spark-kafka-4.2.0/spark-sql-kafka-0-10_2.13-4.2.0.jar,"
-        "local:///opt/streamops/cache/spark-kafka-4.2.0/kafka-clients-4.1.0.jar"
+    assert request.jars == [
+        "local:///opt/streamops/cache/spark-kafka-4.2.0/spark-sql-kafka-0-10_2.13-4.2.0.jar",
+        "local:///opt/streamops/cache/spark-kafka-4.2.0/kafka-clients-4.1.0.jar",
+    ]
+    assert request.application == (
+        "local:///opt/streamops/spark-venv/lib/python3.11/site-packages/spark_jobs/jobs/orders.py"
     )
-    assert (
-        "local:///opt/streamops/venv/lib/python3.11/site-packages/spark_jobs/jobs/orders.py"
-        in command
-    )
-    assert command[-2:] == ["--trigger-interval", "5 seconds"]
+    assert request.application_args[-2:] == ["--trigger-interval", "5 seconds"]
 
 
-def test_spec_conf_overrides_defaults_but_each_key_appears_once(settings: Settings) -> None:
-    command = build_submit_command(
-        _spec(spark_conf={"spark.sql.session.timeZone": "Europe/Paris"}), settings
-    )
-    conf_keys = [c.split("=")[0] for c in command if c.startswith("spark.")]
-    assert len(conf_keys) == len(set(conf_keys))
-    assert _confs(command)["spark.sql.session.timeZone"] == "Europe/Paris"
+@pytest.mark.parametrize(
+    ("kubernetes", "master", "deploy_mode", "message"),
+    [
+        (K8S, "local[*]", None, "has a 'kubernetes' section, but the master"),
+        (None, "local[*]", "cluster", "asks for cluster mode, but orders has no 'kubernetes'"),
+        (None, "k8s://https://10.0.0.1:443", "cluster", "asks for cluster mode"),
+    ],
+)
+def test_a_spec_and_a_connection_that_disagree_are_refused(
+    settings: Settings,
+    kubernetes: dict[str, Any] | None,
+    master: str,
+    deploy_mode: str | None,
+    message: str,
+) -> None:
+    spec = _spec(kubernetes=kubernetes) if kubernetes else _spec()
+    with pytest.raises(ValueError, match=message):
+        build_submit_request(spec, settings, master=master, deploy_mode=deploy_mode)
+
+
+def test_a_k8s_master_in_client_mode_runs_the_driver_here(settings: Settings) -> None:
+    request = build_submit_request(_spec(), settings, master="k8s://https://10.0.0.1:443")
+    assert request.deploy_mode is None
+    assert request.application == str(job_file(_spec()))
+
+
+def test_spec_conf_overrides_defaults(settings: Settings) -> None:
+    request = _request(_spec(spark_conf={"spark.sql.session.timeZone": "Europe/Paris"}), settings)
+    assert request.conf["spark.sql.session.timeZone"] == "Europe/Paris"
 
 
 def test_a_local_driver_maps_the_class_archive_after_the_specs_java_options(
@@ -134,30 +155,30 @@ def test_a_local_driver_maps_the_class_archive_after_the_specs_java_options(
 ) -> None:
     archive = settings.spark_class_archive("4.2.0")
     spec = _spec(spark_conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC"})
-    command = build_submit_command(spec, settings, class_archive=archive)
-    assert _confs(command)["spark.driver.extraJavaOptions"] == (
+    request = _request(spec, settings, class_archive=archive)
+    assert request.conf["spark.driver.extraJavaOptions"] == (
         f"-XX:+UseSerialGC -XX:SharedArchiveFile={archive}"
     )
-    # Inside the environment whose jars it names, never in the cache another checkout shares.
-    assert archive.is_relative_to(settings.venv_dir)
+    # Inside the Spark environment whose jars it names, never in the cache checkouts share.
+    assert archive.is_relative_to(settings.spark_venv_dir)
     # A spec without JVM options gets the archive alone; without an archive nothing changes.
-    bare = build_submit_command(_spec(), settings, class_archive=archive)
-    assert _confs(bare)["spark.driver.extraJavaOptions"] == f"-XX:SharedArchiveFile={archive}"
-    assert "spark.driver.extraJavaOptions" not in _confs(build_submit_command(_spec(), settings))
+    bare = _request(_spec(), settings, class_archive=archive)
+    assert bare.conf["spark.driver.extraJavaOptions"] == f"-XX:SharedArchiveFile={archive}"
+    assert "spark.driver.extraJavaOptions" not in _request(_spec(), settings).conf
 
 
 def test_a_cluster_driver_never_gets_this_machines_class_archive(settings: Settings) -> None:
     archive = settings.spark_class_archive("4.2.0")
-    command = build_submit_command(_spec(kubernetes=K8S), settings, class_archive=archive)
-    assert not any("SharedArchiveFile" in arg for arg in command)
+    request = _request(_spec(kubernetes=K8S), settings, class_archive=archive)
+    assert not any("SharedArchiveFile" in value for value in request.conf.values())
 
 
 def test_environment_carries_master_and_checkpoint(settings: Settings) -> None:
-    env = build_submit_environment(_spec(master="local[2]", checkpoint_root="/ck"), settings)
+    env = build_submit_environment(_spec(checkpoint_root="/ck"), settings, "local[2]")
     assert env[MASTER_ENV] == "local[2]"
     assert env[CHECKPOINT_ENV] == "/ck"
     assert env["STREAMOPS_REDIS_PORT"] == str(settings.redis_port)
-    default = build_submit_environment(_spec(), settings)
+    default = build_submit_environment(_spec(), settings, settings.spark_master)
     assert default[MASTER_ENV] == settings.spark_master
     assert CHECKPOINT_ENV not in default
 
@@ -168,12 +189,12 @@ def test_job_file_follows_the_module() -> None:
 
 def test_the_builder_does_no_io(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("build_submit_command touched the file system")
+        raise AssertionError("build_submit_request touched the file system")
 
     monkeypatch.setattr(Path, "exists", forbidden)
     monkeypatch.setattr(Path, "glob", forbidden)
     monkeypatch.setattr(Path, "stat", forbidden)
-    assert build_submit_command(_spec(kubernetes=K8S), settings, connector_jars=JARS)
+    assert _request(_spec(kubernetes=K8S), settings, connector_jars=JARS)
 
 
 # --- cluster mode: finding and stopping the driver pod ------------------------------------------
@@ -198,8 +219,8 @@ def test_driver_pods_are_found_by_the_labels_the_submit_command_sets(settings: S
     selector = k8s.driver_selector(spec)
     assert selector == "streamops/pipeline=orders,spark-role=driver"
     # The label the selector asks for is the one spark-submit puts on the driver pod.
-    confs = _confs(build_submit_command(spec, settings, connector_jars=JARS))
-    assert confs["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
+    request = _request(spec, settings, connector_jars=JARS)
+    assert request.conf["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
     assert k8s.find_drivers_command(spec) == [
         "kubectl",
         "--server",
