@@ -339,6 +339,10 @@ def test_init_services_do_what_up_does(compose: dict[str, Any]) -> None:
     assert "ensure_topics(load_settings())" in streamops_init
     airflow_init = " ".join(services["airflow-init"]["command"])
     assert "airflow db migrate" in airflow_init
+    # The Spark Connection of every pipeline, created when missing, on the settings' master
+    # ($$ is compose's escape: the container's shell expands the variable).
+    assert "airflow connections get spark_default >/dev/null 2>&1 ||" in airflow_init
+    assert '--conn-type spark --conn-host "$$STREAMOPS_SPARK_MASTER"' in airflow_init
     assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in airflow_init
     for script in (streamops_init, airflow_init):
         assert "set -euo pipefail" in script, "a failed step must fail the init service"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ import kubernetes_validate
 import pytest
 
 from streamops.config import Settings
-from streamops.stack.airflow import AIRFLOW_COMPONENTS
+from streamops.stack import Stack
+from streamops.stack.airflow import AIRFLOW_COMPONENTS, airflow_environment
 from streamops.stack.redis import EVICTION_POLICY
 from tests.deploy.conftest import (
     CHART_DIR,
@@ -711,3 +714,73 @@ def test_dashboard(render: Render) -> None:
     without = kinds(render({"dashboard.enabled": False}))
     assert f"{PREFIX}-dashboard" not in without["Deployment"]
     assert f"{PREFIX}-dashboard" not in without["NetworkPolicy"]
+
+
+def test_the_migrate_job_creates_the_spark_connection_once_against_real_airflow(
+    default_manifests: list[Manifest], stack: Stack, settings: Settings
+) -> None:
+    """The migrate Job's script, as rendered, run against the test stack's Airflow: it creates
+    spark_default from STREAMOPS_SPARK_MASTER when the row is missing, and leaves a row that is
+    there (an operator's change) as it is."""
+    job = find(default_manifests, "Job", f"{PREFIX}-airflow-db-migrate")
+    shell, flag, script = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    env = {
+        **airflow_environment(settings),
+        "PATH": f"{settings.venv_dir / 'bin'}:{os.environ['PATH']}",
+    }
+
+    def airflow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["airflow", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    def run_job(master: str) -> None:
+        result = subprocess.run(
+            [shell, flag, script],
+            env={**env, "STREAMOPS_SPARK_MASTER": master},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def stored() -> dict[str, Any]:
+        result = airflow("connections", "get", "spark_default", "--output", "json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        (row,) = json.loads(result.stdout)
+        return row
+
+    original = stored()  # made by `up`, on the settings' master
+    assert original["conn_type"] == "spark" and original["host"] == settings.spark_master
+    deleted = airflow("connections", "delete", "spark_default")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    try:
+        run_job(settings.spark_master)
+        created = stored()
+        assert (created["conn_type"], created["host"]) == ("spark", settings.spark_master)
+        assert json.loads(created["extra"]) == {
+            "deploy-mode": "client",
+            "spark-binary": "spark-submit",
+        }
+        run_job("local[1]")  # an upgrade with another value: the existing row is kept
+        assert stored()["host"] == settings.spark_master
+    finally:
+        if airflow("connections", "get", "spark_default").returncode != 0:
+            subprocess.run(
+                [
+                    "airflow",
+                    "connections",
+                    "add",
+                    "spark_default",
+                    "--conn-type",
+                    "spark",
+                    "--conn-host",
+                    original["host"],
+                    "--conn-extra",
+                    original["extra"],
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
