@@ -3,7 +3,7 @@
 ``spark-submit --deploy-mode cluster`` returns once the driver pod exists
 (``spark.kubernetes.submission.waitAppCompletion=false``), so the supervisor watches the pod
 instead of a local process. Every driver pod carries ``streamops/pipeline=<name>`` (set by
-:func:`streamops.supervision.submit.build_submit_command`) and Spark's own ``spark-role=driver``.
+:func:`streamops.supervision.submit.build_submit_request`) and Spark's own ``spark-role=driver``.
 
 The command lines and the parsing of ``kubectl get pods -o json`` are pure functions, unit-tested
 without a cluster; :func:`run_kubectl` is the only I/O. ``kubectl`` uses the in-cluster service

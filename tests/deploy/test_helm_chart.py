@@ -758,7 +758,7 @@ def test_the_migrate_job_creates_the_spark_connection_once_against_real_airflow(
         run_job(settings.spark_master)
         created = stored()
         assert (created["conn_type"], created["host"]) == ("spark", settings.spark_master)
-        assert json.loads(created["extra"]) == {
+        assert created["extra_dejson"] == {
             "deploy-mode": "client",
             "spark-binary": "spark-submit",
         }
@@ -777,7 +777,7 @@ def test_the_migrate_job_creates_the_spark_connection_once_against_real_airflow(
                     "--conn-host",
                     original["host"],
                     "--conn-extra",
-                    original["extra"],
+                    json.dumps(original["extra_dejson"]),
                 ],
                 env=env,
                 check=True,

@@ -1,30 +1,28 @@
 """The supervision hook's local rules that need no Spark: the refusal read from a job's exit file
 and log, the start gate that keeps two jobs from starting at once, a full disk read from the exit
-code and probed where the spec writes (moved out of test_schema_check, test_stall_rule and
-test_disk_full, which run Spark code: each test file runs in one of the
-two environments, tests/conftest.py)."""
+code and probed where the spec writes. Apart from test_schema_check, test_stall_rule and
+test_disk_full, which run Spark code: each test file runs in one of the two environments
+(tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from streamops_airflow.hooks import SparkJobHook
 
 from streamops.config import Settings, load_settings
 from streamops.errors import EXIT_DISK_FULL, EXIT_REFUSED, REFUSAL_MARK
-from streamops.supervision import dependencies
+from streamops.supervision import dependencies, job_processes
+from streamops.supervision import lease as leases
+from streamops.supervision.dependencies import LAUNCH_MARK
+from streamops.supervision.job_processes import JobHandle
 from streamops.supervision.spec import load_specs
 
 
-def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
-    tmp_path: Path,
-) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.supervision.dependencies import LAUNCH_MARK
-    from streamops.supervision.job_processes import JobHandle
-    from streamops.supervision.spec import load_specs
-
+def _ended_job(tmp_path: Path) -> tuple[JobHandle, Path, Path]:
+    """A local job of another host (no process of it lives here: it has ended), with its exit
+    file and launch log under ``tmp_path``."""
     exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
     handle = JobHandle(
         pipeline="orders",
@@ -32,12 +30,19 @@ def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
         checkpoint_location="/c/orders",
         owner="airflow:d.supervise",
         fencing_token=3,
-        host="another-host",  # no process of it lives here: the job has ended
+        host="another-host",
         pid=10,
         process_start_epoch=1.0,
         exit_file=str(exit_file),
         log_file=str(log_file),
     )
+    return handle, exit_file, log_file
+
+
+def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
+    tmp_path: Path,
+) -> None:
+    handle, exit_file, log_file = _ended_job(tmp_path)
     hook = SparkJobHook(load_specs()["orders"], load_settings())
     log_file.write_text(
         f"{LAUNCH_MARK} 9\nERROR x: {REFUSAL_MARK} an older launch's reason\n"
@@ -53,12 +58,6 @@ def test_the_hook_reads_a_local_refusal_from_the_exit_file_and_the_launch_log(
 
 
 def test_a_launch_waits_for_another_start_then_goes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision import job_processes
-    from streamops.supervision import lease as leases
-
     locks = [False, True]  # another launch holds the lock first
     answers = [["vitals"], ["vitals"], []]
     kept: list[int] = []
@@ -71,12 +70,6 @@ def test_a_launch_waits_for_another_start_then_goes(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_start_gate_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision import job_processes
-    from streamops.supervision import lease as leases
-
     monkeypatch.setattr(leases, "try_named_lock", lambda connection, name: True)
     monkeypatch.setattr(job_processes, "starting_pipelines", lambda settings, specs: ["joins"])
     spec = load_specs()["orders"]
@@ -89,25 +82,7 @@ def test_the_start_gate_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_hook_takes_exit_74_for_a_disk_outage_even_without_the_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.config import load_settings
-    from streamops.supervision.job_processes import JobHandle
-    from streamops.supervision.spec import load_specs
-
-    exit_file, log_file = tmp_path / "pid-10.exit", tmp_path / "token-3.log"
-    handle = JobHandle(
-        pipeline="orders",
-        queries=("q",),
-        checkpoint_location="/c/orders",
-        owner="airflow:d.supervise",
-        fencing_token=3,
-        host="another-host",
-        pid=10,
-        process_start_epoch=1.0,
-        exit_file=str(exit_file),
-        log_file=str(log_file),
-    )
+    handle, exit_file, log_file = _ended_job(tmp_path)
     hook = SparkJobHook(load_specs()["orders"], load_settings())
     monkeypatch.setattr(dependencies, "probe", lambda settings: [])  # space is back already
     monkeypatch.setattr(hook, "query_states", lambda handle: {})
@@ -122,10 +97,6 @@ def test_the_hook_takes_exit_74_for_a_disk_outage_even_without_the_text(
 
 
 def test_the_supervisor_probes_the_disk_of_a_spec_s_own_checkpoint_root() -> None:
-    from streamops_airflow.hooks import SparkJobHook
-
-    from streamops.supervision.spec import load_specs
-
     settings = Settings(checkpoint_uri="/srv/checkpoints")
     spec = load_specs()["orders"]
     assert SparkJobHook(spec, settings).probe_settings.checkpoint_root == (
