@@ -156,21 +156,27 @@ class AirflowDatabase:
                 log_tail=tail(log),
             )
 
-    def ensure_spark_connection(self, report: Callable[[str], None]) -> None:
-        """The Spark Connection the supervision launches every job through (``spark_default``:
-        type spark, the settings' master, client mode), as a row of the metadata database when
-        it is missing. A row, not an ``AIRFLOW_CONN_*`` variable: operators see and change it in
+    def ensure_spark_connection(
+        self,
+        report: Callable[[str], None],
+        conn_id: str = SPARK_CONNECTION_ID,
+        master: str | None = None,
+    ) -> None:
+        """The Spark Connection the supervision launches jobs through (``spark_default``: type
+        spark, the settings' master, client mode), as a row of the metadata database when it is
+        missing. A row, not an ``AIRFLOW_CONN_*`` variable: operators see and change it in
         Airflow's Connections page, and an existing row (changed there) is left as it is."""
+        master = master or self.settings.spark_master
         extra = {"deploy-mode": "client", "spark-binary": "spark-submit"}
         argv = [
             airflow_executable(self.settings),
             "connections",
             "add",
-            SPARK_CONNECTION_ID,
+            conn_id,
             "--conn-type",
             "spark",
             "--conn-host",
-            self.settings.spark_master,
+            master,
             "--conn-description",
             "Where the streamops pipelines' Spark jobs run (master, deploy mode, spark-submit).",
             "--conn-extra",
@@ -189,12 +195,10 @@ class AirflowDatabase:
             return
         if result.returncode != 0 or "Successfully added" not in output:
             raise StreamopsError(
-                f"Creating Airflow's Connection {SPARK_CONNECTION_ID} failed "
+                f"Creating Airflow's Connection {conn_id} failed "
                 f"(exit {result.returncode}): {output.strip()[-2000:]}"
             )
-        report(
-            f"airflow: created the Connection {SPARK_CONNECTION_ID} ({self.settings.spark_master})"
-        )
+        report(f"airflow: created the Connection {conn_id} ({master})")
 
 
 class AirflowComponent(Component):

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ def job_checkpoints(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     produce(settings, "orders", 20)
     with (root / "job.log").open("wb") as log:
         job = subprocess.Popen(
-            [sys.executable, "-m", "spark_jobs.jobs.orders"],
+            [str(settings.spark_python), "-m", "spark_jobs.jobs.orders"],
             cwd=PROJECT_ROOT,
             env={
                 **os.environ,

@@ -55,6 +55,7 @@ from tests.integration.support import (
     wait_until,
 )
 from tests.integration.test_supervision import (
+    ensure_test_spark_connection,
     pipelines_document,
     producing_orders,
     restart_airflow_workers,
@@ -278,6 +279,7 @@ def supervised_orders(
     document["pipelines"] = {"orders": document["pipelines"]["orders"]}
     specs_file = tmp_path / "pipelines.yaml"
     specs_file.write_text(yaml.safe_dump(document))
+    ensure_test_spark_connection(settings)
     empty_orders_outputs(settings)
     api = AirflowRest.login(settings)
     os.environ[PIPELINES_FILE_ENV] = str(specs_file)

@@ -19,7 +19,8 @@ def test_rerunning_install_changes_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout
     assert "Debian packages: all present" in output
-    assert "Python packages: up to date" in output
+    assert "Python packages (airflow): up to date" in output
+    assert "Python packages (spark): up to date" in output
     assert output.count("jars: present in") == 2
     # The only command it runs is its own second phase inside the venv: no apt, pip or mvn.
     commands = [line for line in output.splitlines() if line.startswith("[streamops install] $ ")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,12 +17,16 @@ OWNER = "test:hook"
 
 
 @pytest.fixture
-def spec(tmp_path: Path) -> PipelineSpec:
-    # The real orders spec, on a checkpoint of its own and a small local master.
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PipelineSpec:
+    # The real orders spec, on a checkpoint of its own and a small local master. This process
+    # is no Airflow task and reads no metadata database: its Connection comes from the
+    # environment (the supervised jobs' is a database row, tests/integration/test_supervision).
+    conn = {"conn_type": "spark", "host": "local[1]", "extra": {"deploy-mode": "client"}}
+    monkeypatch.setenv("AIRFLOW_CONN_STREAMOPS_TEST_LOCAL1", json.dumps(conn))
     return load_spec("orders").model_copy(
         update={
             "checkpoint_root": str(tmp_path / "checkpoints"),
-            "master": "local[1]",
+            "spark_conn_id": "streamops_test_local1",
             "trigger_interval": "2 seconds",
             "stop_timeout_seconds": 45.0,
         }

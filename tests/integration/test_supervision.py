@@ -47,6 +47,7 @@ from streamops.contract.redis_keys import PLATFORM_ALERTS_KEY
 from streamops.db import connect
 from streamops.generator.producer import run_generator
 from streamops.stack import Stack
+from streamops.stack.airflow import AirflowDatabase
 from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.supervision import job_processes
 from streamops.supervision import lease as leases
@@ -72,10 +73,19 @@ ORDERS_RATE = 150.0
 OUTAGE_ORDERS = 1500
 
 
+# The test pipelines' Spark Connection: a small local master, a row of Airflow's database as
+# `up` makes spark_default (ensure_test_spark_connection).
+TEST_SPARK_CONN_ID = "streamops_test_local2"
+
+
+def ensure_test_spark_connection(settings: Settings) -> None:
+    AirflowDatabase(settings).ensure_spark_connection(print, TEST_SPARK_CONN_ID, "local[2]")
+
+
 def pipelines_document(checkpoints: Path) -> dict[str, Any]:
     common = {
         "spark_conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"},
-        "master": "local[2]",
+        "spark_conn_id": TEST_SPARK_CONN_ID,
         "checkpoint_root": str(checkpoints),
         "stop_timeout_seconds": 45,
         "lease_ttl_seconds": 60,
@@ -270,6 +280,7 @@ def supervision(
     folder = tmp_path_factory.mktemp("supervision")
     specs_file = folder / "pipelines.yaml"
     specs_file.write_text(yaml.safe_dump(pipelines_document(folder / "checkpoints")))
+    ensure_test_spark_connection(settings)
     empty_orders_outputs(settings)
     api = AirflowRest.login(settings)
     os.environ[PIPELINES_FILE_ENV] = str(specs_file)
