@@ -62,12 +62,16 @@ THIS_SIDE = "airflow" if importlib.util.find_spec("airflow") is not None else "s
 
 
 @functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+@functools.cache
 def _imports(path: Path) -> frozenset[str]:
     """Top-level names of every module ``path`` imports, anywhere in it, with those of the
     ``tests.*`` helpers it imports."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(_tree(path)):
         modules = []
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
@@ -84,11 +88,10 @@ def _imports(path: Path) -> frozenset[str]:
 
 
 def _asks_for_spark(path: Path) -> bool:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     return any(
         isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         and any(arg.arg == "spark" for arg in node.args.args)
-        for node in ast.walk(tree)
+        for node in ast.walk(_tree(path))
     )
 
 

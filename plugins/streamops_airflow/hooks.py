@@ -357,7 +357,7 @@ class SparkJobHook(BaseHook):
         binary = spark_binary(connection, home)
         resolved = _provider_hook(self.spec.spark_conn_id, binary)._connection
         master, deploy_mode = resolved["master"], resolved["deploy_mode"]
-        version = spark_version(self.settings)
+        version = spark_version(self.settings, home)
         archive = self.settings.spark_class_archive(version)
         try:
             request = build_submit_request(

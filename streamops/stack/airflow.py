@@ -27,10 +27,6 @@ SIMPLE_AUTH_MANAGER = (
 )
 
 
-# The Spark Connection of every pipeline whose spec names none (supervision.spec.spark_conn_id).
-SPARK_CONNECTION_ID = DEFAULT_SPARK_CONN_ID
-
-
 def airflow_home(settings: Settings) -> Path:
     return settings.state_dir / "airflow"
 
@@ -159,7 +155,7 @@ class AirflowDatabase:
     def ensure_spark_connection(
         self,
         report: Callable[[str], None],
-        conn_id: str = SPARK_CONNECTION_ID,
+        conn_id: str = DEFAULT_SPARK_CONN_ID,
         master: str | None = None,
     ) -> None:
         """The Spark Connection the supervision launches jobs through (``spark_default``: type

@@ -64,9 +64,9 @@ _UNIT_SECONDS |= {"h": 3600, "hour": 3600}
 _TOP_LEVEL_KEYS = ("defaults", "pipelines")
 # They say which pipeline a spec is: never taken from ``defaults:``.
 _PER_PIPELINE_FIELDS = frozenset({"name", "job_module", "queries"})
-# spark-submit options the spec sets itself; a conf entry must not override them behind its back.
 # The Airflow Spark Connection of a spec that names none; `streamops up` creates it.
 DEFAULT_SPARK_CONN_ID = "spark_default"
+# spark-submit options the spec sets itself; a conf entry must not override them behind its back.
 _RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.app.name"})
 
 
@@ -269,7 +269,7 @@ class PipelineSpec(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _where(self) -> PipelineSpec:
+    def _ride_out_within_a_batch(self) -> PipelineSpec:
         if self.outage_ride_out_seconds >= self.health.max_batch_seconds:
             raise ValueError(
                 f"outage_ride_out_seconds ({self.outage_ride_out_seconds:g}) must be below "
