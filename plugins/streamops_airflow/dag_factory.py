@@ -4,6 +4,8 @@ copied.
 - :func:`build_health_dag`: the platform health checks (``dags/platform_health.py``);
 - :func:`build_compaction_dag`, :func:`build_checkpoint_health_dag`: maintenance, MariaDB
   compaction and checkpoint health (docs/maintenance.md);
+- :func:`build_model_training_dag`: a model trained by a Spark batch job through the Spark
+  provider's operator (docs/maintenance.md);
 - :func:`build_supervision_dag`: one per pipeline spec, a long-lived deferred task that keeps the
   job up. The schedule is a safety net, not a batch cadence: ``max_active_runs=1`` keeps one
   supervisor per pipeline, and a tick only starts a run when none is active — after a run failed
@@ -16,24 +18,25 @@ parses DAG files constantly, and only tasks do I/O. Building reads nothing but t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Param, task
 
 from streamops.maintenance.checkpoints import CheckpointTarget, CheckpointThresholds
 from streamops.maintenance.compaction import CompactionConfig
-from streamops.supervision.spec import PipelineSpec
+from streamops.supervision.spec import DEFAULT_SPARK_CONN_ID, PipelineSpec
 from streamops_airflow.operators import StreamingJobOperator
 
 DEFAULT_OWNER = "streamops"
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
-# Every streamops DAG runs one task at a time (a supervision DAG has one anyway): with four
-# executor slots (AIRFLOW__CORE__PARALLELISM), the three maintenance and health DAGs leave one
-# free for a supervisor. Their ten checkpoint checks and four health checks at once, every five
-# minutes, held all four slots for about 12 s, and a job killed then waited that long for its
-# supervisor to relaunch it (issue 16).
+# Every streamops DAG runs one task at a time (a supervision DAG has one anyway): with five
+# executor slots (AIRFLOW__CORE__PARALLELISM), the four maintenance, health and training DAGs
+# leave one free for a supervisor. Their ten checkpoint checks and four health checks at once,
+# every five minutes, held all four slots there were for about 12 s, and a job killed then
+# waited that long for its supervisor to relaunch it (issue 16).
 MAX_ACTIVE_TASKS = 1
 # A supervisor's task goes first whenever tasks wait for a slot: the scheduler queues by
 # priority weight, and every other streamops task has the default weight, 1.
@@ -52,6 +55,7 @@ def streamops_dag(
     doc_md: str,
     execution_timeout: timedelta | None = None,
     supervision: bool = False,
+    params: Mapping[str, Param] | None = None,
 ) -> DAG:
     """What every streamops DAG shares: no catch-up, one run at a time, owner and retries.
 
@@ -78,6 +82,7 @@ def streamops_dag(
         tags=list(tags),
         default_args=default_args,
         doc_md=doc_md,
+        params=dict(params or {}),
     )
 
 
@@ -290,6 +295,78 @@ def build_checkpoint_health_dag(spec: CheckpointHealthDagSpec) -> DAG:
     return dag
 
 
+@dataclass(frozen=True)
+class ModelTrainingDagSpec:
+    """A model trained from MariaDB's history by a Spark batch job, daily by default.
+
+    The job takes ``--history-days`` and ``--min-samples``, as ``spark_jobs.jobs.vitals_train``
+    does; both are the DAG's params, so a manual run can change them.
+    """
+
+    dag_id: str
+    # The job's name in Spark (streamops-<job_name>) and its module, run by the Spark environment.
+    job_name: str = "vitals-train"
+    job_module: str = "spark_jobs.jobs.vitals_train"
+    # Away from the compaction's :17, at night.
+    schedule: str = "43 2 * * *"
+    history_days: float = 7.0
+    # The job's own default (spark_jobs.transforms.vitals.DEFAULT_MIN_SAMPLES): not imported,
+    # because that module imports PySpark, which Airflow's environment does not hold.
+    min_samples: int = 30
+    spark_conn_id: str = DEFAULT_SPARK_CONN_ID
+    owner: str = DEFAULT_OWNER
+    retries: int = 1
+    retry_delay: timedelta = timedelta(minutes=3)
+    # A week of readings trains in minutes; a run past this is killed (on_kill stops the job).
+    execution_timeout: timedelta = timedelta(hours=1)
+    tags: tuple[str, ...] = ("streamops", "maintenance", "model")
+    paused_upon_creation: bool = False
+
+
+def build_model_training_dag(spec: ModelTrainingDagSpec) -> DAG:
+    """One task: the provider's SparkSubmitOperator (our subclass) runs the training job on the
+    spec's Spark Connection and waits for it; the new model version is the job's output."""
+    # Here, not at the top: only this DAG pays for importing the provider's operator.
+    from streamops_airflow.batch import SparkBatchJobOperator
+
+    with _scheduled_dag(
+        spec,
+        doc_md=(
+            f"Runs `{spec.job_module}` as a Spark batch job (spark-submit from the Spark "
+            f"environment, on the `{spec.spark_conn_id}` Connection): trains the model on the "
+            "last `history_days` of history and saves it as the next version, which the running "
+            "stream picks up without a restart. See docs/maintenance.md."
+        ),
+        params={
+            "history_days": Param(
+                spec.history_days,
+                type="number",
+                exclusiveMinimum=0,
+                description="Days of history, up to now, the model is trained on.",
+            ),
+            "min_samples": Param(
+                spec.min_samples,
+                type="integer",
+                minimum=1,
+                description="Readings a patient needs for a baseline of their own.",
+            ),
+        },
+    ) as dag:
+        SparkBatchJobOperator(
+            task_id="train",
+            job_name=spec.job_name,
+            job_module=spec.job_module,
+            conn_id=spec.spark_conn_id,
+            application_args=[
+                "--history-days",
+                "{{ params.history_days }}",
+                "--min-samples",
+                "{{ params.min_samples }}",
+            ],
+        )
+    return dag
+
+
 def _as_dict(target: CheckpointTarget) -> dict[str, Any]:
     return {
         "pipeline": target.pipeline,
@@ -300,9 +377,12 @@ def _as_dict(target: CheckpointTarget) -> dict[str, Any]:
 
 
 def _scheduled_dag(
-    spec: HealthCheckSpec | CompactionDagSpec | CheckpointHealthDagSpec, doc_md: str
+    spec: HealthCheckSpec | CompactionDagSpec | CheckpointHealthDagSpec | ModelTrainingDagSpec,
+    doc_md: str,
+    params: Mapping[str, Param] | None = None,
 ) -> DAG:
-    """The DAG of a health or maintenance spec: every setting from the spec, never supervision."""
+    """The DAG of a health, maintenance or training spec: every setting from the spec, never
+    supervision."""
     return streamops_dag(
         dag_id=spec.dag_id,
         schedule=spec.schedule,
@@ -313,6 +393,7 @@ def _scheduled_dag(
         retry_delay=spec.retry_delay,
         execution_timeout=getattr(spec, "execution_timeout", None),
         doc_md=doc_md,
+        params=params,
     )
 
 

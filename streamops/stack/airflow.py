@@ -72,10 +72,10 @@ def metadata_database_url(settings: Settings) -> str:
     )
 
 
-# Executor slots. Supervision tasks defer (no slot while a job runs); only maintenance and health
-# tasks, one per DAG at a time, and a supervisor's restart step hold one. Each slot's worker
-# process costs ~170 MB.
-PARALLELISM = 4
+# Executor slots. Supervision tasks defer (no slot while a job runs); only maintenance, health and
+# training tasks, one per DAG at a time (four DAGs), and a supervisor's restart step hold one, so
+# there is one more slot than those DAGs. Each busy slot's worker process costs ~170 MB.
+PARALLELISM = 5
 
 
 def airflow_environment(settings: Settings) -> dict[str, str]:

@@ -35,9 +35,14 @@ def spark_submit_path(spark_home: Path) -> Path:
     return spark_home / "bin" / "spark-submit"
 
 
+def module_file(module: str, root: Path = PROJECT_ROOT) -> Path:
+    """A job module as the file spark-submit runs: spark_jobs.jobs.orders → …/orders.py."""
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def job_file(spec: PipelineSpec, root: Path = PROJECT_ROOT) -> Path:
-    """The job module as the file spark-submit runs: spark_jobs.jobs.orders → …/orders.py."""
-    return root.joinpath(*spec.job_module.split(".")).with_suffix(".py")
+    """The spec's job module as the file spark-submit runs."""
+    return module_file(spec.job_module, root)
 
 
 def app_name(spec: PipelineSpec) -> str:
@@ -158,3 +163,49 @@ def build_submit_request(
         jars=jars,
         application_args=list(spec.job_arguments()),
     )
+
+
+# --- batch jobs ----------------------------------------------------------------------------------
+def build_batch_submit_request(
+    name: str,
+    job_module: str,
+    settings: Settings,
+    *,
+    deploy_mode: str | None = None,
+    application_args: Sequence[str] = (),
+) -> SubmitRequest:
+    """A batch job's spark-submit: a job that ends by itself (the vitals model's training,
+    ``spark_jobs.jobs.vitals_train``), launched by an Airflow task that waits for it.
+
+    Its driver runs beside the launcher (client mode, on any master of the Connection) and reads
+    its settings from the environment (:func:`build_batch_environment`), as a local pipeline's
+    does; the job file is found as a pipeline's is (:func:`job_file`). No Kafka connector: a batch
+    job reads MariaDB.
+    """
+    if deploy_mode == "cluster":
+        raise ValueError(
+            f"{name} is a batch job whose driver runs beside its Airflow task; its Spark "
+            "Connection asks for cluster mode, which needs a driver image: use client mode"
+        )
+    python = str(settings.spark_python)
+    return SubmitRequest(
+        name=f"streamops-{name}",
+        deploy_mode=deploy_mode,
+        application=str(module_file(job_module)),
+        conf={
+            "spark.sql.session.timeZone": "UTC",
+            # Driver and Python workers run the Spark environment's interpreter.
+            "spark.pyspark.python": python,
+            "spark.pyspark.driver.python": python,
+        },
+        application_args=list(application_args),
+    )
+
+
+def build_batch_environment(settings: Settings, master: str) -> dict[str, str]:
+    """``STREAMOPS_*`` variables of a batch job: the settings (passwords included, which is why
+    they go to spark-submit's environment and never its command line), with the Connection's
+    master, which the job's own session builder would otherwise override."""
+    env = settings.as_env()
+    env[MASTER_ENV] = master
+    return env

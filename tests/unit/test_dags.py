@@ -13,6 +13,7 @@ FIXED_DAGS = {
     "streamops_platform_health",
     "streamops_mariadb_compaction",
     "streamops_checkpoint_health",
+    "streamops_vitals_model_training",
 }
 # One supervision DAG per pipeline, read straight from the file (not through the code under test),
 # so a pipeline added to pipelines.yaml is expected without touching this test.
@@ -61,8 +62,9 @@ def test_owners_tags_and_retries(dagbag) -> None:  # type: ignore[no-untyped-def
 
 
 def test_a_supervisor_always_finds_an_executor_slot(dagbag) -> None:  # type: ignore[no-untyped-def]
-    """Every DAG runs one task at a time, so the maintenance and health DAGs together hold fewer
-    slots than the local stack's four, and a supervisor's task outranks every other task."""
+    """Every DAG runs one task at a time, so the maintenance, health and training DAGs together
+    hold fewer slots than the local stack has, and a supervisor's task outranks every other
+    task."""
     from streamops.stack.airflow import PARALLELISM
 
     others = [d for d in dagbag.dag_ids if d not in SUPERVISION_DAGS]
@@ -86,3 +88,21 @@ def test_unknown_health_check_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="unknown health checks"):
         HealthCheckSpec(dag_id="x", checks=("kafka", "zookeeper"))
+
+
+def test_training_dag_runs_vitals_train_through_the_spark_provider(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    from streamops_airflow.batch import SparkBatchJobOperator
+
+    dag = dagbag.dags["streamops_vitals_model_training"]
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"maintenance", "model"} <= set(dag.tags)
+    assert dag.params["history_days"] == 7.0
+    assert dag.params["min_samples"] == 30
+    (task,) = dag.tasks
+    assert isinstance(task, SparkBatchJobOperator)
+    assert isinstance(task, SparkSubmitOperator)  # the provider's launch, wait and failure
+    assert task.job_module == "spark_jobs.jobs.vitals_train"
+    assert task._conn_id == "spark_default"
+    assert task.execution_timeout is not None
