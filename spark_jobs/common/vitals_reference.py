@@ -12,10 +12,16 @@ last copy (and logs), so a MariaDB hiccup or a half-written model never stops th
 Model layout (``model_dir``, default ``<state_dir>/models/vitals``)::
 
     v1/baselines/      Parquet, columns BASELINE_COLUMNS (patient_id NULL = population)
-    v1/model.json      {"version", "trained_at", "rows", "patients", ...}
+    v1/model.json      {"version", "kind", "trained_at", "rows", "patients", ...}
+    v2/pipeline/       only when kind is "mllib": the PipelineModel (PipelineModel.save)
     v2/...
     latest             the text "v2": written to a temporary file and renamed over the old one,
                        so a reader sees the old or the new version, never a partial one
+
+``kind`` is ``zscore`` (the per-patient baselines are the model) or ``mllib`` (the baselines
+normalise each reading for the pipeline; see ``spark_jobs.transforms.vitals_model``). A version
+written before there were two kinds has no ``kind``: it is a z-score model. Rolling back is
+pointing ``latest`` at an older version (:func:`point_latest`).
 
 A version directory is complete before ``latest`` names it (it is built under a temporary name
 and renamed into place), so following the pointer is always safe.
@@ -33,8 +39,9 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_jobs.common.refresh import RefreshingCopy
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS = 30.0
 LATEST_POINTER = "latest"
+ModelKind = Literal["zscore", "mllib"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("zscore", "mllib")
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 _SELECT_THRESHOLDS = (
     "SELECT patient_id, vital, threshold_low, threshold_high FROM patient_thresholds "
@@ -68,6 +77,35 @@ class ModelVersion:
     @property
     def baselines_path(self) -> Path:
         return self.path / "baselines"
+
+    @property
+    def pipeline_path(self) -> Path:
+        return self.path / "pipeline"
+
+    def details(self) -> dict[str, Any]:
+        """The version's model.json ({} when there is none)."""
+        try:
+            loaded = json.loads((self.path / "model.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    @property
+    def kind(self) -> ModelKind:
+        kind = self.details().get("kind", "zscore")  # versions from before kinds: z-score
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"{self.path}/model.json names kind {kind!r}; known: {MODEL_KINDS}")
+        return kind
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version in memory: its baselines, and the fitted pipeline when the kind is mllib."""
+
+    version: int
+    kind: ModelKind
+    baselines: DataFrame
+    pipeline: PipelineModel | None = None
 
 
 def model_versions(model_dir: Path) -> list[int]:
@@ -92,9 +130,13 @@ def latest_model(model_dir: Path) -> ModelVersion | None:
 
 
 def save_model(
-    baselines: DataFrame, model_dir: Path, metadata: dict[str, Any] | None = None
+    baselines: DataFrame,
+    model_dir: Path,
+    metadata: dict[str, Any] | None = None,
+    pipeline: PipelineModel | None = None,
 ) -> ModelVersion:
-    """Write ``baselines`` as the next version and point ``latest`` at it; return that version.
+    """Write ``baselines`` (and ``pipeline``: then the kind is mllib, else zscore) as the next
+    version and point ``latest`` at it; return that version.
 
     Two trainings at once would race for the version number; the rename of the finished
     directory fails for the loser instead of mixing their files.
@@ -103,9 +145,12 @@ def save_model(
     version = (max(model_versions(model_dir), default=0)) + 1
     staging = model_dir / f".v{version}-{uuid.uuid4().hex}"
     baselines.write.mode("error").parquet(str(staging / "baselines"))
+    if pipeline is not None:
+        pipeline.save(str(staging / "pipeline"))
     stored = baselines.sparkSession.read.parquet(str(staging / "baselines"))
     details = {
         "version": version,
+        "kind": "zscore" if pipeline is None else "mllib",
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": stored.count(),
         "patients": stored.where("patient_id IS NOT NULL").select("patient_id").distinct().count(),
@@ -114,16 +159,33 @@ def save_model(
     (staging / "model.json").write_text(json.dumps(details, indent=2) + "\n")
     final = model_dir / f"v{version}"
     staging.rename(final)  # fails if another training took this number meanwhile
+    return point_latest(model_dir, version)
+
+
+def point_latest(model_dir: Path, version: int) -> ModelVersion:
+    """Point ``latest`` at ``version`` (a new one, or an older one to roll back to); running
+    jobs switch to it at their next check."""
+    if version not in model_versions(model_dir):
+        raise ValueError(
+            f"{model_dir} has no version v{version}; it has {model_versions(model_dir)}"
+        )
     pointer_tmp = model_dir / f".{LATEST_POINTER}-{uuid.uuid4().hex}"
     pointer_tmp.write_text(f"v{version}\n")
     os.replace(pointer_tmp, model_dir / LATEST_POINTER)
-    return ModelVersion(version, final)
+    return ModelVersion(version, model_dir / f"v{version}")
 
 
 def load_baselines(spark: SparkSession, model: ModelVersion) -> DataFrame:
     """The model's baselines as a small in-memory DataFrame (collected once per version)."""
     rows = spark.read.schema(BASELINES_SCHEMA).parquet(str(model.baselines_path)).collect()
     return spark.createDataFrame(rows, BASELINES_SCHEMA)
+
+
+def load_model(spark: SparkSession, model: ModelVersion) -> LoadedModel:
+    """The version of either kind in memory."""
+    kind = model.kind
+    pipeline = PipelineModel.load(str(model.pipeline_path)) if kind == "mllib" else None
+    return LoadedModel(model.version, kind, load_baselines(spark, model), pipeline)
 
 
 class ModelCache:
@@ -145,27 +207,34 @@ class ModelCache:
         self.check_seconds = check_seconds
         self._clock = clock
         self._checked_at: float | None = None
-        self._version: int | None = None
-        self._baselines: DataFrame | None = None
+        self._model: LoadedModel | None = None
 
-    def current(self) -> tuple[int | None, DataFrame | None]:
-        """(version, baselines), or (None, None) while there is no model."""
+    def loaded(self) -> LoadedModel | None:
+        """The model in hand (either kind), None while there is none."""
         now = self._clock()
         if self._checked_at is None or now - self._checked_at >= self.check_seconds:
             self._checked_at = now
+            held = None if self._model is None else self._model.version
             try:
                 model = latest_model(self.model_dir)
-                if model is not None and model.version != self._version:
-                    self._baselines = load_baselines(self.spark, model)
-                    self._version = model.version
-                    log.info("vitals anomaly model v%s loaded from %s", model.version, model.path)
+                if model is not None and model.version != held:
+                    self._model = load_model(self.spark, model)
+                    log.info(
+                        "vitals anomaly model v%s (%s) loaded from %s",
+                        model.version,
+                        self._model.kind,
+                        model.path,
+                    )
             except Exception:
                 log.exception(
-                    "could not load the vitals model from %s; keeping v%s",
-                    self.model_dir,
-                    self._version,
+                    "could not load the vitals model from %s; keeping v%s", self.model_dir, held
                 )
-        return self._version, self._baselines
+        return self._model
+
+    def current(self) -> tuple[int | None, DataFrame | None]:
+        """(version, baselines), or (None, None) while there is no model."""
+        model = self.loaded()
+        return (None, None) if model is None else (model.version, model.baselines)
 
 
 # --- per-patient thresholds -------------------------------------------------------------------

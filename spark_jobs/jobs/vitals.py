@@ -6,6 +6,8 @@ Three queries read the topic, each with its own checkpoint:
   ``vitals_readings``, vital signs out of their clinical range (defaults, or the patient's
   ``patient_thresholds``) or anomalous for the patient (the latest trained model) into
   ``vitals_reading_flags`` and ``vitals_alerts``; each patient's newest reading and flags to Redis.
+  The model is of either kind (z-score baselines or the MLlib pipeline); a new version is picked
+  up within ``--model-check-seconds``.
 - ``vitals_summary``: readings de-duplicated within the watermark, min/avg/max per patient and
   window (update mode) into ``vitals_summary_1m`` and Redis.
 - ``vitals_signal``: ``transformWithState`` per patient with event-time timers: a patient silent
@@ -49,13 +51,13 @@ from spark_jobs.transforms.vitals import (
     DEFAULT_Z_THRESHOLD,
     check_vitals,
     detect_silence,
-    flagged_readings,
     latest_per_patient,
     readings,
     rejected_records,
     summary_per_window,
     valid_records,
 )
+from spark_jobs.transforms.vitals_model import flagged_readings_by_model
 from streamops.config import Settings
 from streamops.contract import job_defaults
 
@@ -114,12 +116,13 @@ def records_writer(
             valid = readings(batch)
             write_readings(valid, batch_id)
             write_quarantine(rejected_records(batch), batch_id)
-            version, baselines = model.current()
-            flags = flagged_readings(
+            loaded = model.loaded()
+            flags = flagged_readings_by_model(
                 valid,
                 thresholds.current(),
-                baselines,
-                version,
+                None if loaded is None else loaded.baselines,
+                None if loaded is None else loaded.version,
+                None if loaded is None else loaded.pipeline,
                 window_seconds=config.window_seconds,
                 z_threshold=config.z_threshold,
             )

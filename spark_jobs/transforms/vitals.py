@@ -393,6 +393,14 @@ def flagged_readings(
     long_frame = long_vitals(readings_frame)
     checked = flag_out_of_range(with_thresholds(long_frame, overrides))
     scored = score_anomalies(checked, baselines, model_version, z_threshold)
+    return flags_in_windows(scored, window_seconds)
+
+
+def flags_in_windows(scored: DataFrame, window_seconds: int = 60) -> DataFrame:
+    """The rows of ``scored`` (long rows with the range and the model's columns) that are out of
+    range or anomalous, in their tumbling ``window_seconds`` alert window: :data:`FLAG_COLUMNS`.
+    Shared by both kinds of anomaly model, so their flags land in the same tables."""
+    _check_seconds("window_seconds", window_seconds)
     window = F.window("event_time", f"{window_seconds} seconds")
     return (
         scored.where(F.col("out_of_range") | F.col("anomaly"))

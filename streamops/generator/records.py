@@ -64,13 +64,26 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyLabel:
+    """Ground truth of an abnormal reading, kept beside the record and never sent (the contract
+    has no such field): ``kind`` is ``episode`` (the generator's own clinical episodes, outside the
+    clinical range) or one of :data:`ANOMALY_KINDS` (injected with ``anomaly_ratio``); ``vitals``
+    the signs it changed."""
+
+    kind: str
+    vitals: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GeneratedRecord:
-    """One Kafka message: ``reason`` names the contract violation of a malformed record."""
+    """One Kafka message: ``reason`` names the contract violation of a malformed record;
+    ``anomaly`` labels an abnormal vitals reading (ground truth for the anomaly benchmark)."""
 
     key: bytes | None
     value: bytes
     kind: RecordKind
     reason: str | None = None
+    anomaly: AnomalyLabel | None = None
 
 
 # --- option checks (shared with the producer's validate_options) ------------------------------
@@ -97,6 +110,13 @@ def check_ratios(malformed_ratio: float, duplicate_ratio: float, late_ratio: flo
             f"malformed_ratio + duplicate_ratio + late_ratio is {total:g}; "
             "lower them so they sum to at most 1."
         )
+
+
+def check_anomaly_ratio(topic: str, anomaly_ratio: float) -> None:
+    if not 0.0 <= anomaly_ratio <= 1.0:
+        raise ValueError(f"anomaly_ratio is {anomaly_ratio}; give a fraction between 0 and 1.")
+    if anomaly_ratio > 0 and topic != "patient-vitals":
+        raise ValueError(f"anomaly_ratio applies to patient-vitals only, not to {topic!r}.")
 
 
 def check_seed(seed: int) -> None:
@@ -508,9 +528,13 @@ class _Model:
     rules: tuple[_Rule, ...]
     defects: tuple[_Defect, ...]
     encode: Callable[[Fields], bytes] = staticmethod(_encode_json)
+    # Share of slots given an injected anomaly; only topics that know how to (patient-vitals).
+    anomaly_ratio: float = 0.0
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
+        # The label of the fields the last draft() returned.
+        self.label: AnomalyLabel | None = None
 
     def draft(self, index: int, slot_time: datetime) -> Fields:
         raise NotImplementedError
@@ -836,6 +860,17 @@ _EPISODES: tuple[tuple[str, tuple[float, float]], ...] = (
     ("respiratory_rate", (25, 36)),  # tachypnoea
 )
 _PATIENTS = 48
+ANOMALY_KINDS = ("spike", "joint")
+# Injected anomalies, in units of the vital's reading-to-reading noise: a *spike* moves one sign
+# far (what a per-vital z-score is built to see); a *joint* change moves three signs a little each
+# in a clinically coherent direction (early deterioration: no one sign looks alarming alone).
+SPIKE_NOISE_UNITS = (4.5, 8.0)
+JOINT_NOISE_UNITS = (2.5, 3.5)
+_JOINT_PATTERNS: tuple[dict[str, int], ...] = (
+    {"heart_rate": 1, "respiratory_rate": 1, "spo2": -1},  # respiratory
+    {"heart_rate": 1, "systolic_bp": -1, "diastolic_bp": -1},  # circulatory
+    {"temperature_c": 1, "heart_rate": 1, "respiratory_rate": 1},  # febrile
+)
 
 
 @dataclass(slots=True)
@@ -856,6 +891,9 @@ class _PatientVitals(_Model):
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         rng = self._rng = _stream(seed, "patient-vitals")
+        # A stream of its own: injecting anomalies leaves every other draw (and so the default
+        # output) exactly as it was.
+        self._anomalies = _stream(seed, "patient-vitals/anomalies")
         mrns = rng.sample(range(100_000, 1_000_000), _PATIENTS)
         self._patients = [
             _Patient(
@@ -885,8 +923,10 @@ class _PatientVitals(_Model):
             low, high = spec.plausible
             value = min(high, max(low, rng.gauss(patient.baseline[name], spec.noise)))
             fields[name] = round(value, spec.decimals) if spec.decimals else round(value)
+        self.label = None
         if patient.episode is not None:
             vital, (low, high) = patient.episode
+            self.label = AnomalyLabel("episode", (vital,))
             decimals = _VITALS[vital].decimals
             fields[vital] = (
                 round(rng.uniform(low, high), decimals)
@@ -898,7 +938,29 @@ class _PatientVitals(_Model):
                 patient.episode = None
         if rng.random() < 0.06:  # a sensor that dropped out for one reading
             del fields[rng.choice(VITAL_SIGNS)]
+        # The roll comes first so the slots that get an anomaly do not depend on the episodes;
+        # an episode reading is abnormal already and keeps the values the episode gave it.
+        injected = self.anomaly_ratio > 0 and self._anomalies.random() < self.anomaly_ratio
+        if injected and self.label is None:
+            self.label = self._inject(fields)
         return fields
+
+    def _inject(self, fields: Fields) -> AnomalyLabel | None:
+        """Move the reading's signs away from the patient's normal; the label of what moved."""
+        rng = self._anomalies
+        present = [name for name in VITAL_SIGNS if name in fields]
+        if rng.random() < 0.5:
+            kind, units = "spike", SPIKE_NOISE_UNITS
+            directions = {rng.choice(present): rng.choice((-1, 1))} if present else {}
+        else:
+            kind, units = "joint", JOINT_NOISE_UNITS
+            pattern = rng.choice(_JOINT_PATTERNS)
+            directions = {name: sign for name, sign in pattern.items() if name in fields}
+        for name, sign in directions.items():
+            spec = _VITALS[name]
+            moved = fields[name] + sign * rng.uniform(*units) * spec.noise
+            fields[name] = round(moved, spec.decimals) if spec.decimals else round(moved)
+        return AnomalyLabel(kind, tuple(directions)) if directions else None
 
 
 _MODELS: dict[str, type[_Model]] = {
@@ -954,6 +1016,8 @@ class RecordFactory(Iterator[GeneratedRecord]):
 
     The same ``(topic, seed, ratios, now, interval)`` always yields the same bytes. Slot ``n`` has
     the nominal time ``now + n * interval``; late records are 1–10 minutes older than their slot.
+    For ``patient-vitals``, ``anomaly_ratio`` of the slots get an injected anomaly, labelled in
+    :attr:`GeneratedRecord.anomaly` (never in the record's bytes); 0 leaves the output unchanged.
     """
 
     def __init__(
@@ -966,16 +1030,19 @@ class RecordFactory(Iterator[GeneratedRecord]):
         duplicate_ratio: float = 0.0,
         late_ratio: float = 0.0,
         interval: timedelta = DEFAULT_INTERVAL,
+        anomaly_ratio: float = 0.0,
     ) -> None:
         check_topic(topic)
         check_seed(seed)
         check_ratios(malformed_ratio, duplicate_ratio, late_ratio)
+        check_anomaly_ratio(topic, anomaly_ratio)
         if now.tzinfo is None:
             raise ValueError("now is a naive datetime; pass an aware one, e.g. datetime.now(UTC).")
         if interval < timedelta(0):
             raise ValueError(f"interval is {interval}; give a duration ≥ 0.")
         self.topic = topic
         self._model = _MODELS[topic](seed)
+        self._model.anomaly_ratio = anomaly_ratio
         # Shared by all topics (see the module docstring): one draw per slot, whatever the topic.
         self._kinds = _stream(seed, "kinds")
         self._faults = _stream(seed, f"{topic}/faults")
@@ -997,13 +1064,15 @@ class RecordFactory(Iterator[GeneratedRecord]):
             return self._malformed_record(fields)
         if roll < self._malformed + self._duplicate and self._history:
             earlier = self._history[self._faults.randrange(len(self._history))]
-            return GeneratedRecord(earlier.key, earlier.value, "duplicate")
+            return GeneratedRecord(earlier.key, earlier.value, "duplicate", anomaly=earlier.anomaly)
         kind: RecordKind = "valid"
         if roll < self._malformed + self._duplicate + self._late:
             kind = "late"
             late_by = timedelta(seconds=self._faults.uniform(*LATE_BY_SECONDS))
             fields[self._model.time_field] = format_event_time(slot_time - late_by, self._faults)
-        record = GeneratedRecord(self._key(fields), self._model.encode(fields), kind)
+        record = GeneratedRecord(
+            self._key(fields), self._model.encode(fields), kind, anomaly=self._model.label
+        )
         self._history.append(record)
         return record
 
