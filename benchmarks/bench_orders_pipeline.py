@@ -12,7 +12,9 @@ checkpoints, the trigger, and no-op sinks for the baseline (``benchmarks.orders.
    force the work (the batch is persisted and counted, the windows collected). Each drain has its
    own checkpoints; ``BENCH_REPEATS`` rounds alternate which goes first; the best round counts.
    A first drain with the real sinks warms the driver up and is discarded (``BENCH_WARM_UP=0``
-   skips it).
+   skips it). Right after each no-op drain, Kafka's ``kafka-consumer-perf-test``
+   (``ConsumerPerformance``, from the stack's Kafka jars) reads the same topic, every record, in a
+   consumer group of its own: the ceiling of reading it (``benchmarks.orders.consumer_perf``).
 2. **Latency.** For each rate of ``BENCH_RATES`` (orders/s), the queries run with the job's default
    trigger on a fresh topic while a separate producer process sends at that rate for
    ``BENCH_LATENCY_SECONDS``. Sampled orders are timed from ``produce()`` to the row being visible

@@ -74,6 +74,14 @@ RATIO_BASELINES = {
     "ratio_records_per_second": "records/s of `streamops generate` / Kafka ProducerPerformance",
     "ratio_megabytes_per_second": "MB/s of `streamops generate` / Kafka ProducerPerformance",
     "ratio_sinks_to_no_op": "orders/s with the real sinks / with no-op sinks (same job, same run)",
+    "ratio_no_op_to_consumer_perf": (
+        "orders/s of the orders job with no-op sinks / records/s Kafka's ConsumerPerformance "
+        "reads of the same topic (its group join left out; best rounds, same run)"
+    ),
+    "ratio_sink_to_load_data": (
+        "rows/s of the MariaDB sink's upsert (default strategy and chunk size) / LOAD DATA LOCAL "
+        "INFILE of the same rows into the same scratch table, per case (REPLACE for update)"
+    ),
     "ratio_help_to_interpreter": "`streamops --help` wall time / `python -c pass` (same run)",
     "ratio_join_to_parse": "records/s through orders ⋈ payments / through parsing both topics only",
     "ratio_sustained_pairs_to_send_rate": (
@@ -91,6 +99,25 @@ RATIO_BASELINES = {
     "ratio_start_with_archive_to_without": (
         "seconds (CPU seconds for `cpu`) of a cold Spark driver with the class-data archive of "
         "`streamops install` / without it, same probe, alternating, same run (below 1 = faster)"
+    ),
+    "ratio_precision": (
+        "precision of the MLlib vitals anomaly model / the z-score baseline (same labelled "
+        "readings, same run)"
+    ),
+    "ratio_recall": (
+        "recall of the MLlib vitals anomaly model / the z-score baseline (same labelled readings, "
+        "same run)"
+    ),
+    "ratio_f1": (
+        "F1 of the MLlib vitals anomaly model / the z-score baseline (same labelled readings, "
+        "same run)"
+    ),
+    "ratio_train_seconds": (
+        "seconds to train the MLlib vitals model / the z-score baselines (same history, same run)"
+    ),
+    "ratio_score_seconds": (
+        "seconds to score the test readings with the MLlib vitals model / the z-score model "
+        "(same run)"
     ),
     "ratio_to_produce_rate": (
         "lines/s counted end to end by the micro-batch job / lines/s the producer sent"

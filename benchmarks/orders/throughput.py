@@ -6,6 +6,12 @@ import time
 from typing import Any
 
 from benchmarks import BenchmarkError, produce_orders
+from benchmarks.orders.consumer_perf import (
+    best_run,
+    check_java,
+    consumer_performance,
+    ratio_to_consumer_perf,
+)
 from benchmarks.orders.queries import batch_reports, raise_failures, stop_queries
 from benchmarks.orders.scratch import (
     create_topic,
@@ -51,6 +57,8 @@ def _produce_all(
 
 
 def throughput_phase(spark: Any, scratch: Scratch, sizes: Sizes) -> dict[str, Any]:
+    # Before minutes of producing and draining: Kafka's tool needs java and the broker's jars.
+    java = check_java(scratch.settings)
     topic, seed, summary = _produce_all(scratch, "throughput", THROUGHPUT_PHASE, sizes.orders)
     expected = {
         "orders": summary.by_kind["valid"] + summary.by_kind["late"],
@@ -67,6 +75,7 @@ def throughput_phase(spark: Any, scratch: Scratch, sizes: Sizes) -> dict[str, An
         log("throughput: warm-up drain with the real sinks (discarded)")
         warm_up = _drain(spark, scratch, topic, "warm-up", sinks=True, orders=sizes.orders)
     runs: dict[str, list[dict[str, Any]]] = {"no_op": [], "sinks": []}
+    kafka_runs: list[dict[str, Any]] = []
     checks: dict[str, Any] = {}
     for repeat in range(sizes.repeats):
         modes = ("no_op", "sinks") if repeat % 2 == 0 else ("sinks", "no_op")
@@ -82,7 +91,15 @@ def throughput_phase(spark: Any, scratch: Scratch, sizes: Sizes) -> dict[str, An
             runs[mode].append(drained)
             if mode == "sinks":
                 checks = _sink_checks(scratch, seed, topic)
+            else:
+                # Right after the no-op drain, so both sides of their ratio see the same load.
+                log(f"throughput: Kafka's ConsumerPerformance on the topic (round {repeat + 1})")
+                group = f"{scratch.pipeline}-consumer-perf-{repeat}"
+                kafka_runs.append(
+                    consumer_performance(java, scratch.settings, topic, sizes.orders, group)
+                )
     no_op, sinks = _best_run(runs["no_op"]), _best_run(runs["sinks"])
+    kafka = best_run(kafka_runs)
     return {
         "topic_orders": sizes.orders,
         "producer_orders_per_second": round(summary.rate, 1),
@@ -91,8 +108,10 @@ def throughput_phase(spark: Any, scratch: Scratch, sizes: Sizes) -> dict[str, An
         "written": checks,
         "no_op": {"best": no_op, "runs": runs["no_op"]},
         "sinks": {"best": sinks, "runs": runs["sinks"]},
+        "kafka_consumer_performance": {"best": kafka, "runs": kafka_runs},
         # Of the best rounds; what each round gives is in "runs".
         "ratio_sinks_to_no_op": round(sinks["orders_per_second"] / no_op["orders_per_second"], 4),
+        "ratio_no_op_to_consumer_perf": ratio_to_consumer_perf(no_op["orders_per_second"], kafka),
     }
 
 

@@ -48,12 +48,19 @@ def footprint(settings: Settings) -> dict[str, Any]:
             client = redis.Redis(host=settings.redis_host, port=settings.redis_port, db=db)
             keys[db] = client.dbsize()
             client.close()
+    admin = admin_client(settings)
     topics = sorted(
         name
-        for name in admin_client(settings).list_topics(timeout=10).topics
+        for name in admin.list_topics(timeout=10).topics
         if name.startswith("bench-orders-pipeline")
     )
-    return {"rows": rows, "redis_keys": keys, "scratch_topics": topics}
+    # ConsumerPerformance's groups (the benchmark names them after its pipeline).
+    groups = sorted(
+        group.group_id
+        for group in admin.list_consumer_groups(request_timeout=30).result().valid
+        if group.group_id.startswith("bench_orders_")
+    )
+    return {"rows": rows, "redis_keys": keys, "scratch_topics": topics, "groups": groups}
 
 
 def test_orders_pipeline_benchmark_measures_writes_charts_and_cleans_up(
@@ -94,6 +101,16 @@ def test_orders_pipeline_benchmark_measures_writes_charts_and_cleans_up(
             assert query["input_rows"] == ORDERS
             assert 0 < query["seconds"] <= run["seconds"]
             assert query["batches"] >= 1
+    # Kafka's own consumer read the same topic, every record of it, in a group since deleted.
+    kafka = throughput["kafka_consumer_performance"]
+    (kafka_run,) = kafka["runs"]
+    assert kafka["best"] == kafka_run
+    assert kafka_run["records"] == ORDERS
+    assert kafka_run["fetch_records_per_second"] > 0
+    assert throughput["ratio_no_op_to_consumer_perf"] == pytest.approx(
+        throughput["no_op"]["best"]["orders_per_second"] / kafka_run["fetch_records_per_second"],
+        abs=5e-5,  # rounded to four places, and far below 1
+    )
     assert throughput["ratio_sinks_to_no_op"] == pytest.approx(
         throughput["sinks"]["best"]["orders_per_second"]
         / throughput["no_op"]["best"]["orders_per_second"],
@@ -107,6 +124,7 @@ def test_orders_pipeline_benchmark_measures_writes_charts_and_cleans_up(
     assert (latency["produced"], latency["acked"], latency["failed"]) == (sent, sent, 0)
     assert latency["processed"] == sent
     assert latency["achieved_rate"] > 0
+    assert latency["producer_behind_schedule_max_ms"] >= 0
     assert latency["below_sinks_throughput"] == (
         throughput["sinks"]["best"]["orders_per_second"] > RATE
     )
