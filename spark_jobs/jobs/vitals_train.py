@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -139,6 +139,17 @@ def train(spark: SparkSession, settings: Settings, config: TrainConfig) -> Model
         history.unpersist()
 
 
+def history_size(settings: Settings, since: datetime, until: datetime) -> int:
+    """Readings with ``since <= event_time < until`` in ``vitals_readings``."""
+    with closing(connect(settings)) as connection:
+        cursor = connection.cursor()
+        cursor.execute(
+            "SELECT COUNT(*) FROM vitals_readings WHERE event_time >= ? AND event_time < ?",
+            (_naive_utc(since), _naive_utc(until)),
+        )
+        return int(cursor.fetchone()[0])
+
+
 def _history_rows(settings: Settings, since: datetime, until: datetime) -> Iterator[tuple]:
     columns = ", ".join(("patient_id", "device_id", "event_time", *VITAL_SIGNS))
     with closing(connect(settings)) as connection:
@@ -206,9 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaMismatchError as mismatch:
         log.error("%s %s", REFUSAL_MARK, mismatch)
         return EXIT_REFUSED
+    # Before any JVM: a first `streamops up` runs the daily DAG at once, on an empty table, while
+    # the pipelines start; a model of nothing would only cost them a Spark driver's start.
+    until = config.until or datetime.now(UTC)
+    readings = history_size(settings, until - timedelta(days=config.history_days), until)
+    if readings < config.min_samples:
+        log.warning(
+            "vitals model not trained: %d readings in the last %g days, fewer than min_samples "
+            "(%d); the current model stays",
+            readings,
+            config.history_days,
+            config.min_samples,
+        )
+        return 0
     spark = build_spark_session("streamops-vitals-train", settings)
     try:
-        model = train(spark, settings, config)
+        model = train(spark, settings, replace(config, until=until))
     finally:
         spark.stop()
     log.info("vitals model v%s (%s) written to %s", model.version, config.kind, model.path)

@@ -88,3 +88,36 @@ def test_the_training_dag_saves_a_new_model_version_from_mariadb_history(
     (new,) = _versions(model_dir) - before
     assert (model_dir / new / "model.json").is_file()
     assert (model_dir / "latest").read_text().strip() == new
+
+
+def test_too_little_history_trains_nothing_and_starts_no_spark(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A first `streamops up` runs the daily DAG at once, on an empty table: the job must say why
+    it trained nothing, keep the current model and succeed, before starting a Spark driver."""
+    import subprocess
+
+    model_dir = tmp_path / "models"
+    finished = subprocess.run(
+        [
+            str(settings.spark_python),
+            "-m",
+            "spark_jobs.jobs.vitals_train",
+            "--history-days",
+            "0.0001",
+            "--min-samples",
+            "1000000",
+            "--model-dir",
+            str(model_dir),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "vitals model not trained" in finished.stderr
+    assert "fewer than min_samples (1000000)" in finished.stderr
+    assert _versions(model_dir) == set()
+    # No SparkContext was made (its log would say so).
+    assert "SparkContext" not in finished.stderr, finished.stderr[-2000:]
