@@ -231,11 +231,6 @@ class ModelCache:
                 )
         return self._model
 
-    def current(self) -> tuple[int | None, DataFrame | None]:
-        """(version, baselines), or (None, None) while there is no model."""
-        model = self.loaded()
-        return (None, None) if model is None else (model.version, model.baselines)
-
 
 # --- per-patient thresholds -------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ Built without running Spark: the provider hook's own _build_spark_submit_command
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from streamops.config import PROJECT_ROOT, load_settings
 from streamops.errors import StreamopsError
 from streamops.spark_runtime import spark_home
 from streamops.supervision.submit import MASTER_ENV, build_batch_submit_request
+from tests.unit.provider_support import env_connection, option
 
 DAG_FILE = PROJECT_ROOT / "dags" / "train_vitals_model.py"
 TRAINING_DAG = "streamops_vitals_model_training"
@@ -32,16 +32,6 @@ PASSWORD = "pw-9f3c-never-on-argv"
 @pytest.fixture(autouse=True)
 def _settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMOPS_MARIADB_PASSWORD", PASSWORD)
-
-
-def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
-    """A Connection from the environment, as in test_spark_provider.py: the platform's own is a
-    database row, which the integration test uses."""
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
-
-
-def _option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
 
 
 def _rendered_training_task(**params: Any) -> SparkBatchJobOperator:
@@ -58,16 +48,16 @@ def _rendered_training_task(**params: Any) -> SparkBatchJobOperator:
 def test_the_training_command_is_the_spark_environments_spark_submit_of_vitals_train(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _connection(monkeypatch, "spark_default", conn_type="spark", host="local[2]")
+    env_connection(monkeypatch, "spark_default", conn_type="spark", host="local[2]")
     settings = load_settings()
     task = _rendered_training_task(history_days=3, min_samples=5)
     hook = task._get_hook()
     command = hook._build_spark_submit_command(hook.application)
 
     assert command[0] == str(spark_home(settings) / "bin" / "spark-submit")
-    assert _option(command, "--master") == "local[2]"
+    assert option(command, "--master") == "local[2]"
     assert "--deploy-mode" not in command  # none in the Connection: spark-submit's client
-    assert _option(command, "--name") == "streamops-vitals-train"
+    assert option(command, "--name") == "streamops-vitals-train"
     assert f"spark.pyspark.python={settings.spark_python}" in command
     assert f"spark.pyspark.driver.python={settings.spark_python}" in command
     # The job file (a pipeline's is found the same way), then the job's own arguments.
@@ -89,7 +79,7 @@ def test_the_training_command_is_the_spark_environments_spark_submit_of_vitals_t
 
 
 def test_the_dags_params_are_the_jobs_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    _connection(monkeypatch, "spark_default", conn_type="spark", host="local[*]")
+    env_connection(monkeypatch, "spark_default", conn_type="spark", host="local[*]")
     hook = _rendered_training_task()._get_hook()
     command = hook._build_spark_submit_command(hook.application)
     assert command[-4:] == ["--history-days", "7.0", "--min-samples", "30"]
@@ -99,7 +89,7 @@ def test_a_k8s_master_keeps_the_password_off_the_command_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The provider would turn env_vars into --conf spark.kubernetes.driverEnv.* arguments."""
-    _connection(
+    env_connection(
         monkeypatch,
         "spark_k8s",
         conn_type="spark",
@@ -110,13 +100,13 @@ def test_a_k8s_master_keeps_the_password_off_the_command_line(
         name="vitals-train", job_module="spark_jobs.jobs.vitals_train", conn_id="spark_k8s"
     )
     command = hook._build_spark_submit_command(hook.application)
-    assert _option(command, "--master") == "k8s://https://10.0.0.1:6443"
+    assert option(command, "--master") == "k8s://https://10.0.0.1:6443"
     assert not any(PASSWORD in arg or "driverEnv" in arg for arg in command)
     assert hook._env is not None and hook._env["STREAMOPS_MARIADB_PASSWORD"] == PASSWORD
 
 
 def test_cluster_mode_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    _connection(
+    env_connection(
         monkeypatch,
         "spark_cluster",
         conn_type="spark",
@@ -132,7 +122,7 @@ def test_cluster_mode_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch
 def test_a_connection_binary_outside_the_allowed_names_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _connection(
+    env_connection(
         monkeypatch,
         "spark_default",
         conn_type="spark",
@@ -163,7 +153,7 @@ def test_on_kill_stops_the_driver_as_well_as_spark_submit(
 ) -> None:
     """spark-submit's JVM starts the Python driver as its child; the provider SIGKILLs the JVM
     only. Here a shell stands in for the JVM and a sleep for the driver."""
-    _connection(monkeypatch, "spark_default", conn_type="spark", host="local[*]")
+    env_connection(monkeypatch, "spark_default", conn_type="spark", host="local[*]")
     hook = SparkBatchSubmitHook(name="vitals-train", job_module="spark_jobs.jobs.vitals_train")
     submit = subprocess.Popen(["/bin/sh", "-c", "sleep 300 & wait"])
     try:

@@ -4,7 +4,6 @@ spec's (streamops.supervision.submit), and the binary is the Spark environment's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,13 @@ from streamops.errors import StreamopsError
 from streamops.spark_runtime import spark_home
 from streamops.supervision.spec import load_specs
 from streamops.supervision.submit import MASTER_ENV
-
-
-def _connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> None:
-    """A Connection from the environment: enough for a unit test; the platform's own is a
-    database row (`streamops up`), which the integration tests use."""
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
-
-
-def _option(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
+from tests.unit.provider_support import env_connection, option
 
 
 def test_the_command_takes_master_deploy_mode_and_binary_from_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _connection(
+    env_connection(
         monkeypatch,
         "spark_default",
         conn_type="spark",
@@ -41,10 +31,10 @@ def test_the_command_takes_master_deploy_mode_and_binary_from_the_connection(
     hook = SparkJobHook(load_specs()["orders"], settings)
     command, env = hook.submit_command([Path("/cache/spark-sql-kafka-0-10_2.13-4.2.0.jar")])
     assert command[0] == str(spark_home(settings) / "bin" / "spark-submit")
-    assert _option(command, "--master") == "local[3]"
-    assert _option(command, "--deploy-mode") == "client"
-    assert _option(command, "--name") == "streamops-orders"
-    assert _option(command, "--jars") == "/cache/spark-sql-kafka-0-10_2.13-4.2.0.jar"
+    assert option(command, "--master") == "local[3]"
+    assert option(command, "--deploy-mode") == "client"
+    assert option(command, "--name") == "streamops-orders"
+    assert option(command, "--jars") == "/cache/spark-sql-kafka-0-10_2.13-4.2.0.jar"
     assert f"spark.pyspark.python={settings.spark_python}" in command
     # The job file comes after every option, its own arguments after it.
     (application,) = [arg for arg in command if arg.endswith("spark_jobs/jobs/orders.py")]
@@ -56,10 +46,10 @@ def test_the_command_takes_master_deploy_mode_and_binary_from_the_connection(
 
 
 def test_a_pipeline_runs_on_the_connection_its_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    _connection(monkeypatch, "spark_small", conn_type="spark", host="local[1]")
+    env_connection(monkeypatch, "spark_small", conn_type="spark", host="local[1]")
     spec = load_specs()["orders"].model_copy(update={"spark_conn_id": "spark_small"})
     command, _ = SparkJobHook(spec, load_settings()).submit_command()
-    assert _option(command, "--master") == "local[1]"
+    assert option(command, "--master") == "local[1]"
     assert "--deploy-mode" not in command  # none in the Connection: spark-submit's client
 
 
@@ -86,6 +76,6 @@ def test_a_missing_connection_is_an_error_not_yarn(monkeypatch: pytest.MonkeyPat
 def test_a_connection_that_cannot_run_the_job_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch, fields: dict[str, object], message: str
 ) -> None:
-    _connection(monkeypatch, "spark_default", **fields)
+    env_connection(monkeypatch, "spark_default", **fields)
     with pytest.raises(StreamopsError, match=message):
         SparkJobHook(load_specs()["orders"], load_settings()).submit_command()
