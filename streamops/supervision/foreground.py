@@ -29,11 +29,12 @@ from streamops.supervision.spec import PipelineSpec
 
 
 def lease_holder_job(settings: Settings, spec: PipelineSpec) -> job_processes.JobHandle | None:
-    """The job recorded in the checkpoint's lease, if one was launched (alive or not)."""
+    """The job of the checkpoint's lease holder, alive or not; pid 0 while its launch is not
+    yet recorded (its processes are then known by the lease's fencing token)."""
     location = spec.checkpoint_location(settings.checkpoint_root)
     with contextlib.closing(connect(settings)) as connection:
         lease = leases.current(connection, location)
-    if lease is None or not lease.pid:
+    if lease is None or lease.owner is None:
         return None
     return job_processes.handle_from_lease(spec, settings, lease)
 

@@ -328,9 +328,14 @@ def mirror_fence(settings: Settings, lease: Lease) -> None:
 def stray_jobs(
     settings: Settings, pipeline: str, holder: JobHandle | None = None
 ) -> list[StrayJob]:
-    """The pipeline's processes on this host (same state folder) outside ``holder``'s session:
+    """The pipeline's processes on this host (same state folder) outside ``holder``'s job:
     left running by a launcher that lost track of them, or started beside the supervisor
-    (``streamops run``). None of them may write next to the lease holder's job."""
+    (``streamops run``). None of them may write next to the lease holder's job.
+
+    The holder's job is its session and, while its launch is not yet recorded in the lease
+    (``holder.pid`` 0 until spark-submit's wrapper is up), every process launched under the
+    holder's fencing token: a second ``pipeline start`` in that window must not call the job
+    its own supervisor is starting an orphan."""
     sessions: dict[int, list[psutil.Process]] = {}
     tokens: dict[int, str] = {}
     state_dir = str(settings.state_dir)
@@ -351,6 +356,8 @@ def stray_jobs(
             continue
     strays = []
     for session, members in sorted(sessions.items()):
+        if holder is not None and tokens[session] == str(holder.fencing_token):
+            continue
         started = []
         for member in members:
             with _quietly():

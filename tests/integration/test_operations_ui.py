@@ -216,8 +216,11 @@ def test_start_through_the_cli_unpauses_and_triggers_the_supervision_dag(
     assert airflow.get(f"/dags/{DAG_ID}").json()["is_paused"] is False
     runs = active_runs(airflow)
     assert [run["dag_run_id"] for run in runs] == [started["run_id"]]
-    # Starting again does not start a second supervisor.
-    again = json.loads(cli("pipeline", "start", PIPELINE, "--json").stdout)
+    # Starting again does not start a second supervisor, nor calls the job that the first one
+    # is launching (its pid not yet in the lease) an orphan.
+    second = cli("pipeline", "start", PIPELINE, "--json")
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
     assert again["run_id"] == started["run_id"]
     assert len(active_runs(airflow)) == 1
 

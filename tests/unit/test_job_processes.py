@@ -193,6 +193,33 @@ def test_stray_processes_of_a_pipeline_are_found_outside_the_holders_job(
             job_processes.kill_job(handle)
 
 
+def test_a_job_launched_under_the_holders_token_is_not_a_stray_before_its_pid_is_recorded(
+    tmp_path: Path,
+) -> None:
+    # The supervisor records the job's pid in the lease only after spark-submit's wrapper is
+    # up; a `pipeline start` in between once refused to start, calling that job an orphan.
+    settings: Settings = load_settings(state_dir=tmp_path / "state")
+
+    def marked(token: int) -> dict[str, str]:
+        lease = Lease("/tmp/checkpoints/orders", "test", token)
+        return {
+            **job_processes.job_environment("orders", lease),
+            job_processes.STATE_DIR_ENV: str(settings.state_dir),
+        }
+
+    starting, _ = _launch(tmp_path / "starting", marked(7))
+    older, _ = _launch(tmp_path / "older", marked(6))
+    try:
+        unrecorded = JobHandle(**{**starting.to_dict(), "pid": 0, "fencing_token": 7})
+        assert job_processes.job_processes(unrecorded) == []
+        found = job_processes.stray_jobs(settings, "orders", unrecorded)
+        assert [s.session for s in found] == [older.pid]
+        assert found[0].fencing_token == "6"
+    finally:
+        for handle in (starting, older):
+            job_processes.kill_job(handle)
+
+
 def test_the_process_at_the_pid_is_the_job_though_it_leads_no_session(tmp_path: Path) -> None:
     me = psutil.Process(os.getpid())
     if os.getsid(me.pid) == me.pid:
