@@ -96,6 +96,10 @@ RATIO_BASELINES = {
         "median latency, crossing line acknowledged → alert visible, with the real-time query / "
         "in micro-batch mode, per place (below 1 = real-time is faster)"
     ),
+    "ratio_realtime_jvm_to_microbatch_p50": (
+        "median latency, crossing line acknowledged → alert visible, with the real-time query in "
+        "the JVM (Kafka sink, then the feed to Redis and MariaDB) / in micro-batch mode, per place"
+    ),
     "ratio_start_with_archive_to_without": (
         "seconds (CPU seconds for `cpu`) of a cold Spark driver with the class-data archive of "
         "`streamops install` / without it, same probe, alternating, same run (below 1 = faster)"

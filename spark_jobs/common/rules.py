@@ -51,3 +51,9 @@ class RuleCache(RefreshingCopy[list[AlertRule]]):
     def current(self) -> list[AlertRule]:
         """The rules, reloaded first if stale. Raises only if no load ever succeeded."""
         return list(self.value())
+
+
+def first_line_rules(rules: list[AlertRule]) -> list[AlertRule]:
+    """The enabled rules a single line crosses (threshold 1): the only ones the real-time
+    first-line paths serve (spark_jobs/sinks/alerts_realtime.py, the JVM path of the alerts job)."""
+    return [rule for rule in rules if rule.enabled and rule.threshold_count == 1]

@@ -17,6 +17,8 @@ class KafkaSourceOptions:
     max_offsets_per_trigger: int | None = 100_000
     # Offsets that aged out of retention fail the query (and so alert), never pass silently.
     fail_on_data_loss: bool = True
+    # Records' headers as a `headers` column (array of key/value structs).
+    include_headers: bool = False
 
     def __post_init__(self) -> None:
         if self.max_offsets_per_trigger is not None and self.max_offsets_per_trigger < 1:
@@ -45,6 +47,8 @@ def read_kafka_stream(
         .option("startingOffsets", options.starting_offsets)
         .option("failOnDataLoss", str(options.fail_on_data_loss).lower())
     )
+    if options.include_headers:
+        reader = reader.option("includeHeaders", "true")
     if options.max_offsets_per_trigger is not None:
         reader = reader.option("maxOffsetsPerTrigger", str(options.max_offsets_per_trigger))
     return reader.load()

@@ -11,10 +11,17 @@ Rules are re-read from ``alert_rules`` at most every ``--rules-refresh-seconds``
 inside the counting query's batches, so rule changes apply without a restart.
 
 With ``--realtime-batch "5 seconds"`` a third query, ``alerts_realtime``, runs in Spark's
-real-time mode: valid lines straight to a ``foreach`` writer that publishes the first state of
-alerts whose rule has ``threshold_count`` 1, milliseconds after the line arrives
-(spark_jobs/sinks/alerts_realtime.py). It starts at the topic's end on its first run. Being
-opt-in, it is not among the spec's queries, and nothing supervises it.
+real-time mode and sends the first state of alerts whose rule has ``threshold_count`` 1 as soon
+as the line arrives. It starts at the topic's end on its first run. ``--realtime-path`` says how:
+
+- ``foreach`` (default): valid lines to a Python ``foreach`` writer that publishes each alert's
+  first state once, to Redis and Kafka (spark_jobs/sinks/alerts_realtime.py);
+- ``kafka-sink``: all in the JVM, lines → a broadcast join with the threshold-1 rules (re-read
+  every batch) → alert JSON → Spark's Kafka sink to ``alerts``; a fourth query, ``alerts_feed``,
+  reads those records back and writes each alert once into MariaDB and Redis
+  (spark_jobs/sinks/alerts_feed.py).
+
+Being opt-in, these queries are not among the spec's, and nothing supervises them.
 
 Run with ``streamops run alerts`` or ``spark-submit spark_jobs/jobs/alerts.py``.
 """
@@ -31,20 +38,24 @@ from pyspark.sql.streaming import DataStreamWriter, StreamingQuery
 
 from spark_jobs.common.job_args import parse_job_config
 from spark_jobs.common.rules import DEFAULT_REFRESH_SECONDS, RuleCache
+from spark_jobs.common.rules_source import first_line_rules_frame
 from spark_jobs.common.runner import JobContext, JobQuery, batch_writer, run_job, start_all
 from spark_jobs.common.source import KafkaSourceOptions, read_kafka_stream
 from spark_jobs.sinks import with_utc_wall_clock_timestamps
 from spark_jobs.sinks.alerts import alerts_writer
+from spark_jobs.sinks.alerts_feed import alerts_feed_writer
 from spark_jobs.sinks.alerts_realtime import FirstLineAlertWriter
 from spark_jobs.sinks.mariadb import quarantine_writer
-from spark_jobs.transforms.alerts import per_second_counts
+from spark_jobs.transforms.alerts import first_line_alert_records, per_second_counts
 from spark_jobs.transforms.error_logs import check_error_logs, rejected_lines, valid_lines
 from streamops.config import Settings, load_settings
 from streamops.contract import job_defaults
+from streamops.contract.topics import ALERTS_TOPIC
 
 PIPELINE = "alerts"
 TOPIC = "error-logs"
 BatchWriter = Callable[[DataFrame, int], None]
+REALTIME_PATHS = ("foreach", "kafka-sink")
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,14 @@ class AlertsJobConfig:
     trigger_interval: str | None = None
     # Real-time mode batch length of the optional first-line query; None: no such query.
     realtime_batch: str | None = None
+    # How that query sends: a Python foreach writer, or Spark's Kafka sink plus the feed query.
+    realtime_path: str = "foreach"
 
     def __post_init__(self) -> None:
+        if self.realtime_path not in REALTIME_PATHS:
+            raise ValueError(
+                f"realtime_path is {self.realtime_path!r}; use one of {', '.join(REALTIME_PATHS)}."
+            )
         if not 0 < self.rules_refresh_seconds <= 60:
             raise ValueError(
                 f"rules_refresh_seconds is {self.rules_refresh_seconds}; give more than 0 and at "
@@ -104,7 +121,12 @@ def writers(
         records = records.trigger(processingTime=config.trigger_interval)
         counts = counts.trigger(processingTime=config.trigger_interval)
     queries = [counts, records]
-    if config.realtime_batch:
+    if config.realtime_batch and config.realtime_path == "kafka-sink":
+        queries.append(
+            realtime_kafka_writer(spark, settings, config, context.opt_in_query("realtime"))
+        )
+        queries.append(feed_writer(spark, settings, context.opt_in_query("feed")))
+    elif config.realtime_batch:
         queries.append(realtime_writer(spark, settings, config, context.opt_in_query("realtime")))
     return queries
 
@@ -113,16 +135,21 @@ def start(spark: SparkSession, settings: Settings, config: AlertsJobConfig) -> l
     return start_all(writers(spark, JobContext.of(PIPELINE, settings), config))
 
 
-def realtime_writer(
-    spark: SparkSession, settings: Settings, config: AlertsJobConfig, query: JobQuery
-) -> DataStreamWriter:
-    """The real-time first-line query; real-time mode wants update mode and no rate limit."""
+def _realtime_lines(spark: SparkSession, settings: Settings) -> DataFrame:
+    """Valid lines from the topic's end; real-time mode allows no rate limit."""
     source = KafkaSourceOptions(TOPIC, starting_offsets="latest", max_offsets_per_trigger=None)
-    lines = valid_lines(
+    return valid_lines(
         check_error_logs(
             read_kafka_stream(spark, settings, source), settings.max_clock_skew_seconds
         )
     )
+
+
+def realtime_writer(
+    spark: SparkSession, settings: Settings, config: AlertsJobConfig, query: JobQuery
+) -> DataStreamWriter:
+    """The real-time first-line query; real-time mode wants update mode and no rate limit."""
+    lines = _realtime_lines(spark, settings)
     return (
         with_utc_wall_clock_timestamps(lines.select("level", "service", "event_time", "message"))
         .writeStream.queryName(query.name)
@@ -131,6 +158,36 @@ def realtime_writer(
         .option("checkpointLocation", query.checkpoint)
         # PySpark 4.2's typing overloads of trigger() do not list realTime yet; the method has it.
         .trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
+    )
+
+
+def realtime_kafka_writer(
+    spark: SparkSession, settings: Settings, config: AlertsJobConfig, query: JobQuery
+) -> DataStreamWriter:
+    """The real-time first-line query in the JVM: alert records to ``alerts`` by the Kafka sink."""
+    rules = first_line_rules_frame(spark, config.rules_refresh_seconds)
+    records = first_line_alert_records(_realtime_lines(spark, settings), rules)
+    return (
+        records.writeStream.queryName(query.name)
+        .format("kafka")
+        .outputMode("update")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .option("topic", ALERTS_TOPIC)
+        # The first-line state goes out as soon as the line is read: no batching of records.
+        .option("kafka.linger.ms", "0")
+        .option("checkpointLocation", query.checkpoint)
+        .trigger(realTime=config.realtime_batch)  # type: ignore[call-overload]
+    )
+
+
+def feed_writer(spark: SparkSession, settings: Settings, query: JobQuery) -> DataStreamWriter:
+    """The micro-batch query that writes the first-line path's alerts to MariaDB and Redis."""
+    source = KafkaSourceOptions(ALERTS_TOPIC, starting_offsets="latest", include_headers=True)
+    return (
+        read_kafka_stream(spark, settings, source)
+        .writeStream.queryName(query.name)
+        .foreachBatch(batch_writer(query, alerts_feed_writer(settings)))
+        .option("checkpointLocation", query.checkpoint)
     )
 
 
@@ -154,7 +211,12 @@ def parse_args(argv: list[str] | None) -> AlertsJobConfig:
         help_texts={
             "realtime_batch": (
                 "run the real-time first-line alert query with this batch length (e.g. '5 seconds')"
-            )
+            ),
+            "realtime_path": (
+                "how the real-time query sends: 'foreach' (a Python writer to Redis and Kafka) "
+                "or 'kafka-sink' (all in the JVM to the alerts topic, plus the feed query that "
+                "writes MariaDB and Redis)"
+            ),
         },
     )
 

@@ -239,7 +239,7 @@ def alerts_writer(
                 event_count=int(row.event_count),
                 first_seen=row.first_seen,
                 last_seen=row.last_seen,
-                sample_message=_fit_sample(row.sample_message),
+                sample_message=fit_sample(row.sample_message),
             )
             for row in rows
         ]
@@ -291,7 +291,7 @@ def write_seconds(
                 executemany_in_chunks(
                     cursor,
                     upsert_sql(ALERTS_TABLE, ("alert_id",), ALERT_COLUMNS),
-                    (_alert_row(alert) for alert in changed),
+                    (alert_row(alert) for alert in changed),
                 )
                 connection.commit()
             except mariadb.Error:
@@ -371,7 +371,7 @@ def _changed(cursor: mariadb.Cursor, alerts: Sequence[Alert]) -> list[Alert]:
     ]
 
 
-def _fit_sample(message: str | None) -> str | None:
+def fit_sample(message: str | None) -> str | None:
     # Display only, so cut rather than fail: sample_message is TEXT (65,535 bytes) in
     # error_counts_1s and alerts, and in strict mode a longer value fails the whole batch, on
     # every retry. The transform keeps SAMPLE_MESSAGE_MAX_CHARS characters, which fit; this
@@ -405,7 +405,7 @@ def _window_row(window: WindowCount) -> tuple[Any, ...]:
     )
 
 
-def _alert_row(alert: Alert) -> tuple[Any, ...]:
+def alert_row(alert: Alert) -> tuple[Any, ...]:
     return (
         alert.alert_id,
         alert.rule_id,

@@ -33,7 +33,7 @@ from typing import Any
 import redis
 from pyspark.sql import Row
 
-from spark_jobs.common.rules import RuleCache
+from spark_jobs.common.rules import RuleCache, first_line_rules
 from spark_jobs.sinks.alerts import (
     DEFAULT_ALERT_TTL_SECONDS,
     DEFAULT_STREAM_MAXLEN,
@@ -59,11 +59,6 @@ log = logging.getLogger(__name__)
 # What this path did: `published` (count), `last_alert_id`, `last_published_at` (epoch s), `lines`
 # (valid lines its tasks saw) and `already_published` (alerts whose key existed: SET NX lost).
 _RULE_CACHES: dict[tuple[str, float], RuleCache] = {}  # (MariaDB address, refresh) → cache
-
-
-def first_line_rules(rules: list[AlertRule]) -> list[AlertRule]:
-    """The enabled rules a single line crosses (threshold 1): the only ones this path serves."""
-    return [rule for rule in rules if rule.enabled and rule.threshold_count == 1]
 
 
 def first_line_alerts(

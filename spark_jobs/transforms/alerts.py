@@ -179,3 +179,68 @@ def match_rules(rules: Sequence[AlertRule], counts: Iterable[WindowCount]) -> li
             )
         )
     return sorted(alerts, key=lambda alert: (alert.window_start, alert.rule_id))
+
+
+# --- the first-line path in the JVM (real-time mode) ---------------------------------------------
+
+# The Kafka header that marks an `alerts` record of the first-line path: the feed
+# (spark_jobs/sinks/alerts_feed.py) reads only those; the counting path's records carry none.
+FIRST_LINE_HEADER = ("streamops-path", "first-line")
+FIRST_LINE_RULE_COLUMNS = ("rule_id", "level", "service", "window_seconds", "threshold_count")
+_ISO_MS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
+
+
+def first_line_alert_records(lines: DataFrame, rules: DataFrame) -> DataFrame:
+    """The Kafka records (``key``, ``value``, ``headers``) of the alerts that ``lines`` open under
+    the threshold-1 ``rules``: one per line and matching rule, built in Spark SQL only, so in a
+    real-time query no Python worker stands between a line and its record (the rules side is read
+    once per batch; docs/pipelines/alerts.md).
+
+    ``lines`` holds valid lines (``event_time`` a TIMESTAMP read in the session's UTC, ``level``,
+    ``service``, ``message``); ``rules`` has :data:`FIRST_LINE_RULE_COLUMNS` and is small: it is
+    broadcast, the one join real-time mode allows in Spark 4.2. ``key`` is the alert id and
+    ``value`` the alert's first state as ``first_line_alerts``
+    (spark_jobs/sinks/alerts_realtime.py) gives it (count 1, first and last seen = the line):
+    the same JSON as ``encode_alert`` for any message without control
+    characters, which JSON may escape in two spellings. Every later matching line of the window
+    gives another count-1 record under the same key: real-time mode in Spark 4.2 allows no
+    deduplication, so consumers keep the first of each key (the feed does).
+    """
+    matching = rules.where(F.col("threshold_count") == 1).select(
+        "rule_id",
+        F.col("level").alias("_rule_level"),
+        F.col("service").alias("_rule_service"),
+        F.col("window_seconds").cast("int").alias("_window_seconds"),
+    )
+    joined = lines.join(
+        F.broadcast(matching),
+        (F.col("level") == F.col("_rule_level"))
+        & (F.col("_rule_service").isNull() | (F.col("_rule_service") == F.col("service"))),
+        "inner",
+    )
+    micros = F.unix_micros(F.col("event_time"))
+    length = F.col("_window_seconds")
+    start = F.timestamp_micros(micros - F.pmod(micros, length.cast("long") * 1_000_000))
+    end = F.timestamp_micros(F.unix_micros(start) + length.cast("long") * 1_000_000)
+    seen = F.date_format(F.col("event_time"), _ISO_MS)
+    # Fields in sorted order: encode_alert sorts its keys.
+    payload = F.struct(
+        alert_id_column(F.col("rule_id"), start, length).alias("alert_id"),
+        F.lit(1).alias("event_count"),
+        seen.alias("first_seen"),
+        seen.alias("last_seen"),
+        F.col("_rule_level").alias("level"),
+        F.col("rule_id"),
+        F.substring(F.col("message"), 1, SAMPLE_MESSAGE_MAX_CHARS).alias("sample_message"),
+        F.col("_rule_service").alias("service"),
+        F.date_format(end, _ISO_MS).alias("window_end"),
+        length.alias("window_seconds"),
+        F.date_format(start, _ISO_MS).alias("window_start"),
+    )
+    name, value = FIRST_LINE_HEADER
+    header = F.struct(F.lit(name).alias("key"), F.lit(value).cast("binary").alias("value"))
+    return joined.select(
+        alert_id_column(F.col("rule_id"), start, length).alias("key"),
+        F.to_json(payload, {"ignoreNullFields": "false"}).alias("value"),
+        F.array(header).alias("headers"),
+    )
