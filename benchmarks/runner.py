@@ -116,6 +116,10 @@ RATIO_BASELINES = {
         "F1 of the MLlib vitals anomaly model / the z-score baseline (same labelled readings, "
         "same run)"
     ),
+    "ratio_f1_selected": (
+        "test F1 of the MLlib variant with the best F1 on held-out validation readings / the "
+        "z-score baseline's (same test readings, same run)"
+    ),
     "ratio_train_seconds": (
         "seconds to train the MLlib vitals model / the z-score baselines (same history, same run)"
     ),

@@ -362,24 +362,26 @@ def test_model_versions_and_the_latest_pointer(spark: SparkSession, tmp_path: Pa
     model_dir = tmp_path / "models"
     now = [0.0]
     cache = ModelCache(spark, model_dir, check_seconds=10, clock=lambda: now[0])
-    assert cache.current() == (None, None)
+    assert cache.loaded() is None
     first = save_model(baselines(spark, [(None, "spo2", 97.0, 1.0, 50)]), model_dir)
     assert (first.version, model_versions(model_dir)) == (1, [1])
     now[0] = 10.0
-    version, frame = cache.current()
-    assert version == 1 and frame is not None and frame.count() == 1
+    held = cache.loaded()
+    assert held is not None and held.version == 1 and held.baselines.count() == 1
     second = save_model(baselines(spark, [(None, "spo2", 95.0, 1.0, 50)] * 2), model_dir)
     assert latest_model(model_dir) == second and second.version == 2
     now[0] = 15.0
-    assert cache.current()[0] == 1  # not checked again before check_seconds
+    held = cache.loaded()
+    assert held is not None and held.version == 1  # not checked again before check_seconds
     now[0] = 20.0
-    version, frame = cache.current()
-    assert version == 2 and frame is not None and frame.count() == 2
+    held = cache.loaded()
+    assert held is not None and held.version == 2 and held.baselines.count() == 2
     meta = json.loads((second.path / "model.json").read_text())
     assert meta["version"] == 2 and meta["rows"] == 2
     (model_dir / "latest").write_text("v9\n")  # a broken pointer keeps the model in hand
     now[0] = 40.0
-    assert cache.current()[0] == 2
+    held = cache.loaded()
+    assert held is not None and held.version == 2
 
 
 def test_threshold_cache_refreshes_on_its_interval_and_survives_a_failed_load(
