@@ -115,13 +115,13 @@ def run(settings: Settings) -> dict[str, Any]:
         results["modes"][mode] = entry
     modes = results["modes"]
     micro = modes["micro-batch"]
-    results["ratio_realtime_to_microbatch_p50"] = {
-        place: round(modes["real-time"][place]["p50"] / micro[place]["p50"], 3) for place in PLACES
-    }
-    results["ratio_realtime_jvm_to_microbatch_p50"] = {
-        place: round(modes["real-time-jvm"][place]["p50"] / micro[place]["p50"], 3)
-        for place in PLACES
-    }
+    for ratio, mode in (
+        ("ratio_realtime_to_microbatch_p50", "real-time"),
+        ("ratio_realtime_jvm_to_microbatch_p50", "real-time-jvm"),
+    ):
+        results[ratio] = {
+            place: round(modes[mode][place]["p50"] / micro[place]["p50"], 3) for place in PLACES
+        }
     results["load_average_end"] = list(os.getloadavg())
     results["plots"] = _draw(results, output_dir())
     return results

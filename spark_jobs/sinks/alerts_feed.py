@@ -53,7 +53,7 @@ from spark_jobs.sinks.mariadb import upsert_sql
 from spark_jobs.transforms.alerts import FIRST_LINE_HEADER, Alert
 from streamops.config import Settings
 from streamops.contract.alerts import alert_id
-from streamops.contract.redis_keys import ALERTS_KEY_PREFIX, REALTIME_STATS_KEY
+from streamops.contract.redis_keys import ALERTS_KEY_PREFIX, REALTIME_STATS_KEY, alert_key
 from streamops.supervision.fence import connect, redis_client
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,9 @@ class FirstStatePublisher:
             self._client = redis_client(self.settings, socket_timeout=10, socket_connect_timeout=5)
         return [alert for alert in alerts if self._publish_if_absent(self._client, alert)]
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
     def _publish_if_absent(self, client: redis.Redis, alert: Alert) -> bool:
         payload = encode_alert(alert)
-        key = f"{self.key_prefix}:alert:{alert.alert_id}"
+        key = alert_key(alert.alert_id, self.key_prefix)
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)

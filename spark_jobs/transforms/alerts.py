@@ -186,7 +186,6 @@ def match_rules(rules: Sequence[AlertRule], counts: Iterable[WindowCount]) -> li
 # The Kafka header that marks an `alerts` record of the first-line path: the feed
 # (spark_jobs/sinks/alerts_feed.py) reads only those; the counting path's records carry none.
 FIRST_LINE_HEADER = ("streamops-path", "first-line")
-FIRST_LINE_RULE_COLUMNS = ("rule_id", "level", "service", "window_seconds", "threshold_count")
 _ISO_MS = "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"
 
 
@@ -197,8 +196,9 @@ def first_line_alert_records(lines: DataFrame, rules: DataFrame) -> DataFrame:
     once per batch; docs/pipelines/alerts.md).
 
     ``lines`` holds valid lines (``event_time`` a TIMESTAMP read in the session's UTC, ``level``,
-    ``service``, ``message``); ``rules`` has :data:`FIRST_LINE_RULE_COLUMNS` and is small: it is
-    broadcast, the one join real-time mode allows in Spark 4.2. ``key`` is the alert id and
+    ``service``, ``message``); ``rules`` has the columns of ``RULES_SCHEMA``
+    (spark_jobs/common/rules_source.py) and is small: it is broadcast, the one join real-time mode
+    allows in Spark 4.2. ``key`` is the alert id and
     ``value`` the alert's first state as ``first_line_alerts``
     (spark_jobs/sinks/alerts_realtime.py) gives it (count 1, first and last seen = the line):
     the same JSON as ``encode_alert`` for any message without control
@@ -212,20 +212,20 @@ def first_line_alert_records(lines: DataFrame, rules: DataFrame) -> DataFrame:
         F.col("service").alias("_rule_service"),
         F.col("window_seconds").cast("int").alias("_window_seconds"),
     )
+    micros = F.unix_micros(F.col("event_time"))
+    length = F.col("_window_seconds")
+    start = F.timestamp_micros(micros - F.pmod(micros, length.cast("long") * 1_000_000))
+    end = F.timestamp_micros(F.unix_micros(start) + length.cast("long") * 1_000_000)
     joined = lines.join(
         F.broadcast(matching),
         (F.col("level") == F.col("_rule_level"))
         & (F.col("_rule_service").isNull() | (F.col("_rule_service") == F.col("service"))),
         "inner",
-    )
-    micros = F.unix_micros(F.col("event_time"))
-    length = F.col("_window_seconds")
-    start = F.timestamp_micros(micros - F.pmod(micros, length.cast("long") * 1_000_000))
-    end = F.timestamp_micros(F.unix_micros(start) + length.cast("long") * 1_000_000)
+    ).withColumn("_alert_id", alert_id_column(F.col("rule_id"), start, length))
     seen = F.date_format(F.col("event_time"), _ISO_MS)
     # Fields in sorted order: encode_alert sorts its keys.
     payload = F.struct(
-        alert_id_column(F.col("rule_id"), start, length).alias("alert_id"),
+        F.col("_alert_id").alias("alert_id"),
         F.lit(1).alias("event_count"),
         seen.alias("first_seen"),
         seen.alias("last_seen"),
@@ -240,7 +240,7 @@ def first_line_alert_records(lines: DataFrame, rules: DataFrame) -> DataFrame:
     name, value = FIRST_LINE_HEADER
     header = F.struct(F.lit(name).alias("key"), F.lit(value).cast("binary").alias("value"))
     return joined.select(
-        alert_id_column(F.col("rule_id"), start, length).alias("key"),
+        F.col("_alert_id").alias("key"),
         F.to_json(payload, {"ignoreNullFields": "false"}).alias("value"),
         F.array(header).alias("headers"),
     )

@@ -11,12 +11,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.common.rules import first_line_rules
+from spark_jobs.common.rules_source import RULES_SCHEMA
 from spark_jobs.sinks.alerts import encode_alert
 from spark_jobs.sinks.alerts_feed import decode_first_line_alert, first_states
 from spark_jobs.sinks.alerts_realtime import first_line_alerts
 from spark_jobs.transforms.alerts import (
     FIRST_LINE_HEADER,
-    FIRST_LINE_RULE_COLUMNS,
     SAMPLE_MESSAGE_MAX_CHARS,
     first_line_alert_records,
 )
@@ -48,12 +48,7 @@ def _records(spark: SparkSession, rules: list[AlertRule]) -> list[tuple[str, str
             for r in rules
             if r.enabled
         ],
-        ", ".join(
-            f"{name} {kind}"
-            for name, kind in zip(
-                FIRST_LINE_RULE_COLUMNS, ("string", "string", "string", "int", "int"), strict=True
-            )
-        ),
+        RULES_SCHEMA,
     )
     rows = first_line_alert_records(lines, frame).collect()
     return [(row.key, row.value, [(h.key, bytes(h.value)) for h in row.headers]) for row in rows]
