@@ -84,10 +84,18 @@ def outage_causes(error: BaseException) -> tuple[str, ...]:
     errors = list(_chain(error))
     if any(isinstance(e, FencedError) for e in errors):
         return ()
-    text = "\n".join(f"{type(e).__name__}: {e}" for e in errors)
+    # Each error by its module-qualified class: redis-py's "Connection closed by server." (Redis
+    # going down under an in-flight write) names its dependency only through its class,
+    # redis.exceptions.ConnectionError, and the supervisor's patterns read the class that way.
+    text = "\n".join(f"{_qualified_name(type(e))}: {e}" for e in errors)
     if "fenced: this job holds fencing token" in text:
         return ()  # a FencedError raised in a Python worker, seen from the driver
     return tuple(c for c in causes_in(text) if c in RIDDEN_OUT)
+
+
+def _qualified_name(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
 def waiting_for(query: str, now: float | None = None) -> str:

@@ -101,6 +101,33 @@ def _restarted_since(settings: Settings, before: dict[str, int]) -> dict[str, in
     }
 
 
+def _why_relaunched(settings: Settings, pipelines: list[str]) -> str:
+    """Each pipeline's recorded reasons and the end of its latest job log: what a failed
+    assertion on relaunches needs to be diagnosed from CI's output alone."""
+    lines = []
+    for name in pipelines:
+        rows = query(
+            settings, "SELECT state FROM pipeline_restart_state WHERE pipeline = %s", (name,)
+        )
+        state = json.loads(rows[0][0]) if rows else {}
+        lines.append(
+            f"{name}: failure {state.get('last_failure_reason')!r}; "
+            f"outage {state.get('last_outage_reason')!r}"
+        )
+        logs = sorted(
+            (settings.state_dir / "pipelines" / name).glob("token-*.log"),
+            key=lambda path: path.stat().st_mtime,
+        )
+        if logs:
+            errors = [
+                line
+                for line in logs[-1].read_text(errors="replace").splitlines()
+                if " ERROR " in line or "Exception" in line or "Error:" in line
+            ]
+            lines.extend(f"  {line[:300]}" for line in errors[-15:])
+    return "\n".join(lines)
+
+
 def _fresh_rows(settings: Settings, since: datetime) -> dict[str, int]:
     return {
         table: int(
@@ -329,7 +356,9 @@ def test_every_pipeline_holds_steady_together(
     assert not wrong, f"stall or failure verdicts while watching: {wrong}"
 
     moved = _restarted_since(settings, platform.restarts_before)
-    assert not moved, f"pipelines restarted while watching: {moved}"
+    assert not moved, f"pipelines restarted while watching: {moved}\n" + _why_relaunched(
+        settings, sorted(moved)
+    )
 
     fresh = _fresh_rows(settings, platform.started_at)
     print(f"rows written while watching: {fresh}")
@@ -408,4 +437,6 @@ def test_faults_lose_nothing_and_the_supervisor_tells_the_truth(
     # The Redis outage was ridden out inside the batches and the broker's restart by Kafka's
     # client: the one relaunch is the killed orders driver's.
     moved = _restarted_since(settings, platform.restarts_before)
-    assert moved == {"orders": 1}, f"relaunches during the faults: {moved}"
+    assert moved == {"orders": 1}, f"relaunches during the faults: {moved}\n" + _why_relaunched(
+        settings, sorted(set(moved) - {"orders"})
+    )

@@ -133,3 +133,28 @@ def test_a_budget_past_the_stall_bound_is_refused() -> None:
             queries=["orders_records"],
             outage_ride_out_seconds=240,
         )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # Redis shutting down under an in-flight write: the message names no host, only the
+        # class says Redis (the chaos run in CI failed joins on this instead of riding it out).
+        "ConnectionError:Connection closed by server.",
+        "TimeoutError:Timeout reading from socket",
+    ],
+)
+def test_a_redis_error_named_only_by_its_class_is_ridden_out(error: str) -> None:
+    import redis.exceptions
+
+    kind, message = error.split(":", 1)
+    clock = Clock()
+    writer, calls = failing([getattr(redis.exceptions, kind)(message)])
+    riding_out("q", writer, budget_seconds=60, sleep=clock.sleep, clock=clock)(None, 3)
+    assert calls == [3, 3]
+    assert clock.seen_waiting == ["redis for 0 s"]
+
+
+def test_a_builtin_connection_error_names_no_outage() -> None:
+    # Python's own ConnectionError says nothing about which service: never ridden out as Redis.
+    assert outage_causes(ConnectionError("Connection closed by server.")) == ()
