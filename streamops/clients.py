@@ -78,9 +78,12 @@ def kafka_config(settings: Settings, config: Mapping[str, Any] | None = None) ->
     names, e.g. ``{"linger.ms": 0}``) on top. librdkafka's own timeouts stay its defaults unless
     the caller sets them: a producer's retries and delivery timeout are part of its guarantees,
     not a detail to unify."""
+    from streamops.kafka_security import librdkafka_security
+
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "logger": LIBRDKAFKA_LOGGER,
+        **librdkafka_security(settings),
         **(config or {}),
     }
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -81,6 +82,19 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(2, ge=1, le=1000, description="Partitions per contract topic.")
     kafka_replication_factor: int = Field(1, ge=1)
     kafka_heap: str = Field("512m", description="Broker JVM heap (-Xmx).")
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every client (jobs, generators, CLI, Airflow) reaches the brokers. "
+        "SASL_* authenticates with SCRAM (kafka_sasl_*); the local stack's broker then listens "
+        "with SASL_PLAINTEXT itself (docs/deploy.md).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = Field(
+        "",
+        repr=False,
+        description="SCRAM password; from the environment or a Secret, never a job argument.",
+    )
     max_clock_skew_seconds: int = Field(
         300,
         ge=0,
@@ -180,6 +194,17 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol is {self.kafka_security_protocol}: set "
+                "STREAMOPS_KAFKA_SASL_USERNAME and STREAMOPS_KAFKA_SASL_PASSWORD (SCRAM)."
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 
 from streamops.config import Settings
+from streamops.kafka_security import spark_kafka_security_options
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def read_kafka_stream(
         .option("subscribe", options.topic)
         .option("startingOffsets", options.starting_offsets)
         .option("failOnDataLoss", str(options.fail_on_data_loss).lower())
+        .options(**spark_kafka_security_options(settings))
     )
     if options.include_headers:
         reader = reader.option("includeHeaders", "true")

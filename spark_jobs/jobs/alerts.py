@@ -51,6 +51,7 @@ from spark_jobs.transforms.error_logs import check_error_logs, rejected_lines, v
 from streamops.config import Settings, load_settings
 from streamops.contract import job_defaults
 from streamops.contract.topics import ALERTS_TOPIC
+from streamops.kafka_security import spark_kafka_security_options
 
 PIPELINE = "alerts"
 TOPIC = "error-logs"
@@ -172,6 +173,7 @@ def realtime_kafka_writer(
         .format("kafka")
         .outputMode("update")
         .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .options(**spark_kafka_security_options(settings))
         .option("topic", ALERTS_TOPIC)
         # The first-line state goes out as soon as the line is read: no batching of records.
         .option("kafka.linger.ms", "0")

@@ -248,12 +248,14 @@ def generate(
         KafkaUnavailableError,
         run_generator,
     )
+    from streamops.kafka_security import librdkafka_security
 
     cfg = settings()
     try:
         summary = run_generator(
             topic,
             bootstrap_servers=cfg.kafka_bootstrap_servers,
+            producer_config=librdkafka_security(cfg),
             rate=rate,
             count=count,
             duration=duration,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
 
 from streamops.errors import StreamopsError
+from streamops.kafka_security import scram_jaas_config
 from streamops.stack.base import Component, Health
 
 
@@ -52,6 +57,10 @@ Configuration:
       - name: org.apache.kafka.controller
         level: INFO
 """
+
+
+SCRAM_ITERATIONS = 8192
+SCRAM_USERNAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Kafka(Component):
@@ -100,20 +109,50 @@ class Kafka(Component):
                 "Run `streamops install` (it resolves them with Maven) and try again."
             )
 
+    @property
+    def client_listener(self) -> str:
+        """PLAINTEXT, or SASL_PLAINTEXT with SCRAM when the settings ask clients to authenticate
+        (the local broker has no TLS: SASL_SSL is for brokers elsewhere)."""
+        protocol = self.settings.kafka_security_protocol
+        if protocol == "SASL_SSL":
+            raise StreamopsError(
+                "kafka_security_protocol is SASL_SSL, but the local stack's broker has no TLS "
+                "listener: use SASL_PLAINTEXT for it (loopback), or point kafka_host at a broker "
+                "with TLS and run without the local Kafka."
+            )
+        return protocol
+
+    def _sasl_properties(self) -> list[str]:
+        if self.client_listener == "PLAINTEXT":
+            return []
+        s = self.settings
+        mechanism = s.kafka_sasl_mechanism
+        return [
+            f"sasl.enabled.mechanisms={mechanism}",
+            f"sasl.mechanism.inter.broker.protocol={mechanism}",
+            # The broker talks to itself as the platform's user: no second credential to keep.
+            f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config="
+            # A properties file reads backslashes as escapes: double them, or the JAAS line's
+            # own escapes are gone before JAAS parses it.
+            + scram_jaas_config(s.kafka_sasl_username, s.kafka_sasl_password).replace("\\", "\\\\"),
+        ]
+
     def server_properties(self) -> str:
         s = self.settings
+        listener = self.client_listener
         return "\n".join(
             [
                 "# Written by streamops from its settings; edits are overwritten on start.",
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{self.host}:{s.kafka_controller_port}",
-                f"listeners=PLAINTEXT://{self.host}:{s.kafka_port},"
+                f"listeners={listener}://{self.host}:{s.kafka_port},"
                 f"CONTROLLER://{self.host}:{s.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://{s.kafka_host}:{s.kafka_port}",
+                f"advertised.listeners={listener}://{s.kafka_host}:{s.kafka_port}",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+                f"inter.broker.listener.name={listener}",
+                *self._sasl_properties(),
                 f"log.dirs={self.log_dirs}",
                 f"num.partitions={s.kafka_partitions}",
                 f"default.replication.factor={s.kafka_replication_factor}",
@@ -135,7 +174,11 @@ class Kafka(Component):
 
     def prepare(self) -> None:
         self._check_jars()
-        self.config_path.write_text(self.server_properties())
+        formatted = (self.log_dirs / "meta.properties").exists()
+        if formatted:
+            self._check_scram_user()
+        # It holds the SCRAM password when SASL is on: the service's user alone reads it.
+        write_private(self.config_path, self.server_properties())
         (self.data_dir / "log4j2.yaml").write_text(
             log4j2_config(
                 self.server_log_dir,
@@ -144,35 +187,90 @@ class Kafka(Component):
                 self.settings.log_compress,
             )
         )
-        if (self.log_dirs / "meta.properties").exists():
+        if formatted:
             return
         # Formatting is once per data folder: the cluster id then stays with the data.
         cluster_id_file = self.data_dir / "cluster.id"
         # An id from before this fix could start with "-", which the format never accepted.
         if not cluster_id_file.exists() or cluster_id_file.read_text().startswith("-"):
             cluster_id_file.write_text(_kafka_cluster_id())
-        result = subprocess.run(
-            [
-                "java",
-                "-cp",
-                self.classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id_file.read_text().strip(),
-                "-c",
-                str(self.config_path),
-                "--ignore-formatted",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        scram_args = self._scram_argument_file()
+        try:
+            result = subprocess.run(
+                [
+                    "java",
+                    "-cp",
+                    self.classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id_file.read_text().strip(),
+                    "-c",
+                    str(self.config_path),
+                    "--ignore-formatted",
+                    *([f"@{scram_args}"] if scram_args else []),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            if scram_args:
+                scram_args.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StreamopsError(
                 f"Formatting Kafka's storage in {self.log_dirs} failed. If that folder holds data "
                 "of another cluster, run `streamops reset` to start afresh.",
                 log_tail=(result.stdout + result.stderr)[-2000:],
+            )
+
+    @property
+    def scram_user_file(self) -> Path:
+        """The SCRAM user the storage was formatted with (the name only, never the password)."""
+        return self.data_dir / "scram.user"
+
+    def _scram_argument_file(self) -> Path | None:
+        """The format's ``--add-scram`` credential in an argument file (0600, deleted after the
+        format): StorageTool reads ``@file`` one argument a line, so nothing secret shows on an
+        argv (``ps``). The credential is in its salted form (the password itself is in no file
+        but server.properties), which also spares the password from the credential syntax's
+        special characters (``,``, ``=``, ``]``)."""
+        if self.client_listener == "PLAINTEXT":
+            self.scram_user_file.unlink(missing_ok=True)
+            return None
+        s = self.settings
+        if not SCRAM_USERNAME.fullmatch(s.kafka_sasl_username):
+            raise StreamopsError(
+                f"kafka_sasl_username {s.kafka_sasl_username!r}: the local broker's SCRAM user "
+                "takes letters, digits, '.', '_' and '-' only."
+            )
+        path = self.data_dir / "format.args"
+        credential = scram_credential(
+            s.kafka_sasl_mechanism, s.kafka_sasl_username, s.kafka_sasl_password
+        )
+        write_private(path, f"--add-scram\n{credential}\n")
+        self.scram_user_file.write_text(f"{s.kafka_sasl_mechanism} {s.kafka_sasl_username}\n")
+        return path
+
+    def _check_scram_user(self) -> None:
+        """SCRAM credentials are written once, when the storage is formatted: turning SASL on (or
+        changing its user) later needs a fresh data folder, which this says instead of failing
+        every client's login."""
+        if self.client_listener == "PLAINTEXT":
+            return
+        s = self.settings
+        wanted = f"{s.kafka_sasl_mechanism} {s.kafka_sasl_username}"
+        try:
+            formatted = self.scram_user_file.read_text().strip()
+        except OSError:
+            formatted = ""
+        if formatted != wanted:
+            raise StreamopsError(
+                f"Kafka's storage in {self.log_dirs} was formatted "
+                + (f"for the SCRAM user {formatted!r}" if formatted else "without SCRAM users")
+                + f", but the settings ask for {wanted!r}. The local broker creates its SCRAM user "
+                "when it formats its storage: run `streamops reset` (it deletes the local data) "
+                "to start afresh with SASL."
             )
 
     def command(self) -> list[str]:
@@ -205,6 +303,30 @@ class Kafka(Component):
         from streamops.topics import ensure_topics
 
         ensure_topics(self.settings)
+
+
+def scram_credential(
+    mechanism: str, username: str, password: str, salt: bytes | None = None
+) -> str:
+    """StorageTool's ``--add-scram`` value in the salted form: SCRAM's SaltedPassword is
+    PBKDF2-HMAC of the password with the salt (RFC 5802's Hi), as Kafka's ScramFormatter
+    computes it."""
+    salt = os.urandom(24) if salt is None else salt
+    digest = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), salt, SCRAM_ITERATIONS)
+    return (
+        f"{mechanism}=[name={username},iterations={SCRAM_ITERATIONS},"
+        f'salt="{base64.b64encode(salt).decode()}",'
+        f'saltedpassword="{base64.b64encode(salted).decode()}"]'
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by this user alone from its first byte."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
 
 
 def _kafka_cluster_id() -> str:
