@@ -20,6 +20,10 @@ finish on their own:
   SIGKILL of the session after the timeout; in Kubernetes, the pod is deleted with that grace.
 - **Health** is :func:`streamops.supervision.job_health.classify_health`, the one rule every reader
   of a pipeline's state applies.
+- **Another host** (local mode): a job the lease says runs on another host (in compose the
+  scheduler launches, the triggerer watches) is judged by its driver's job heartbeat in Redis and
+  stopped by a request it reads there, then fenced if it does not go
+  (``streamops.supervision.job_processes.stop_remote``).
 
 The API other parts build on (the operations page, ``streamops pipeline``) — keep it stable:
 ``start_or_reattach``, ``find_job``, ``is_alive``, ``stop``, ``read_health``, ``current_health``,
@@ -36,6 +40,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +271,7 @@ class SparkJobHook(BaseHook):
         env.update(job_processes.job_environment(self.spec.name, lease))
         job_processes.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
-            return self._launch_on_kubernetes(lease, command, env, log_file)
+            return self._launch_on_kubernetes(lease, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a
         # reattaching launcher finds the file from the lease alone; `exec` would lose the code.
         # The mark starts this launch's part of the log (relaunches under one lease share it).
@@ -302,32 +307,55 @@ class SparkJobHook(BaseHook):
         )
 
     def _launch_on_kubernetes(
-        self, lease: leases.Lease, command: list[str], env: dict[str, str], log_file: Path
+        self, lease: leases.Lease, env: dict[str, str], log_file: Path
     ) -> JobHandle:
+        """spark-submit in cluster mode, its driver and executors fenced with ``lease``; returns
+        once the driver pod exists. A live driver pod of the pipeline is an orphan here (the
+        lease's own job was reattached or stopped before): it is stopped first, as a local
+        orphan is (``stop_stray_jobs``)."""
         assert self.spec.kubernetes is not None
-        submitted_at = time.time()
-        with open(log_file, "ab") as log_stream:
-            result = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_stream,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=_CLUSTER_SUBMIT_TIMEOUT_SECONDS,
-                check=False,
+        pods = self.driver_pods
+        selector = k8s.driver_selector(self.spec)
+        for orphan in [pod for pod in pods.find(selector) if pod.alive]:
+            log.warning("%s: stopping an orphan %s", self.spec.name, orphan.describe())
+            pods.stop(orphan.name, self.spec.stop_timeout_seconds)
+            self._warn(
+                ORPHAN_RULE_ID,
+                f"{self.spec.name}:{orphan.name}",
+                f"{self.spec.name}: stopped an orphan driver pod without the lease before "
+                f"launching: {orphan.describe()}",
             )
+        # Pods of earlier submissions (ended ones stay until deleted): not this launch's driver.
+        earlier = {pod.name for pod in pods.find(selector)}
+        fence = job_processes.job_environment(self.spec.name, lease)
+        command, _ = self.submit_command(kafka_connector_jars(self.settings), job_env=fence)
+        try:
+            with open(log_file, "ab") as log_stream:
+                result = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_stream,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    timeout=_CLUSTER_SUBMIT_TIMEOUT_SECONDS,
+                    check=False,
+                )
+        except subprocess.TimeoutExpired as exc:
+            raise StreamopsError(
+                f"{self.spec.name}: spark-submit to {self.spec.kubernetes.api_server} did not "
+                f"return within {_CLUSTER_SUBMIT_TIMEOUT_SECONDS:g} s; its output is in {log_file}."
+            ) from exc
         if result.returncode != 0:
             raise StreamopsError(
                 f"{self.spec.name}: spark-submit to {self.spec.kubernetes.api_server} failed "
                 f"(exit {result.returncode}); its output is in {log_file}."
             )
-        pods = k8s.parse_driver_pods(k8s.run_kubectl(k8s.find_drivers_command(self.spec)))
-        # Only a pod of this submission: an older one would be a driver we did not start.
-        pod = k8s.live_driver([p for p in pods if p.created_epoch >= submitted_at - 5])
+        pod = k8s.live_driver([p for p in pods.find(selector) if p.name not in earlier])
         if pod is None:
             raise StreamopsError(
-                f"{self.spec.name}: spark-submit succeeded but no driver pod with "
-                f"{k8s.driver_selector(self.spec)} runs in {self.spec.kubernetes.namespace}."
+                f"{self.spec.name}: spark-submit succeeded but no new driver pod with "
+                f"{selector} runs in {self.spec.kubernetes.namespace}; its output is in "
+                f"{log_file}."
             )
         log.info("%s: launched driver pod %s", self.spec.name, pod.name)
         return JobHandle(
@@ -344,14 +372,22 @@ class SparkJobHook(BaseHook):
             driver_pod=pod.name,
         )
 
+    @cached_property
+    def driver_pods(self) -> k8s.DriverPods:
+        """Cluster mode: the driver pods' API client (made once: it loads the credentials)."""
+        return k8s.DriverPods.of(self.spec)
+
     def _run_dir(self) -> Path:
         return job_processes.run_dir(self.settings, self.spec.name)
 
     def submit_command(
-        self, connector_jars: list[Path] | None = None
+        self,
+        connector_jars: list[Path] | None = None,
+        job_env: dict[str, str] | None = None,
     ) -> tuple[list[str], dict[str, str]]:
         """The job's spark-submit argv and the variables to add to its environment, built by the
-        Spark provider's ``SparkSubmitHook`` from the spec's Spark Connection."""
+        Spark provider's ``SparkSubmitHook`` from the spec's Spark Connection. ``job_env``
+        (cluster mode): the launch's fence, for the driver and executor pods."""
         connection = spark_connection(self.spec.spark_conn_id)
         home = spark_home(self.settings)
         binary = spark_binary(connection, home)
@@ -368,6 +404,7 @@ class SparkJobHook(BaseHook):
                 connector_jars=connector_jars or [],
                 spark_version=version,
                 class_archive=archive if archive.is_file() else None,
+                job_env=job_env,
             )
         except ValueError as exc:
             raise StreamopsError(str(exc)) from exc
@@ -378,7 +415,8 @@ class SparkJobHook(BaseHook):
         if self.spec.kubernetes is None:
             # Client mode: the driver is spark-submit's child and inherits these (on any master:
             # the provider would send its env_vars to a k8s:// master as driverEnv instead);
-            # cluster mode has them in the request's driverEnv settings.
+            # cluster mode has those that are no password in the request's driverEnv settings,
+            # and the passwords as references to the spec's Secrets.
             env |= build_submit_environment(self.spec, self.settings, master)
             env["PYSPARK_PYTHON"] = str(self.settings.spark_python)
         return command, env
@@ -399,11 +437,12 @@ class SparkJobHook(BaseHook):
         return job_processes.process_exit_code(handle)
 
     def is_alive(self, handle: JobHandle) -> bool:
-        """The job runs: its local process, or its driver pod (Pending or Running)."""
+        """The job runs: its local process, or its driver pod (Pending or Running, and not stuck
+        waiting for an image, a Secret, ... that it cannot get by itself)."""
         if handle.driver_pod:
             pod = self._driver_pod(handle)
-            return pod is not None and pod.alive
-        return job_processes.process_is_running(handle)
+            return pod is not None and pod.alive and not pod.stuck
+        return job_processes.job_is_alive(self.spec, self.settings, handle)
 
     @staticmethod
     def exit_watch_pids(handle: JobHandle) -> list[int]:
@@ -428,35 +467,30 @@ class SparkJobHook(BaseHook):
         """Graceful stop, then a kill after ``timeout_seconds`` (default: the spec's).
 
         Returns the job's exit code when known (0 = it stopped its queries cleanly); None when
-        it had to be killed, or in Kubernetes, where the deleted pod takes its code along.
+        it had to be killed, or in Kubernetes, where the deleted pod takes its code along (a pod
+        whose driver had ended gives its code).
         """
         timeout = self.spec.stop_timeout_seconds if timeout_seconds is None else timeout_seconds
         if handle.driver_pod:
-            k8s.run_kubectl(k8s.stop_driver_command(self.spec, handle.driver_pod, timeout))
-            return None
-        return job_processes.stop_process(handle, timeout)
+            pod = self.driver_pods.stop(handle.driver_pod, timeout)
+            return pod.exit_code if pod is not None and not pod.alive else None
+        return job_processes.stop_job(self.spec, self.settings, handle, timeout)
 
     def _driver_pod(self, handle: JobHandle) -> k8s.DriverPod | None:
-        document = k8s.run_kubectl(
-            k8s.get_driver_command(self.spec, handle.driver_pod), check=False
-        )
-        pods = k8s.parse_driver_pods(document) if document else []
-        return pods[0] if pods else None
+        return self.driver_pods.get(handle.driver_pod)
 
     # --- health -------------------------------------------------------------------------------
     def read_health(self, handle: JobHandle, now: float | None = None) -> JobHealth:
         if not handle.driver_pod:
-            return job_processes.local_health(self.spec, self.settings, handle, now)
-        pod = self._driver_pod(handle)
-        alive = pod is not None and pod.alive
-        return classify_health(
-            alive=alive,
-            exit_code=None if pod is None or alive else pod.exit_code,
-            query_states=self.query_states(handle) if alive else {},
+            return job_processes.read_job_health(self.spec, self.settings, handle, now)
+        return k8s.driver_health(
+            self._driver_pod(handle),
+            handle.driver_pod,
+            query_states=lambda: self.query_states(handle),
             now=time.time() if now is None else now,
             process_start_epoch=handle.process_start_epoch,
-            # The driver pod's node is not this machine: no overload signal from here.
             bounds=self.spec.stall_bounds,
+            pending_timeout_seconds=self.spec.health.startup_grace_seconds,
         )
 
     def unwatched_failure(self, owner: str) -> tuple[JobHandle, JobHealth] | None:
@@ -485,9 +519,9 @@ class SparkJobHook(BaseHook):
                 f"{self.spec.kubernetes.namespace if self.spec.kubernetes else 'its namespace'} "
                 "says why"
             )
-        if job_processes.process_is_running(handle):
+        if not job_processes.is_remote(handle) and job_processes.process_is_running(handle):
             return None
-        if job_processes.process_exit_code(handle) != EXIT_REFUSED:
+        if job_processes.job_exit_code(self.spec, self.settings, handle) != EXIT_REFUSED:
             return None
         text = dependencies.since_launch(dependencies.log_tail(handle.log_file))
         return refusal_in_log(text) or (
@@ -514,7 +548,7 @@ class SparkJobHook(BaseHook):
             texts += [fields.get("last_exception", "") for fields in states.values()]
         causes = dependencies.causes_in("\n".join(texts))
         # Exit 74: a full disk stopped the job, or it did not start on one (no such text).
-        exit_code = None if handle.driver_pod else job_processes.process_exit_code(handle)
+        exit_code = None if handle.driver_pod else self._exit_code_in_outage(handle)
         if exit_code == EXIT_DISK_FULL and "disk" not in causes:
             causes.append("disk")
         if not causes:
@@ -524,6 +558,15 @@ class SparkJobHook(BaseHook):
             f"{reason} (the failure names {', '.join(causes)}, which answers again)",
             confirmed=False,
         )
+
+    def _exit_code_in_outage(self, handle: JobHandle) -> int | None:
+        """The job's exit code for :meth:`outage`; a job on another host said it in Redis, which
+        may be the dependency that is down (then unknown)."""
+        try:
+            return job_processes.job_exit_code(self.spec, self.settings, handle)
+        except Exception as exc:
+            log.warning("%s: could not read the job's exit code: %s", self.spec.name, exc)
+            return None
 
     def current_health(self) -> JobHealth:
         """Health of whatever the lease says runs now (for readers; nothing is taken or renewed)."""

@@ -1,12 +1,12 @@
 """``SparkJobHealthTrigger``: watches a running job from the triggerer, so no worker slot waits.
 
-It polls the job's process and its queries' heartbeats in Redis every ``poll_interval_seconds``,
-renews the checkpoint's lease while the job is healthy (or busy, or slowed by an overloaded
-machine: then it publishes one platform alert and waits instead of restarting into the overload),
-and fires once — with the job's handle — when the job failed, stalled, stopped, or the lease was
-lost. The operator then decides (restart
-policy). Everything it needs travels in :meth:`serialize`, plain JSON values only, so any
-triggerer can resume it after a restart.
+It polls the job's process (or, for a job launched on another host, the driver's job heartbeat)
+and its queries' heartbeats in Redis every ``poll_interval_seconds``, renews the checkpoint's
+lease while the job is healthy (or busy, or slowed by an overloaded machine: then it publishes
+one platform alert and waits instead of restarting into the overload), and fires once — with the
+job's handle — when the job failed, stalled, stopped, or the lease was lost. The operator then
+decides (restart policy). Everything it needs travels in :meth:`serialize`, plain JSON values
+only, so any triggerer can resume it after a restart.
 
 The hook's calls block (psutil, Redis, MariaDB), so they run in a thread: the triggerer's event
 loop serves many triggers and must never wait on one.
@@ -156,7 +156,10 @@ class SparkJobHealthTrigger(_FieldsTrigger):
                     # was away: a live job reads as stalled until its next reports land.
                     unreadable = False
                     trust_stalls_after = time.monotonic() + STALE_AFTER_OUTAGE_SECONDS
-                if health.status is HealthStatus.STALLED and time.monotonic() < trust_stalls_after:
+                # A job on another host that went silent (its heartbeat stale) is held the same
+                # way: an outage of Redis or a step of the clock makes it look so too.
+                doubtful = health.status is HealthStatus.STALLED or health.silent
+                if doubtful and time.monotonic() < trust_stalls_after:
                     self.log.info(
                         "%s: stalled verdict held (Redis was unreachable or the clock stepped "
                         "just now; the job's reports are being refreshed): %s",

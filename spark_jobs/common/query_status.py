@@ -13,32 +13,55 @@ what the health rule (``streamops.supervision.job_health``) needs to the query's
   (local checkpoints; empty elsewhere), so a big replay gets time in proportion;
 - ``first_batch``: 1 while no batch of this run has completed (the start-up grace applies);
 - ``last_trigger_at``: when a trigger was last seen active.
+
+Beside it, :class:`JobHeartbeat` keeps the job's own heartbeat (one per job, every second, from a
+thread of its own) for a supervisor on another host, and stops the job on its stop request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 from pyspark.sql.streaming import StreamingQuery
 
 from spark_jobs.common import outages
-from spark_jobs.common.listener import DEFAULT_QUERY_KEY_TTL_SECONDS, status_redis
+from spark_jobs.common.listener import (
+    DEFAULT_QUERY_KEY_TTL_SECONDS,
+    REDIS_TIMEOUT_SECONDS,
+    status_redis,
+)
+from streamops.clients import redis_client
 from streamops.config import Settings
 from streamops.contract.redis_keys import query_key
+from streamops.supervision.fence import Fence
+from streamops.supervision.job_beat import BEAT_SECONDS, write_beat
 from streamops.supervision.job_health import (
     BATCH_PLANNED_ROWS,
     BATCH_STARTED_AT,
     FIRST_BATCH,
+    JOB_BEAT_AT,
+    JOB_EXIT_CODE,
+    JOB_EXITED_AT,
+    JOB_HOST,
+    JOB_LOAD_PER_CORE,
+    JOB_PID,
+    JOB_SESSION,
+    JOB_STOPPING,
     LAST_TRIGGER_AT,
     STATUS_AT,
     STATUS_MESSAGE,
     TRIGGER_ACTIVE,
+    driver_must_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -243,3 +266,166 @@ class QueryStatusReporter:
 
 def _epoch(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
+
+
+# --- the job heartbeat: for a supervisor on another host -----------------------------------------
+
+# A failed beat is logged at most this often.
+_BEAT_WARN_EVERY_SECONDS = 60.0
+
+
+class JobHeartbeat:
+    """The job's own heartbeat (``streamops.supervision.job_beat``), beside its queries' status:
+    a daemon thread writes it every second whatever the batches do, so a supervisor on another
+    host tells a live job from a dead one without seeing its processes. With each beat it reads
+    the stop request and the lease token's mirror: a request for this job, or a newer token (the
+    job was fenced), calls ``on_stop`` once, which stops the job as SIGTERM does. A job still
+    running ``exit_after_seconds`` after that exits at once (its queries did not stop in time);
+    on its way out otherwise, :meth:`finish` records its exit code.
+
+    Only for a job launched under a lease (``STREAMOPS_JOB_TOKEN``): nothing supervises another.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: str,
+        fence: Fence,
+        on_stop: Callable[[str], None],
+        *,
+        exit_after_seconds: float,
+        beat_seconds: float = BEAT_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.fence = fence
+        self.on_stop = on_stop
+        self.exit_after_seconds = exit_after_seconds
+        self.beat_seconds = beat_seconds
+        self.clock = clock
+        self.started_at = f"{clock():.3f}"
+        self.lineage = _lineage()
+        self.stopping: str | None = None
+        self._stopping_since: float | None = None
+        self._last_warning = 0.0
+        self._done = threading.Event()
+        self._redis: redis.Redis | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="streamops-job-heartbeat", daemon=True
+        )
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        pipeline: str,
+        on_stop: Callable[[str], None],
+        *,
+        exit_after_seconds: float,
+    ) -> JobHeartbeat | None:
+        """The running heartbeat of a job launched under a lease; None for any other."""
+        fence = Fence.from_env()
+        if fence is None:
+            return None
+        heartbeat = cls(settings, pipeline, fence, on_stop, exit_after_seconds=exit_after_seconds)
+        heartbeat._thread.start()
+        return heartbeat
+
+    def fields(self, exit_code: int | None = None) -> dict[str, str]:
+        now = self.clock()
+        fields = {
+            JOB_HOST: socket.gethostname(),
+            JOB_PID: str(os.getpid()),
+            JOB_SESSION: str(os.getsid(0)),
+            JOB_BEAT_AT: f"{now:.3f}",
+            JOB_LOAD_PER_CORE: f"{os.getloadavg()[0] / (os.cpu_count() or 1):.2f}",
+            JOB_STOPPING: self.stopping or "",
+        }
+        if exit_code is not None:
+            fields |= {JOB_EXIT_CODE: str(exit_code), JOB_EXITED_AT: f"{now:.3f}"}
+        return fields
+
+    def beat(self, exit_code: int | None = None) -> None:
+        """One beat (the last one with ``exit_code``); a stop it finds calls ``on_stop``."""
+        reply = write_beat(
+            self._client(),
+            self.pipeline,
+            token=self.fence.token,
+            lease_key=self.fence.lease_key,
+            started_at=self.started_at,
+            fields=self.fields(exit_code),
+        )
+        reason = driver_must_stop(
+            self.fence.token,
+            self.lineage,
+            reporting_token=reply.reporting_token,
+            mirror_token=reply.mirror_token,
+            request=reply.request,
+        )
+        if reason is not None and self.stopping is None and exit_code is None:
+            self.stopping = reason
+            self._stopping_since = time.monotonic()
+            log.warning("%s: stopping: %s", self.pipeline, reason)
+            self.on_stop(reason)
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.beat()
+            except Exception as exc:  # Redis away: the supervisor reads an old beat, no crash
+                now = time.monotonic()
+                if now - self._last_warning >= _BEAT_WARN_EVERY_SECONDS:
+                    self._last_warning = now
+                    log.warning("%s: could not write the job heartbeat: %s", self.pipeline, exc)
+            if self._overdue():
+                log.error(
+                    "%s: still running %.0f s after it began to stop (%s): exiting now",
+                    self.pipeline,
+                    self.exit_after_seconds,
+                    self.stopping,
+                )
+                self._record_exit(1)
+                os._exit(1)
+            self._done.wait(self.beat_seconds)
+
+    def _overdue(self) -> bool:
+        since = self._stopping_since
+        return since is not None and time.monotonic() - since > self.exit_after_seconds
+
+    def finish(self, exit_code: int) -> None:
+        """The job ends with ``exit_code``: no more beats; the last one records the code."""
+        self._done.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.beat_seconds + 2 * REDIS_TIMEOUT_SECONDS)
+        self._record_exit(exit_code)
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+
+    def _record_exit(self, exit_code: int) -> None:
+        try:
+            self.beat(exit_code)
+        except Exception as exc:  # the supervisor then sees the heartbeat go stale
+            log.warning("%s: could not record the exit code: %s", self.pipeline, exc)
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis_client(
+                self.settings, timeout_seconds=REDIS_TIMEOUT_SECONDS, decode_responses=True
+            )
+        return self._redis
+
+
+def _lineage() -> frozenset[int]:
+    """This process and its ancestors: the launch a stop request names is one of them (the
+    ``sh`` wrapper, or the spark-submit that ``streamops run`` started)."""
+    pids = {os.getpid()}
+    try:
+        parent = psutil.Process().parent()
+        while parent is not None and parent.pid not in pids:
+            pids.add(parent.pid)
+            parent = parent.parent()
+    except psutil.Error:
+        pass
+    return frozenset(pids)

@@ -28,7 +28,7 @@ from spark_jobs.common.disk_full import disk_full_cause, disk_full_message, star
 from spark_jobs.common.listener import ProgressPublisher
 from spark_jobs.common.outages import riding_out
 from spark_jobs.common.priority import lower_session_priority, settled_nice
-from spark_jobs.common.query_status import QueryStatusReporter
+from spark_jobs.common.query_status import JobHeartbeat, QueryStatusReporter
 from spark_jobs.common.restarts import Restart, RestartPolicy
 from spark_jobs.common.session import build_spark_session
 from streamops.config import Settings, load_settings
@@ -52,6 +52,9 @@ LISTENER_DRAIN_SECONDS = 15.0
 # How long a stop request waits for the queries' running batches to end, in all: well inside the
 # 20 s the supervisor's on_kill gives a graceful stop (docs/operations.md).
 STOP_WAIT_SECONDS = 8.0
+# A job asked to stop through its heartbeat exits by itself at the latest this long after (or
+# after its spec's stop timeout, if longer): its queries' stop and the listener's drain, with room.
+STOPPING_FLOOR_SECONDS = STOP_WAIT_SECONDS + LISTENER_DRAIN_SECONDS + 15.0
 # Between two triggers of the default trigger the query thread sleeps only 10 ms
 # (spark.sql.streaming.pollingDelay): look often enough to catch that gap.
 STOP_POLL_SECONDS = 0.002
@@ -214,9 +217,17 @@ def batch_writer(query: JobQuery, writer: BatchWriter) -> BatchWriter:
 
 
 class _StopRequest:
+    """Set by SIGTERM/SIGINT, or by the job heartbeat (a supervisor on another host asked, or the
+    job was fenced): the main loop then stops the queries between two batches and exits 0."""
+
     requested = False
+    reason = ""
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.ask(signal.Signals(signum).name)
+
+    def ask(self, reason: str) -> None:
+        self.reason = self.reason or reason
         self.requested = True
 
 
@@ -247,6 +258,32 @@ def run_job(
         signal.signal(signal.SIGINT, stop)
     settings = load_settings()
     context = JobContext.of(pipeline, settings)
+    # A supervisor on another host sees the job by this heartbeat and stops it through it.
+    heartbeat = JobHeartbeat.start(
+        settings,
+        pipeline,
+        stop.ask,
+        exit_after_seconds=max(context.spec.stop_timeout_seconds, STOPPING_FLOOR_SECONDS),
+    )
+    code = 1  # an exception on the way out is Python's exit 1
+    try:
+        code = _run_job(settings, context, build, config, spark_conf, stop, until_done)
+        return code
+    finally:
+        if heartbeat is not None:
+            heartbeat.finish(code)
+
+
+def _run_job(
+    settings: Settings,
+    context: JobContext,
+    build: BuildWriters[JobConfig],
+    config: JobConfig,
+    spark_conf: Mapping[str, str] | None,
+    stop: _StopRequest,
+    until_done: bool,
+) -> int:
+    pipeline = context.pipeline
     refusal = startup_refusal(settings, pipeline)
     if refusal is not None:
         log.error("%s %s", REFUSAL_MARK, refusal)
@@ -409,7 +446,7 @@ def _run_until_stopped(
                     _ended(pipeline, slot, status, restarts)
             status.poll()
             time.sleep(1.0)
-        log.info("%s: stopping on request", pipeline)
+        log.info("%s: stopping on request (%s)", pipeline, stop.reason or "asked")
         return 0
     except StreamingQueryException as error:
         if (cause := disk_full_cause(error)) is not None:

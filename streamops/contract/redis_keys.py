@@ -32,6 +32,9 @@ VITALS_PATIENTS_KEY = f"{VITALS_KEY_PREFIX}:patients"
 
 # Supervision and maintenance.
 FENCE_KEY_PREFIX = "streamops:fence:"
+# Per pipeline: the job's own heartbeat, from its driver (streamops.supervision.job_beat), and a
+# watcher's request that it stop: how a supervisor on another host sees and stops the job.
+JOB_KEY_PREFIX = "streamops:job"
 CHECKPOINT_KEY_PREFIX = "streamops:checkpoint"
 PLATFORM_HEALTH_KEY = "streamops:health:platform"
 
@@ -39,6 +42,16 @@ PLATFORM_HEALTH_KEY = "streamops:health:platform"
 def query_key(pipeline: str, query_name: str, prefix: str = QUERY_KEY_PREFIX) -> str:
     """The Redis hash holding a query's latest progress and heartbeat."""
     return f"{prefix}:{pipeline}:{query_name}"
+
+
+def job_key(pipeline: str, prefix: str = JOB_KEY_PREFIX) -> str:
+    """The Redis hash holding the job heartbeat of a pipeline's running (or last) job."""
+    return f"{prefix}:{pipeline}"
+
+
+def job_stop_key(pipeline: str, prefix: str = JOB_KEY_PREFIX) -> str:
+    """The Redis string asking a pipeline's job (by fencing token and launch) to stop."""
+    return f"{prefix}:{pipeline}:stop"
 
 
 def alert_key(alert_id: str, prefix: str = ALERTS_KEY_PREFIX) -> str:

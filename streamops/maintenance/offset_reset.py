@@ -290,7 +290,8 @@ def topics_of(checkpoints: Mapping[str, Path]) -> list[str]:
 def refuse_while_running(settings: Settings, spec: PipelineSpec) -> None:
     """A clear error when a job of the pipeline may write to its checkpoint: a live lease (a
     supervised or foreground job, or a supervisor between two launches), the lease holder's
-    job still alive after its lease ran out, or an orphan job of the pipeline on this host."""
+    job still alive after its lease ran out, or an orphan job of the pipeline on this host (in
+    cluster mode: any live driver pod of the pipeline)."""
     from contextlib import closing
 
     from streamops.db import connect
@@ -327,6 +328,16 @@ def refuse_while_running(settings: Settings, spec: PipelineSpec) -> None:
             "Stop it first (`kill -TERM <the python pid>` stops it gracefully), then run this "
             "again.",
         )
+    else:
+        # Cluster mode: any live driver pod of the pipeline (the lease's, after its lease ran
+        # out, or an orphan) may still write to the checkpoint.
+        from streamops.supervision import kubernetes as k8s
+
+        live = [pod for pod in k8s.DriverPods.of(spec).find(k8s.driver_selector(spec)) if pod.alive]
+        if live:
+            raise OffsetResetError(
+                f"{spec.name}: {live[0].describe()} may still write to its checkpoint. {stop_first}"
+            )
 
 
 def plan_pipeline(settings: Settings, spec: PipelineSpec) -> list[QueryPlan]:

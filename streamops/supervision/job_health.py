@@ -25,12 +25,23 @@ started, how many rows it planned) every few seconds, beside the listener's prog
   query past even that is *stalled*, so a real hang is still caught.
 
 A job without the driver's status fields (an older job) is judged by the progress heartbeat alone.
+
+**A job on another host** (the launcher ran it elsewhere: in compose the scheduler launches and the
+triggerer watches, each in its container) cannot be looked at as a process. Its driver writes a
+job heartbeat of its own instead, every second from a thread that no batch holds up
+(``streamops.supervision.job_beat``), and :func:`judge_job_beat` says from it whether the job
+lives: a heartbeat under the handle's fencing token no older than
+``job_heartbeat_max_age_seconds`` (``health.job_heartbeat_timeout_seconds``, at least three
+polls) is a live job; the exit code the driver recorded on its way out (or the ``sh`` wrapper's
+exit file, where the state folder is shared) is a job that ended; a heartbeat older than the bound,
+or none at all once the start-up grace is over, is a job that "stopped without a word". The queries
+are then judged by the rule above, as for a local job.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -58,6 +69,9 @@ class HealthStatus(StrEnum):
 class JobHealth:
     status: HealthStatus
     detail: str
+    # The verdict rests on silence (a job on another host whose heartbeat went stale), which a
+    # Redis outage or a step of the clock causes as well: the trigger holds it as a stall then.
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,8 @@ class StallBounds:
     overload_load_per_core: float = 2.0
     # While overloaded every bound is this many times longer before a query counts as stalled.
     overload_stretch: float = 4.0
+    # A job on another host lives while its job heartbeat is no older than this.
+    job_heartbeat_max_age_seconds: float = 30.0
 
     def batch_allowance(self, planned_rows: float | None, *, first_batch: bool) -> float:
         """Seconds one batch may run: the floor, its rows at the replay rate, the start-up grace
@@ -334,3 +350,162 @@ def refusal_in_log(text: str) -> str | None:
         return None
     line = text[at + len(REFUSAL_MARK) :].split("\n", 1)[0].strip()
     return line or None
+
+
+# --- a job on another host: its driver's job heartbeat ----------------------------------------
+
+# Fields of the job heartbeat hash (``streamops.contract.redis_keys.job_key``), all written by the
+# driver (``streamops.supervision.job_beat``).
+JOB_TOKEN = "token"  # the fencing token the job runs under
+JOB_HOST = "host"  # where the driver runs, and its pid and session
+JOB_PID = "pid"
+JOB_SESSION = "session"
+JOB_STARTED_AT = "started_at"  # epoch seconds: when the driver started (one launch from another)
+JOB_BEAT_AT = "beat_at"  # epoch seconds of the last beat
+JOB_LOAD_PER_CORE = "load_per_core"  # the driver's machine: the overload signal
+JOB_STOPPING = "stopping"  # why the job is stopping ("stop requested", "fenced: …"); else empty
+JOB_EXIT_CODE = "exit_code"  # the code the driver exits with, written on its way out
+JOB_EXITED_AT = "exited_at"
+# A driver's start may precede the launch's recorded start by the time the wrapper took to be
+# looked at; client mode runs both on one host, one clock.
+LAUNCH_SLACK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """Whether a job on another host lives, from its job heartbeat: ``exit_code`` when it ended
+    and said how (None: it went without a word, or it lives); ``load_per_core`` of its machine."""
+
+    alive: bool
+    exit_code: int | None
+    detail: str
+    load_per_core: float | None = None
+
+
+def judge_job_beat(
+    fields: Mapping[str, str],
+    *,
+    token: int,
+    now: float,
+    launched_at: float,
+    max_age: float,
+    startup_grace: float,
+    wrapper_exit_code: int | None = None,
+) -> JobReport:
+    """The pure judgement of a job that runs elsewhere (``fields``: its job heartbeat hash).
+
+    ``token`` and ``launched_at`` are the handle's (the lease's fencing token, the launch's start
+    on the launcher's clock); ``wrapper_exit_code`` what the ``sh`` wrapper recorded, when its
+    exit file can be read from here (a shared state folder): it is spark-submit's own code."""
+    if wrapper_exit_code is not None:
+        return JobReport(False, wrapper_exit_code, f"exited with {wrapper_exit_code}")
+    reporting = int_field(fields.get(JOB_TOKEN))
+    if reporting is not None and reporting > token:
+        return JobReport(
+            False,
+            None,
+            f"was fenced: a job under the newer fencing token {reporting} reports now (this "
+            f"one ran under {token})",
+        )
+    started = float_field(fields.get(JOB_STARTED_AT))
+    this_launch = (
+        reporting == token and started is not None and started >= launched_at - LAUNCH_SLACK_SECONDS
+    )
+    if this_launch:
+        where = f"{fields.get(JOB_HOST) or '?'} (pid {fields.get(JOB_PID) or '?'})"
+        code = int_field(fields.get(JOB_EXIT_CODE))
+        if code is not None:
+            return JobReport(False, code, f"on {where} exited with {code}")
+        beat = float_field(fields.get(JOB_BEAT_AT))
+        if beat is not None and math.isfinite(beat) and beat <= now + FUTURE_SLACK_SECONDS:
+            age = now - beat
+            if age > max_age:
+                return JobReport(
+                    False,
+                    None,
+                    f"stopped without a word (killed?): its heartbeat from {where} is "
+                    f"{age:.0f} s old (allowed {max_age:g} s)",
+                )
+            stopping = fields.get(JOB_STOPPING)
+            state = f", stopping ({stopping})" if stopping else ""
+            return JobReport(
+                True,
+                None,
+                f"on {where}, job heartbeat {max(0.0, age):.0f} s ago{state}",
+                float_field(fields.get(JOB_LOAD_PER_CORE)),
+            )
+    waited = now - launched_at
+    if waited <= startup_grace:
+        return JobReport(True, None, f"no job heartbeat yet, {max(0.0, waited):.0f} s after launch")
+    return JobReport(
+        False,
+        None,
+        f"stopped without a word (killed?): no job heartbeat {waited:.0f} s after its launch "
+        f"(allowed {startup_grace:g} s)",
+    )
+
+
+def classify_remote_health(
+    report: JobReport,
+    *,
+    query_states: Mapping[str, Mapping[str, str]],
+    now: float,
+    process_start_epoch: float,
+    bounds: StallBounds,
+) -> JobHealth:
+    """:func:`classify_health` of a job on another host, judged alive or not by its heartbeat
+    (:func:`judge_job_beat`); the overload signal is its own machine's, as the driver reported."""
+    if not report.alive and report.exit_code is None:
+        return JobHealth(HealthStatus.FAILED, f"the job {report.detail}", silent=True)
+    health = classify_health(
+        alive=report.alive,
+        exit_code=report.exit_code,
+        query_states=query_states if report.alive else {},
+        now=now,
+        process_start_epoch=process_start_epoch,
+        bounds=bounds,
+        load_per_core=report.load_per_core,
+    )
+    return replace(health, detail=f"{health.detail} ({report.detail})") if report.alive else health
+
+
+def stop_request(token: int, launch_pid: int) -> str:
+    """The value of a stop request for the job launched as ``launch_pid`` (the ``sh`` wrapper,
+    or the process ``streamops run`` started; 0: whichever launch) under ``token``."""
+    return f"{token} {max(0, launch_pid)}"
+
+
+def driver_must_stop(
+    token: int,
+    lineage: Collection[int],
+    *,
+    reporting_token: int | None,
+    mirror_token: int | None,
+    request: str | None,
+) -> str | None:
+    """Why a driver must stop, seen from its own beat; None while it may run on.
+
+    ``lineage``: the driver's pid and its ancestors' (the wrapper and spark-submit among them);
+    ``reporting_token``: who wrote the job heartbeat before this beat; ``mirror_token``: the Redis
+    mirror of the lease's token; ``request``: the stop request (:func:`stop_request`), if any.
+    A newer token in either place means the checkpoint's lease moved on: the job is fenced. A stop
+    request counts for this job's token and launch only, so a request left over from an earlier
+    launch under the same lease never stops the next one."""
+    newer = max((t for t in (reporting_token, mirror_token) if t is not None), default=None)
+    if newer is not None and newer > token:
+        return f"fenced: the checkpoint's lease moved on to fencing token {newer}"
+    if not request:
+        return None
+    parts = request.split()
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        return None
+    wanted_token, launch_pid = (int(part) for part in parts)
+    if wanted_token == token and (launch_pid == 0 or launch_pid in lineage):
+        return "stop requested"
+    return None
+
+
+def int_field(value: str | None) -> int | None:
+    """A whole-number field of a Redis hash; None when empty or not one."""
+    number = float_field(value)
+    return int(number) if number is not None and number.is_integer() else None

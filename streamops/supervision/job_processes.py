@@ -10,6 +10,13 @@ exit code to ``<state>/pipelines/<name>/pid-<pid>.exit``. The graceful stop is S
 Python driver (the job stops its queries after the running batch and exits 0), then SIGKILL of
 the whole session after the timeout. Signalling spark-submit's JVM instead would tear the
 SparkContext down under the running batch.
+
+A job launched on another host (the lease names that host; in compose the scheduler launches and
+the triggerer watches, each in its container) is judged by its driver's job heartbeat in Redis
+instead (``streamops.supervision.job_beat``), and by the wrapper's exit file where the state
+folder is shared; it is stopped by a request it reads with its next beat, and fenced (the lease's
+token moves on) when it does not go within the stop timeout: :func:`job_is_alive`,
+:func:`read_job_health`, :func:`job_exit_code` and :func:`stop_job` choose the way by the host.
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ from streamops.supervision.job_health import (
     HEARTBEAT_AT,
     STATUS_AT,
     JobHealth,
+    JobReport,
     classify_health,
+    classify_remote_health,
     float_field,
+    judge_job_beat,
 )
 from streamops.supervision.lease import Lease
 from streamops.supervision.spec import PipelineSpec
@@ -56,7 +66,14 @@ JOB_PIPELINE_ENV = "STREAMOPS_JOB_PIPELINE"
 JOB_TOKEN_ENV = "STREAMOPS_JOB_TOKEN"
 # The lease row's key: with the token, what the job's sinks check (streamops.supervision.fence).
 JOB_LEASE_ENV = "STREAMOPS_JOB_LEASE"
+# The host whose supervisor (or `streamops run`) launched the job: a job another host launched
+# is that host's to judge and stop, never a stray here.
+JOB_HOST_ENV = "STREAMOPS_JOB_HOST"
 STATE_DIR_ENV = "STREAMOPS_STATE_DIR"
+# A stop across hosts: how often the watcher looks whether the job went, and how long it then
+# waits for the wrapper's exit file (spark-submit's own code) where the state folder is shared.
+REMOTE_STOP_POLL_SECONDS = 0.5
+REMOTE_EXIT_FILE_WAIT_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +146,14 @@ def handle_from_lease(
 # --- the local process ---------------------------------------------------------------------------
 
 
+def is_remote(handle: JobHandle) -> bool:
+    """The job was launched on another host (client mode): its processes cannot be seen from
+    here, its heartbeat says whether it lives. Not a driver pod, nor a launch not yet recorded."""
+    if handle.driver_pod or not handle.host or handle.host.startswith("k8s:"):
+        return False
+    return handle.host != socket.gethostname()
+
+
 def job_processes(handle: JobHandle) -> list[psutil.Process]:
     """The live processes of the job on this host: its whole session, whoever leads it now.
 
@@ -194,6 +219,21 @@ def process_exit_code(handle: JobHandle) -> int | None:
         return int(Path(handle.exit_file).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def _wrapper_exit_code(handle: JobHandle) -> int | None:
+    """Seen from another host: the wrapper's code when its exit file is readable here (a shared
+    state folder) and was written after the launch (a file of the same name on an unshared disk
+    is another launch's)."""
+    if not handle.exit_file:
+        return None
+    try:
+        written = Path(handle.exit_file).stat().st_mtime
+    except OSError:
+        return None
+    if written < handle.process_start_epoch - START_TIME_TOLERANCE_SECONDS:
+        return None
+    return process_exit_code(handle)
 
 
 def stop_process(handle: JobHandle, timeout_seconds: float) -> int | None:
@@ -301,7 +341,7 @@ class StrayJob:
 def job_environment(pipeline: str, lease: Lease | None) -> dict[str, str]:
     """The variables that mark a job's processes as this pipeline's (see :func:`stray_jobs`)
     and fence its sinks with ``lease`` (``streamops.supervision.fence``)."""
-    env = {JOB_PIPELINE_ENV: pipeline}
+    env = {JOB_PIPELINE_ENV: pipeline, JOB_HOST_ENV: socket.gethostname()}
     if lease is not None:
         env[JOB_TOKEN_ENV] = str(lease.fencing_token)
         env[JOB_LEASE_ENV] = lease.key
@@ -335,10 +375,15 @@ def stray_jobs(
     The holder's job is its session and, while its launch is not yet recorded in the lease
     (``holder.pid`` 0 until spark-submit's wrapper is up), every process launched under the
     holder's fencing token: a second ``pipeline start`` in that window must not call the job
-    its own supervisor is starting an orphan."""
+    its own supervisor is starting an orphan.
+
+    A process launched by another host (its launch says so, ``STREAMOPS_JOB_HOST``) is never a
+    stray here, even where this host can see it: that host's supervisor judges and stops it, and
+    one launched under a lease is fenced by the lease's token anyway."""
     sessions: dict[int, list[psutil.Process]] = {}
     tokens: dict[int, str] = {}
     state_dir = str(settings.state_dir)
+    here = socket.gethostname()
     own = {p.pid for p in job_processes(holder)} if holder is not None else set()
     for process in psutil.process_iter():
         try:
@@ -346,6 +391,8 @@ def stray_jobs(
                 continue
             env = process.environ()
             if env.get(JOB_PIPELINE_ENV) != pipeline or env.get(STATE_DIR_ENV) != state_dir:
+                continue
+            if env.get(JOB_HOST_ENV, here) != here:
                 continue
             if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
                 continue
@@ -368,7 +415,7 @@ def stray_jobs(
                 session=session,
                 pids=tuple(sorted(m.pid for m in members)),
                 started_at=min(started, default=0.0),
-                host=socket.gethostname(),
+                host=here,
                 fencing_token=tokens[session],
             )
         )
@@ -421,6 +468,182 @@ def local_health(
         bounds=spec.stall_bounds,
         load_per_core=load_per_core(),
     )
+
+
+# --- a job on another host ----------------------------------------------------------------------
+
+
+def job_is_alive(spec: PipelineSpec, settings: Settings, handle: JobHandle) -> bool:
+    """The job runs: its processes here, or, launched on another host, its job heartbeat."""
+    if is_remote(handle):
+        return remote_report(spec, settings, handle).alive
+    return process_is_running(handle)
+
+
+def job_exit_code(spec: PipelineSpec, settings: Settings, handle: JobHandle) -> int | None:
+    """The code the job ended with; None while it runs or when it went without a word."""
+    if is_remote(handle):
+        report = remote_report(spec, settings, handle)
+        return None if report.alive else report.exit_code
+    return process_exit_code(handle)
+
+
+def read_job_health(
+    spec: PipelineSpec, settings: Settings, handle: JobHandle, now: float | None = None
+) -> JobHealth:
+    """The health of a job launched in client mode, here (:func:`local_health`) or on another
+    host (:func:`remote_health`)."""
+    if is_remote(handle):
+        return remote_health(spec, settings, handle, now)
+    return local_health(spec, settings, handle, now)
+
+
+def stop_job(
+    spec: PipelineSpec, settings: Settings, handle: JobHandle, timeout_seconds: float
+) -> int | None:
+    """Stop a job launched in client mode: signals here (:func:`stop_process`), a stop request
+    and then its fencing on another host (:func:`stop_remote`). Its exit code when known."""
+    if is_remote(handle):
+        return stop_remote(spec, settings, handle, timeout_seconds)
+    return stop_process(handle, timeout_seconds)
+
+
+def remote_report(
+    spec: PipelineSpec, settings: Settings, handle: JobHandle, now: float | None = None
+) -> JobReport:
+    """Whether the job on another host lives, from its job heartbeat (one Redis read)."""
+    from streamops.supervision.job_beat import read_job_beat
+
+    now = time.time() if now is None else now
+    if _wrapper_exit_code(handle) is not None:  # it ended, and said how: no need to ask Redis
+        return _judge_remote(spec, handle, {}, now)
+    client = redis_client(settings, timeout_seconds=2, decode_responses=True)
+    with closing(client):
+        fields = read_job_beat(client, handle.pipeline)
+    return _judge_remote(spec, handle, fields, now)
+
+
+def remote_health(
+    spec: PipelineSpec, settings: Settings, handle: JobHandle, now: float | None = None
+) -> JobHealth:
+    """:func:`~streamops.supervision.job_health.classify_remote_health` of a job launched on
+    another host: its job heartbeat and its queries' hashes, in one Redis round trip."""
+    from streamops.contract.redis_keys import job_key, query_key
+
+    now = time.time() if now is None else now
+    if _wrapper_exit_code(handle) is not None:
+        job_fields: dict[str, str] = {}
+        states: list[dict[str, str]] = [{} for _ in handle.queries]
+    else:
+        client = redis_client(settings, timeout_seconds=2, decode_responses=True)
+        with closing(client):
+            pipe = client.pipeline(transaction=False)
+            pipe.hgetall(job_key(handle.pipeline))
+            for query in handle.queries:
+                pipe.hgetall(query_key(handle.pipeline, query))
+            job_fields, *states = pipe.execute()
+    return classify_remote_health(
+        _judge_remote(spec, handle, job_fields, now),
+        query_states=dict(zip(handle.queries, states, strict=True)),
+        now=now,
+        process_start_epoch=handle.process_start_epoch,
+        bounds=spec.stall_bounds,
+    )
+
+
+def _judge_remote(
+    spec: PipelineSpec, handle: JobHandle, fields: Mapping[str, str], now: float
+) -> JobReport:
+    bounds = spec.stall_bounds
+    return judge_job_beat(
+        fields,
+        token=handle.fencing_token,
+        now=now,
+        launched_at=handle.process_start_epoch,
+        max_age=bounds.job_heartbeat_max_age_seconds,
+        startup_grace=bounds.startup_grace_seconds,
+        wrapper_exit_code=_wrapper_exit_code(handle),
+    )
+
+
+def stop_remote(
+    spec: PipelineSpec, settings: Settings, handle: JobHandle, timeout_seconds: float
+) -> int | None:
+    """Stop a job that runs on another host: ask it (a stop request under its fencing token and
+    launch, which its driver reads within a beat and obeys as it would SIGTERM: its queries stop
+    between two batches, it exits 0), and wait up to ``timeout_seconds``. A job still there then
+    is fenced (:func:`fence_out`): the lease's token moves on, its writes are refused, and its
+    next beat stops it. Returns its exit code when known (None when it had to be fenced or went
+    without a word)."""
+    from streamops.supervision.job_beat import request_stop, withdraw_stop
+
+    report = remote_report(spec, settings, handle)
+    if not report.alive:
+        return report.exit_code
+    client = redis_client(settings, timeout_seconds=2, decode_responses=True)
+    with closing(client):
+        request = request_stop(client, handle.pipeline, handle.fencing_token, handle.pid)
+        log.info("%s: asked the job on %s to stop (%s)", handle.pipeline, handle.host, request)
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            time.sleep(REMOTE_STOP_POLL_SECONDS)
+            try:
+                report = remote_report(spec, settings, handle)
+            except Exception as exc:  # Redis away for a look: the next one may answer
+                log.warning("%s: could not look at the stopping job: %s", handle.pipeline, exc)
+                continue
+            if report.alive:
+                continue
+            with suppress(Exception):
+                withdraw_stop(client, handle.pipeline, request)
+            log.info("%s: the job on %s %s", handle.pipeline, handle.host, report.detail)
+            if report.exit_code is None:
+                return None
+            return _wrapper_code_or(handle, report.exit_code, deadline)
+    log.warning(
+        "%s: the job on %s did not stop within %g s of the request: fencing it",
+        handle.pipeline,
+        handle.host,
+        timeout_seconds,
+    )
+    fence_out(settings, handle)
+    return None
+
+
+def _wrapper_code_or(handle: JobHandle, driver_code: int, deadline: float) -> int:
+    """The wrapper's code (spark-submit's, as a local stop returns it) once its exit file shows
+    up, where the state folder is shared; else the code the driver recorded."""
+    folder = Path(handle.exit_file).parent if handle.exit_file else None
+    if folder is None or not folder.is_dir():
+        return driver_code
+    until = max(deadline, time.monotonic() + REMOTE_EXIT_FILE_WAIT_SECONDS)
+    while time.monotonic() < until:
+        code = _wrapper_exit_code(handle)
+        if code is not None:
+            return code
+        time.sleep(REMOTE_STOP_POLL_SECONDS)
+    return driver_code
+
+
+def fence_out(settings: Settings, handle: JobHandle) -> int:
+    """Fence the job of ``handle`` from anywhere: its lease's token moves on and the lease is
+    freed (:func:`streamops.supervision.lease.revoke`), and the token's Redis mirror follows, so
+    its MariaDB and Redis writes are refused and its driver stops at its next beat. Returns the
+    token now in force."""
+    from streamops.db import connect
+    from streamops.supervision import lease as leases
+
+    with closing(connect(settings)) as connection:
+        token = leases.revoke(connection, handle.lease())
+    mirror_fence(settings, Lease(handle.checkpoint_location, None, token))
+    log.warning(
+        "%s: fenced the job of token %s on %s: the lease's token is %s now",
+        handle.pipeline,
+        handle.fencing_token,
+        handle.host,
+        token,
+    )
+    return token
 
 
 def is_starting(query_states: Mapping[str, Mapping[str, str]], process_start_epoch: float) -> bool:

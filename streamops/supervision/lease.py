@@ -10,6 +10,8 @@ first takes the checkpoint's lease:
 - :func:`renew` extends it while the job runs; :func:`release` gives it up (the token stays, so it
   never goes backwards); :func:`record_process` notes the launched process so a reattaching
   launcher can find it.
+- :func:`revoke` fences a job that a supervisor on another host asked to stop in vain: the token
+  moves on and the lease is free.
 
 Every change happens in one transaction on the row locked with ``SELECT … FOR UPDATE``; expiry
 is judged by the database's clock, so launchers on different machines agree on it. The row is
@@ -190,6 +192,27 @@ def release(connection: mariadb.Connection, lease: Lease) -> bool:
             (row.key,),
         )
         return True
+
+
+def revoke(connection: mariadb.Connection, lease: Lease) -> int:
+    """Fence the job launched under ``lease`` and free the checkpoint: the token moves on by one
+    (the job's fenced writes are refused from now) and nobody holds the lease. A row whose
+    token has moved on already is left alone (the job is fenced by that). Returns the row's
+    token afterwards, for the Redis mirror.
+
+    For a supervisor that cannot signal the job (it runs on another host) and asked it to stop
+    in vain."""
+    with _transaction(connection) as cursor:
+        row, _live = _locked(cursor, lease.checkpoint_location)
+        if row.fencing_token != lease.fencing_token:
+            return row.fencing_token
+        cursor.execute(
+            "UPDATE pipeline_leases SET owner = NULL, fencing_token = fencing_token + 1, "
+            "expires_at = UTC_TIMESTAMP(3), host = NULL, pid = NULL, process_start_epoch = NULL, "
+            "process_stamp = NULL WHERE checkpoint_key = ?",
+            (row.key,),
+        )
+        return row.fencing_token + 1
 
 
 def current(connection: mariadb.Connection, location: str) -> Lease | None:

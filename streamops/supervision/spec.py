@@ -68,6 +68,14 @@ _PER_PIPELINE_FIELDS = frozenset({"name", "job_module", "queries"})
 DEFAULT_SPARK_CONN_ID = "spark_default"
 # spark-submit options the spec sets itself; a conf entry must not override them behind its back.
 _RESERVED_CONF = frozenset({"spark.master", "spark.submit.deployMode", "spark.app.name"})
+# A Secret's name (a DNS subdomain) and a key of its data, as Kubernetes validates them.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_SECRET_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+# The passwords a job reads, by their variables (streamops.config.Settings.as_env).
+MARIADB_PASSWORD_ENV = "STREAMOPS_MARIADB_PASSWORD"
+REDIS_PASSWORD_ENV = "STREAMOPS_REDIS_PASSWORD"
+KAFKA_SASL_PASSWORD_ENV = "STREAMOPS_KAFKA_SASL_PASSWORD"
 
 
 class PipelineSpecError(StreamopsError):
@@ -117,6 +125,10 @@ class RestartPolicy(_Strict):
         return self
 
 
+# The job heartbeat of a job on another host may be this many poll intervals old, at least.
+JOB_HEARTBEAT_POLLS = 3.0
+
+
 class HealthThresholds(_Strict):
     """When a running query counts as stalled: its heartbeat is older than the allowed age."""
 
@@ -139,6 +151,10 @@ class HealthThresholds(_Strict):
     # pipeline's job is still starting (JVM warm-up, first batch), so jobs do not warm up
     # together on a small machine. 0: no wait.
     start_alone_seconds: float = Field(default=300.0, ge=0)
+    # A job launched on another host (the watcher cannot see its process) lives while its
+    # driver's job heartbeat (written every second) is younger than this, or than
+    # JOB_HEARTBEAT_POLLS polls when that is longer (streamops.supervision.job_health).
+    job_heartbeat_timeout_seconds: float = Field(default=30.0, gt=0)
 
     def heartbeat_max_age_seconds(self, trigger_interval_seconds: float | None = None) -> float:
         """Heartbeats older than this mean stalled: the floor, or N trigger intervals if longer."""
@@ -154,6 +170,15 @@ class HealthThresholds(_Strict):
             replay_rows_per_second=self.replay_rows_per_second,
             overload_load_per_core=self.overload_load_per_core,
             overload_stretch=self.overload_stretch,
+            job_heartbeat_max_age_seconds=self.job_heartbeat_max_age_seconds(),
+        )
+
+    def job_heartbeat_max_age_seconds(self) -> float:
+        """A job heartbeat older than this means the job on another host is gone: the timeout,
+        or ``JOB_HEARTBEAT_POLLS`` poll intervals when that is longer (a slow poll must not
+        read a live job as dead between two of its looks)."""
+        return max(
+            self.job_heartbeat_timeout_seconds, JOB_HEARTBEAT_POLLS * self.poll_interval_seconds
         )
 
 
@@ -168,6 +193,15 @@ class KubernetesSubmit(_Strict):
     # Where the image keeps the job modules and the connector jars (see the Dockerfile).
     application_root: str = "local:///opt/streamops/spark-venv/lib/python3.11/site-packages"
     jars_dir: str = "local:///opt/streamops/cache/spark-kafka-{spark_version}"
+    # The Kubernetes Secrets that hold the job's passwords, each as "<secret name>:<key>": the
+    # driver and executor pods read them from there (valueFrom.secretKeyRef), never from
+    # spark-submit's command line. Required when the settings have that password
+    # (streamops.supervision.submit); the Helm chart's are
+    # "<release>-streamops-mariadb:mariadb-password" and "<release>-streamops-redis:redis-password"
+    # (Kafka's SASL/SCRAM password: the Secret holding it, when Kafka asks for one).
+    mariadb_password_secret: str | None = None
+    redis_password_secret: str | None = None
+    kafka_sasl_password_secret: str | None = None
 
     @field_validator("api_server")
     @classmethod
@@ -182,6 +216,30 @@ class KubernetesSubmit(_Strict):
         if not value.startswith("local:///"):
             raise ValueError(f"{value!r} must be a path inside the image, local:///...")
         return value.rstrip("/")
+
+    @field_validator(
+        "mariadb_password_secret", "redis_password_secret", "kafka_sasl_password_secret"
+    )
+    @classmethod
+    def _secret_key_ref(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        name, colon, key = value.partition(":")
+        if not colon or not _SECRET_NAME.match(name) or not _SECRET_KEY.match(key):
+            raise ValueError(
+                f"{value!r} must name a Kubernetes Secret and its key as '<secret name>:<key>', "
+                "e.g. 'streamops-mariadb:mariadb-password'"
+            )
+        return value
+
+    def secret_key_refs(self) -> dict[str, str]:
+        """Variable of the job → ``<secret name>:<key>`` of the Secret that holds its value."""
+        refs = {
+            MARIADB_PASSWORD_ENV: self.mariadb_password_secret,
+            REDIS_PASSWORD_ENV: self.redis_password_secret,
+            KAFKA_SASL_PASSWORD_ENV: self.kafka_sasl_password_secret,
+        }
+        return {name: ref for name, ref in refs.items() if ref is not None}
 
 
 class PipelineSpec(_Strict):

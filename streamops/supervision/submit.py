@@ -11,12 +11,18 @@ unit-tested; the hook resolves what needs I/O (the connector jars in the cache) 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from streamops.config import PROJECT_ROOT, Settings
-from streamops.supervision.spec import PipelineSpec
+from streamops.supervision.spec import (
+    KAFKA_SASL_PASSWORD_ENV,
+    MARIADB_PASSWORD_ENV,
+    REDIS_PASSWORD_ENV,
+    KubernetesSubmit,
+    PipelineSpec,
+)
 
 CHECKPOINT_ENV = "STREAMOPS_CHECKPOINT_URI"
 MASTER_ENV = "STREAMOPS_SPARK_MASTER"
@@ -29,6 +35,17 @@ DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 _LAUNCHER_ONLY_ENV = frozenset(
     {"STREAMOPS_STATE_DIR", "STREAMOPS_VENV_DIR", "STREAMOPS_SPARK_VENV_DIR", "STREAMOPS_CACHE_DIR"}
 )
+# Cluster mode: the field of the spec's ``kubernetes`` section naming the Secret of each password.
+SECRET_REF_FIELDS = {
+    MARIADB_PASSWORD_ENV: "mariadb_password_secret",
+    REDIS_PASSWORD_ENV: "redis_password_secret",
+    KAFKA_SASL_PASSWORD_ENV: "kafka_sasl_password_secret",
+}
+# Words of a variable that holds a credential: its value never goes on spark-submit's argv.
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "FERNET", "CREDENTIAL")
+# Fencing token and lease key (streamops.supervision.job_processes.job_environment): numbers, not
+# credentials, which the driver and the executors' Python workers need to fence their sinks.
+_FENCE_ENV = frozenset({"STREAMOPS_JOB_TOKEN", "STREAMOPS_JOB_LEASE", "STREAMOPS_JOB_PIPELINE"})
 
 
 def spark_submit_path(spark_home: Path) -> Path:
@@ -96,6 +113,39 @@ def build_submit_environment(spec: PipelineSpec, settings: Settings, master: str
     return env
 
 
+def is_secret_variable(name: str) -> bool:
+    """A variable whose value is a credential (a password, a key, a token)."""
+    if name in _FENCE_ENV:
+        return False
+    return any(word in name for word in _SECRET_WORDS) or name.endswith("_KEY")
+
+
+def secret_key_ref_conf(
+    spec: PipelineSpec, k8s: KubernetesSubmit, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The passwords of ``env`` as Spark's ``secretKeyRef`` settings: the driver and executor pods
+    read them from the spec's Secrets (``valueFrom.secretKeyRef``); only a Secret's name and key
+    are on the command line. A password of the settings without a Secret named in the spec is an
+    error, never a value on the argv nor a driver without it."""
+    conf: dict[str, str] = {}
+    refs = k8s.secret_key_refs()
+    for name, spec_field in SECRET_REF_FIELDS.items():
+        ref = refs.get(name)
+        if ref is None:
+            if env.get(name):
+                raise ValueError(
+                    f"{spec.name} runs in cluster mode and the settings have {name}: its driver "
+                    "pod reads it from a Kubernetes Secret, never from spark-submit's command "
+                    f"line. Set kubernetes.{spec_field}: '<secret name>:<key>' in its spec (the "
+                    "Helm chart's Secrets are <release>-streamops-mariadb:mariadb-password and "
+                    "<release>-streamops-redis:redis-password)."
+                )
+            continue
+        conf[f"spark.kubernetes.driver.secretKeyRef.{name}"] = ref
+        conf[f"spark.kubernetes.executor.secretKeyRef.{name}"] = ref
+    return conf
+
+
 def with_class_archive(java_options: str, archive: Path) -> str:
     """A driver's JVM options plus the class-data archive ``archive`` (made by
     `streamops install`): the JVM maps the classes Spark loads at start from it instead of
@@ -113,9 +163,17 @@ def build_submit_request(
     connector_jars: Sequence[Path] = (),
     spark_version: str = "4.2.0",
     class_archive: Path | None = None,
+    job_env: Mapping[str, str] | None = None,
 ) -> SubmitRequest:
     """``spec``'s job for ``spark-submit [options] <job file> [job args]`` on ``master`` in
     ``deploy_mode`` (its Spark Connection's).
+
+    Cluster mode: the driver pod gets the settings that are no credential as
+    ``spark.kubernetes.driverEnv.*``, and the passwords it needs through ``secretKeyRef`` settings
+    that name the spec's Secrets (:func:`secret_key_ref_conf`): no password is on the argv, and
+    none the job does not read (Airflow's, PostgreSQL's) is passed to the pod. ``job_env``: the
+    launch's fence (lease key and token) for the driver and the executors; in local mode the
+    launcher puts it in spark-submit's environment instead.
 
     ``connector_jars`` are the Kafka connector jars of the install cache (local mode: their paths;
     cluster mode: the same file names under the image's ``jars_dir``). ``class_archive``: the
@@ -146,9 +204,15 @@ def build_submit_request(
             "spark.kubernetes.driver.label.streamops/pipeline": spec.name,
             "spark.kubernetes.executor.label.streamops/pipeline": spec.name,
         }
-        for name, value in sorted(build_submit_environment(spec, settings, master).items()):
-            if name not in _LAUNCHER_ONLY_ENV:
+        env = build_submit_environment(spec, settings, master)
+        for name, value in sorted({**env, **(job_env or {})}.items()):
+            if name not in _LAUNCHER_ONLY_ENV and not is_secret_variable(name):
                 conf[f"spark.kubernetes.driverEnv.{name}"] = value
+        # The executors' Python workers write partitions of large batches: fenced as well.
+        for name, value in sorted((job_env or {}).items()):
+            if not is_secret_variable(name):
+                conf[f"spark.executorEnv.{name}"] = value
+        conf |= secret_key_ref_conf(spec, k8s, env)
         module_path = PurePosixPath(*spec.job_module.split(".")).with_suffix(".py")
         application = f"{k8s.application_root}/{module_path}"
     conf |= spec.spark_conf

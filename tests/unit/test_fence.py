@@ -17,7 +17,10 @@ def test_the_launchers_variables_make_the_fence() -> None:
     lease = Lease("/state/checkpoints/orders", "airflow:x", 12)
     env = job_environment("orders", lease)
     assert Fence.from_env(env) == Fence(lease.key, 12)
-    assert job_environment("orders", None) == {"STREAMOPS_JOB_PIPELINE": "orders"}
+    assert job_environment("orders", None) == {
+        "STREAMOPS_JOB_PIPELINE": "orders",
+        "STREAMOPS_JOB_HOST": __import__("socket").gethostname(),
+    }
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ _SHIPPED_SHARED: dict[str, Any] = {
     "enabled": True,
     "health": {
         "heartbeat_timeout_seconds": 60.0,
+        "job_heartbeat_timeout_seconds": 30.0,
         "max_batch_seconds": 240.0,
         "overload_load_per_core": 2.0,
         "overload_stretch": 4.0,

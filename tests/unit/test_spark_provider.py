@@ -12,7 +12,7 @@ from streamops_airflow.hooks import SparkJobHook
 from streamops.config import load_settings
 from streamops.errors import StreamopsError
 from streamops.spark_runtime import spark_home
-from streamops.supervision.spec import load_specs
+from streamops.supervision.spec import KubernetesSubmit, load_specs
 from streamops.supervision.submit import MASTER_ENV
 from tests.unit.provider_support import env_connection, option
 
@@ -79,3 +79,51 @@ def test_a_connection_that_cannot_run_the_job_is_refused_with_the_reason(
     env_connection(monkeypatch, "spark_default", **fields)
     with pytest.raises(StreamopsError, match=message):
         SparkJobHook(load_specs()["orders"], load_settings()).submit_command()
+
+
+def test_a_cluster_mode_argv_carries_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole spark-submit command line the provider builds for a driver pod: the passwords
+    are references to Secrets, never values (issue 17)."""
+    env_connection(
+        monkeypatch,
+        "spark_k8s",
+        conn_type="spark",
+        host="k8s://https://10.0.0.1:443",
+        extra={"deploy-mode": "cluster"},
+    )
+    passwords = ["maria-pw-5e1d", "pg-pw-c2a9", "admin-pw-0b7f", "redis-pw-4d2e", "scram-pw-8c1a"]
+    settings = load_settings(
+        mariadb_password=passwords[0],
+        postgres_password=passwords[1],
+        airflow_admin_password=passwords[2],
+        redis_password=passwords[3],
+        kafka_sasl_password=passwords[4],
+    )
+    spec = load_specs()["orders"].model_copy(
+        update={
+            "spark_conn_id": "spark_k8s",
+            "kubernetes": KubernetesSubmit(
+                api_server="https://10.0.0.1:443",
+                image="streamops:1",
+                mariadb_password_secret="rel-streamops-mariadb:mariadb-password",
+                redis_password_secret="rel-streamops-redis:redis-password",
+                kafka_sasl_password_secret="kafka-user:password",
+            ),
+        }
+    )
+    fence = {"STREAMOPS_JOB_TOKEN": "9", "STREAMOPS_JOB_LEASE": "b" * 64}
+    command, env = SparkJobHook(spec, settings).submit_command(job_env=fence)
+    assert option(command, "--deploy-mode") == "cluster"
+    argv = " ".join(command)
+    assert not [password for password in passwords if password in argv]
+    assert (
+        "spark.kubernetes.driver.secretKeyRef.STREAMOPS_MARIADB_PASSWORD="
+        "rel-streamops-mariadb:mariadb-password" in command
+    )
+    assert (
+        "spark.kubernetes.executor.secretKeyRef.STREAMOPS_REDIS_PASSWORD="
+        "rel-streamops-redis:redis-password" in command
+    )
+    assert "spark.kubernetes.driverEnv.STREAMOPS_JOB_TOKEN=9" in command
+    # spark-submit's own environment: Spark's home only (it does not reach the pod anyway).
+    assert env == {"SPARK_HOME": str(spark_home(settings))}

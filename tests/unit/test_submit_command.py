@@ -3,14 +3,12 @@ Spark (the command line itself is the Spark provider's: tests/unit/test_spark_pr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamops.config import PROJECT_ROOT, Settings, load_settings
-from streamops.supervision import kubernetes as k8s
 from streamops.supervision.spec import PipelineSpec, PipelineSpecError, parse_specs
 from streamops.supervision.submit import (
     CHECKPOINT_ENV,
@@ -18,7 +16,9 @@ from streamops.supervision.submit import (
     SubmitRequest,
     build_submit_environment,
     build_submit_request,
+    is_secret_variable,
     job_file,
+    secret_key_ref_conf,
 )
 
 JARS = (
@@ -31,6 +31,7 @@ K8S = {
     "image": "registry.local/streamops:1.2.3",
     "service_account": "spark-driver",
     "executor_instances": 3,
+    "mariadb_password_secret": "rel-streamops-mariadb:mariadb-password",
 }
 
 
@@ -52,6 +53,9 @@ def settings(tmp_path: Path) -> Settings:
         venv_dir=tmp_path / "venv",
         spark_venv_dir=tmp_path / "venv-spark",
         state_dir=tmp_path / "state",
+        # Whatever the environment says: these tests name the Secret of MariaDB's password only.
+        redis_password="",
+        kafka_sasl_password="",
     )
 
 
@@ -117,6 +121,98 @@ def test_kubernetes_cluster_mode_from_the_same_spec(settings: Settings) -> None:
         "local:///opt/streamops/spark-venv/lib/python3.11/site-packages/spark_jobs/jobs/orders.py"
     )
     assert request.application_args[-2:] == ["--trigger-interval", "5 seconds"]
+
+
+# --- cluster mode: no password on the argv ------------------------------------------------------
+PASSWORDS = {
+    "redis_password": "",
+    "kafka_sasl_password": "",
+    "mariadb_password": "maria-pw-1f0c",
+    "postgres_password": "pg-pw-77aa",
+    "airflow_admin_password": "admin-pw-93be",
+}
+
+
+def test_cluster_mode_passes_passwords_as_secret_references_only(tmp_path: Path) -> None:
+    settings = load_settings(
+        venv_dir=tmp_path / "venv", spark_venv_dir=tmp_path / "venv-spark", **PASSWORDS
+    )
+    fence = {"STREAMOPS_JOB_TOKEN": "42", "STREAMOPS_JOB_LEASE": "a" * 64}
+    request = _request(_spec(kubernetes=K8S), settings, connector_jars=JARS, job_env=fence)
+    confs = request.conf
+    everything = " ".join([*confs, *confs.values(), *request.application_args])
+    for password in filter(None, PASSWORDS.values()):
+        assert password not in everything
+    # No credential's variable at all, not even those the job never reads.
+    assert not [key for key in confs if "PASSWORD" in key and "secretKeyRef" not in key]
+    # The MariaDB password reaches driver and executors from the Secret (valueFrom).
+    ref = "rel-streamops-mariadb:mariadb-password"
+    assert confs["spark.kubernetes.driver.secretKeyRef.STREAMOPS_MARIADB_PASSWORD"] == ref
+    assert confs["spark.kubernetes.executor.secretKeyRef.STREAMOPS_MARIADB_PASSWORD"] == ref
+    # The fence goes to both, so the executors' writes are fenced too; it is no credential.
+    assert confs["spark.kubernetes.driverEnv.STREAMOPS_JOB_TOKEN"] == "42"
+    assert confs["spark.executorEnv.STREAMOPS_JOB_TOKEN"] == "42"
+    assert confs["spark.executorEnv.STREAMOPS_JOB_LEASE"] == "a" * 64
+    # Settings that are no credential stay.
+    assert confs["spark.kubernetes.driverEnv.STREAMOPS_MARIADB_USER"] == settings.mariadb_user
+
+
+def test_cluster_mode_without_the_secret_of_a_password_is_refused(settings: Settings) -> None:
+    without = {key: value for key, value in K8S.items() if key != "mariadb_password_secret"}
+    with pytest.raises(
+        ValueError, match=r"STREAMOPS_MARIADB_PASSWORD.*kubernetes\.mariadb_password_secret"
+    ):
+        _request(_spec(kubernetes=without), settings)
+
+
+def test_the_redis_password_needs_its_secret_once_the_settings_have_one(settings: Settings) -> None:
+    spec = _spec(kubernetes=K8S)
+    assert spec.kubernetes is not None
+    env = {"STREAMOPS_MARIADB_PASSWORD": "m", "STREAMOPS_REDIS_PASSWORD": ""}
+    # No Redis password: no reference needed.
+    assert set(secret_key_ref_conf(spec, spec.kubernetes, env)) == {
+        "spark.kubernetes.driver.secretKeyRef.STREAMOPS_MARIADB_PASSWORD",
+        "spark.kubernetes.executor.secretKeyRef.STREAMOPS_MARIADB_PASSWORD",
+    }
+    env["STREAMOPS_REDIS_PASSWORD"] = "r3dis"
+    with pytest.raises(ValueError, match=r"kubernetes\.redis_password_secret"):
+        secret_key_ref_conf(spec, spec.kubernetes, env)
+    named = _spec(kubernetes={**K8S, "redis_password_secret": "rel-streamops-redis:redis-password"})
+    assert named.kubernetes is not None
+    conf = secret_key_ref_conf(named, named.kubernetes, env)
+    assert conf["spark.kubernetes.driver.secretKeyRef.STREAMOPS_REDIS_PASSWORD"] == (
+        "rel-streamops-redis:redis-password"
+    )
+    assert "r3dis" not in " ".join(conf.values())
+
+
+def test_a_kafka_sasl_password_goes_the_same_way(settings: Settings) -> None:
+    spec = _spec(kubernetes={**K8S, "kafka_sasl_password_secret": "kafka-user:password"})
+    assert spec.kubernetes is not None
+    env = {"STREAMOPS_MARIADB_PASSWORD": "m", "STREAMOPS_KAFKA_SASL_PASSWORD": "sc-ram"}
+    conf = secret_key_ref_conf(spec, spec.kubernetes, env)
+    assert conf["spark.kubernetes.executor.secretKeyRef.STREAMOPS_KAFKA_SASL_PASSWORD"] == (
+        "kafka-user:password"
+    )
+    bare = _spec(kubernetes=K8S)
+    assert bare.kubernetes is not None
+    with pytest.raises(ValueError, match=r"kubernetes\.kafka_sasl_password_secret"):
+        secret_key_ref_conf(bare, bare.kubernetes, env)
+
+
+@pytest.mark.parametrize(
+    "reference", ["no-colon", "Upper:key", "name:", ":key", "name:bad/key", "-name:key"]
+)
+def test_a_secret_reference_is_a_secret_name_and_a_key(reference: str) -> None:
+    with pytest.raises(PipelineSpecError, match=r"kubernetes\.mariadb_password_secret"):
+        _spec(kubernetes={**K8S, "mariadb_password_secret": reference})
+
+
+def test_credentials_are_told_from_settings() -> None:
+    for name in ("STREAMOPS_MARIADB_PASSWORD", "AIRFLOW__CORE__FERNET_KEY", "X_API_TOKEN"):
+        assert is_secret_variable(name)
+    for name in ("STREAMOPS_JOB_TOKEN", "STREAMOPS_MARIADB_USER", "STREAMOPS_REDIS_PORT"):
+        assert not is_secret_variable(name)
 
 
 @pytest.mark.parametrize(
@@ -195,88 +291,3 @@ def test_the_builder_does_no_io(settings: Settings, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(Path, "glob", forbidden)
     monkeypatch.setattr(Path, "stat", forbidden)
     assert _request(_spec(kubernetes=K8S), settings, connector_jars=JARS)
-
-
-# --- cluster mode: finding and stopping the driver pod ------------------------------------------
-
-
-def _pod(name: str, phase: str, created: str, exit_code: int | None = None) -> dict[str, Any]:
-    status: dict[str, Any] = {"phase": phase}
-    if exit_code is not None:
-        status["containerStatuses"] = [
-            {"name": "sidecar", "state": {"terminated": {"exitCode": 9}}},
-            {"name": "spark-kubernetes-driver", "state": {"terminated": {"exitCode": exit_code}}},
-        ]
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "creationTimestamp": created},
-        "status": status,
-    }
-
-
-def test_driver_pods_are_found_by_the_labels_the_submit_command_sets(settings: Settings) -> None:
-    spec = _spec(kubernetes=K8S)
-    selector = k8s.driver_selector(spec)
-    assert selector == "streamops/pipeline=orders,spark-role=driver"
-    # The label the selector asks for is the one spark-submit puts on the driver pod.
-    request = _request(spec, settings, connector_jars=JARS)
-    assert request.conf["spark.kubernetes.driver.label.streamops/pipeline"] == "orders"
-    assert k8s.find_drivers_command(spec) == [
-        "kubectl",
-        "--server",
-        "https://10.0.0.1:443",
-        "--namespace",
-        "data",
-        "get",
-        "pods",
-        "--selector",
-        selector,
-        "--output",
-        "json",
-    ]
-    assert k8s.get_driver_command(spec, "orders-driver", kubectl="/bin/kubectl")[:1] == [
-        "/bin/kubectl"
-    ]
-    assert k8s.get_driver_command(spec, "orders-driver")[5:] == [
-        "get",
-        "pod",
-        "orders-driver",
-        "--output",
-        "json",
-    ]
-
-
-def test_stopping_the_driver_deletes_its_pod_with_the_grace_period(settings: Settings) -> None:
-    command = k8s.stop_driver_command(_spec(kubernetes=K8S), "orders-driver", 59.6)
-    assert command[:5] == ["kubectl", "--server", "https://10.0.0.1:443", "--namespace", "data"]
-    assert command[5:8] == ["delete", "pod", "orders-driver"]
-    assert "--grace-period=60" in command
-    assert "--wait=true" in command and "--timeout=90s" in command
-    assert "--ignore-not-found=true" in command
-
-
-def test_cluster_commands_refuse_a_local_spec() -> None:
-    with pytest.raises(ValueError, match="runs locally"):
-        k8s.find_drivers_command(_spec())
-
-
-def test_driver_pods_parse_newest_first_with_the_driver_exit_code() -> None:
-    listing = {
-        "kind": "PodList",
-        "items": [
-            _pod("old", "Failed", "2026-11-25T10:00:00Z", exit_code=1),
-            _pod("new", "Running", "2026-11-25T12:00:00Z"),
-            _pod("done", "Succeeded", "2026-11-25T11:00:00Z", exit_code=0),
-        ],
-    }
-    pods = k8s.parse_driver_pods(listing)
-    assert [p.name for p in pods] == ["new", "done", "old"]
-    assert pods[0].alive and pods[0].exit_code is None
-    assert (pods[1].alive, pods[1].exit_code) == (False, 0)
-    assert (pods[2].alive, pods[2].exit_code) == (False, 1)
-    assert k8s.live_driver(pods) == pods[0]
-    assert k8s.live_driver(pods[1:]) is None
-    assert pods[0].created_epoch == datetime(2026, 11, 25, 12, tzinfo=UTC).timestamp()
-    # `kubectl get pod NAME -o json` answers with the pod itself, not a list.
-    (single,) = k8s.parse_driver_pods(_pod("one", "Pending", "2026-11-25T12:00:00Z"))
-    assert single.alive and single.name == "one"

@@ -104,12 +104,17 @@ def read_supervision_state(
         for spec in specs:
             restart_states[spec.name] = leases.load_restart_state(connection, spec.name)
             lease = leases.current(connection, spec.checkpoint_location(settings.checkpoint_root))
-            processes[spec.name] = job_process(spec, lease)
+            processes[spec.name] = job_process(spec, lease, settings)
     return restart_states, processes
 
 
-def job_process(spec: PipelineSpec, lease: leases.Lease | None) -> JobProcess | None:
-    """The process a held lease records; None when nobody holds the checkpoint."""
+def job_process(
+    spec: PipelineSpec, lease: leases.Lease | None, settings: Settings | None = None
+) -> JobProcess | None:
+    """The process a held lease records; None when nobody holds the checkpoint. Whether it
+    lives: by its processes on this host, or, given ``settings``, by the job heartbeat of a job
+    launched on another host in client mode: the supervisor's own judgement
+    (``streamops.supervision.job_processes.job_is_alive``). Unknown (None) otherwise."""
     if lease is None or lease.owner is None:
         return None
     alive: bool | None = None
@@ -131,6 +136,14 @@ def job_process(spec: PipelineSpec, lease: leases.Lease | None) -> JobProcess | 
                 log_file="",
             )
         )
+    elif lease.pid and settings is not None and not (lease.host or "k8s:").startswith("k8s:"):
+        from streamops.supervision import job_processes
+
+        handle = job_processes.handle_from_lease(spec, settings, lease)
+        try:
+            alive = job_processes.job_is_alive(spec, settings, handle)
+        except Exception:  # Redis away: unknown, as it was before the heartbeat
+            alive = None
     return JobProcess(
         owner=lease.owner,
         pid=lease.pid,
