@@ -7,7 +7,7 @@ STREAMOPS = $(VENV)/bin/streamops
 # Tests run their own stack: its own state folder and ports, so a running `make up` is untouched.
 TEST_ENV = STREAMOPS_STATE_DIR=$(CURDIR)/.streamops-test
 
-.PHONY: install up down status test test-tools test-unit lint typecheck bench soak chaos
+.PHONY: install up down status test test-tools test-unit lint typecheck bench soak chaos compose-up
 
 install:
 	$(PYTHON) -m streamops install
@@ -53,3 +53,9 @@ soak: up
 
 chaos: up
 	$(STREAMOPS) chaos --duration 30m
+
+# docker compose: its keys and passwords are generated on the first run into
+# deploy/compose.secrets.env (0600, git-ignored) and kept afterwards; plain python3 is enough.
+compose-up:
+	$(PYTHON) -m streamops compose-secrets
+	docker compose up -d --build

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = Field(6379, ge=1, le=65535)
     redis_db: int = Field(0, ge=0, le=15)
+    redis_password: str = Field(
+        "",
+        repr=False,
+        description="Password of Redis' default user (requirepass); empty: no AUTH, for a Redis "
+        "bound to loopback (the local stack). Compose and the chart set one.",
+    )
     redis_maxmemory_mb: int = Field(
         512,
         ge=64,
@@ -264,7 +270,18 @@ class Settings(BaseSettings):
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        """The URL every Redis client connects with, the password included: never log it (use
+        :attr:`redis_url_redacted`)."""
+        return self._redis_url(quote(self.redis_password, safe=""))
+
+    @property
+    def redis_url_redacted(self) -> str:
+        """:attr:`redis_url` with the password masked, for messages and tables."""
+        return self._redis_url("***" if self.redis_password else "")
+
+    def _redis_url(self, password: str) -> str:
+        credentials = f":{password}@" if password else ""
+        return f"redis://{credentials}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
     @property
     def kafka_jars_dir(self) -> Path:

@@ -48,7 +48,7 @@ def check_redis(settings: Settings) -> str:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise StreamopsError(f"Redis at {settings.redis_url}: {exc}") from exc
+        raise StreamopsError(f"Redis at {settings.redis_url_redacted}: {exc}") from exc
     finally:
         client.close()
     return "PONG"

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -41,6 +42,20 @@ def install(
 
     code = installer.main(["--skip-apt"] if skip_apt else [])
     raise typer.Exit(code)
+
+
+@app.command("compose-secrets")
+def compose_secrets(
+    file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="The file to write (default: deploy/compose.secrets.env)."),
+    ] = None,
+) -> None:
+    """Generate docker compose's keys and passwords into a private, git-ignored file, once; an
+    existing file is never overwritten (`make compose-up` runs this first)."""
+    from streamops import compose_secrets as generator
+
+    raise typer.Exit(generator.main(["--file", str(file)] if file else []))
 
 
 @app.command()
@@ -90,7 +105,7 @@ def up(
         "MariaDB",
         f"{cfg.mariadb_host}:{cfg.mariadb_port}/{cfg.mariadb_database} (user {cfg.mariadb_user})",
     )
-    table.add_row("Redis", cfg.redis_url)
+    table.add_row("Redis", cfg.redis_url_redacted)
     table.add_row("Dashboard", cfg.dashboard_url)
     if airflow:
         table.add_row(

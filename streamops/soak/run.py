@@ -368,7 +368,7 @@ def _context(
         "state_dir": str(settings.state_dir),
         "kafka": settings.kafka_bootstrap_servers,
         "mariadb": f"{settings.mariadb_host}:{settings.mariadb_port}/{settings.mariadb_database}",
-        "redis": settings.redis_url,
+        "redis": settings.redis_url_redacted,
         "probe_tag": f"soak-{run_id}-<seq> (orders, payments); soak-{run_id} (patient)",
         "probe_rule": {
             "rule_id": PROBE_RULE_ID,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from streamops.stack.base import Component, Health
 # and losing one breaks the one-writer guarantee or the running sums. Once only such keys are
 # left, writes fail with OOM instead (docs/redis-keys.md).
 EVICTION_POLICY = "volatile-lru"
+REDIS_PASSWORD_ENV = "STREAMOPS_REDIS_PASSWORD"
 
 
 class Redis(Component):
@@ -31,10 +33,16 @@ class Redis(Component):
         return self.data_dir / "redis.conf"
 
     def prepare(self) -> None:
-        self.config_path.write_text(server_config(self.settings, self.host, self.data_dir))
+        # Owner-only: with a password set the file holds it (requirepass), which is why the
+        # password is in the file and not on the command line, where `ps` shows it to everyone.
+        write_private(self.config_path, server_config(self.settings, self.host, self.data_dir))
 
     def command(self) -> list[str]:
         return ["redis-server", str(self.config_path)]
+
+    def environment(self) -> dict[str, str]:
+        # The server reads its password from its config file; it needs none of ours.
+        return {k: v for k, v in super().environment().items() if k != REDIS_PASSWORD_ENV}
 
     def check_health(self) -> Health:
 
@@ -58,23 +66,55 @@ class Redis(Component):
 
 def server_config(settings: Settings, host: str, data_dir: Path) -> str:
     """The local Redis' ``redis.conf``, a pure function of the settings."""
-    return "\n".join(
-        [
-            "# Written by streamops from its settings; edits are overwritten on start.",
-            f"bind {host}",
-            f"port {settings.redis_port}",
-            "protected-mode yes",
-            "daemonize no",
-            f"dir {data_dir}",
-            # AOF keeps live state across `down`/`up`; everysec bounds loss to 1 s.
-            "appendonly yes",
-            "appendfsync everysec",
-            "save 60 1000",
-            # Bounded: over maxmemory Redis evicts the least recently used key with a TTL.
-            f"maxmemory {settings.redis_maxmemory_mb}mb",
-            f"maxmemory-policy {EVICTION_POLICY}",
-            "loglevel notice",
-            'logfile ""',
-            "",
-        ]
-    )
+    lines = [
+        "# Written by streamops from its settings; edits are overwritten on start.",
+        f"bind {host}",
+        f"port {settings.redis_port}",
+        # Without a password, protected mode answers loopback clients only, whatever `bind` says.
+        "protected-mode yes",
+        "daemonize no",
+        f"dir {data_dir}",
+        # AOF keeps live state across `down`/`up`; everysec bounds loss to 1 s.
+        "appendonly yes",
+        "appendfsync everysec",
+        "save 60 1000",
+        # Bounded: over maxmemory Redis evicts the least recently used key with a TTL.
+        f"maxmemory {settings.redis_maxmemory_mb}mb",
+        f"maxmemory-policy {EVICTION_POLICY}",
+        "loglevel notice",
+        'logfile ""',
+    ]
+    if settings.redis_password:
+        lines.append(f"requirepass {config_string(settings.redis_password)}")
+    return "\n".join([*lines, ""])
+
+
+def config_string(value: str) -> str:
+    """``value`` as a double-quoted redis.conf string that Redis reads back as it is: quotes and
+    backslashes escaped, anything not printable ASCII as ``\\xHH`` bytes (spaces and ``#`` are
+    plain text inside the quotes)."""
+    escaped = []
+    for char in value:
+        if char in ('"', "\\"):
+            escaped.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            escaped.append(char)
+        else:
+            escaped.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return '"' + "".join(escaped) + '"'
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` as the whole of ``path``, readable by its owner only (0600) from the first byte:
+    the file is created with that mode, and an older file of any mode is replaced, not reused."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text)
+        os.chmod(partial, 0o600)  # whatever the umask
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
