@@ -1,8 +1,13 @@
-"""``python -m streamops.dashboard [--host H] [--port P]``: serve the dashboard with uvicorn."""
+"""``python -m streamops.dashboard [--host H] [--port P]``: serve the dashboard with uvicorn.
+
+This process has no login, so it listens on loopback only (the local stack). Elsewhere Airflow's
+api-server serves the same app behind its login (docs/deploy.md, "Authentication").
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 from types import FrameType
 
@@ -22,6 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.dashboard_host)
     parser.add_argument("--port", type=int, default=settings.dashboard_port)
     args = parser.parse_args(argv)
+    if not is_loopback(args.host):
+        parser.error(
+            f"--host {args.host}: the dashboard shows patient vitals and has no login here; it "
+            "listens on loopback only. Other machines reach it through Airflow's api-server at "
+            "/streamops-dashboard/ (behind Airflow's login)."
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(
@@ -34,6 +45,15 @@ def main(argv: list[str] | None = None) -> None:
         ws="none",
     )
     _Server(config, app.state.feed).run()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Server(uvicorn.Server):

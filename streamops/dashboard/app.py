@@ -7,6 +7,12 @@ GET /api/events       text/event-stream: ``snapshot`` first, then ``orders``, ``
                       ``health``, ``vitals`` and ``status`` events as Redis publishes them, and
                       ``disk`` when the disk's figure or level changes
 GET /healthz          200 when Redis answers and the subscription is live, else 503
+GET /static/<file>    the page's scripts and style sheet
+
+Every URL the page uses is relative, so the same app serves at ``/`` (``python -m
+streamops.dashboard``, the local stack, loopback only) and under a prefix: the Airflow plugin
+mounts it at ``/streamops-dashboard`` of the api-server with Airflow's login as a dependency of
+every route (``dependencies``; plugins/streamops_airflow/ui/dashboard_app.py).
 """
 
 from __future__ import annotations
@@ -15,13 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, params
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 
 from streamops.config import Settings
@@ -32,6 +37,9 @@ from streamops.disk import state_dir_status
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page's own files, served by a route (a mounted StaticFiles app would skip the routes'
+# dependencies, i.e. the login when Airflow serves the dashboard).
+STATIC_FILES = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
 # A comment line this often keeps proxies from closing an idle stream and lets the server notice
 # a page that went away.
 KEEPALIVE_SECONDS = 15.0
@@ -43,7 +51,8 @@ RETRY_MILLISECONDS = 1000
 DISK_POLL_SECONDS = 30.0
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, dependencies: Sequence[params.Depends] = ()) -> FastAPI:
+    """The dashboard's app; ``dependencies`` run before every route (Airflow's ``get_user``)."""
     feed = RedisFeed(settings)
 
     async def disk() -> dict[str, Any]:
@@ -79,14 +88,27 @@ def create_app(settings: Settings) -> FastAPI:
                 await watcher
             await feed.stop()
 
-    app = FastAPI(title="streamops dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="streamops dashboard",
+        lifespan=lifespan,
+        dependencies=list(dependencies),
+        # No schema or docs routes: they would not get the dependencies.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.feed = feed
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         # The page is small and changes with the code: never let a browser keep an old copy.
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        if name not in STATIC_FILES:  # only the folder's own files: no path ever reaches disk
+            raise HTTPException(404, "Not Found")
+        return FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

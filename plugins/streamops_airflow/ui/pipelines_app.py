@@ -20,7 +20,6 @@ Route handlers are plain ``def``: FastAPI runs them in its thread pool, so their
 
 from __future__ import annotations
 
-import html
 import time
 from contextlib import closing
 from typing import Any
@@ -28,11 +27,11 @@ from urllib.parse import urlsplit
 
 from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from streamops.errors import StreamopsError
 from streamops.supervision.spec import PipelineSpec, PipelineSpecError, load_specs
+from streamops_airflow.ui.login import login_hint
 from streamops_airflow.ui.pipelines_page import PAGE
 
 ACTIONS = ("start", "stop", "restart", "reset-breaker")
@@ -46,6 +45,8 @@ app = FastAPI(
     redoc_url=None,
     openapi_url=None,
 )
+# A browser opening the page without a session gets the 401 with a link to the login.
+app.add_exception_handler(HTTPException, login_hint)
 
 
 # Airflow's own authentication: the UI's session cookie or a bearer token.
@@ -276,20 +277,3 @@ def _job_gone(spec: PipelineSpec) -> bool:
     _, processes = read_supervision_state([spec], load_settings())
     process = processes[spec.name]
     return process is None or process.alive is False
-
-
-@app.exception_handler(HTTPException)
-async def _login_hint(request: Request, exc: HTTPException) -> Response:
-    """A browser opening the page without a session gets the 401 with a link to the login."""
-    page_path = request.scope.get("root_path", "").rstrip("/") + "/"
-    wants_html = "text/html" in request.headers.get("accept", "")
-    if exc.status_code in (401, 403) and request.url.path == page_path and wants_html:
-        from airflow.api_fastapi.app import get_auth_manager
-
-        login = get_auth_manager().get_url_login(next_url=str(request.url))
-        return HTMLResponse(
-            f"<!doctype html><title>Log in</title><p>Not logged in to Airflow ({exc.detail}). "
-            f'<a href="{html.escape(login)}">Log in</a>, then open this page again.</p>',
-            status_code=exc.status_code,
-        )
-    return await http_exception_handler(request, exc)

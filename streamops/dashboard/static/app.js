@@ -132,11 +132,15 @@ const handlers = {
   status(data) { setConnection(data.redis === "connected" ? "live" : "Redis reconnecting…", data.redis === "connected" ? "live" : "down"); },
 };
 
-const source = new EventSource("/api/events");
+const source = new EventSource("api/events");
 for (const [name, handle] of Object.entries(handlers)) {
   source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
 }
 // The chart is drawn in pixels of its element: redraw when the window changes size.
 window.addEventListener("resize", () => drawRevenue($("#revenue-chart"), [...state.windows.values()]));
-// EventSource reconnects by itself; the server then sends a fresh snapshot.
-source.onerror = () => setConnection("reconnecting…", "down");
+// EventSource reconnects by itself; the server then sends a fresh snapshot. It gives up for good
+// on a refusal (e.g. 401 when Airflow's login expired): then only a reload, after logging in, helps.
+source.onerror = () => {
+  if (source.readyState === EventSource.CLOSED) setConnection("stopped: reload the page (log in?)", "down");
+  else setConnection("reconnecting…", "down");
+};
