@@ -1,11 +1,12 @@
 """PNG charts of benchmark results, drawn with matplotlib's file-only backend (no display needed).
 
-matplotlib is a ``dev`` extra: :func:`require_matplotlib` says how to install it, so a benchmark
-can check before it spends minutes measuring.
+matplotlib is in the ``bench`` and ``dev`` extras, not in ``spark``: :func:`require_matplotlib`
+says how to install it, so a benchmark can check before it spends minutes measuring.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError as error:
         raise BenchmarkError(
-            "matplotlib is not installed; it draws the benchmark's PNG charts. Install the dev "
-            "extras: .venv/bin/pip install -e '.[dev]' -c constraints.txt"
+            f"matplotlib is not installed in {sys.prefix}; it draws the benchmark's PNG charts. "
+            "Install the `bench` extra into this (Spark's) environment: pip install "
+            "'streamops[bench]' (`streamops install` puts it there in a source checkout)."
         ) from error
 
 

@@ -257,10 +257,13 @@ def test_copied_sources_exist_and_pass_dockerignore(dockerfile: Dockerfile) -> N
             continue
         assert (PROJECT_ROOT / source).exists(), f"COPY {source}: not in the repository"
         assert not _dockerignored(source, patterns), f"COPY {source}: excluded by .dockerignore"
+    # `benchmarks` is a package of the wheel too: `streamops bench` imports it.
     for needed in ("pyproject.toml", "constraints.txt", "README.md", "streamops/config.py"):
         assert not _dockerignored(needed, patterns), f"{needed} must reach the build"
+    assert not _dockerignored("benchmarks/orders/latency.py", patterns), "benchmarks are left out"
     for secret_or_bulk in (".venv/bin/python", ".streamops/airflow/secrets.json", ".git/config"):
         assert _dockerignored(secret_or_bulk, patterns), f"{secret_or_bulk} must stay out"
+    assert _dockerignored("benchmarks/results/run/summary.md", patterns), "results must stay out"
 
 
 def _dockerignored(path: str, patterns: list[str]) -> bool:
