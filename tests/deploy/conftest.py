@@ -112,8 +112,18 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def compose_env() -> dict[str, str]:
-    return parse_env_file(COMPOSE_ENV_FILE)
+def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """What a compose container gets: deploy/compose.env, then the secrets file that
+    `make compose-up` generates (made here in a temporary folder, as on a first run)."""
+    from streamops.compose_secrets import ensure_secrets_file
+
+    secrets_file = tmp_path_factory.mktemp("compose") / "compose.secrets.env"
+    ensure_secrets_file(secrets_file, COMPOSE_ENV_FILE)
+    committed = parse_env_file(COMPOSE_ENV_FILE)
+    generated = parse_env_file(secrets_file)
+    overlap = sorted(set(committed) & set(generated))
+    assert not overlap, f"set in deploy/compose.env and generated as secrets: {overlap}"
+    return {**committed, **generated}
 
 
 def parse_env_file(path: Path) -> dict[str, str]:

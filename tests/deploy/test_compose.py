@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,14 +16,22 @@ import pytest
 
 from streamops.config import Settings
 from streamops.stack.airflow import AIRFLOW_COMPONENTS
-from streamops.stack.dashboard import Dashboard
 from streamops.stack.kafka import Kafka
 from streamops.stack.mariadb import MariaDB
 from streamops.stack.redis import Redis
-from tests.deploy.conftest import PROJECT_ROOT
+from tests.deploy.conftest import COMPOSE_ENV_FILE, PROJECT_ROOT, parse_env_file
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "compose-spec.json"
 STREAMOPS_IMAGE = "streamops:0.1.0"
+COMMITTED_ENV = "deploy/compose.env"
+SECRETS_ENV = "deploy/compose.secrets.env"
+REDIS_AUTH_CONF = "/run/redis/auth.conf"
+# What deploy/compose.env held before the secrets file: public keys that must never come back.
+FORMERLY_COMMITTED_SECRETS = (
+    "StwQyzRUQmZ1jYIXxVJ5AEs38sBpZzWNtPXwi1jg-6U=",
+    "compose-only-api-secret-key-change-me",
+    "compose-only-jwt-secret-change-me-to-48-random-bytes",
+)
 INIT_SERVICES = {"streamops-init", "airflow-init"}
 AIRFLOW_SERVICES = {
     "airflow-api-server": "airflow-api-server",
@@ -98,7 +107,6 @@ def test_services(compose: dict[str, Any]) -> None:
         "postgres",
         *INIT_SERVICES,
         *AIRFLOW_SERVICES,
-        "dashboard",
     }
 
 
@@ -115,10 +123,10 @@ def test_images_are_pinned_and_match_the_settings(compose: dict[str, Any]) -> No
         r'^version = "([^"]+)"', (PROJECT_ROOT / "pyproject.toml").read_text(), re.M
     )
     assert version and f"streamops:{version[1]}" == STREAMOPS_IMAGE
-    for name in (*INIT_SERVICES, *AIRFLOW_SERVICES, "dashboard"):
+    for name in (*INIT_SERVICES, *AIRFLOW_SERVICES):
         assert services[name]["image"] == STREAMOPS_IMAGE
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
-        assert services[name]["env_file"] == ["deploy/compose.env"]
+        assert services[name]["env_file"] == [COMMITTED_ENV, SECRETS_ENV]
 
 
 def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
@@ -155,6 +163,10 @@ def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for mount in service.get("volumes", []):
             source = mount.split(":")[0]
+            if source.startswith("./") and mount.endswith(":ro"):
+                # A file of the repository, read-only: the pipeline specs.
+                assert (PROJECT_ROOT / source).is_file(), f"{name}: {mount}"
+                continue
             assert not source.startswith(("/", ".")), f"{name}: bind mount {mount}; use a volume"
             used.add(source)
     assert used == set(compose["volumes"])
@@ -170,10 +182,8 @@ def test_ports_are_loopback_only_and_match_the_settings(compose: dict[str, Any])
     assert published["mariadb"] == [("127.0.0.1", default("mariadb_port"), 3306)]
     assert published["redis"] == [("127.0.0.1", default("redis_port"), 6379)]
     assert published["airflow-api-server"] == [("127.0.0.1", default("airflow_port"), 8080)]
-    assert published["dashboard"] == [
-        ("127.0.0.1", default("dashboard_port"), default("dashboard_port"))
-    ]
-    assert set(published) == {"kafka", "mariadb", "redis", "airflow-api-server", "dashboard"}
+    # The dashboard is the api-server's (/streamops-dashboard/, behind its login).
+    assert set(published) == {"kafka", "mariadb", "redis", "airflow-api-server"}
 
 
 def test_kafka_listens_on_the_settings_ports(compose: dict[str, Any]) -> None:
@@ -182,15 +192,19 @@ def test_kafka_listens_on_the_settings_ports(compose: dict[str, Any]) -> None:
         (item.split("://")[0], int(item.rsplit(":", 1)[1]))
         for item in env["KAFKA_LISTENERS"].split(",")
     )
-    assert listeners["PLAINTEXT"] == default("kafka_port")
+    # SASL/SCRAM for clients (tests/deploy/test_kafka_auth.py runs it).
+    assert listeners["SASL_PLAINTEXT"] == default("kafka_port")
     assert listeners["CONTROLLER"] == default("kafka_controller_port")
     advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    assert f"PLAINTEXT://kafka:{default('kafka_port')}" in advertised
+    assert f"SASL_PLAINTEXT://kafka:{default('kafka_port')}" in advertised
     # The host listener is the one published, and advertised as the published address.
     host_port = listeners["HOST"]
     assert f"HOST://127.0.0.1:{host_port}" in advertised
     assert compose["services"]["kafka"]["ports"] == [f"127.0.0.1:{host_port}:{host_port}"]
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"1@kafka:{default('kafka_controller_port')}"
+    # The controller listens on the container's loopback only.
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == (
+        f"1@localhost:{default('kafka_controller_port')}"
+    )
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"])
 
 
@@ -222,7 +236,15 @@ SHARED_KAFKA_PROPERTIES = (
 
 
 def local_kafka_properties(tmp_path: Path) -> dict[str, str]:
-    text = Kafka(Settings(state_dir=tmp_path, kafka_port=9092)).server_properties()
+    # The local broker with SASL/SCRAM, as compose runs its own.
+    settings = Settings(
+        state_dir=tmp_path,
+        kafka_port=9092,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="streamops",
+        kafka_sasl_password="local",
+    )
+    text = Kafka(settings).server_properties()
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {key: value for key, value in pairs}
 
@@ -278,8 +300,9 @@ def test_redis_persists_like_the_local_server(compose: dict[str, Any], tmp_path:
         if line and not line.startswith("#")
     )
     command = compose["services"]["redis"]["command"]
-    assert command[0] == "redis-server"
-    options = dict(zip(command[1::2], command[2::2], strict=True))
+    # The first argument is the config file the entrypoint writes with the password.
+    assert command[:2] == ["redis-server", REDIS_AUTH_CONF]
+    options = dict(zip(command[2::2], command[3::2], strict=True))
     for key in ("appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy"):
         assert options[f"--{key}"] == local[key], key
 
@@ -300,7 +323,6 @@ def test_stop_grace_periods_match_the_local_stop_timeouts(compose: dict[str, Any
         ("kafka", Kafka),
         ("mariadb", MariaDB),
         ("redis", Redis),
-        ("dashboard", Dashboard),
     )
     for name, component in components:
         grace = duration_seconds(services[name]["stop_grace_period"])
@@ -376,11 +398,92 @@ def test_env_file_ports_are_the_settings_defaults(compose_env: dict[str, str]) -
     assert (execution.hostname, execution.port) == ("airflow-api-server", default("airflow_port"))
 
 
-def test_dashboard_serves_redis_on_the_settings_port(compose: dict[str, Any]) -> None:
-    service = compose["services"]["dashboard"]
-    assert service["command"] == ["python", "-m", "streamops.dashboard", "--host", "0.0.0.0"]
-    assert set(service["depends_on"]) == {"redis"}
-    # The health check asks the server's own probe (Redis answers, subscription live).
-    probe = " ".join(service["healthcheck"]["test"])
-    assert f"127.0.0.1:{default('dashboard_port')}/healthz" in probe
-    assert service["volumes"] == []
+def test_services_read_the_generated_secrets_file(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        env_files = service.get("env_file", [])
+        if name == "redis":
+            # Its password only; none of the streamops settings.
+            assert env_files == [SECRETS_ENV]
+        else:
+            # Short syntax: an entry is required (the Compose Specification's default), so a
+            # missing file stops compose instead of starting services without passwords.
+            assert env_files == [COMMITTED_ENV, SECRETS_ENV], name
+
+
+def test_committed_env_file_holds_no_secret() -> None:
+    from streamops.compose_secrets import SECRET_VARIABLES
+
+    committed = parse_env_file(COMPOSE_ENV_FILE)
+    assert not set(SECRET_VARIABLES) & set(committed)
+    credential = re.compile(r"(PASSWORD|SECRET|_KEY)$")
+    assert [name for name in committed if credential.search(name)] == []
+    assert "MARIADB_RANDOM_ROOT_PASSWORD" not in committed, "the image would log the root password"
+
+
+def test_no_tracked_file_holds_a_formerly_committed_key() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=PROJECT_ROOT, capture_output=True, check=False
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: no list of tracked files")
+    tracked = [PROJECT_ROOT / name for name in listed.stdout.decode().split("\0") if name]
+    assert PROJECT_ROOT / COMMITTED_ENV in tracked
+    assert PROJECT_ROOT / SECRETS_ENV not in tracked
+    this_file = Path(__file__).resolve()
+    holding: list[str] = []
+    for path in tracked:
+        if path.resolve() == this_file or not path.is_file():
+            continue
+        text = path.read_bytes()
+        holding += [
+            f"{path.relative_to(PROJECT_ROOT)}: {value[:12]}…"
+            for value in FORMERLY_COMMITTED_SECRETS
+            if value.encode() in text
+        ]
+    assert holding == []
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", SECRETS_ENV], cwd=PROJECT_ROOT, check=False
+    )
+    assert ignored.returncode == 0, f"{SECRETS_ENV} must be git-ignored"
+
+
+def test_redis_password_is_on_no_argv(compose: dict[str, Any]) -> None:
+    service = compose["services"]["redis"]
+    entrypoint = service["entrypoint"]
+    assert entrypoint[:2] == ["sh", "-c"]
+    script = entrypoint[2]
+    # The password reaches the file through printf, a shell builtin (no process, no argv), and
+    # redis-server gets the file's path; its other options carry no secret.
+    assert (
+        f'printf \'requirepass "%s"\\n\' "$$STREAMOPS_REDIS_PASSWORD" > {REDIS_AUTH_CONF}' in script
+    )
+    assert 'exec docker-entrypoint.sh "$$@"' in script
+    assert script.count("STREAMOPS_REDIS_PASSWORD") == 3  # the check, its message, printf
+    command = service["command"]
+    assert not [part for part in command if "requirepass" in part or "PASSWORD" in part]
+    assert command[command.index("--protected-mode") + 1] == "yes"
+    assert service["tmpfs"] == [REDIS_AUTH_CONF.rsplit("/", 1)[0]]
+    check = service["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    assert check[1].startswith('REDISCLI_AUTH="$$STREAMOPS_REDIS_PASSWORD" redis-cli ')
+    assert " -a " not in check[1] and "--pass" not in check[1]
+    for text in (script, check[1]):
+        assert "$" not in text.replace("$$", ""), "compose would interpolate a bare $"
+
+
+def test_compose_settings_carry_the_generated_passwords(compose_env: dict[str, str]) -> None:
+    from cryptography.fernet import Fernet
+
+    values = {
+        name[len("STREAMOPS_") :].lower(): value
+        for name, value in compose_env.items()
+        if name.startswith("STREAMOPS_")
+    }
+    settings = Settings.model_validate(values)
+    password = compose_env["STREAMOPS_REDIS_PASSWORD"]
+    assert len(password) >= 24 and settings.redis_password == password
+    assert settings.redis_url == f"redis://:{password}@redis:6379/0"
+    assert settings.mariadb_password == compose_env["MARIADB_PASSWORD"] != "streamops"
+    assert settings.airflow_admin_password not in ("", "admin")
+    Fernet(compose_env["AIRFLOW__CORE__FERNET_KEY"].encode())

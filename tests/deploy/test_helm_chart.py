@@ -57,6 +57,10 @@ EXISTING_SECRETS = {
     "airflow.secrets.existingSecret": "airflow-keys",
     "mariadb.existingSecret": "streamops-mariadb",
     "mariadb.existingSecretPasswordKey": "password",
+    "redis.auth.existingSecret": "streamops-redis",
+    "redis.auth.existingSecretPasswordKey": "password",
+    "kafka.auth.existingSecret": "streamops-kafka",
+    "kafka.auth.existingSecretPasswordKey": "password",
 }
 PERSISTENCE_OFF = {
     "storage.persistence.enabled": False,
@@ -130,7 +134,6 @@ def test_default_install_has_every_component(default_manifests: list[Manifest]) 
         f"{PREFIX}-scheduler",
         f"{PREFIX}-dag-processor",
         f"{PREFIX}-triggerer",
-        f"{PREFIX}-dashboard",
     }
     assert found["StatefulSet"] == {
         f"{PREFIX}-kafka",
@@ -139,20 +142,43 @@ def test_default_install_has_every_component(default_manifests: list[Manifest]) 
         f"{PREFIX}-postgresql",
     }
     assert found["Job"] == {f"{PREFIX}-airflow-db-migrate", f"{PREFIX}-streamops-init"}
-    assert found["ServiceAccount"] == {f"{PREFIX}-airflow", f"{PREFIX}-spark"}
-    assert found["Role"] == found["RoleBinding"] == {f"{PREFIX}-spark"}
+    assert found["ServiceAccount"] == {
+        f"{PREFIX}-airflow",
+        f"{PREFIX}-spark-launcher",
+        f"{PREFIX}-spark",
+    }
+    assert found["Role"] == found["RoleBinding"] == {f"{PREFIX}-spark", f"{PREFIX}-spark-launcher"}
+    # What each policy admits: tests/deploy/test_chart_security.py.
     assert found["NetworkPolicy"] == {
-        f"{PREFIX}-default",
-        f"{PREFIX}-api-server",
-        f"{PREFIX}-dashboard",
+        f"{PREFIX}-{name}"
+        for name in (
+            "default-deny",
+            "egress",
+            "kubernetes-api",
+            "kafka",
+            "mariadb",
+            "redis",
+            "postgresql",
+            "api-server",
+            "airflow-logs",
+            "spark-driver",
+            "spark-executor",
+        )
     }
     assert len(found["PodDisruptionBudget"]) == 4
     assert found["PersistentVolumeClaim"] == {f"{PREFIX}-state"}
-    assert found["ConfigMap"] == {f"{PREFIX}-env", f"{PREFIX}-pipelines", f"{PREFIX}-spark"}
+    assert found["ConfigMap"] == {
+        f"{PREFIX}-env",
+        f"{PREFIX}-pipelines",
+        f"{PREFIX}-spark",
+        f"{PREFIX}-kafka",  # the broker's start script
+    }
     assert found["Secret"] == {
         f"{PREFIX}-airflow",
         f"{PREFIX}-airflow-metadata",
         f"{PREFIX}-mariadb",
+        f"{PREFIX}-redis",
+        f"{PREFIX}-kafka",
     }
 
 
@@ -352,26 +378,42 @@ def test_api_server_service_uses_the_settings_port(default_manifests: list[Manif
 
 
 def test_spark_rbac_allows_cluster_mode_submission(default_manifests: list[Manifest]) -> None:
-    role = find(default_manifests, "Role", f"{PREFIX}-spark")
-    verbs: dict[str, set[str]] = {}
-    for rule in role["rules"]:
-        assert rule["apiGroups"] == [""], "Spark only needs the core API group"
-        for resource in rule["resources"]:
-            verbs.setdefault(resource, set()).update(rule["verbs"])
-    assert {"create", "get", "list", "watch", "delete", "deletecollection", "patch"} <= verbs[
-        "pods"
-    ]
-    for resource in ("services", "configmaps", "persistentvolumeclaims"):
-        assert {"create", "get", "list", "delete", "deletecollection"} <= verbs[resource]
-    assert not any("*" in v for v in verbs.values()), "no wildcard verbs"
-    assert "secrets" not in verbs, "Spark never needs to read Secrets through the API"
-    binding = find(default_manifests, "RoleBinding", f"{PREFIX}-spark")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": f"{PREFIX}-spark",
-    }
-    assert {s["name"] for s in binding["subjects"]} == {f"{PREFIX}-spark", f"{PREFIX}-airflow"}
+    """The rights cluster mode needs are there (the exact sets per account, and that no other
+    account has any: tests/deploy/test_chart_security.py)."""
+    for role_name, account, needed in (
+        (
+            f"{PREFIX}-spark-launcher",
+            f"{PREFIX}-spark-launcher",
+            {"pods": {"create", "get", "list", "watch", "delete"}, "services": {"create", "patch"}},
+        ),
+        (
+            f"{PREFIX}-spark",
+            f"{PREFIX}-spark",
+            {
+                "pods": {"create", "get", "list", "watch", "delete", "deletecollection", "patch"},
+                "services": {"create", "get", "list", "delete", "deletecollection"},
+                "configmaps": {"create", "get", "list", "delete", "deletecollection"},
+                "persistentvolumeclaims": {"create", "get", "list", "delete", "deletecollection"},
+            },
+        ),
+    ):
+        role = find(default_manifests, "Role", role_name)
+        verbs: dict[str, set[str]] = {}
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == [""], "Spark only needs the core API group"
+            for resource in rule["resources"]:
+                verbs.setdefault(resource, set()).update(rule["verbs"])
+        for resource, wanted in needed.items():
+            assert wanted <= verbs[resource], f"{role_name}: {resource}"
+        assert not any("*" in v for v in verbs.values()), "no wildcard verbs"
+        assert "secrets" not in verbs, "Spark never needs to read Secrets through the API"
+        binding = find(default_manifests, "RoleBinding", role_name)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role_name,
+        }
+        assert [s["name"] for s in binding["subjects"]] == [account]
     spark = find(default_manifests, "ConfigMap", f"{PREFIX}-spark")["data"]["spark-defaults.conf"]
     assert re.search(rf"serviceAccountName\s+{PREFIX}-spark\n", spark)
     assert re.search(rf"spark.kubernetes.namespace\s+{NAMESPACE}\n", spark)
@@ -381,7 +423,8 @@ def test_rbac_can_be_left_to_the_cluster_admin(render: Render) -> None:
     manifests = render({"spark.rbac.create": False, "spark.serviceAccountName": "spark-runner"})
     found = kinds(manifests)
     assert "Role" not in found and "RoleBinding" not in found
-    assert found["ServiceAccount"] == {f"{PREFIX}-airflow"}
+    # The scheduler and triggerer still name the launcher account; the admin binds its rights.
+    assert found["ServiceAccount"] == {f"{PREFIX}-airflow", f"{PREFIX}-spark-launcher"}
     spark = find(manifests, "ConfigMap", f"{PREFIX}-spark")["data"]["spark-defaults.conf"]
     assert re.search(r"serviceAccountName\s+spark-runner\n", spark)
 
@@ -426,10 +469,7 @@ def test_secret_looking_variables_come_from_secrets(default_manifests: list[Mani
     for where, spec in pod_specs(default_manifests):
         for container in containers(spec):
             for variable in container.get("env", []):
-                if (
-                    pattern.search(variable["name"])
-                    and variable["name"] != "MARIADB_RANDOM_ROOT_PASSWORD"
-                ):
+                if pattern.search(variable["name"]):
                     assert "value" not in variable, f"{where}: {variable['name']} is a literal"
                     assert "secretKeyRef" in variable["valueFrom"], where
                     found += 1
@@ -466,6 +506,7 @@ def test_existing_secrets_are_referenced_not_created(render: Render) -> None:
     assert references["STREAMOPS_MARIADB_PASSWORD"] == {"streamops-mariadb/password"}
     assert references["AIRFLOW__CORE__FERNET_KEY"] == {"airflow-keys/fernet-key"}
     assert references["STREAMOPS_AIRFLOW_ADMIN_PASSWORD"] == {"airflow-keys/admin-password"}
+    assert references["STREAMOPS_KAFKA_SASL_PASSWORD"] == {"streamops-kafka/password"}
 
 
 # --- in-cluster services versus external endpoints -----------------------------------------------
@@ -475,8 +516,9 @@ def test_external_services_replace_the_in_cluster_ones(render: Render) -> None:
     manifests = render(EXTERNAL)
     found = kinds(manifests)
     assert "StatefulSet" not in found
-    # Only the release's own servers keep a Service: Airflow's api-server and the dashboard.
-    assert found["Service"] == {f"{PREFIX}-api-server", f"{PREFIX}-dashboard"}
+    # Only the release's own server keeps a Service: Airflow's api-server (the dashboard is its
+    # plugin's, behind its login: tests/deploy/test_dashboard_auth.py).
+    assert found["Service"] == {f"{PREFIX}-api-server"}
     env = find(manifests, "ConfigMap", f"{PREFIX}-env")["data"]
     assert env["STREAMOPS_KAFKA_HOST"] == "kafka-bootstrap.kafka.svc"
     assert env["STREAMOPS_KAFKA_PORT"] == "9094"
@@ -522,9 +564,11 @@ def test_in_cluster_kafka_is_configured_like_compose(
     default_manifests: list[Manifest], compose: dict[str, Any]
 ) -> None:
     statefulset = find(default_manifests, "StatefulSet", f"{PREFIX}-kafka")
+    # The SCRAM user (STREAMOPS_KAFKA_SASL_*) compose's broker reads from its env files.
     env = {
-        e["name"]: e["value"]
+        e["name"]: e.get("value")
         for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+        if not e["name"].startswith("STREAMOPS_")
     }
     compose_env = compose["services"]["kafka"]["environment"]
     differ = {
@@ -537,7 +581,9 @@ def test_in_cluster_kafka_is_configured_like_compose(
     for name, value in compose_env.items():
         if name not in differ:
             assert env[name] == str(value), name
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{PREFIX}-kafka.{NAMESPACE}.svc:9092"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == (
+        f"SASL_PLAINTEXT://{PREFIX}-kafka.{NAMESPACE}.svc:9092"
+    )
 
 
 def test_in_cluster_mariadb_uses_the_chart_secret(default_manifests: list[Manifest]) -> None:
@@ -628,23 +674,27 @@ def test_only_the_scheduler_mounts_the_state_volume(default_manifests: list[Mani
 
 
 def test_network_policies(render: Render) -> None:
+    """The shape of the policies; what they admit, evaluated pair by pair, is in
+    tests/deploy/test_chart_security.py."""
     manifests = render()
-    default = find(manifests, "NetworkPolicy", f"{PREFIX}-default")["spec"]
+    default = find(manifests, "NetworkPolicy", f"{PREFIX}-default-deny")["spec"]
     release_labels = {
         "app.kubernetes.io/name": "streamops",
         "app.kubernetes.io/instance": RELEASE,
     }
     assert default["podSelector"]["matchLabels"] == release_labels
-    assert default["policyTypes"] == ["Ingress"]
-    assert default["ingress"] == [{"from": [{"podSelector": {"matchLabels": release_labels}}]}]
-    # Every pod of the release, Spark's included, carries the labels the policy admits.
+    assert default["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in default and "egress" not in default
+    # Every pod of the release, Spark's included, carries the labels the policy selects.
     for _, template in spark_pod_templates(manifests).items():
         assert release_labels.items() <= template["metadata"]["labels"].items()
     api = find(manifests, "NetworkPolicy", f"{PREFIX}-api-server")["spec"]
-    assert api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    (rule,) = api["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert [set(peer) for peer in rule["from"]] == [{"podSelector"}], "the release's pods only"
 
     restricted = find(render(EVERYTHING_ON), "NetworkPolicy", f"{PREFIX}-api-server")["spec"]
-    assert restricted["ingress"][0]["from"] == [
+    assert restricted["ingress"][0]["from"][1:] == [
         {"ipBlock": {"cidr": "10.0.0.0/8"}},
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
     ]
@@ -676,54 +726,21 @@ def test_spark_conf_carries_the_values(render: Render) -> None:
     assert driver["name"] == conf["spark.kubernetes.driver.podTemplateContainerName"]
 
 
-def test_dashboard(render: Render) -> None:
-    manifests = render()
-    deployment = find(manifests, "Deployment", f"{PREFIX}-dashboard")
-    spec = deployment["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    assert container["args"] == ["python", "-m", "streamops.dashboard", "--host", "0.0.0.0"]
-    assert container["ports"] == [{"name": "http", "containerPort": 8090, "protocol": "TCP"}]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
-    # Redis only: the settings, and no Secret of the release.
-    assert "env" not in container
-    assert spec["automountServiceAccountToken"] is False
-    service = find(manifests, "Service", f"{PREFIX}-dashboard")["spec"]
-    assert service["ports"] == [
-        {"name": "http", "port": 8090, "targetPort": "http", "protocol": "TCP"}
-    ]
-    assert (
-        service["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    )
-    env = find(manifests, "ConfigMap", f"{RELEASE}-streamops-env")["data"]
-    assert env["STREAMOPS_DASHBOARD_PORT"] == "8090"
-    policy = find(manifests, "NetworkPolicy", f"{PREFIX}-dashboard")["spec"]
-    assert policy["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
-
-    moved = render({"dashboard.port": 9191})
-    assert (
-        find(moved, "ConfigMap", f"{RELEASE}-streamops-env")["data"]["STREAMOPS_DASHBOARD_PORT"]
-        == "9191"
-    )
-    assert find(moved, "Service", f"{PREFIX}-dashboard")["spec"]["ports"][0]["port"] == 9191
-
-    restricted = render({"networkPolicy.dashboard.allowedCidrs": ["10.0.0.0/8"]})
-    spec = find(restricted, "NetworkPolicy", f"{PREFIX}-dashboard")["spec"]
-    assert spec["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
-
-    without = kinds(render({"dashboard.enabled": False}))
-    assert f"{PREFIX}-dashboard" not in without["Deployment"]
-    assert f"{PREFIX}-dashboard" not in without["NetworkPolicy"]
-
-
 def test_the_migrate_job_creates_the_spark_connection_once_against_real_airflow(
-    default_manifests: list[Manifest], stack: Stack, settings: Settings
+    render: Callable[..., list[Manifest]], stack: Stack, settings: Settings
 ) -> None:
     """The migrate Job's script, as rendered, run against the test stack's Airflow: it creates
     spark_default from STREAMOPS_SPARK_MASTER when the row is missing, and leaves a row that is
-    there (an operator's change) as it is."""
-    job = find(default_manifests, "Job", f"{PREFIX}-airflow-db-migrate")
-    shell, flag, script = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    there (an operator's change) as it is.
+
+    Rendered in client mode (cluster mode adds a second Connection, which the test stack must not
+    keep) and run up to its user step: the test stack's Airflow has the simple auth manager,
+    without `airflow users`; the chart's FAB users are run against a real api-server in
+    tests/integration/test_dashboard_airflow_auth.py."""
+    job = find(render({"spark.deployMode": "client"}), "Job", f"{PREFIX}-airflow-db-migrate")
+    shell, flag, full_script = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    script, user_step, _ = full_script.partition(" && create_user() {")
+    assert user_step, f"the migrate script has no user step any more: {full_script}"
     env = {
         **airflow_environment(settings),
         "PATH": f"{settings.venv_dir / 'bin'}:{os.environ['PATH']}",

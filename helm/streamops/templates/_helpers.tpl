@@ -47,6 +47,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-airflow" (include "streamops.fullname" .) -}}
 {{- end -}}
 
+{{/* The scheduler and the triggerer, which launch, watch and stop Spark drivers, run as this
+account; the other Airflow pods and the Jobs run as streamops.airflowServiceAccountName, which
+has no Role. */}}
+{{- define "streamops.launcherServiceAccountName" -}}
+{{- printf "%s-spark-launcher" (include "streamops.fullname" .) -}}
+{{- end -}}
+
 {{- define "streamops.sparkServiceAccountName" -}}
 {{- default (printf "%s-spark" (include "streamops.fullname" .)) .Values.spark.serviceAccountName -}}
 {{- end -}}
@@ -132,6 +139,28 @@ seccompProfile:
 {{- if .Values.mariadb.existingSecret -}}{{ .Values.mariadb.existingSecretPasswordKey }}{{- else -}}mariadb-password{{- end -}}
 {{- end -}}
 
+{{/* The MariaDB root password, for the in-cluster server only (nothing of ours logs in as root). */}}
+{{- define "streamops.mariadbRootSecretKey" -}}
+{{- if .Values.mariadb.existingSecret -}}{{ .Values.mariadb.existingSecretRootPasswordKey }}{{- else -}}mariadb-root-password{{- end -}}
+{{- end -}}
+
+{{- define "streamops.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "streamops.fullname" .)) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "streamops.redisSecretKey" -}}
+{{- if .Values.redis.auth.existingSecret -}}{{ .Values.redis.auth.existingSecretPasswordKey }}{{- else -}}redis-password{{- end -}}
+{{- end -}}
+
+{{/* STREAMOPS_REDIS_PASSWORD, for every container that talks to Redis. */}}
+{{- define "streamops.redisPasswordEnv" -}}
+- name: STREAMOPS_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "streamops.redisSecretName" . }}
+      key: {{ include "streamops.redisSecretKey" . }}
+{{- end -}}
+
 {{- define "streamops.metadataSecretName" -}}
 {{- if .Values.airflow.metadataConnection.existingSecret -}}
 {{- .Values.airflow.metadataConnection.existingSecret -}}
@@ -162,7 +191,7 @@ it), else a new random one. Call with (dict "ctx" $ "secret" name "key" key "val
 {{- end -}}
 {{- end -}}
 
-{{/* Environment of every streamops container --------------------------------------------------- */}}
+{{/* Environment of the Airflow containers and Jobs (Spark pods get no credential env) ------- */}}
 
 {{- define "streamops.env" -}}
 - name: STREAMOPS_MARIADB_PASSWORD
@@ -170,6 +199,8 @@ it), else a new random one. Call with (dict "ctx" $ "secret" name "key" key "val
     secretKeyRef:
       name: {{ include "streamops.mariadbSecretName" . }}
       key: {{ include "streamops.mariadbSecretKey" . }}
+{{ include "streamops.redisPasswordEnv" . }}
+{{- include "streamops.kafkaPasswordEnv" . }}
 - name: STREAMOPS_AIRFLOW_ADMIN_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -259,4 +290,51 @@ it), else a new random one. Call with (dict "ctx" $ "secret" name "key" key "val
 {{- if and .Values.postgresql.enabled (or .Values.airflow.metadataConnection.existingSecret .Values.airflow.metadataConnection.url) -}}
 {{- fail "airflow.metadataConnection is for an external database: set postgresql.enabled=false to use it." -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Network policies -------------------------------------------------------------------------- */}}
+
+{{/* The pods of this release with one of the given components; call with
+(dict "ctx" $ "components" (list "scheduler" "triggerer")). */}}
+{{- define "streamops.componentSelector" -}}
+matchLabels:
+  {{- include "streamops.releaseLabels" .ctx | nindent 2 }}
+matchExpressions:
+  - key: app.kubernetes.io/component
+    operator: In
+    values: {{ toJson .components }}
+{{- end -}}
+
+{{/* The components that run Airflow (and, through the plugin and the tasks, the platform code). */}}
+{{- define "streamops.airflowComponents" -}}
+{{- toJson (list "api-server" "scheduler" "dag-processor" "triggerer") -}}
+{{- end -}}
+
+{{/* Spark pods, labelled by the pod templates of configmap-spark.yaml. */}}
+{{- define "streamops.sparkComponents" -}}
+{{- toJson (list "spark-driver" "spark-executor") -}}
+{{- end -}}
+
+{{/* NetworkPolicy peers outside the release from a networkPolicy.apiServer-like block. */}}
+{{- define "streamops.externalPeers" -}}
+{{- range .allowedCidrs }}
+- ipBlock:
+    cidr: {{ . | quote }}
+{{- end }}
+{{- range .allowedNamespaces }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ . | quote }}
+{{- end }}
+{{- range .allowedPods }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .namespace | quote }}
+  podSelector:
+    matchLabels:
+      {{- range (splitList "," .labels) }}
+      {{- $pair := splitn "=" 2 . }}
+      {{ $pair._0 }}: {{ $pair._1 | quote }}
+      {{- end }}
+{{- end }}
 {{- end -}}
