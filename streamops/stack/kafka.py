@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from streamops.disk import write_private
 from streamops.errors import StreamopsError
 from streamops.kafka_security import scram_jaas_config
 from streamops.stack.base import Component, Health
@@ -319,14 +320,6 @@ def scram_credential(
         f'salt="{base64.b64encode(salt).decode()}",'
         f'saltedpassword="{base64.b64encode(salted).decode()}"]'
     )
-
-
-def write_private(path: Path, text: str) -> None:
-    """``text`` into ``path``, readable by this user alone from its first byte."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write(text)
 
 
 def _kafka_cluster_id() -> str:

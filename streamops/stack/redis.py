@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from streamops.clients import redis_client
 from streamops.config import Settings
+from streamops.disk import write_private
 from streamops.stack.base import Component, Health
 
 # Only keys with a TTL are evicted: the fencing tokens and the orders writer's totals have none,
@@ -102,19 +102,3 @@ def config_string(value: str) -> str:
         else:
             escaped.extend(f"\\x{byte:02x}" for byte in char.encode())
     return '"' + "".join(escaped) + '"'
-
-
-def write_private(path: Path, text: str) -> None:
-    """``text`` as the whole of ``path``, readable by its owner only (0600) from the first byte:
-    the file is created with that mode, and an older file of any mode is replaced, not reused."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.unlink(missing_ok=True)
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as stream:
-            stream.write(text)
-        os.chmod(partial, 0o600)  # whatever the umask
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

@@ -5,8 +5,8 @@ it: a host name of its own, no view of the launcher's processes, the network and
 shared. Here the test process launches (the hook, as the scheduler's task does) and the watcher is
 a process in namespaces of its own (``unshare --uts --pid --fork --mount-proc``, a host name set
 inside): it polls the job's health, runs the health trigger, reads the operations page's liveness,
-and stops the job. Real Kafka, MariaDB, Redis and Spark; Airflow's own processes are not needed
-(the hook and the trigger are driven directly), so this module's stack runs without them.
+and stops the job. Real Kafka, MariaDB, Redis and Spark, from the suite's shared stack (the hook
+and the trigger are driven directly; Airflow's processes only run beside them).
 
 Also on the real services, without Spark: the job heartbeat's script (token guard, relaunch,
 stop request, fence), and a job that ignores the stop request is fenced and exits by itself.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from streamops.config import Settings
 from streamops.contract.redis_keys import job_key, job_stop_key
 from streamops.db import connect
 from streamops.generator.producer import run_generator
-from streamops.stack import Stack
+from streamops.processes import session_members
 from streamops.supervision import job_beat, job_processes
 from streamops.supervision import lease as leases
 from streamops.supervision.job_health import (
@@ -58,20 +57,6 @@ WATCHER_HOST = "streamops-watcher"
 OWNER = "test:cross-host"
 POLL_SECONDS = 3
 HEALTHY_POLLS = 3
-
-
-@pytest.fixture(scope="module")
-def stack(settings: Settings) -> Iterator[Stack]:
-    """Kafka, MariaDB, Redis (and PostgreSQL), fresh, without Airflow's four processes: on a
-    2-core machine they would only take CPU from the two Spark sides of this test."""
-    stack = Stack(settings)
-    stack.down()
-    shutil.rmtree(settings.state_dir, ignore_errors=True)
-    try:
-        stack.up(with_airflow=False, report=print)
-        yield stack
-    finally:
-        stack.down(report=print)
 
 
 def _unshare() -> list[str]:
@@ -137,17 +122,6 @@ def producing_orders(settings: Settings, rate: float = 20.0) -> Iterator[None]:
 
 def orders_stored(settings: Settings) -> int:
     return int(query(settings, "SELECT COUNT(*) FROM orders")[0][0])
-
-
-def session_members(session: int) -> list[int]:
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-        except (psutil.Error, OSError):
-            continue
-    return members
 
 
 def job_log(handle: JobHandle) -> str:
