@@ -44,14 +44,18 @@ def query_key(pipeline: str, query_name: str, prefix: str = QUERY_KEY_PREFIX) ->
     return f"{prefix}:{pipeline}:{query_name}"
 
 
-def job_key(pipeline: str, prefix: str = JOB_KEY_PREFIX) -> str:
-    """The Redis hash holding the job heartbeat of a pipeline's running (or last) job."""
-    return f"{prefix}:{pipeline}"
+def job_key(pipeline: str, lease_key: str, prefix: str = JOB_KEY_PREFIX) -> str:
+    """The Redis hash holding the job heartbeat of the running (or last) job of a pipeline on one
+    checkpoint (``lease_key``: its lease's key, ``streamops.supervision.lease.checkpoint_key``).
+    Per checkpoint, as fencing tokens are: a job on another checkpoint of the same pipeline (a
+    test's, a benchmark's) has tokens of its own, and must neither read nor fence this one."""
+    return f"{prefix}:{pipeline}:{lease_key}"
 
 
-def job_stop_key(pipeline: str, prefix: str = JOB_KEY_PREFIX) -> str:
-    """The Redis string asking a pipeline's job (by fencing token and launch) to stop."""
-    return f"{prefix}:{pipeline}:stop"
+def job_stop_key(pipeline: str, lease_key: str, prefix: str = JOB_KEY_PREFIX) -> str:
+    """The Redis string asking the job of a pipeline on one checkpoint (by fencing token and
+    launch) to stop."""
+    return f"{prefix}:{pipeline}:{lease_key}:stop"
 
 
 def alert_key(alert_id: str, prefix: str = ALERTS_KEY_PREFIX) -> str:

@@ -3,17 +3,18 @@
 A supervisor that launched a job on its own host looks at the job's processes
 (``streamops.supervision.job_processes``). One on another host cannot: in compose the scheduler
 launches and the triggerer watches, each in a container of its own. So the job's driver keeps a
-heartbeat of its own in Redis (``streamops:job:<pipeline>``, a hash), written every
+heartbeat of its own in Redis (``streamops:job:<pipeline>:<lease key>``, a hash), written every
 :data:`BEAT_SECONDS` by a thread of its own that no batch holds up
 (``spark_jobs.common.query_status.JobHeartbeat``): its fencing token, host, pid and session, when it
 started and last beat, its machine's load, why it is stopping, and on its way out its exit code.
 The rule that judges it is pure (``streamops.supervision.job_health.judge_job_beat``).
 
-A watcher stops such a job by a request (``streamops:job:<pipeline>:stop``) naming the job's
-fencing token and launch; the driver reads it with each beat and stops as on SIGTERM (its queries
-between two batches, exit 0). Each beat also reads the Redis mirror of the lease's token: a newer
-token there means the checkpoint's lease moved on (the watcher fenced the job, or a new launch got
-the lease), and the job stops as well.
+A watcher stops such a job by a request (``streamops:job:<pipeline>:<lease key>:stop``) naming
+the job's fencing token and launch; the driver reads it with each beat and stops as on SIGTERM
+(its queries between two batches, exit 0). Each beat also reads the Redis mirror of the lease's
+token: a newer token there means the checkpoint's lease moved on (the watcher fenced the job, or a
+new launch got the lease), and the job stops as well. Both keys, like fencing tokens, are per
+checkpoint: a job of the same pipeline on another checkpoint never reads or fences this one.
 
 Every beat is one script, so a job never overwrites the heartbeat of a job under a newer token,
 and a new launch (a newer token, or the same token started anew) starts from an empty hash.
@@ -87,8 +88,8 @@ def write_beat(
     reply = client.eval(
         BEAT_SCRIPT,
         3,
-        job_key(pipeline),
-        job_stop_key(pipeline),
+        job_key(pipeline, lease_key),
+        job_stop_key(pipeline, lease_key),
         fence_key(lease_key),
         str(token),
         started_at,
@@ -104,21 +105,23 @@ def write_beat(
     )
 
 
-def read_job_beat(client: Any, pipeline: str) -> dict[str, str]:
-    """The job heartbeat hash of ``pipeline`` (empty when no job ever beat)."""
-    return {_text(name): _text(value) for name, value in client.hgetall(job_key(pipeline)).items()}
+def read_job_beat(client: Any, pipeline: str, lease_key: str) -> dict[str, str]:
+    """The job heartbeat hash of ``pipeline`` on the checkpoint of ``lease_key`` (empty when no
+    job ever beat)."""
+    beat = client.hgetall(job_key(pipeline, lease_key))
+    return {_text(name): _text(value) for name, value in beat.items()}
 
 
-def request_stop(client: Any, pipeline: str, token: int, launch_pid: int) -> str:
+def request_stop(client: Any, pipeline: str, lease_key: str, token: int, launch_pid: int) -> str:
     """Ask the job launched as ``launch_pid`` under ``token`` to stop; returns the request."""
     request = stop_request(token, launch_pid)
-    client.set(job_stop_key(pipeline), request, ex=STOP_REQUEST_TTL_SECONDS)
+    client.set(job_stop_key(pipeline, lease_key), request, ex=STOP_REQUEST_TTL_SECONDS)
     return request
 
 
-def withdraw_stop(client: Any, pipeline: str, request: str) -> None:
+def withdraw_stop(client: Any, pipeline: str, lease_key: str, request: str) -> None:
     """Take the stop request back once its job is gone, unless another one replaced it."""
-    key = job_stop_key(pipeline)
+    key = job_stop_key(pipeline, lease_key)
     if _text(client.get(key)) == request:
         client.delete(key)
 

@@ -49,7 +49,7 @@ from streamops.supervision.job_health import (
     float_field,
     judge_job_beat,
 )
-from streamops.supervision.lease import Lease
+from streamops.supervision.lease import Lease, checkpoint_key
 from streamops.supervision.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -519,7 +519,7 @@ def remote_report(
         return _judge_remote(spec, handle, {}, now)
     client = redis_client(settings, timeout_seconds=2, decode_responses=True)
     with closing(client):
-        fields = read_job_beat(client, handle.pipeline)
+        fields = read_job_beat(client, handle.pipeline, _lease_key(handle))
     return _judge_remote(spec, handle, fields, now)
 
 
@@ -538,7 +538,7 @@ def remote_health(
         client = redis_client(settings, timeout_seconds=2, decode_responses=True)
         with closing(client):
             pipe = client.pipeline(transaction=False)
-            pipe.hgetall(job_key(handle.pipeline))
+            pipe.hgetall(job_key(handle.pipeline, _lease_key(handle)))
             for query in handle.queries:
                 pipe.hgetall(query_key(handle.pipeline, query))
             job_fields, *states = pipe.execute()
@@ -582,7 +582,9 @@ def stop_remote(
         return report.exit_code
     client = redis_client(settings, timeout_seconds=2, decode_responses=True)
     with closing(client):
-        request = request_stop(client, handle.pipeline, handle.fencing_token, handle.pid)
+        request = request_stop(
+            client, handle.pipeline, _lease_key(handle), handle.fencing_token, handle.pid
+        )
         log.info("%s: asked the job on %s to stop (%s)", handle.pipeline, handle.host, request)
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
@@ -595,7 +597,7 @@ def stop_remote(
             if report.alive:
                 continue
             with suppress(Exception):
-                withdraw_stop(client, handle.pipeline, request)
+                withdraw_stop(client, handle.pipeline, _lease_key(handle), request)
             log.info("%s: the job on %s %s", handle.pipeline, handle.host, report.detail)
             if report.exit_code is None:
                 return None
@@ -702,3 +704,8 @@ def load_per_core() -> float:
 def _quietly() -> Iterator[None]:
     with suppress(psutil.Error, ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
         yield
+
+
+def _lease_key(handle: JobHandle) -> str:
+    """The key of the lease the job runs under: heartbeat and stop request are per checkpoint."""
+    return checkpoint_key(handle.checkpoint_location)

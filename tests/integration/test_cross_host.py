@@ -231,8 +231,9 @@ def test_one_host_launches_another_watches_and_stops_the_job(
             assert "stopping on request (stop requested)" in Path(handle.log_file).read_text()
             client = redis_client(settings, decode_responses=True)
             with contextlib.closing(client):
-                beat = client.hgetall(job_key("orders"))
-                assert client.get(job_stop_key("orders")) is None  # withdrawn
+                key = leases.checkpoint_key(handle.checkpoint_location)
+                beat = client.hgetall(job_key("orders", key))
+                assert client.get(job_stop_key("orders", key)) is None  # withdrawn
             assert beat[JOB_TOKEN] == str(handle.fencing_token)
             assert beat[JOB_EXIT_CODE] == "0" and beat[JOB_STOPPING] == "stop requested"
             with contextlib.closing(connect(settings)) as connection:
@@ -269,18 +270,18 @@ def test_the_beat_script_guards_tokens_relaunches_and_carries_stop_and_fence(
 
         first = beat(5, "100.000", exit_code="0")
         assert first.written and first.reporting_token is None and first.request is None
-        assert job_beat.read_job_beat(client, pipeline)["token"] == "5"
+        assert job_beat.read_job_beat(client, pipeline, lease_key)["token"] == "5"
         # An older job never overwrites a newer one's heartbeat.
         older = beat(4, "50.000")
         assert not older.written and older.reporting_token == 5
-        assert job_beat.read_job_beat(client, pipeline)["started_at"] == "100.000"
+        assert job_beat.read_job_beat(client, pipeline, lease_key)["started_at"] == "100.000"
         # A relaunch under the same token starts from an empty hash (no earlier exit code).
         again = beat(5, "200.000")
         assert again.written
-        fields = job_beat.read_job_beat(client, pipeline)
+        fields = job_beat.read_job_beat(client, pipeline, lease_key)
         assert fields["started_at"] == "200.000" and "exit_code" not in fields
         # The stop request comes back with the next beat, and stops only its launch.
-        request = job_beat.request_stop(client, pipeline, 5, 4100)
+        request = job_beat.request_stop(client, pipeline, lease_key, 5, 4100)
         reply = beat(5, "200.000")
         assert reply.request == request == "5 4100"
         assert (
@@ -293,19 +294,21 @@ def test_the_beat_script_guards_tokens_relaunches_and_carries_stop_and_fence(
             )
             == "stop requested"
         )
-        job_beat.withdraw_stop(client, pipeline, request)
+        job_beat.withdraw_stop(client, pipeline, lease_key, request)
         assert beat(5, "200.000").request is None
         # A newer token in the fence mirror: nothing more is written, and the driver is fenced.
         raise_mirror(client, lease_key, 6)
         fenced = beat(5, "200.000", stopping="x")
         assert not fenced.written and fenced.mirror_token == 6
-        assert "stopping" not in job_beat.read_job_beat(client, pipeline)
+        assert "stopping" not in job_beat.read_job_beat(client, pipeline, lease_key)
         reason = driver_must_stop(
             5, {1}, reporting_token=fenced.reporting_token, mirror_token=6, request=None
         )
         assert reason is not None and reason.startswith("fenced")
     finally:
-        client.delete(job_key(pipeline), job_stop_key(pipeline), fence_key(lease_key))
+        client.delete(
+            job_key(pipeline, lease_key), job_stop_key(pipeline, lease_key), fence_key(lease_key)
+        )
         client.close()
 
 
@@ -384,4 +387,4 @@ def test_a_job_that_does_not_stop_on_request_is_fenced_and_exits_by_itself(
             driver.wait()
         client = redis_client(settings)
         with contextlib.closing(client):
-            client.delete(job_key(pipeline), job_stop_key(pipeline))
+            client.delete(job_key(pipeline, lease.key), job_stop_key(pipeline, lease.key))
