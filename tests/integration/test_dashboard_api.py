@@ -321,7 +321,8 @@ def test_health_endpoint_and_page(settings: Settings) -> None:
     assert health.json()["subscribed"] is True
     page = httpx.get(settings.dashboard_url, timeout=10)
     assert page.status_code == 200
-    assert '<script type="module" src="/static/app.js">' in page.text
+    # Relative: the same page is served at / and under the Airflow plugin's prefix.
+    assert '<script type="module" src="static/app.js">' in page.text
     for module in ("app.js", "chart.js"):
         script = httpx.get(f"{settings.dashboard_url}/static/{module}", timeout=10)
         assert script.status_code == 200
