@@ -266,12 +266,14 @@ class SparkJobHook(BaseHook):
         run_dir = self._run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = run_dir / f"token-{lease.fencing_token}.log"
-        command, env = self.submit_command(kafka_connector_jars(self.settings))
-        env = {**os.environ, **env}
-        env.update(job_processes.job_environment(self.spec.name, lease))
+        # The fence goes in spark-submit's environment (local mode) and, in cluster mode, into
+        # the command itself, for the driver and executor pods: one command serves both.
+        fence = job_processes.job_environment(self.spec.name, lease)
+        command, env = self.submit_command(kafka_connector_jars(self.settings), job_env=fence)
+        env = {**os.environ, **env, **fence}
         job_processes.mirror_fence(self.settings, lease)
         if self.spec.kubernetes is not None:
-            return self._launch_on_kubernetes(lease, env, log_file)
+            return self._launch_on_kubernetes(lease, command, env, log_file)
         # sh stays the session leader and records the exit code under its own pid ($$), so a
         # reattaching launcher finds the file from the lease alone; `exec` would lose the code.
         # The mark starts this launch's part of the log (relaunches under one lease share it).
@@ -307,7 +309,7 @@ class SparkJobHook(BaseHook):
         )
 
     def _launch_on_kubernetes(
-        self, lease: leases.Lease, env: dict[str, str], log_file: Path
+        self, lease: leases.Lease, command: list[str], env: dict[str, str], log_file: Path
     ) -> JobHandle:
         """spark-submit in cluster mode, its driver and executors fenced with ``lease``; returns
         once the driver pod exists. A live driver pod of the pipeline is an orphan here (the
@@ -327,8 +329,6 @@ class SparkJobHook(BaseHook):
             )
         # Pods of earlier submissions (ended ones stay until deleted): not this launch's driver.
         earlier = {pod.name for pod in pods.find(selector)}
-        fence = job_processes.job_environment(self.spec.name, lease)
-        command, _ = self.submit_command(kafka_connector_jars(self.settings), job_env=fence)
         try:
             with open(log_file, "ab") as log_stream:
                 result = subprocess.run(
