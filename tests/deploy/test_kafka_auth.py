@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +53,7 @@ from tests.deploy.conftest import (
     spark_pod_templates,
 )
 from tests.deploy.test_rendered_config import pod_container_env, settings_from
+from tests.integration.support import free_port
 
 Render = Callable[..., list[Manifest]]
 PREFIX = f"{RELEASE}-streamops"
@@ -392,12 +392,6 @@ needs_kafka = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _kafka_home(root: Path) -> Path:
     home = root / "opt-kafka"
     (home / "bin").mkdir(parents=True)
@@ -512,7 +506,7 @@ def test_the_charts_broker_starts_with_its_scram_user(render: Render, tmp_path: 
     script = tmp_path / "start.sh"  # the ConfigMap's copy, as the pod mounts it
     script.write_text(find(manifests, "ConfigMap", f"{PREFIX}-kafka")["data"]["start.sh"])
     _kafka_home(tmp_path)
-    port, controller = _free_port(), _free_port()
+    port, controller = free_port(), free_port()
     local = _on_this_machine(env, tmp_path, {9092: port, 9093: controller})
     clients = find(manifests, "ConfigMap", f"{PREFIX}-env")["data"]
     settings = _client({**clients, "STREAMOPS_KAFKA_SASL_PASSWORD": PASSWORD}, port, tmp_path)
@@ -570,7 +564,7 @@ def test_the_compose_broker_serves_containers_and_the_host_and_its_healthcheck_l
     env = _compose_kafka(compose, secrets_file)
     password = env["STREAMOPS_KAFKA_SASL_PASSWORD"]
     home = _kafka_home(tmp_path)
-    ports = {9092: _free_port(), 9093: _free_port(), 9094: _free_port()}
+    ports = {9092: free_port(), 9093: free_port(), 9094: free_port()}
     local = _on_this_machine(env, tmp_path, ports)
     log = tmp_path / "broker.log"
     clients = {**compose_env, "STREAMOPS_KAFKA_SASL_PASSWORD": password}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -89,3 +90,11 @@ def end_supervision(api: AirflowRest, dag_id: str) -> None:
         api.set_paused(dag_id, True)
     except Exception as exc:
         print(f"teardown: {dag_id}: {exc}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (the kernel's pick), for a test's own
+    services beside the shared stack."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -9,7 +9,6 @@ not touched.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from streamops.config import Settings
 from streamops.errors import StreamopsError
 from streamops.kafka_security import spark_kafka_security_options
 from streamops.stack.kafka import Kafka
+from tests.integration.support import free_port
 
 # Quotes, a backslash, '=' and ',' and ']': every character the JAAS line, the java argument
 # file and the --add-scram value treat specially.
@@ -36,19 +36,13 @@ def _running_stack() -> None:
     """Overrides the package's autouse fixture: this test brings its own broker."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def scram(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     private = settings.model_copy(
         update={
             "state_dir": tmp_path / "state",
-            "kafka_port": _free_port(),
-            "kafka_controller_port": _free_port(),
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
             "kafka_heap": "256m",
             "kafka_security_protocol": "SASL_PLAINTEXT",
             "kafka_sasl_mechanism": "SCRAM-SHA-512",

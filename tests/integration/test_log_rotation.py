@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from streamops.config import PROJECT_ROOT, Settings
 from streamops.maintenance.logs import rotated_copies
 from streamops.stack.kafka import Kafka
 from streamops.stack.redis import Redis
+from tests.integration.support import free_port
 
 ROLL_BYTES = 8 * 1024
 KEEP = 3
@@ -32,17 +32,11 @@ def _running_stack() -> None:
     """Overrides the package's autouse fixture: these tests bring their own services."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def private(settings: Settings, tmp_path: Path) -> Settings:
     """The test settings with a state folder and ports of this test alone."""
     ports = {
-        name: _free_port()
+        name: free_port()
         for name in (
             "kafka_port",
             "kafka_controller_port",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -29,6 +28,7 @@ from streamops.clients import redis_client
 from streamops.config import PROJECT_ROOT, Settings
 from streamops.stack.base import port_accepts, port_is_free
 from streamops.stack.redis import Redis
+from tests.integration.support import free_port
 
 # URL-special characters, a percent escape look-alike, redis.conf's quote, escape and comment
 # characters, a space and a non-ASCII letter: each must survive the URL and the config file.
@@ -44,9 +44,7 @@ def _running_stack() -> None:
 def _port() -> int:
     if port_is_free("127.0.0.1", PREFERRED_PORT):
         return PREFERRED_PORT
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 def _cmdline(pid: int) -> bytes:

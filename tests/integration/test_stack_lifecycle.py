@@ -24,6 +24,7 @@ from streamops.stack.pipelines import SupervisedPipeline, supervise
 from streamops.stack.redis import Redis
 from streamops.supervision import job_processes
 from streamops.supervision import lease as leases
+from tests.integration.support import free_port
 
 CLI = [sys.executable, "-m", "streamops"]
 
@@ -81,7 +82,7 @@ def test_port_in_use_gives_a_clear_error_and_leaves_state_consistent(settings: S
 
 def test_a_service_that_dies_at_start_reports_its_log(settings: Settings, tmp_path) -> None:
     broken_config = tmp_path / "missing-dir"
-    broken = Redis(settings.model_copy(update={"redis_port": _free_port()}))
+    broken = Redis(settings.model_copy(update={"redis_port": free_port()}))
     broken.name = "redis-broken"
     # A real redis-server refused by its own config check: a data dir that does not exist.
     port = broken.settings.redis_port
@@ -156,12 +157,6 @@ def test_down_then_up_keeps_mariadb_redis_and_kafka_data(stack: Stack, settings:
             break
     consumer.close()
     assert message is not None and message.value() == marker.encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_up_with_generators_and_the_supervised_orders_job_feeds_mariadb(
